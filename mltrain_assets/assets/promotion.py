@@ -1,0 +1,111 @@
+"""Registering a gated model version with its lineage, and moving the `staging` alias."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from dagster import AssetExecutionContext, DataVersion, MetadataValue, MultiPartitionKey, Output
+
+from mltrain_assets.artifacts import ArtifactRef, read_manifest
+from mltrain_assets.resources.tracking import ModelRegistry, code_commit, lineage_tags
+
+STAGING_ALIAS = "staging"
+
+# (current staging version) -> (challenger wins?, metadata describing the comparison)
+ChampionComparison = Callable[[str], tuple[bool, dict[str, Any]]]
+
+
+def partition_date(partition_key: Any) -> str:
+    if isinstance(partition_key, MultiPartitionKey):
+        return partition_key.keys_by_dimension["date"]
+    return str(partition_key)
+
+
+def snapshot_with_upstream(refs: dict[str, ArtifactRef]) -> dict[str, Any]:
+    """Input URIs and versions, plus what each input was itself built from (its manifest's inputs)."""
+    snapshot = {}
+    for name, ref in refs.items():
+        manifest = read_manifest(ref.uri) or {}
+        snapshot[name] = {"uri": ref.uri, "version": ref.version, "inputs": manifest.get("inputs", {})}
+    return snapshot
+
+
+def register_and_promote(
+    context: AssetExecutionContext,
+    *,
+    registry: ModelRegistry,
+    model_name: str,
+    model_ref: ArtifactRef,
+    data_snapshot: dict[str, Any],
+    score_metadata: dict[str, Any],
+    compare_with_champion: ChampionComparison | None = None,
+) -> Output[ArtifactRef]:
+    """Register once per lineage; move `staging` unless it holds a newer date or a better model."""
+    partition = str(context.partition_key)
+    tags = lineage_tags(
+        code_commit_sha=code_commit(), data_snapshot=data_snapshot, run_id=context.run.run_id, partition=partition
+    )
+    registered = registry.register(
+        model_name,
+        model_uri=model_ref.metadata["mlflow_model_uri"],
+        run_id=model_ref.metadata.get("mlflow_run_id"),
+        lineage_key=model_ref.version,
+        tags={**tags, **{f"mltrain.metric.{k}": str(v) for k, v in score_metadata.items()}},
+    )
+    current = registry.alias_version(model_name, STAGING_ALIAS)
+    comparison: dict[str, Any] = {}
+    if current == registered.version:
+        promoted, reason = True, f"already `{STAGING_ALIAS}`"
+    elif current is None:
+        promoted, reason = True, f"first `{STAGING_ALIAS}` version"
+    else:
+        current_partition = registry.version_tags(model_name, current).get("mltrain.partition", "")
+        current_date = _date_in(current_partition) or current_partition
+        ours = partition_date(context.partition_key)
+        if current_date > ours:
+            promoted, reason = False, f"`{STAGING_ALIAS}` is v{current} for newer date {current_date}; a backfill does not demote it"
+        elif compare_with_champion is not None:
+            promoted, comparison = compare_with_champion(current)
+            reason = ("challenger" if promoted else "champion") + f" wins against v{current}"
+        else:
+            promoted, reason = True, f"replaces v{current} ({current_date})"
+    if promoted and current != registered.version:
+        registry.set_alias(model_name, STAGING_ALIAS, registered.version)
+    registry.set_version_tag(model_name, registered.version, "mltrain.promotion", reason)
+    context.log.info(f"{model_name} v{registered.version}: {'promoted' if promoted else 'not promoted'} ({reason})")
+
+    ref = ArtifactRef(
+        asset_key=context.asset_key.to_user_string(),
+        partition_key=partition,
+        version=f"{model_name}/{registered.version}",
+        uri=f"models:/{model_name}/{registered.version}",
+        metadata={
+            "model_name": model_name,
+            "model_version": registered.version,
+            "created_now": registered.created,
+            "promoted": promoted,
+            "promotion_reason": reason,
+            "staging_version": registry.alias_version(model_name, STAGING_ALIAS),
+            **comparison,
+        },
+    )
+    metadata = {
+        "model": MetadataValue.text(ref.uri),
+        "model_version": int(registered.version),
+        "registered_now": registered.created,
+        "promoted_to_staging": promoted,
+        "promotion_reason": reason,
+        "previous_staging_version": current or "",
+        "mlflow_run": MetadataValue.text(registry.run_link(model_ref.metadata["mlflow_run_id"])),
+        **{k: v for k, v in {**score_metadata, **comparison}.items() if v is not None},
+    }
+    return Output(ref, data_version=DataVersion(ref.version), metadata=metadata)
+
+
+def _date_in(partition: str) -> str | None:
+    """The date inside a partition tag: ``2026-11-27`` or a multi key like ``nyc|2026-11-27``."""
+    for part in partition.split("|"):
+        if len(part) == 10 and part[4] == "-" and part[7] == "-":
+            return part
+    return None

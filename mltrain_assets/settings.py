@@ -1,0 +1,43 @@
+"""Embedded defaults for every setting, derived from ``MLTRAIN_HOME``.
+
+Resources read settings through ``dagster.EnvVar``; ``apply_defaults`` fills in
+the variables a user left unset so the same names work everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_HOME = ".mltrain"
+
+
+def mltrain_home() -> Path:
+    return Path(os.environ.get("MLTRAIN_HOME", DEFAULT_HOME)).expanduser().resolve()
+
+
+def default_environment() -> dict[str, str]:
+    home = mltrain_home()
+    return {
+        "MLTRAIN_HOME": str(home),
+        "MLTRAIN_LANDING_URI": f"file://{home}/landing",
+        "MLTRAIN_STORAGE_URI": f"file://{home}/storage",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{home}/mlflow.db",
+        "MLTRAIN_MLFLOW_ARTIFACTS_URI": f"file://{home}/mlartifacts",
+        "MLTRAIN_COMPUTE": "local",
+        "MLTRAIN_SPARK_MASTER": "local[*]",
+        "MLTRAIN_K8S_IMAGE": "mltrain:latest",
+        "MLTRAIN_K8S_NAMESPACE": "mltrain",
+        "DAGSTER_HOME": str(home / "dagster"),
+        # Spark otherwise binds the machine's external address; keep traffic on loopback.
+        "SPARK_LOCAL_IP": "127.0.0.1",
+    }
+
+
+def apply_defaults() -> dict[str, str]:
+    """Set every unset setting to its embedded default; returns the effective values."""
+    for name, value in default_environment().items():
+        if not os.environ.get(name):
+            os.environ[name] = value
+    Path(os.environ["MLTRAIN_HOME"]).mkdir(parents=True, exist_ok=True)
+    return {name: os.environ[name] for name in default_environment()}

@@ -1,0 +1,1 @@
+"""The data plane: standalone entry points that import no ``dagster`` (only ``dagster_pipes``)."""

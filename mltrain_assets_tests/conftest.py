@@ -1,0 +1,83 @@
+"""Shared fixtures: an isolated MLTRAIN_HOME per test, and real local services started on demand."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SETTINGS = (
+    "MLTRAIN_HOME",
+    "MLTRAIN_LANDING_URI",
+    "MLTRAIN_STORAGE_URI",
+    "MLFLOW_TRACKING_URI",
+    "MLTRAIN_MLFLOW_ARTIFACTS_URI",
+    "MLTRAIN_COMPUTE",
+    "MLTRAIN_SPARK_MASTER",
+    "DAGSTER_HOME",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout_s}s")
+
+
+@pytest.fixture
+def mltrain_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh MLTRAIN_HOME with every setting at its embedded default under it."""
+    from mltrain_assets.settings import apply_defaults
+
+    for name in SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "mltrain"
+    monkeypatch.setenv("MLTRAIN_HOME", str(home))
+    monkeypatch.setenv("SPARK_LOCAL_IP", "127.0.0.1")
+    for name, value in apply_defaults().items():
+        monkeypatch.setenv(name, value)
+    return home
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 API (moto's server mode) on 127.0.0.1, with a bucket ``mltrain``."""
+    import boto3
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        endpoint = f"http://127.0.0.1:{port}"
+        creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+        saved = {k: os.environ.get(k) for k in [*creds, "AWS_ENDPOINT_URL"]}
+        os.environ.update({**creds, "AWS_ENDPOINT_URL": endpoint})
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="mltrain")
+        yield endpoint
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
