@@ -2,18 +2,23 @@
 
 from dagster import Definitions, EnvVar
 
+from mltrain_assets.assets.recsys import recsys_assets
 from mltrain_assets.assets.rides import demand_assets
-from mltrain_assets.jobs import demand_jobs
+from mltrain_assets.jobs import demand_jobs, recsys_jobs
 from mltrain_assets.resources.compute import ComputeBackend
 from mltrain_assets.resources.storage import ArtifactRefIOManagerFactory, ArtifactStorage
 from mltrain_assets.resources.tracking import ModelRegistry
+from mltrain_assets.schedules import daily_schedules
+from mltrain_assets.sensors import landing_sensors
 from mltrain_assets.settings import apply_defaults
 
 apply_defaults()
 
 defs = Definitions(
-    assets=[*demand_assets],
-    jobs=[*demand_jobs],
+    assets=[*demand_assets, *recsys_assets],
+    jobs=[*demand_jobs, *recsys_jobs],
+    sensors=landing_sensors,
+    schedules=daily_schedules,
     resources={
         "storage": ArtifactStorage(base_uri=EnvVar("MLTRAIN_STORAGE_URI"), landing_uri=EnvVar("MLTRAIN_LANDING_URI")),
         "io_manager": ArtifactRefIOManagerFactory(base_uri=EnvVar("MLTRAIN_STORAGE_URI")),

@@ -74,11 +74,13 @@ class RunOutcome:
 def execute(job_fn, label: str, *, partition_key=None, partition_range: tuple[str, str] | None = None) -> RunOutcome:
     instance = ensure_instance()
     tags = {"mltrain/launched_by": "demo"}
+    if partition_key is not None:
+        tags.update(job_fn().get_tags_for_partition_key(str(partition_key), selected_asset_keys=None))
     if partition_range:
         tags[ASSET_PARTITION_RANGE_START_TAG], tags[ASSET_PARTITION_RANGE_END_TAG] = partition_range
     started = time.monotonic()
     result = execute_job(
-        reconstructable(job_fn), instance=instance, partition_key=partition_key, tags=tags, raise_on_error=False
+        reconstructable(job_fn), instance=instance, tags=tags, raise_on_error=False
     )
     outcome = RunOutcome(label, result.run_id, result.success, time.monotonic() - started)
     for event in result.get_asset_materialization_events():

@@ -32,3 +32,23 @@ demand_city_model_job = define_asset_job(
 )
 
 demand_jobs = [ride_events_job, demand_features_job, demand_city_model_job]
+
+user_interactions_job = define_asset_job(
+    "user_interactions_job",
+    selection=AssetSelection.assets("user_interactions"),
+    partitions_def=daily_partitions,
+    executor_def=in_process_executor,
+    description="Ingest one or more days of interactions (a range runs as one run).",
+)
+recommender_job = define_asset_job(
+    "recommender_job",
+    selection=AssetSelection.assets(
+        "interaction_embeddings", "recommender_model", "registered_recommender", "recommendations"
+    ),
+    partitions_def=daily_partitions,
+    executor_def=in_process_executor,
+    tags={"mltrain/workload": "training"},
+    description="Embeddings, distributed training, gate, champion/challenger promotion and batch inference for a date.",
+)
+
+recsys_jobs = [user_interactions_job, recommender_job]

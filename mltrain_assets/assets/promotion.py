@@ -37,6 +37,7 @@ def register_and_promote(
     registry: ModelRegistry,
     model_name: str,
     model_ref: ArtifactRef,
+    model_uri: str,
     data_snapshot: dict[str, Any],
     score_metadata: dict[str, Any],
     compare_with_champion: ChampionComparison | None = None,
@@ -48,7 +49,7 @@ def register_and_promote(
     )
     registered = registry.register(
         model_name,
-        model_uri=model_ref.metadata["mlflow_model_uri"],
+        model_uri=model_uri,
         run_id=model_ref.metadata.get("mlflow_run_id"),
         lineage_key=model_ref.version,
         tags={**tags, **{f"mltrain.metric.{k}": str(v) for k, v in score_metadata.items()}},

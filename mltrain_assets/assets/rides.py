@@ -24,6 +24,7 @@ from dagster import (
 from mltrain_assets.artifacts import ArtifactRef
 from mltrain_assets.assets.ingestion import landing_ingestion_asset
 from mltrain_assets.assets.promotion import register_and_promote, snapshot_with_upstream
+from mltrain_assets.automation import when_upstream_ready
 from mltrain_assets.assets.steps import (
     DATA_PLANE_RETRY,
     require_gates_passed,
@@ -73,6 +74,7 @@ def _missing_upstream(context: AssetExecutionContext, name: str, refs: dict[str,
     kinds={"spark", "sql"},
     pool="spark",
     retry_policy=DATA_PLANE_RETRY,
+    automation_condition=when_upstream_ready(),
     description=f"~200 features per city-hour over a trailing {RIDES_WINDOW_DAYS}-day window of ride_events (Spark SQL).",
 )
 def city_demand_features(
@@ -108,6 +110,7 @@ def city_demand_features(
     kinds={"lightgbm", "mlflow"},
     pool="training",
     retry_policy=DATA_PLANE_RETRY,
+    automation_condition=when_upstream_ready(),
     check_specs=[
         AssetCheckSpec(
             "mape_below_threshold",
@@ -155,6 +158,7 @@ def city_demand_model(
     group_name=GROUP,
     kinds={"mlflow"},
     retry_policy=DATA_PLANE_RETRY,
+    automation_condition=when_upstream_ready(),
     description="The city model registered as demand-forecast-<city> with lineage tags, aliased `staging`.",
 )
 def registered_demand_model(
@@ -168,6 +172,7 @@ def registered_demand_model(
         registry=registry,
         model_name=demand_config.registered_model_name(city),
         model_ref=city_demand_model,
+        model_uri=city_demand_model.metadata["mlflow_model_uri"],
         data_snapshot=snapshot,
         score_metadata={"mape": city_demand_model.metadata.get("mape")},
     )
@@ -179,6 +184,7 @@ def registered_demand_model(
     group_name=GROUP,
     kinds={"lightgbm", "parquet"},
     retry_policy=DATA_PLANE_RETRY,
+    automation_condition=when_upstream_ready(),
     description="Next-day hourly demand forecasts for one city from its `staging` model.",
 )
 def demand_forecasts(

@@ -1,0 +1,70 @@
+"""Landing sensors: start a date's ingestion when its ``_SUCCESS`` marker appears.
+
+Downstream steps follow by declarative automation (``mltrain_assets.automation``), so a
+landed day flows through features, training, gates, registration and inference.
+"""
+
+import datetime as dt
+import json
+
+from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
+
+from mltrain_assets.jobs import ride_events_job, user_interactions_job
+from mltrain_assets.landing import landed_days
+from mltrain_assets.partitions import PARTITIONS_START_DATE
+from mltrain_assets.resources.storage import ArtifactStorage
+
+# Days older than this, counted back from the newest landed day, are not (re)considered.
+LOOKBACK_DAYS = 14
+
+
+def plan_landing_runs(dataset: str, days, cursor: dict[str, str]) -> tuple[list[RunRequest], dict[str, str]]:
+    """Run requests for days that landed, or re-landed with other content, since ``cursor``.
+
+    ``cursor`` maps date -> fingerprint of its ``_SUCCESS`` marker. The first run of a date has
+    run key ``<dataset>:<date>``; a re-landed day with a changed marker gets a new key.
+    """
+    if not days:
+        return [], cursor
+    newest = max(dt.date.fromisoformat(d.date) for d in days)
+    horizon = max(newest - dt.timedelta(days=LOOKBACK_DAYS), dt.date.fromisoformat(PARTITIONS_START_DATE))
+    requests, cursor = [], dict(cursor)
+    for day in days:
+        if dt.date.fromisoformat(day.date) < horizon or cursor.get(day.date) == day.marker_sha256:
+            continue
+        run_key = f"{dataset}:{day.date}" if day.date not in cursor else f"{dataset}:{day.date}:{day.marker_sha256}"
+        requests.append(
+            RunRequest(
+                run_key=run_key,
+                partition_key=day.date,
+                tags={"mltrain/landing_marker": day.marker_sha256, "mltrain/trigger": "landing_sensor"},
+            )
+        )
+        cursor[day.date] = day.marker_sha256
+    oldest_kept = (horizon - dt.timedelta(days=LOOKBACK_DAYS)).isoformat()
+    return requests, {d: m for d, m in cursor.items() if d >= oldest_kept}
+
+
+def landing_sensor(dataset: str, job):
+    @sensor(
+        name=f"{dataset}_landing_sensor",
+        job=job,
+        minimum_interval_seconds=30,
+        default_status=DefaultSensorStatus.RUNNING,
+        description=f"Starts {job.name} for each date whose {dataset} `_SUCCESS` marker appeared or changed.",
+    )
+    def _sensor(context: SensorEvaluationContext, storage: ArtifactStorage):
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        requests, new_cursor = plan_landing_runs(dataset, landed_days(storage.landing_uri, dataset), cursor)
+        if not requests:
+            return SensorResult(skip_reason=SkipReason(f"no new {dataset} days under {storage.landing_uri}"), cursor=json.dumps(new_cursor, sort_keys=True))
+        context.log.info(f"{dataset}: requesting {[r.partition_key for r in requests]}")
+        return SensorResult(run_requests=requests, cursor=json.dumps(new_cursor, sort_keys=True))
+
+    return _sensor
+
+
+rides_landing_sensor = landing_sensor("rides", ride_events_job)
+interactions_landing_sensor = landing_sensor("interactions", user_interactions_job)
+
+landing_sensors = [rides_landing_sensor, interactions_landing_sensor]
