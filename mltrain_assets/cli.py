@@ -57,7 +57,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"mltrain demo for {date}; state in {env['MLTRAIN_HOME']}", flush=True)
     first = (dt.date.fromisoformat(date) - dt.timedelta(days=INPUT_DAYS - 1)).isoformat()
     demo._say(f"simulating rides {first}..{date} into {env['MLTRAIN_LANDING_URI']} (days already landed are kept)", started)
-    simulate("rides", env["MLTRAIN_LANDING_URI"], first, date, volume=args.rides_per_day, skip_landed=True)
+    from mltrain_assets.partitions import configured_cities
+
+    simulate("rides", env["MLTRAIN_LANDING_URI"], first, date, volume=args.rides_per_day, cities=configured_cities(),
+             skip_landed=True)
     outcomes = demo.run_demand_pipeline(date, parallel=args.parallel, started=started)
     failed = [o for o in outcomes if not o.success]
     print()
@@ -72,12 +75,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _demand_summary(date: str) -> str:
     from mlflow.tracking import MlflowClient
 
-    from mltrain_assets.schemas import CITIES
+    from mltrain_assets.partitions import configured_cities
     from mltrain_assets.workloads.demand_config import registered_model_name
 
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     lines = [f"demand forecasting, {date}: `staging` per city", f"{'model':<26}{'version':>8}{'MAPE':>8}  {'partition':<22}lineage"]
-    for city in CITIES:
+    for city in configured_cities():
         name = registered_model_name(city)
         try:
             version = client.get_model_version_by_alias(name, "staging")
@@ -109,6 +112,39 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_dev(args: argparse.Namespace) -> int:
+    from mltrain_assets.devstack import DevStack
+
+    env = _effective_env()
+    stack = DevStack(dagster_port=args.port, mlflow_port=args.mlflow_port).start()
+    print(f"Dagster UI  {stack.dagster_url}   (webserver + daemon: sensors, schedules, automation, backfills)")
+    print(f"MLflow UI   {stack.mlflow_url}   (store {env['MLFLOW_TRACKING_URI']})")
+    print(f"state in {env['MLTRAIN_HOME']}; logs in {env['MLTRAIN_HOME']}/logs; Ctrl-C stops everything", flush=True)
+    try:
+        while all(s.process.poll() is None for s in stack.services):
+            time.sleep(1)
+        print("a service exited; stopping the rest", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stack.stop()
+
+
+def _cmd_backfill(args: argparse.Namespace) -> int:
+    from mltrain_assets.backfill import launch_backfill, wait_for_backfill
+
+    cities = args.cities.split(",") if args.cities else None
+    status = 0
+    for pipeline in args.pipeline:
+        backfill_id = launch_backfill(args.url, pipeline, args.start, args.end, cities)
+        print(f"launched {pipeline} backfill {backfill_id} for {args.start}..{args.end}: {args.url}/runs/b/{backfill_id}")
+        if args.wait:
+            result = wait_for_backfill(args.url, backfill_id, timeout_s=args.timeout)
+            status |= result["status"] not in ("COMPLETED", "COMPLETED_SUCCESS")
+    return status
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mltrain", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -135,12 +171,29 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--date")
     summary.set_defaults(func=_cmd_summary)
 
+    dev = sub.add_parser("dev", help="Dagster webserver + daemon and the MLflow UI on 127.0.0.1")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.add_argument("--mlflow-port", type=int, default=5000)
+    dev.set_defaults(func=_cmd_dev)
+
+    backfill = sub.add_parser("backfill", help="launch a date-range asset backfill through the Dagster webserver")
+    backfill.add_argument("--start", required=True)
+    backfill.add_argument("--end", required=True)
+    backfill.add_argument("--pipeline", action="append", choices=["demand", "recsys"], help="repeatable; default both")
+    backfill.add_argument("--cities", help="comma-separated subset for the per-city assets")
+    backfill.add_argument("--url", default="http://127.0.0.1:3000")
+    backfill.add_argument("--wait", action="store_true", help="poll until the backfill finishes")
+    backfill.add_argument("--timeout", type=float, default=3600)
+    backfill.set_defaults(func=_cmd_backfill)
+
     sub.add_parser("schema", help="print the landing datasets' schemas and rules").set_defaults(func=_cmd_schema)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "command", None) == "backfill" and not args.pipeline:
+        args.pipeline = ["demand", "recsys"]
     return args.func(args)
 
 

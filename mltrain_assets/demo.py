@@ -17,8 +17,7 @@ from typing import Any
 from dagster import DagsterInstance, execute_job, reconstructable
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from mltrain_assets.partitions import city_partition_key
-from mltrain_assets.schemas import CITIES
+from mltrain_assets.partitions import city_partition_key, configured_cities
 from mltrain_assets.settings import apply_defaults
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -104,11 +103,12 @@ def _say(message: str, started: float) -> None:
     print(f"[demo +{time.monotonic() - started:6.1f}s] {message}", flush=True)
 
 
-def run_demand_pipeline(date: str, *, cities=CITIES, parallel: int = 2, started: float | None = None) -> list[RunOutcome]:
+def run_demand_pipeline(date: str, *, cities=None, parallel: int = 2, started: float | None = None) -> list[RunOutcome]:
     """ride_events (window) -> features -> per-city model/registration/forecast runs, two at a time."""
     from mltrain_assets.workloads.demand_config import INPUT_DAYS
 
     started = started or time.monotonic()
+    cities = cities or configured_cities()
     first = (dt.date.fromisoformat(date) - dt.timedelta(days=INPUT_DAYS - 1)).isoformat()
     outcomes = []
     _say(f"ride_events {first}..{date} (one run over {INPUT_DAYS} days)", started)

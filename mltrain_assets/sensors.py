@@ -7,7 +7,7 @@ landed day flows through features, training, gates, registration and inference.
 import datetime as dt
 import json
 
-from dagster import DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
+from dagster import AssetKey, DefaultSensorStatus, RunRequest, SensorEvaluationContext, SensorResult, SkipReason, sensor
 
 from mltrain_assets.jobs import ride_events_job, user_interactions_job
 from mltrain_assets.landing import landed_days
@@ -15,14 +15,17 @@ from mltrain_assets.partitions import PARTITIONS_START_DATE
 from mltrain_assets.resources.storage import ArtifactStorage
 
 # Days older than this, counted back from the newest landed day, are not (re)considered.
-LOOKBACK_DAYS = 14
+LOOKBACK_DAYS = 45  # longer than any trailing window (35 days of rides)
 
 
-def plan_landing_runs(dataset: str, days, cursor: dict[str, str]) -> tuple[list[RunRequest], dict[str, str]]:
+def plan_landing_runs(
+    dataset: str, days, cursor: dict[str, str], already_ingested: set[str] = frozenset()
+) -> tuple[list[RunRequest], dict[str, str]]:
     """Run requests for days that landed, or re-landed with other content, since ``cursor``.
 
     ``cursor`` maps date -> fingerprint of its ``_SUCCESS`` marker. The first run of a date has
-    run key ``<dataset>:<date>``; a re-landed day with a changed marker gets a new key.
+    run key ``<dataset>:<date>``; a re-landed day with a changed marker gets a new key. A day
+    first seen already ingested (by the demo, a backfill or the schedule) is adopted, not rerun.
     """
     if not days:
         return [], cursor
@@ -31,6 +34,9 @@ def plan_landing_runs(dataset: str, days, cursor: dict[str, str]) -> tuple[list[
     requests, cursor = [], dict(cursor)
     for day in days:
         if dt.date.fromisoformat(day.date) < horizon or cursor.get(day.date) == day.marker_sha256:
+            continue
+        if day.date not in cursor and day.date in already_ingested:
+            cursor[day.date] = day.marker_sha256
             continue
         run_key = f"{dataset}:{day.date}" if day.date not in cursor else f"{dataset}:{day.date}:{day.marker_sha256}"
         requests.append(
@@ -45,7 +51,7 @@ def plan_landing_runs(dataset: str, days, cursor: dict[str, str]) -> tuple[list[
     return requests, {d: m for d, m in cursor.items() if d >= oldest_kept}
 
 
-def landing_sensor(dataset: str, job):
+def landing_sensor(dataset: str, asset_name: str, job):
     @sensor(
         name=f"{dataset}_landing_sensor",
         job=job,
@@ -55,7 +61,8 @@ def landing_sensor(dataset: str, job):
     )
     def _sensor(context: SensorEvaluationContext, storage: ArtifactStorage):
         cursor = json.loads(context.cursor) if context.cursor else {}
-        requests, new_cursor = plan_landing_runs(dataset, landed_days(storage.landing_uri, dataset), cursor)
+        ingested = set(context.instance.get_materialized_partitions(AssetKey(asset_name)))
+        requests, new_cursor = plan_landing_runs(dataset, landed_days(storage.landing_uri, dataset), cursor, ingested)
         if not requests:
             return SensorResult(skip_reason=SkipReason(f"no new {dataset} days under {storage.landing_uri}"), cursor=json.dumps(new_cursor, sort_keys=True))
         context.log.info(f"{dataset}: requesting {[r.partition_key for r in requests]}")
@@ -64,7 +71,7 @@ def landing_sensor(dataset: str, job):
     return _sensor
 
 
-rides_landing_sensor = landing_sensor("rides", ride_events_job)
-interactions_landing_sensor = landing_sensor("interactions", user_interactions_job)
+rides_landing_sensor = landing_sensor("rides", "ride_events", ride_events_job)
+interactions_landing_sensor = landing_sensor("interactions", "user_interactions", user_interactions_job)
 
 landing_sensors = [rides_landing_sensor, interactions_landing_sensor]

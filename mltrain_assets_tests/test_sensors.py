@@ -32,6 +32,12 @@ def test_late_and_out_of_order_days_and_changed_content():
     assert [r.run_key for r in requests] == ["rides:2026-01-03:c2"]  # re-landed with other content
 
 
+def test_days_already_ingested_are_adopted_not_rerun():
+    requests, cursor = plan_landing_runs("rides", _days(("2026-01-01", "a"), ("2026-01-02", "b")), {}, {"2026-01-01"})
+    assert [r.run_key for r in requests] == ["rides:2026-01-02"]
+    assert cursor == {"2026-01-01": "a", "2026-01-02": "b"}
+
+
 def test_sensor_reads_the_landing_zone_and_keeps_its_cursor(mltrain_home):
     landing = f"file://{mltrain_home}/landing"
     simulate("rides", landing, "2026-01-01", "2026-01-02", volume=2_000)

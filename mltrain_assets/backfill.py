@@ -1,0 +1,126 @@
+"""Date-range backfills through Dagster's public GraphQL API (what the UI's backfill dialog calls).
+
+A backfill is an *asset* backfill: the daemon runs it in dependency order across partition
+definitions (days, and days x cities), including the trailing windows upstream assets need.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass
+
+import requests
+
+from mltrain_assets.partitions import configured_cities
+
+LAUNCH = """
+mutation Launch($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message stack }
+    ... on PartitionKeysNotFoundError { message }
+    ... on InvalidSubsetError { message }
+    ... on UnauthorizedError { message }
+  }
+}
+"""
+
+STATUS = """
+query Status($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill { id status numPartitions error { message } }
+    ... on PythonError { message }
+  }
+}
+"""
+
+FINISHED = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+
+
+@dataclass(frozen=True)
+class PipelineShape:
+    """Which assets a pipeline backfill covers and how far back each reaches."""
+
+    upstream_asset: str
+    upstream_lookback_days: int
+    daily_assets: tuple[str, ...]
+    city_assets: tuple[str, ...] = ()
+
+
+def pipelines() -> dict[str, PipelineShape]:
+    from mltrain_assets.workloads import demand_config, recsys_config
+
+    return {
+        "demand": PipelineShape(
+            "ride_events",
+            demand_config.INPUT_DAYS - 1,
+            ("city_demand_features",),
+            ("city_demand_model", "registered_demand_model", "demand_forecasts"),
+        ),
+        "recsys": PipelineShape(
+            "user_interactions",
+            recsys_config.EMBEDDING_WINDOW_DAYS,
+            ("interaction_embeddings", "recommender_model", "registered_recommender", "recommendations"),
+        ),
+    }
+
+
+def partitions_by_assets(pipeline: str, start: str, end: str, cities: list[str] | None = None) -> list[dict]:
+    """The GraphQL ``partitionsByAssets`` selection for a pipeline over ``start..end`` (inclusive)."""
+    if end < start:
+        raise ValueError(f"--end {end} is before --start {start}")
+    shape = pipelines()[pipeline]
+    first_upstream = (dt.date.fromisoformat(start) - dt.timedelta(days=shape.upstream_lookback_days)).isoformat()
+    selection = [{"assetKey": {"path": [shape.upstream_asset]}, "partitions": {"ranges": [{"start": first_upstream, "end": end}]}}]
+    for name in shape.daily_assets:
+        selection.append({"assetKey": {"path": [name]}, "partitions": {"ranges": [{"start": start, "end": end}]}})
+    # Date x city keys order city-major ("nyc|2026-03-01"), so one contiguous range per city.
+    city_ranges = [{"start": f"{c}|{start}", "end": f"{c}|{end}"} for c in (cities or configured_cities())]
+    for name in shape.city_assets:
+        selection.append({"assetKey": {"path": [name]}, "partitions": {"ranges": city_ranges}})
+    return selection
+
+
+def _graphql(url: str, query: str, variables: dict) -> dict:
+    response = requests.post(f"{url.rstrip('/')}/graphql", json={"query": query, "variables": variables}, timeout=60)
+    response.raise_for_status()
+    body = response.json()
+    if body.get("errors"):
+        raise RuntimeError(f"GraphQL error from {url}: {body['errors']}")
+    return body["data"]
+
+
+def launch_backfill(url: str, pipeline: str, start: str, end: str, cities: list[str] | None = None) -> str:
+    params = {
+        "partitionsByAssets": partitions_by_assets(pipeline, start, end, cities),
+        "title": f"mltrain {pipeline} {start}..{end}",
+        "tags": [{"key": "mltrain/backfill", "value": f"{pipeline}:{start}..{end}"}],
+    }
+    result = _graphql(url, LAUNCH, {"params": params})["launchPartitionBackfill"]
+    if result["__typename"] != "LaunchBackfillSuccess":
+        raise RuntimeError(f"backfill not launched ({result['__typename']}): {result.get('message')}")
+    return result["backfillId"]
+
+
+def backfill_status(url: str, backfill_id: str) -> dict:
+    result = _graphql(url, STATUS, {"id": backfill_id})["partitionBackfillOrError"]
+    if result["__typename"] != "PartitionBackfill":
+        raise RuntimeError(f"backfill {backfill_id}: {result.get('message')}")
+    return result
+
+
+def wait_for_backfill(url: str, backfill_id: str, timeout_s: float = 3600, poll_s: float = 5, progress=print) -> dict:
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        status = backfill_status(url, backfill_id)
+        if status["status"] != last:
+            progress(f"backfill {backfill_id}: {status['status']}")
+            last = status["status"]
+        if status["status"] in FINISHED:
+            return status
+        time.sleep(poll_s)
+    raise TimeoutError(f"backfill {backfill_id} still {last} after {timeout_s:.0f}s")
