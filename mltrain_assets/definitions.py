@@ -25,6 +25,7 @@ defs = Definitions(
         "compute": ComputeBackend(
             backend=EnvVar("MLTRAIN_COMPUTE"),
             spark_master=EnvVar("MLTRAIN_SPARK_MASTER"),
+            sql_engine=EnvVar("MLTRAIN_SQL_ENGINE"),
             k8s_image=EnvVar("MLTRAIN_K8S_IMAGE"),
             k8s_namespace=EnvVar("MLTRAIN_K8S_NAMESPACE"),
         ),

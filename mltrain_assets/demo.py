@@ -57,6 +57,14 @@ def demand_city_model_job():
     return _job("demand_city_model_job")
 
 
+def user_interactions_job():
+    return _job("user_interactions_job")
+
+
+def recommender_job():
+    return _job("recommender_job")
+
+
 @dataclass
 class RunOutcome:
     """What one run did, in the terms a person checks: success, work done, registrations."""

@@ -95,7 +95,7 @@ def city_demand_features(
         workload="mltrain_assets.workloads.demand_features",
         build_args=lambda out: [
             "--rides-uris", json.dumps(uris), "--date", context.partition_key, "--out-uri", out,
-            "--spark-master", compute.spark_master,
+            "--spark-master", compute.spark_master, "--engine", compute.sql_engine,
         ],
         timeout_s=3600,
         profile="spark",

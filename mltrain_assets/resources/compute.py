@@ -48,6 +48,7 @@ class ComputeBackend(ConfigurableResource):
 
     backend: str = "local"  # "local" | "k8s" (a plain str so it can come from EnvVar)
     spark_master: str = "local[*]"
+    sql_engine: str = "spark"  # "spark" | "duckdb": the engine for SQL feature workloads
     python_executable: str = ""
     k8s_image: str = "mltrain:latest"
     k8s_namespace: str = "mltrain"

@@ -1,0 +1,55 @@
+"""A new day lands; the running daemon's sensors and automation take it to registered models."""
+
+import pytest
+from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
+from mlflow.tracking import MlflowClient
+
+from mltrain_assets.simulate import simulate
+from mltrain_assets_tests.e2e.conftest import E2E_CITIES, NEW_DAY
+from mltrain_assets_tests.e2e.waiting import wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+def _versions_for(client: MlflowClient, name: str, partition: str) -> list:
+    try:
+        return [v for v in client.search_model_versions(f"name = '{name}'") if v.tags.get("mltrain.partition") == partition]
+    except Exception:  # noqa: BLE001 - the model may not exist yet while we poll
+        return []
+
+
+def test_landed_day_is_ingested_by_sensor_and_flows_to_registered_models(stack, e2e_env):
+    cities = E2E_CITIES.split(",")
+    landing = e2e_env["MLTRAIN_LANDING_URI"]
+    simulate("rides", landing, NEW_DAY, NEW_DAY, cities=cities, volume=30_000)
+    simulate("interactions", landing, NEW_DAY, NEW_DAY)
+    instance = DagsterInstance.get()
+    client = MlflowClient(e2e_env["MLFLOW_TRACKING_URI"])
+
+    def sensor_runs_succeeded():
+        runs = {
+            key: instance.get_runs(RunsFilter(tags={"dagster/run_key": key}))
+            for key in (f"rides:{NEW_DAY}", f"interactions:{NEW_DAY}")
+        }
+        return all(r and r[0].status == DagsterRunStatus.SUCCESS for r in runs.values()) and runs
+
+    runs = wait_until(sensor_runs_succeeded, timeout_s=240, what="the landing sensors' runs", instance=instance)
+    assert all(len(r) == 1 for r in runs.values()), "a date is launched once"
+
+    def all_registered():
+        demand = [_versions_for(client, f"demand-forecast-{c}", f"{c}|{NEW_DAY}") for c in cities]
+        recsys = _versions_for(client, "recommender", NEW_DAY)
+        return all(demand) and recsys and (demand, recsys)
+
+    demand, recsys = wait_until(all_registered, timeout_s=900, what="registered models for the new day", instance=instance)
+    for versions in [*demand, recsys]:
+        tags = versions[0].tags
+        assert {"mltrain.code_commit", "mltrain.data_snapshot", "mltrain.dagster_run_id"} <= set(tags)
+    assert client.get_model_version_by_alias("recommender", "staging").version == recsys[0].version
+
+    def inference_done():
+        forecasts = instance.get_materialized_partitions(AssetKey("demand_forecasts"))
+        recommended = instance.get_materialized_partitions(AssetKey("recommendations"))
+        return {f"{c}|{NEW_DAY}" for c in cities} <= set(forecasts) and NEW_DAY in recommended
+
+    wait_until(inference_done, timeout_s=300, what="forecasts and recommendations after promotion", instance=instance)
