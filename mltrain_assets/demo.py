@@ -7,6 +7,7 @@ everything the demo did. City models run as separate runs, two at a time.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -24,11 +25,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def ensure_instance() -> DagsterInstance:
-    """``$DAGSTER_HOME`` with the project's ``dagster.yaml``; returns the instance."""
+    """``$DAGSTER_HOME`` with the instance profile (``MLTRAIN_DAGSTER_YAML``, default ``dagster.yaml``)."""
     env = apply_defaults()
     home = Path(env["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
-    template, target = REPO_ROOT / "dagster.yaml", home / "dagster.yaml"
+    template = REPO_ROOT / os.environ.get("MLTRAIN_DAGSTER_YAML", "dagster.yaml")
+    target = home / "dagster.yaml"
     if template.exists() and (not target.exists() or target.read_text() != template.read_text()):
         shutil.copyfile(template, target)
     return DagsterInstance.get()
@@ -91,7 +93,7 @@ def execute(job_fn, label: str, *, partition_key=None, partition_range: tuple[st
     )
     outcome = RunOutcome(label, result.run_id, result.success, time.monotonic() - started)
     for event in result.get_asset_materialization_events():
-        materialization = event.asset_materialization
+        materialization = event.step_materialization_data.materialization
         outcome.materializations[materialization.asset_key.to_user_string()] = {
             k: getattr(v, "value", v) for k, v in materialization.metadata.items()
         }
