@@ -11,7 +11,6 @@ from dagster import (
     AssetExecutionContext,
     BackfillPolicy,
     DataVersion,
-    DataVersionsByPartition,
     Failure,
     FreshnessPolicy,
     MetadataValue,
@@ -120,9 +119,9 @@ def landing_ingestion_asset(
             metadata.update({"uri": MetadataValue.path(ref.uri), "version": ref.version})
             yield Output(ref, data_version=DataVersion(ref.version), metadata=metadata)
         else:
-            metadata["uris"] = MetadataValue.json({d: r.uri for d, r in refs.items()})
-            versions = DataVersionsByPartition({d: DataVersion(r.version) for d, r in refs.items()})
-            yield Output(refs, data_version=versions, metadata=metadata)
+            # One output covers the range; each partition's version lives in its reference.
+            metadata["versions"] = MetadataValue.json({d: {"uri": r.uri, "version": r.version} for d, r in refs.items()})
+            yield Output(refs, metadata=metadata)
         for gate in gates:
             yield AssetCheckResult(
                 check_name=gate.name,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dagster import ConfigurableIOManagerFactory, ConfigurableResource, InputContext, OutputContext, UPathIOManager
+from dagster import ConfigurableIOManagerFactory, Failure, ConfigurableResource, InputContext, OutputContext, UPathIOManager
 from upath import UPath
 
 from mltrain_assets.artifacts import ArtifactRef, join_uri, read_manifest, storage_options_for, version_uri
@@ -38,7 +38,15 @@ class ArtifactRefIOManager(UPathIOManager):
         path.write_text(obj.to_json())
 
     def load_from_path(self, context: InputContext, path: UPath) -> ArtifactRef:
-        return ArtifactRef.from_json(path.read_text())
+        try:
+            return ArtifactRef.from_json(path.read_text())
+        except FileNotFoundError:
+            # Waiting or retrying cannot make an unmaterialized input appear: fail once, clearly.
+            partition = context.asset_partition_key if context.has_asset_partitions else ""
+            raise Failure(
+                description=f"input {context.asset_key.to_user_string()} {partition} is not materialized (no reference at {path})",
+                allow_retries=False,
+            ) from None
 
     def handle_output(self, context: OutputContext, obj: Any) -> None:
         if isinstance(obj, dict):

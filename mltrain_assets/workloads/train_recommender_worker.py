@@ -1,0 +1,31 @@
+"""The ``torchrun`` target of ``train_recommender``: one DDP worker per process.
+
+torchrun starts workers in their own sessions, so killing the launcher's process group
+would leave them running. Each worker therefore asks Linux to SIGKILL it when its parent
+(the torchrun agent) dies, before anything else happens.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+
+def die_with_parent() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() == 1:  # the agent died before the request took effect
+        os._exit(1)
+
+
+if __name__ == "__main__":
+    die_with_parent()
+    from mltrain_assets.workloads.train_recommender import worker_main
+
+    raise SystemExit(worker_main())
