@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+import warnings
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
@@ -191,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Dagster flags beta/preview APIs on every use; the CLI's readers want progress, not that.
+    warnings.filterwarnings("ignore", message=".*(beta|preview).*", category=Warning)
     args = build_parser().parse_args(argv)
     if getattr(args, "command", None) == "backfill" and not args.pipeline:
         args.pipeline = ["demand", "recsys"]

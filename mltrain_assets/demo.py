@@ -22,6 +22,8 @@ from mltrain_assets.partitions import city_partition_key, configured_cities
 from mltrain_assets.settings import apply_defaults
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The demo prints its own progress; Dagster's event stream stays in the instance (and the UI).
+QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def ensure_instance() -> DagsterInstance:
@@ -89,7 +91,7 @@ def execute(job_fn, label: str, *, partition_key=None, partition_range: tuple[st
         tags[ASSET_PARTITION_RANGE_START_TAG], tags[ASSET_PARTITION_RANGE_END_TAG] = partition_range
     started = time.monotonic()
     result = execute_job(
-        reconstructable(job_fn), instance=instance, tags=tags, raise_on_error=False
+        reconstructable(job_fn), instance=instance, run_config=QUIET_CONSOLE, tags=tags, raise_on_error=False
     )
     outcome = RunOutcome(label, result.run_id, result.success, time.monotonic() - started)
     for event in result.get_asset_materialization_events():
@@ -144,7 +146,7 @@ def _report(outcome: RunOutcome, started: float) -> None:
     status = "ok" if outcome.success else "FAILED"
     figures = []
     for asset_key, metadata in outcome.materializations.items():
-        if "mape" in metadata:
+        if asset_key == "city_demand_model":
             figures.append(f"MAPE {float(metadata['mape']):.3f} (naive {float(metadata.get('naive_mape', 'nan')):.3f})")
         if "model_version" in metadata:
             figures.append(f"v{metadata['model_version']} {'promoted' if metadata.get('promoted_to_staging') else 'not promoted'}")

@@ -104,8 +104,17 @@ def _day_flag_sql(day_expr: str) -> str:
     return _flag(f"(({day_expr}) + 3) % 7 >= 5 OR ({day_expr}) IN ({_holiday_days()})")
 
 
+_HOLIDAY_DAYS = "__HOLIDAY_DAYS__"  # replaced when rendering: the holidays near the frame, as day numbers
+
+
 def _holiday_days() -> str:
-    return ", ".join(str((day - _EPOCH).days) for day in HOLIDAYS)
+    return _HOLIDAY_DAYS
+
+
+def holiday_day_numbers(first_hour: int, last_hour: int) -> list[int]:
+    """Day numbers (days since 1970-01-01) of the holidays around hours ``first_hour .. last_hour``."""
+    first, last = first_hour // 24 - 9, last_hour // 24 + 2  # local days reach back 7 days and ahead 1
+    return [n for n in ((day - _EPOCH).days for day in HOLIDAYS) if first <= n <= last]
 
 
 def _last_same_daytype() -> str:
@@ -238,7 +247,8 @@ def feature_sql(frame_start_hour: int, label_end_hour: int, frame_end_hour: int)
     feature_cols = ",\n    ".join(outputs[name] for name in FEATURE_NAMES)
     calendar_cols = ",\n    ".join(f"{expr} AS {name}" for name, expr in CALENDAR_COLUMNS)
     calendar_names = ", ".join(name for name, _ in CALENDAR_COLUMNS)
-    return f"""
+    holidays = holiday_day_numbers(frame_start_hour, frame_end_hour)
+    sql = f"""
 WITH hourly AS (
   SELECT
     city,
@@ -304,3 +314,4 @@ FROM level1
 WHERE hour_idx BETWEEN {int(frame_start_hour)} AND {int(frame_end_hour)}
 ORDER BY city, hour_idx
 """
+    return sql.replace(_HOLIDAY_DAYS, ", ".join(map(str, holidays)) if holidays else "-1")

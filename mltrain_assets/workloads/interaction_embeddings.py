@@ -79,16 +79,18 @@ def spark_events_path(uri: str) -> str:
     return "file://" + path.rstrip("/") + "/" + EVENTS_FILE
 
 
-def _factors_table(frame, id_column: str, counts) -> pa.Table:
-    """Spark factors (id int, features array<float>) joined with window counts, as an arrow table sorted by id."""
-    pdf = frame.toPandas().sort_values("id", kind="stable")
-    ids = pdf["id"].to_numpy(dtype=np.int64)
-    features = np.stack(pdf["features"].to_numpy()).astype(np.float32) if len(pdf) else np.zeros((0, 0), np.float32)
-    counts = counts.set_index(id_column).reindex(ids).fillna(0)
+def _factors_table(frame, id_column: str, counts, rank: int) -> pa.Table:
+    """Every id of the window, sorted, with its ALS vector (zeros when ALS left it out) and window counts."""
+    pdf = frame.toPandas()
+    vectors = dict(zip(pdf["id"].astype(np.int64), pdf["features"], strict=True))
+    counts = counts.sort_values(id_column, kind="stable")
+    ids = counts[id_column].to_numpy(dtype=np.int64)
+    zeros = np.zeros(rank, np.float32)
+    features = [np.asarray(vectors.get(int(i), zeros), dtype=np.float32) for i in ids]
     return pa.table(
         {
             id_column: pa.array(ids, pa.int64()),
-            "factors": pa.array(list(features), pa.list_(pa.float32())),
+            "factors": pa.array(features, pa.list_(pa.float32())),
             "impressions": pa.array(counts["impressions"].to_numpy(dtype=np.int64)),
             "clicks": pa.array(counts["clicks"].to_numpy(dtype=np.int64)),
         }
@@ -156,9 +158,19 @@ def fit_embeddings(
         .cache()
     )
     # A net rating of exactly 0 means "no information" to implicit ALS, and Spark divides by
-    # alpha*|r| for it (NaN factors, singular solves): such pairs are left out.
-    ratings = pairs.where(F.col("w") != 0).select(
-        "user", "item", (F.col("w") / F.lit(float(_MICRO))).cast("float").alias("rating")
+    # alpha*|r| for it: such pairs are left out. Spark also scales a user's (item's)
+    # regularization by its number of positive ratings, so an entity with negatives only
+    # would be solved unregularized (and can be singular): ALS sees only users and items with
+    # at least one positive rating; the others keep their window counts and a zero vector.
+    nonzero = pairs.where(F.col("w") != 0)
+    positive = nonzero.where(F.col("w") > 0)
+    ratings = (
+        nonzero.join(positive.select("user").distinct(), "user", "left_semi")
+        .join(positive.select("item").distinct(), "item", "left_semi")
+        .select("user", "item", (F.col("w") / F.lit(float(_MICRO))).cast("float").alias("rating"))
+        .repartition(blocks, "user")
+        .sortWithinPartitions("user", "item")
+        .cache()
     )
     n_pairs = pairs.count()
 
@@ -194,8 +206,11 @@ def fit_embeddings(
     item_counts = pairs.groupBy("item").agg(F.sum("impressions").alias("impressions"), F.sum("clicks").alias("clicks"))
     user_counts = user_counts.withColumnRenamed("user", "user_id").toPandas()
     item_counts = item_counts.withColumnRenamed("item", "item_id").toPandas()
-    user_factors = _factors_table(model.userFactors, "user_id", user_counts)
-    item_factors = _factors_table(model.itemFactors, "item_id", item_counts)
+    user_factors = _factors_table(model.userFactors, "user_id", user_counts, rank)
+    item_factors = _factors_table(model.itemFactors, "item_id", item_counts, rank)
+    n_rated = ratings.count()
+    users_fitted, items_fitted = model.userFactors.count(), model.itemFactors.count()
+    ratings.unpersist()
     pairs.unpersist()
     stats = {
         "rank": rank,
@@ -207,7 +222,10 @@ def fit_embeddings(
         "users": user_factors.num_rows,
         "items": item_factors.num_rows,
         "interactions": int(bounds["n"]),
+        "users_with_factors": users_fitted,
+        "items_with_factors": items_fitted,
         "user_item_pairs": int(n_pairs),
+        "rated_pairs": int(n_rated),
         "observed_weighted_rmse": float(np.sqrt(loss["sse"] / loss["c"])) if loss["c"] else None,
     }
     return {"user_factors": user_factors, "item_factors": item_factors, "stats": stats}
