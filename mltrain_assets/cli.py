@@ -56,21 +56,58 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     date = args.date or demo.latest_complete_day()
     started = time.monotonic()
     print(f"mltrain demo for {date}; state in {env['MLTRAIN_HOME']}", flush=True)
-    first = (dt.date.fromisoformat(date) - dt.timedelta(days=INPUT_DAYS - 1)).isoformat()
-    demo._say(f"simulating rides {first}..{date} into {env['MLTRAIN_LANDING_URI']} (days already landed are kept)", started)
-    from mltrain_assets.partitions import configured_cities
+    outcomes = []
+    if "demand" in args.pipeline:
+        first = (dt.date.fromisoformat(date) - dt.timedelta(days=INPUT_DAYS - 1)).isoformat()
+        _simulate_rides(env, first, date, args, started)
+        outcomes += demo.run_demand_pipeline(date, parallel=args.parallel, started=started)
+    if "recsys" in args.pipeline:
+        from mltrain_assets.workloads.recsys_config import EMBEDDING_WINDOW_DAYS
 
-    simulate("rides", env["MLTRAIN_LANDING_URI"], first, date, volume=args.rides_per_day, cities=configured_cities(),
-             skip_landed=True)
-    outcomes = demo.run_demand_pipeline(date, parallel=args.parallel, started=started)
+        first = (dt.date.fromisoformat(date) - dt.timedelta(days=EMBEDDING_WINDOW_DAYS)).isoformat()
+        demo._say(f"simulating interactions {first}..{date}", started)
+        simulate("interactions", env["MLTRAIN_LANDING_URI"], first, date, volume=args.events_per_day, skip_landed=True)
+        outcomes += demo.run_recsys_pipeline(date, started=started)
     failed = [o for o in outcomes if not o.success]
     print()
-    print(_demand_summary(date))
+    if "demand" in args.pipeline:
+        print(_demand_summary(date))
+    if "recsys" in args.pipeline:
+        print(_recsys_summary(date))
     print(f"data-plane versions built this time: {demo.data_plane_work(outcomes)}; "
           f"model versions registered this time: {demo.new_registrations(outcomes)}; "
           f"runs: {len(outcomes)} ({len(failed)} failed); {time.monotonic() - started:.0f}s")
     print("See it all: `make dev` (Dagster UI and MLflow UI on the same state).")
     return 1 if failed else 0
+
+
+def _simulate_rides(env: dict, first: str, date: str, args: argparse.Namespace, started: float) -> None:
+    from mltrain_assets import demo
+    from mltrain_assets.partitions import configured_cities
+    from mltrain_assets.simulate import simulate
+
+    demo._say(f"simulating rides {first}..{date} into {env['MLTRAIN_LANDING_URI']} (days already landed are kept)", started)
+    simulate("rides", env["MLTRAIN_LANDING_URI"], first, date, volume=args.rides_per_day, cities=configured_cities(),
+             skip_landed=True)
+
+
+def _recsys_summary(date: str) -> str:
+    from mlflow.tracking import MlflowClient
+
+    from mltrain_assets.workloads.recsys_config import REGISTERED_MODEL_NAME
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    try:
+        version = client.get_model_version_by_alias(REGISTERED_MODEL_NAME, "staging")
+    except Exception:  # noqa: BLE001 - nothing promoted yet
+        return f"recommendations, {date}: no `staging` version of {REGISTERED_MODEL_NAME}"
+    tags = version.tags
+    lineage = sum(1 for k in ("mltrain.code_commit", "mltrain.data_snapshot", "mltrain.dagster_run_id", "mltrain.partition") if tags.get(k))
+    return (
+        f"recommendations, {date}: {REGISTERED_MODEL_NAME} v{version.version} is `staging` "
+        f"(AUC {float(tags.get('mltrain.metric.auc', 'nan')):.3f}, partition {tags.get('mltrain.partition')}, {lineage}/4 lineage tags; "
+        f"{tags.get('mltrain.promotion', '')})"
+    )
 
 
 def _demand_summary(date: str) -> str:
@@ -165,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="simulate, then materialize the pipelines for one date")
     demo.add_argument("--date", help="partition date (default: yesterday, UTC)")
     demo.add_argument("--rides-per-day", type=int, default=None)
+    demo.add_argument("--events-per-day", type=int, default=None, help="interactions per day")
+    demo.add_argument("--pipeline", action="append", choices=["demand", "recsys"], help="repeatable; default both")
     demo.add_argument("--parallel", type=int, default=2, help="city runs at once")
     demo.set_defaults(func=_cmd_demo)
 
@@ -195,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     # Dagster flags beta/preview APIs on every use; the CLI's readers want progress, not that.
     warnings.filterwarnings("ignore", message=".*(beta|preview).*", category=Warning)
     args = build_parser().parse_args(argv)
-    if getattr(args, "command", None) == "backfill" and not args.pipeline:
+    if getattr(args, "command", None) in ("backfill", "demo") and not args.pipeline:
         args.pipeline = ["demand", "recsys"]
     return args.func(args)
 

@@ -142,12 +142,32 @@ def run_demand_pipeline(date: str, *, cities=None, parallel: int = 2, started: f
     return outcomes
 
 
+def run_recsys_pipeline(date: str, *, started: float | None = None) -> list[RunOutcome]:
+    """user_interactions (window + held-out day) -> embeddings -> DDP training -> gate -> promotion -> top-K."""
+    from mltrain_assets.workloads.recsys_config import EMBEDDING_WINDOW_DAYS
+
+    started = started or time.monotonic()
+    first = (dt.date.fromisoformat(date) - dt.timedelta(days=EMBEDDING_WINDOW_DAYS)).isoformat()
+    _say(f"user_interactions {first}..{date} (one run)", started)
+    outcomes = [execute(user_interactions_job, "user_interactions", partition_range=(first, date))]
+    _report(outcomes[-1], started)
+    if outcomes[-1].success:
+        _say(f"interaction_embeddings -> recommender_model -> registered_recommender -> recommendations for {date}", started)
+        outcomes.append(execute(recommender_job, "recommender", partition_key=date))
+        _report(outcomes[-1], started)
+    return outcomes
+
+
 def _report(outcome: RunOutcome, started: float) -> None:
     status = "ok" if outcome.success else "FAILED"
     figures = []
     for asset_key, metadata in outcome.materializations.items():
         if asset_key == "city_demand_model":
             figures.append(f"MAPE {float(metadata['mape']):.3f} (naive {float(metadata.get('naive_mape', 'nan')):.3f})")
+        if asset_key == "recommender_model":
+            figures.append(f"AUC {float(metadata['auc']):.3f}")
+        if asset_key == "interaction_embeddings":
+            figures.append(f"ALS {metadata.get('users')} users x {metadata.get('items')} items")
         if "model_version" in metadata:
             figures.append(f"v{metadata['model_version']} {'promoted' if metadata.get('promoted_to_staging') else 'not promoted'}")
     failed_checks = [name for name, passed in outcome.checks.items() if not passed]
