@@ -66,7 +66,11 @@ class ModelRegistry(ConfigurableResource):
             if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
                 raise
         all_tags = {**{k: str(v) for k, v in tags.items()}, LINEAGE_KEY_TAG: lineage_key}
-        version = self.client.create_model_version(name=name, source=model_uri, run_id=run_id, tags=all_tags)
+        # MLflow 3 logged models ("models:/m-<id>") must name their model id to a tracking server.
+        model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+        version = self.client.create_model_version(
+            name=name, source=model_uri, run_id=run_id, tags=all_tags, model_id=model_id
+        )
         return RegisteredVersion(name, version.version, True, model_uri, run_id)
 
     def alias_version(self, name: str, alias: str) -> str | None:
