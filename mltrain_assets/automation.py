@@ -10,6 +10,8 @@ def when_upstream_ready() -> AutomationCondition:
     checks here are not partitioned, so ``all_deps_blocking_checks_passed`` would let one
     bad day block every other day.
     """
-    return AutomationCondition.eager().without(AutomationCondition.in_latest_time_window()).with_label(
-        "eager, any partition"
+    return (
+        AutomationCondition.eager()
+        .without(AutomationCondition.in_latest_time_window())
+        .with_label("eager, any partition")
     )

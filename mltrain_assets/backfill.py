@@ -74,7 +74,12 @@ def partitions_by_assets(pipeline: str, start: str, end: str, cities: list[str] 
         raise ValueError(f"--end {end} is before --start {start}")
     shape = pipelines()[pipeline]
     first_upstream = (dt.date.fromisoformat(start) - dt.timedelta(days=shape.upstream_lookback_days)).isoformat()
-    selection = [{"assetKey": {"path": [shape.upstream_asset]}, "partitions": {"ranges": [{"start": first_upstream, "end": end}]}}]
+    selection = [
+        {
+            "assetKey": {"path": [shape.upstream_asset]},
+            "partitions": {"ranges": [{"start": first_upstream, "end": end}]},
+        }
+    ]
     for name in shape.daily_assets:
         selection.append({"assetKey": {"path": [name]}, "partitions": {"ranges": [{"start": start, "end": end}]}})
     # Date x city keys order city-major ("nyc|2026-03-01"), so one contiguous range per city.

@@ -38,10 +38,21 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     def progress(date: str, summary: dict) -> None:
         nonlocal total
         total += int(summary.get("rows", 0))
-        print(f"[simulate +{time.monotonic() - started:5.1f}s] {args.dataset} {date}: {summary.get('rows', summary.get('skipped'))}", flush=True)
+        print(
+            f"[simulate +{time.monotonic() - started:5.1f}s] {args.dataset} {date}: {summary.get('rows', summary.get('skipped'))}",
+            flush=True,
+        )
 
-    simulate(args.dataset, landing, args.start, args.end or args.start, volume=args.volume, cities=cities,
-             skip_landed=args.skip_landed, progress=progress)
+    simulate(
+        args.dataset,
+        landing,
+        args.start,
+        args.end or args.start,
+        volume=args.volume,
+        cities=cities,
+        skip_landed=args.skip_landed,
+        progress=progress,
+    )
     print(f"wrote {total:,} {args.dataset} rows under {landing}/{args.dataset} in {time.monotonic() - started:.1f}s")
     return 0
 
@@ -74,9 +85,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         print(_demand_summary(date))
     if "recsys" in args.pipeline:
         print(_recsys_summary(date))
-    print(f"data-plane versions built this time: {demo.data_plane_work(outcomes)}; "
-          f"model versions registered this time: {demo.new_registrations(outcomes)}; "
-          f"runs: {len(outcomes)} ({len(failed)} failed); {time.monotonic() - started:.0f}s")
+    print(
+        f"data-plane versions built this time: {demo.data_plane_work(outcomes)}; "
+        f"model versions registered this time: {demo.new_registrations(outcomes)}; "
+        f"runs: {len(outcomes)} ({len(failed)} failed); {time.monotonic() - started:.0f}s"
+    )
     print("See it all: `make dev` (Dagster UI and MLflow UI on the same state).")
     return 1 if failed else 0
 
@@ -86,9 +99,18 @@ def _simulate_rides(env: dict, first: str, date: str, args: argparse.Namespace, 
     from mltrain_assets.partitions import configured_cities
     from mltrain_assets.simulate import simulate
 
-    demo._say(f"simulating rides {first}..{date} into {env['MLTRAIN_LANDING_URI']} (days already landed are kept)", started)
-    simulate("rides", env["MLTRAIN_LANDING_URI"], first, date, volume=args.rides_per_day, cities=configured_cities(),
-             skip_landed=True)
+    demo._say(
+        f"simulating rides {first}..{date} into {env['MLTRAIN_LANDING_URI']} (days already landed are kept)", started
+    )
+    simulate(
+        "rides",
+        env["MLTRAIN_LANDING_URI"],
+        first,
+        date,
+        volume=args.rides_per_day,
+        cities=configured_cities(),
+        skip_landed=True,
+    )
 
 
 def _recsys_summary(date: str) -> str:
@@ -99,10 +121,14 @@ def _recsys_summary(date: str) -> str:
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     try:
         version = client.get_model_version_by_alias(REGISTERED_MODEL_NAME, "staging")
-    except Exception:  # noqa: BLE001 - nothing promoted yet
+    except Exception:
         return f"recommendations, {date}: no `staging` version of {REGISTERED_MODEL_NAME}"
     tags = version.tags
-    lineage = sum(1 for k in ("mltrain.code_commit", "mltrain.data_snapshot", "mltrain.dagster_run_id", "mltrain.partition") if tags.get(k))
+    lineage = sum(
+        1
+        for k in ("mltrain.code_commit", "mltrain.data_snapshot", "mltrain.dagster_run_id", "mltrain.partition")
+        if tags.get(k)
+    )
     return (
         f"recommendations, {date}: {REGISTERED_MODEL_NAME} v{version.version} is `staging` "
         f"(AUC {float(tags.get('mltrain.metric.auc', 'nan')):.3f}, partition {tags.get('mltrain.partition')}, {lineage}/4 lineage tags; "
@@ -117,19 +143,28 @@ def _demand_summary(date: str) -> str:
     from mltrain_assets.workloads.demand_config import registered_model_name
 
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
-    lines = [f"demand forecasting, {date}: `staging` per city", f"{'model':<26}{'version':>8}{'MAPE':>8}  {'partition':<22}lineage"]
+    lines = [
+        f"demand forecasting, {date}: `staging` per city",
+        f"{'model':<26}{'version':>8}{'MAPE':>8}  {'partition':<22}lineage",
+    ]
     for city in configured_cities():
         name = registered_model_name(city)
         try:
             version = client.get_model_version_by_alias(name, "staging")
-        except Exception:  # noqa: BLE001 - nothing registered yet is a normal answer here
+        except Exception:
             lines.append(f"{name:<26}{'-':>8}")
             continue
         tags = version.tags
-        lineage = [k for k in ("mltrain.code_commit", "mltrain.data_snapshot", "mltrain.dagster_run_id", "mltrain.partition") if tags.get(k)]
+        lineage = [
+            k
+            for k in ("mltrain.code_commit", "mltrain.data_snapshot", "mltrain.dagster_run_id", "mltrain.partition")
+            if tags.get(k)
+        ]
         mape = tags.get("mltrain.metric.mape", "")
         mape = f"{float(mape):.3f}" if mape else "-"
-        lines.append(f"{name:<26}{version.version:>8}{mape:>8}  {tags.get('mltrain.partition', ''):<22}{len(lineage)}/4 tags")
+        lines.append(
+            f"{name:<26}{version.version:>8}{mape:>8}  {tags.get('mltrain.partition', ''):<22}{len(lineage)}/4 tags"
+        )
     return "\n".join(lines)
 
 
@@ -145,8 +180,17 @@ def _cmd_schema(args: argparse.Namespace) -> int:
     from mltrain_assets.schemas import DATASETS
 
     for spec in DATASETS.values():
-        print(json.dumps({"dataset": spec.name, "columns": {f.name: str(f.type) for f in spec.schema},
-                          "unique": spec.id_column, "rules": spec.row_rules}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "dataset": spec.name,
+                    "columns": {f.name: str(f.type) for f in spec.schema},
+                    "unique": spec.id_column,
+                    "rules": spec.row_rules,
+                },
+                indent=2,
+            )
+        )
     return 0
 
 
@@ -176,7 +220,9 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
     status = 0
     for pipeline in args.pipeline:
         backfill_id = launch_backfill(args.url, pipeline, args.start, args.end, cities)
-        print(f"launched {pipeline} backfill {backfill_id} for {args.start}..{args.end}: {args.url}/runs/b/{backfill_id}")
+        print(
+            f"launched {pipeline} backfill {backfill_id} for {args.start}..{args.end}: {args.url}/runs/b/{backfill_id}"
+        )
         if args.wait:
             result = wait_for_backfill(args.url, backfill_id, timeout_s=args.timeout)
             status |= result["status"] not in ("COMPLETED", "COMPLETED_SUCCESS")
@@ -187,7 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mltrain", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("init", help="create MLTRAIN_HOME and DAGSTER_HOME; print the effective settings").set_defaults(func=_cmd_init)
+    sub.add_parser("init", help="create MLTRAIN_HOME and DAGSTER_HOME; print the effective settings").set_defaults(
+        func=_cmd_init
+    )
 
     sim = sub.add_parser("simulate", help="write synthetic landing days")
     sim.add_argument("--dataset", choices=["rides", "interactions"], required=True)

@@ -39,7 +39,7 @@ def ensure_instance() -> DagsterInstance:
 
 
 def latest_complete_day() -> str:
-    return (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)).isoformat()
+    return (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
 
 
 def _job(name: str):
@@ -133,7 +133,10 @@ def run_demand_pipeline(date: str, *, cities=None, parallel: int = 2, started: f
     _report(outcomes[-1], started)
     if not outcomes[-1].success:
         return outcomes
-    _say(f"city_demand_model -> registered_demand_model -> demand_forecasts for {len(cities)} cities, {parallel} at a time", started)
+    _say(
+        f"city_demand_model -> registered_demand_model -> demand_forecasts for {len(cities)} cities, {parallel} at a time",
+        started,
+    )
     with ProcessPoolExecutor(max_workers=parallel) as pool:
         futures = [pool.submit(_run_city, date, city) for city in cities]
         for future in futures:
@@ -152,7 +155,10 @@ def run_recsys_pipeline(date: str, *, started: float | None = None) -> list[RunO
     outcomes = [execute(user_interactions_job, "user_interactions", partition_range=(first, date))]
     _report(outcomes[-1], started)
     if outcomes[-1].success:
-        _say(f"interaction_embeddings -> recommender_model -> registered_recommender -> recommendations for {date}", started)
+        _say(
+            f"interaction_embeddings -> recommender_model -> registered_recommender -> recommendations for {date}",
+            started,
+        )
         outcomes.append(execute(recommender_job, "recommender", partition_key=date))
         _report(outcomes[-1], started)
     return outcomes
@@ -169,11 +175,15 @@ def _report(outcome: RunOutcome, started: float) -> None:
         if asset_key == "interaction_embeddings":
             figures.append(f"ALS {metadata.get('users')} users x {metadata.get('items')} items")
         if "model_version" in metadata:
-            figures.append(f"v{metadata['model_version']} {'promoted' if metadata.get('promoted_to_staging') else 'not promoted'}")
+            figures.append(
+                f"v{metadata['model_version']} {'promoted' if metadata.get('promoted_to_staging') else 'not promoted'}"
+            )
     failed_checks = [name for name, passed in outcome.checks.items() if not passed]
     if failed_checks:
         figures.append(f"failed gates: {failed_checks}")
-    _say(f"  {outcome.label}: {status} in {outcome.seconds:.1f}s {' '.join(figures)} (run {outcome.run_id[:8]})", started)
+    _say(
+        f"  {outcome.label}: {status} in {outcome.seconds:.1f}s {' '.join(figures)} (run {outcome.run_id[:8]})", started
+    )
     if outcome.error:
         _say(f"  error: {outcome.error}", started)
 

@@ -63,9 +63,18 @@ class DevStack:
                 Service(
                     "mlflow",
                     [
-                        str(BIN / "mlflow"), "server", "--backend-store-uri", env["MLFLOW_TRACKING_URI"],
-                        "--default-artifact-root", env["MLTRAIN_MLFLOW_ARTIFACTS_URI"],
-                        "--host", "127.0.0.1", "--port", str(self.mlflow_port), "--workers", "1",
+                        str(BIN / "mlflow"),
+                        "server",
+                        "--backend-store-uri",
+                        env["MLFLOW_TRACKING_URI"],
+                        "--default-artifact-root",
+                        env["MLTRAIN_MLFLOW_ARTIFACTS_URI"],
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(self.mlflow_port),
+                        "--workers",
+                        "1",
                     ],
                     f"{self.mlflow_url}/health",
                 )

@@ -14,7 +14,9 @@ def configured_cities() -> list[str]:
     cities = [c.strip() for c in os.environ.get("MLTRAIN_CITIES", ",".join(CITIES)).split(",") if c.strip()]
     unknown = sorted(set(cities) - set(CITIES))
     if unknown or not cities:
-        raise ValueError(f"MLTRAIN_CITIES={os.environ.get('MLTRAIN_CITIES')!r}: unknown cities {unknown}; known: {CITIES}")
+        raise ValueError(
+            f"MLTRAIN_CITIES={os.environ.get('MLTRAIN_CITIES')!r}: unknown cities {unknown}; known: {CITIES}"
+        )
     return cities
 
 

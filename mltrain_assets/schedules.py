@@ -18,7 +18,7 @@ def daily_fallback_schedule(dataset: str, asset_name: str, job, cron: str):
         description=f"Each day (UTC) ingests yesterday's {dataset} if the landing sensor has not; skips if not landed.",
     )
     def _schedule(context: ScheduleEvaluationContext, storage: ArtifactStorage):
-        date = (context.scheduled_execution_time.astimezone(dt.timezone.utc).date() - dt.timedelta(days=1)).isoformat()
+        date = (context.scheduled_execution_time.astimezone(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
         status = day_status(storage.landing_uri, dataset, date)
         if not status["success"]:
             return SkipReason(
@@ -27,7 +27,9 @@ def daily_fallback_schedule(dataset: str, asset_name: str, job, cron: str):
             )
         if _materialized(context, asset_name, date):
             return SkipReason(f"{asset_name} {date} is already materialized (the landing sensor ran it)")
-        return RunRequest(run_key=f"{dataset}:{date}:schedule", partition_key=date, tags={"mltrain/trigger": "daily_schedule"})
+        return RunRequest(
+            run_key=f"{dataset}:{date}:schedule", partition_key=date, tags={"mltrain/trigger": "daily_schedule"}
+        )
 
     return _schedule
 
@@ -37,6 +39,8 @@ def _materialized(context: ScheduleEvaluationContext, asset_name: str, date: str
 
 
 rides_daily_schedule = daily_fallback_schedule("rides", "ride_events", ride_events_job, "30 3 * * *")
-interactions_daily_schedule = daily_fallback_schedule("interactions", "user_interactions", user_interactions_job, "45 3 * * *")
+interactions_daily_schedule = daily_fallback_schedule(
+    "interactions", "user_interactions", user_interactions_job, "45 3 * * *"
+)
 
 daily_schedules = [rides_daily_schedule, interactions_daily_schedule]

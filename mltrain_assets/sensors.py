@@ -64,7 +64,10 @@ def landing_sensor(dataset: str, asset_name: str, job):
         ingested = set(context.instance.get_materialized_partitions(AssetKey(asset_name)))
         requests, new_cursor = plan_landing_runs(dataset, landed_days(storage.landing_uri, dataset), cursor, ingested)
         if not requests:
-            return SensorResult(skip_reason=SkipReason(f"no new {dataset} days under {storage.landing_uri}"), cursor=json.dumps(new_cursor, sort_keys=True))
+            return SensorResult(
+                skip_reason=SkipReason(f"no new {dataset} days under {storage.landing_uri}"),
+                cursor=json.dumps(new_cursor, sort_keys=True),
+            )
         context.log.info(f"{dataset}: requesting {[r.partition_key for r in requests]}")
         return SensorResult(run_requests=requests, cursor=json.dumps(new_cursor, sort_keys=True))
 

@@ -29,7 +29,9 @@ def _without_required(schema):
 
 def _kubernetes_definitions(uri: str) -> Resource:
     """The chart points at kubernetesjsonschema.dev; serve the copy kubernetes-validate ships (no network)."""
-    bundled = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema" / "v1.29.0-local" / "_definitions.json"
+    bundled = (
+        Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema" / "v1.29.0-local" / "_definitions.json"
+    )
     if not uri.startswith("https://kubernetesjsonschema.dev/") or not uri.endswith("/_definitions.json"):
         raise LookupError(f"unexpected remote schema {uri}")
     # The bundled copy is draft 2020-12 ("$defs"); the chart addresses "definitions" (draft 7).

@@ -48,7 +48,9 @@ def test_sensor_reads_the_landing_zone_and_keeps_its_cursor(mltrain_home):
         assert sorted(r.run_key for r in result.run_requests) == ["rides:2026-01-01", "rides:2026-01-02"]
         cursor = json.loads(result.cursor)
         assert set(cursor) == {"2026-01-01", "2026-01-02"}
-        second = rides_landing_sensor(build_sensor_context(instance=instance, cursor=result.cursor, resources={"storage": storage}))
+        second = rides_landing_sensor(
+            build_sensor_context(instance=instance, cursor=result.cursor, resources={"storage": storage})
+        )
         assert not second.run_requests
         # Rewriting a day with identical content keeps its marker: no new run.
         simulate("rides", landing, "2026-01-02", "2026-01-02", volume=2_000)
@@ -62,7 +64,7 @@ def test_schedule_skips_with_reason_when_day_has_not_landed(mltrain_home):
     with instance_for_test() as instance:
         context = build_schedule_context(
             instance=instance,
-            scheduled_execution_time=dt.datetime(2026, 1, 5, 3, 30, tzinfo=dt.timezone.utc),
+            scheduled_execution_time=dt.datetime(2026, 1, 5, 3, 30, tzinfo=dt.UTC),
             resources={"storage": storage},
             repository_def=defs.get_repository_def(),
         )

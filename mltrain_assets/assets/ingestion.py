@@ -1,6 +1,5 @@
 """Landing-zone ingestion assets (``ride_events``, ``user_interactions``): one factory, one contract."""
 
-
 import hashlib
 import json
 
@@ -120,7 +119,9 @@ def landing_ingestion_asset(
             yield Output(ref, data_version=DataVersion(ref.version), metadata=metadata)
         else:
             # One output covers the range; each partition's version lives in its reference.
-            metadata["versions"] = MetadataValue.json({d: {"uri": r.uri, "version": r.version} for d, r in refs.items()})
+            metadata["versions"] = MetadataValue.json(
+                {d: {"uri": r.uri, "version": r.version} for d, r in refs.items()}
+            )
             yield Output(refs, metadata=metadata)
         for gate in gates:
             yield AssetCheckResult(

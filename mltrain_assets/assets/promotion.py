@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,10 @@ from mltrain_assets.artifacts import ArtifactRef, read_manifest
 from mltrain_assets.resources.tracking import ModelRegistry, code_commit, lineage_tags
 
 STAGING_ALIAS = "staging"
+SERVED_TAG = "mltrain.served_version"
+PROMOTED_TAG = "mltrain.promoted"
+REASON_TAG = "mltrain.promotion"
+COMPARISON_TAG = "mltrain.champion_challenger"
 
 # (current staging version) -> (challenger wins?, metadata describing the comparison)
 ChampionComparison = Callable[[str], tuple[bool, dict[str, Any]]]
@@ -54,26 +59,28 @@ def register_and_promote(
         lineage_key=model_ref.version,
         tags={**tags, **{f"mltrain.metric.{k}": str(v) for k, v in score_metadata.items()}},
     )
+    recorded = {} if registered.created else registry.version_tags(model_name, registered.version)
     current = registry.alias_version(model_name, STAGING_ALIAS)
-    comparison: dict[str, Any] = {}
-    if current == registered.version:
-        promoted, reason = True, f"already `{STAGING_ALIAS}`"
-    elif current is None:
-        promoted, reason = True, f"first `{STAGING_ALIAS}` version"
+    if SERVED_TAG in recorded:
+        # Decided when this lineage was first registered: a re-run or backfill replays it, moves nothing.
+        promoted = recorded.get(PROMOTED_TAG) == "true"
+        reason = f"{recorded.get(REASON_TAG, '')} (decided earlier; unchanged)"
+        comparison = json.loads(recorded.get(COMPARISON_TAG, "{}"))
+        served = recorded[SERVED_TAG]
     else:
-        current_partition = registry.version_tags(model_name, current).get("mltrain.partition", "")
-        current_date = _date_in(current_partition) or current_partition
-        ours = partition_date(context.partition_key)
-        if current_date > ours:
-            promoted, reason = False, f"`{STAGING_ALIAS}` is v{current} for newer date {current_date}; a backfill does not demote it"
-        elif compare_with_champion is not None:
-            promoted, comparison = compare_with_champion(current)
-            reason = ("challenger" if promoted else "champion") + f" wins against v{current}"
-        else:
-            promoted, reason = True, f"replaces v{current} ({current_date})"
-    if promoted and current != registered.version:
-        registry.set_alias(model_name, STAGING_ALIAS, registered.version)
-    registry.set_version_tag(model_name, registered.version, "mltrain.promotion", reason)
+        promoted, reason, comparison = _decide(
+            context, registry, model_name, registered.version, current, compare_with_champion
+        )
+        served = registered.version if promoted else current
+        if promoted and current != registered.version:
+            registry.set_alias(model_name, STAGING_ALIAS, registered.version)
+        for key, value in {
+            REASON_TAG: reason,
+            PROMOTED_TAG: str(promoted).lower(),
+            COMPARISON_TAG: json.dumps(comparison, sort_keys=True),
+            SERVED_TAG: served,  # last: its presence means the decision is complete
+        }.items():
+            registry.set_version_tag(model_name, registered.version, key, value)
     context.log.info(f"{model_name} v{registered.version}: {'promoted' if promoted else 'not promoted'} ({reason})")
 
     ref = ArtifactRef(
@@ -87,7 +94,8 @@ def register_and_promote(
             "created_now": registered.created,
             "promoted": promoted,
             "promotion_reason": reason,
-            "staging_version": registry.alias_version(model_name, STAGING_ALIAS),
+            # The version that serves this date: ours if promoted, else the champion we lost to.
+            "served_version": served,
             **comparison,
         },
     )
@@ -104,9 +112,34 @@ def register_and_promote(
     return Output(ref, data_version=DataVersion(ref.version), metadata=metadata)
 
 
+def _decide(context, registry, model_name, version, current, compare_with_champion) -> tuple[bool, str, dict]:
+    """Promote unless `staging` holds a newer date, or (with a comparison) a better model."""
+    if current == version:
+        return True, f"already `{STAGING_ALIAS}`", {}
+    if current is None:
+        return True, f"first `{STAGING_ALIAS}` version", {}
+    current_partition = registry.version_tags(model_name, current).get("mltrain.partition", "")
+    current_date = _date_in(current_partition) or current_partition
+    if current_date > partition_date(context.partition_key):
+        return (
+            False,
+            f"`{STAGING_ALIAS}` is v{current} for newer date {current_date}; a backfill does not demote it",
+            {},
+        )
+    if compare_with_champion is not None:
+        promoted, comparison = compare_with_champion(current)
+        return promoted, ("challenger" if promoted else "champion") + f" wins against v{current}", comparison
+    return True, f"replaces v{current} ({current_date})", {}
+
+
 def _date_in(partition: str) -> str | None:
     """The date inside a partition tag: ``2026-11-27`` or a multi key like ``nyc|2026-11-27``."""
     for part in partition.split("|"):
         if len(part) == 10 and part[4] == "-" and part[7] == "-":
             return part
     return None
+
+
+def served_model_uri(registered: ArtifactRef) -> str:
+    """The model that serves a registered partition: the `staging` version its promotion decision left."""
+    return f"models:/{registered.metadata['model_name']}/{registered.metadata['served_version']}"

@@ -22,7 +22,7 @@ from dagster import (
 
 from mltrain_assets.artifacts import ArtifactRef
 from mltrain_assets.assets.ingestion import landing_ingestion_asset
-from mltrain_assets.assets.promotion import STAGING_ALIAS, register_and_promote, snapshot_with_upstream
+from mltrain_assets.assets.promotion import register_and_promote, served_model_uri, snapshot_with_upstream
 from mltrain_assets.assets.steps import DATA_PLANE_RETRY, require_gates_passed, run_versioned_step, versioned_output
 from mltrain_assets.automation import when_upstream_ready
 from mltrain_assets.checks.metric_gates import AUC_THRESHOLD, metric_above
@@ -45,7 +45,9 @@ user_interactions = landing_ingestion_asset(
         "Blocking freshness gate: all 24 hourly buckets of the day arrived with plausible counts."
     ),
     # A day is due by the end of the next day; warn after 26 hours without a new day.
-    freshness_policy=FreshnessPolicy.time_window(fail_window=dt.timedelta(hours=48), warn_window=dt.timedelta(hours=26)),
+    freshness_policy=FreshnessPolicy.time_window(
+        fail_window=dt.timedelta(hours=48), warn_window=dt.timedelta(hours=26)
+    ),
 )
 
 
@@ -98,13 +100,19 @@ def interaction_embeddings(
         inputs={f"user_interactions/{d}": r for d, r in window.items()},
         workload="mltrain_assets.workloads.interaction_embeddings",
         build_args=lambda out: [
-            "--interactions-uris", json.dumps(uris), "--date", context.partition_key, "--out-uri", out,
-            "--spark-master", compute.spark_master,
+            "--interactions-uris",
+            json.dumps(uris),
+            "--date",
+            context.partition_key,
+            "--out-uri",
+            out,
+            "--spark-master",
+            compute.spark_master,
         ],
         timeout_s=3600,
         profile="spark",
     )
-    return versioned_output(ref, reused, {"window": f"{uris and list(window)[0]}..{list(window)[-1]}"})
+    return versioned_output(ref, reused, {"window": f"{next(iter(window))}..{list(window)[-1]}"})
 
 
 @asset(
@@ -151,9 +159,18 @@ def recommender_model(
         | {f"user_interactions/{d}": r for d, r in window.items()},
         workload="mltrain_assets.workloads.train_recommender",
         build_args=lambda out: [
-            "--interactions-uris", json.dumps(train_uris), "--eval-uri", eval_ref.uri,
-            "--embeddings-uri", interaction_embeddings.uri, "--date", date, "--out-uri", out,
-            "--nproc", str(recsys_config.TRAIN_NPROC),
+            "--interactions-uris",
+            json.dumps(train_uris),
+            "--eval-uri",
+            eval_ref.uri,
+            "--embeddings-uri",
+            interaction_embeddings.uri,
+            "--date",
+            date,
+            "--out-uri",
+            out,
+            "--nproc",
+            str(recsys_config.TRAIN_NPROC),
         ],
         timeout_s=3600,
         profile="training",
@@ -208,7 +225,11 @@ def registered_recommender(
         }
 
     snapshot = snapshot_with_upstream(
-        {"recommender_model": recommender_model, "interaction_embeddings": interaction_embeddings, "eval": user_interactions}
+        {
+            "recommender_model": recommender_model,
+            "interaction_embeddings": interaction_embeddings,
+            "eval": user_interactions,
+        }
     )
     return register_and_promote(
         context,
@@ -236,13 +257,8 @@ def recommendations(
     registered_recommender: ArtifactRef,
     storage: ArtifactStorage,
     compute: ComputeBackend,
-    registry: ModelRegistry,
 ) -> Output[ArtifactRef]:
-    name = recsys_config.REGISTERED_MODEL_NAME
-    staging = registry.alias_version(name, STAGING_ALIAS)
-    if staging is None:
-        raise Failure(description=f"recommendations {context.partition_key}: no `{STAGING_ALIAS}` version of {name}", allow_retries=False)
-    model_uri = f"models:/{name}/{staging}"
+    model_uri = served_model_uri(registered_recommender)
     ref, reused = run_versioned_step(
         context,
         storage=storage,

@@ -4,7 +4,6 @@ Thin control-plane assets: each resolves references, asks the compute backend to
 workload, and returns a reference. The heavy code is in ``mltrain_assets/workloads``.
 """
 
-
 import json
 
 from dagster import (
@@ -13,9 +12,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
-    DataVersion,
     Failure,
-    MetadataValue,
     Output,
     TimeWindowPartitionMapping,
     asset,
@@ -23,14 +20,14 @@ from dagster import (
 
 from mltrain_assets.artifacts import ArtifactRef
 from mltrain_assets.assets.ingestion import landing_ingestion_asset
-from mltrain_assets.assets.promotion import register_and_promote, snapshot_with_upstream
-from mltrain_assets.automation import when_upstream_ready
+from mltrain_assets.assets.promotion import register_and_promote, served_model_uri, snapshot_with_upstream
 from mltrain_assets.assets.steps import (
     DATA_PLANE_RETRY,
     require_gates_passed,
     run_versioned_step,
     versioned_output,
 )
+from mltrain_assets.automation import when_upstream_ready
 from mltrain_assets.checks.metric_gates import MAPE_THRESHOLD, metric_below
 from mltrain_assets.partitions import daily_city_partitions, daily_partitions
 from mltrain_assets.resources.compute import ComputeBackend
@@ -78,7 +75,10 @@ def _missing_upstream(context: AssetExecutionContext, name: str, refs: dict[str,
     description=f"~200 features per city-hour over a trailing {RIDES_WINDOW_DAYS}-day window of ride_events (Spark SQL).",
 )
 def city_demand_features(
-    context: AssetExecutionContext, ride_events: dict[str, ArtifactRef], storage: ArtifactStorage, compute: ComputeBackend
+    context: AssetExecutionContext,
+    ride_events: dict[str, ArtifactRef],
+    storage: ArtifactStorage,
+    compute: ComputeBackend,
 ) -> Output[ArtifactRef]:
     expected = [str(k) for k in context.asset_partition_keys_for_input("ride_events")]
     ride_events = ride_events if isinstance(ride_events, dict) else {expected[0]: ride_events}
@@ -94,8 +94,16 @@ def city_demand_features(
         inputs={f"ride_events/{d}": ride_events[d] for d in expected},
         workload="mltrain_assets.workloads.demand_features",
         build_args=lambda out: [
-            "--rides-uris", json.dumps(uris), "--date", context.partition_key, "--out-uri", out,
-            "--spark-master", compute.spark_master, "--engine", compute.sql_engine,
+            "--rides-uris",
+            json.dumps(uris),
+            "--date",
+            context.partition_key,
+            "--out-uri",
+            out,
+            "--spark-master",
+            compute.spark_master,
+            "--engine",
+            compute.sql_engine,
         ],
         timeout_s=3600,
         profile="spark",
@@ -135,12 +143,21 @@ def city_demand_model(
         params={"city": city},
         workload="mltrain_assets.workloads.train_demand",
         build_args=lambda out: [
-            "--features-uri", city_demand_features.uri, "--city", city, "--date", date, "--out-uri", out,
+            "--features-uri",
+            city_demand_features.uri,
+            "--city",
+            city,
+            "--date",
+            date,
+            "--out-uri",
+            out,
         ],
         timeout_s=1800,
         profile="training",
     )
-    gate = metric_below("city_demand_model", str(context.partition_key), "mape", ref.metadata.get("mape"), MAPE_THRESHOLD)
+    gate = metric_below(
+        "city_demand_model", str(context.partition_key), "mape", ref.metadata.get("mape"), MAPE_THRESHOLD
+    )
     ref.metadata["gate_failures"] = gate.violations
     yield versioned_output(ref, reused, {"mlflow_run": ref.metadata.get("mlflow_run_id", "")})
     yield AssetCheckResult(
@@ -148,7 +165,11 @@ def city_demand_model(
         passed=gate.passed,
         severity=AssetCheckSeverity.ERROR,
         description=gate.describe(),
-        metadata={"mape": ref.metadata.get("mape"), "naive_mape": ref.metadata.get("naive_mape"), "threshold": MAPE_THRESHOLD},
+        metadata={
+            "mape": ref.metadata.get("mape"),
+            "naive_mape": ref.metadata.get("naive_mape"),
+            "threshold": MAPE_THRESHOLD,
+        },
     )
 
 
@@ -162,11 +183,16 @@ def city_demand_model(
     description="The city model registered as demand-forecast-<city> with lineage tags, aliased `staging`.",
 )
 def registered_demand_model(
-    context: AssetExecutionContext, city_demand_model: ArtifactRef, city_demand_features: ArtifactRef, registry: ModelRegistry
+    context: AssetExecutionContext,
+    city_demand_model: ArtifactRef,
+    city_demand_features: ArtifactRef,
+    registry: ModelRegistry,
 ) -> Output[ArtifactRef]:
     require_gates_passed(context, {"city_demand_model": city_demand_model})
     city = context.partition_key.keys_by_dimension["city"]
-    snapshot = snapshot_with_upstream({"city_demand_model": city_demand_model, "city_demand_features": city_demand_features})
+    snapshot = snapshot_with_upstream(
+        {"city_demand_model": city_demand_model, "city_demand_features": city_demand_features}
+    )
     return register_and_promote(
         context,
         registry=registry,
@@ -193,15 +219,10 @@ def demand_forecasts(
     city_demand_features: ArtifactRef,
     storage: ArtifactStorage,
     compute: ComputeBackend,
-    registry: ModelRegistry,
 ) -> Output[ArtifactRef]:
     keys = context.partition_key.keys_by_dimension
     date, city = keys["date"], keys["city"]
-    model_name = registered_demand_model.metadata["model_name"]
-    staging = registry.alias_version(model_name, "staging")
-    if staging is None:
-        raise Failure(description=f"demand_forecasts {context.partition_key}: no `staging` version of {model_name}", allow_retries=False)
-    model_uri = f"models:/{model_name}/{staging}"
+    model_uri = served_model_uri(registered_demand_model)
     ref, reused = run_versioned_step(
         context,
         storage=storage,
@@ -210,8 +231,16 @@ def demand_forecasts(
         inputs={"model": model_uri, "city_demand_features": city_demand_features},
         workload="mltrain_assets.workloads.forecast_demand",
         build_args=lambda out: [
-            "--model-uri", model_uri, "--features-uri", city_demand_features.uri, "--city", city, "--date", date,
-            "--out-uri", out,
+            "--model-uri",
+            model_uri,
+            "--features-uri",
+            city_demand_features.uri,
+            "--city",
+            city,
+            "--date",
+            date,
+            "--out-uri",
+            out,
         ],
         timeout_s=900,
     )

@@ -46,7 +46,8 @@ def require_gates_passed(context: AssetExecutionContext, refs: Mapping[str, Arti
     failures = [f for ref in refs.values() for f in ref.metadata.get("gate_failures", [])]
     if failures:
         raise Failure(
-            description=f"{context.asset_key.to_user_string()} is blocked by failed upstream gates: " + "; ".join(failures),
+            description=f"{context.asset_key.to_user_string()} is blocked by failed upstream gates: "
+            + "; ".join(failures),
             allow_retries=False,
         )
 
@@ -84,7 +85,9 @@ def run_versioned_step(
     manifest = storage.committed_manifest(out_uri)
     reused = manifest is not None
     if reused:
-        context.log.info(f"{asset_key} {partition_path(partition_key)}: v={version} already committed; no data-plane work")
+        context.log.info(
+            f"{asset_key} {partition_path(partition_key)}: v={version} already committed; no data-plane work"
+        )
     else:
         compute.run_workload(context, workload, build_args(out_uri), timeout_s=timeout_s, profile=profile)
         manifest = require_committed(storage, workload, out_uri)

@@ -6,6 +6,7 @@ Assets call ``ComputeBackend.run_workload``; which backend runs it is configurat
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -78,7 +79,9 @@ class ComputeBackend(ConfigurableResource):
         env: dict[str, str] | None = None,
     ) -> WorkloadResult:
         if self.backend not in BACKENDS:
-            raise Failure(description=f"MLTRAIN_COMPUTE={self.backend!r} is not a compute backend; use one of {BACKENDS}")
+            raise Failure(
+                description=f"MLTRAIN_COMPUTE={self.backend!r} is not a compute backend; use one of {BACKENDS}"
+            )
         started = time.monotonic()
         context.log.info(f"launching {workload} on {self.backend} ({profile}), timeout {timeout_s:.0f}s")
         runner = self._run_local if self.backend == "local" else self._run_k8s
@@ -110,9 +113,11 @@ class ComputeBackend(ConfigurableResource):
             )
             try:
                 returncode = process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
+            except subprocess.TimeoutExpired as timeout:
                 _kill_group(process)
-                raise Failure(description=f"{workload} timed out after {timeout_s:.0f}s and was killed", allow_retries=True)
+                raise Failure(
+                    description=f"{workload} timed out after {timeout_s:.0f}s and was killed", allow_retries=True
+                ) from timeout
             except DagsterExecutionInterruptedError:
                 _kill_group(process, first=signal.SIGINT)
                 raise
@@ -125,7 +130,9 @@ class ComputeBackend(ConfigurableResource):
 
     def pod_spec(self, profile: WorkloadProfile, timeout_s: float) -> dict[str, Any]:
         """The base pod spec for a profile: resources, GPUs, node selectors, deadline."""
-        cpu, memory = (self.k8s_spark_cpu, self.k8s_spark_memory) if profile == "spark" else (self.k8s_cpu, self.k8s_memory)
+        cpu, memory = (
+            (self.k8s_spark_cpu, self.k8s_spark_memory) if profile == "spark" else (self.k8s_cpu, self.k8s_memory)
+        )
         limits: dict[str, Any] = {"memory": memory}
         if profile == "training" and self.k8s_training_gpus:
             limits["nvidia.com/gpu"] = str(self.k8s_training_gpus)
@@ -173,8 +180,6 @@ def _kill_group(process: subprocess.Popen, first: signal.Signals = signal.SIGTER
         os.killpg(process.pid, first)
         process.wait(timeout=grace_s)
     except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         process.wait()

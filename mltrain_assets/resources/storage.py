@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from dagster import ConfigurableIOManagerFactory, Failure, ConfigurableResource, InputContext, OutputContext, UPathIOManager
+from dagster import (
+    ConfigurableIOManagerFactory,
+    ConfigurableResource,
+    Failure,
+    InputContext,
+    OutputContext,
+    UPathIOManager,
+)
 from upath import UPath
 
 from mltrain_assets.artifacts import ArtifactRef, join_uri, read_manifest, storage_options_for, version_uri

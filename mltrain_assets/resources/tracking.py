@@ -31,8 +31,12 @@ def code_commit() -> str:
         return os.environ["MLTRAIN_CODE_COMMIT"]
     repo = Path(__file__).resolve().parents[2]
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True
+        ).stdout.strip()
         return f"{sha}-dirty" if dirty else sha
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -50,12 +54,16 @@ class ModelRegistry(ConfigurableResource):
     def find_version(self, name: str, lineage_key: str) -> str | None:
         """The version of ``name`` already registered for this lineage, if any."""
         try:
-            versions = self.client.search_model_versions(f"name = '{name}' and tags.`{LINEAGE_KEY_TAG}` = '{lineage_key}'")
+            versions = self.client.search_model_versions(
+                f"name = '{name}' and tags.`{LINEAGE_KEY_TAG}` = '{lineage_key}'"
+            )
         except MlflowException:
             return None
         return min((v.version for v in versions), key=int, default=None)
 
-    def register(self, name: str, model_uri: str, run_id: str | None, lineage_key: str, tags: dict[str, str]) -> RegisteredVersion:
+    def register(
+        self, name: str, model_uri: str, run_id: str | None, lineage_key: str, tags: dict[str, str]
+    ) -> RegisteredVersion:
         """Register ``model_uri`` under ``name`` unless this lineage already is (idempotent)."""
         existing = self.find_version(name, lineage_key)
         if existing is not None:

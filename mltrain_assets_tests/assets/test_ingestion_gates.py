@@ -2,7 +2,6 @@
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 from mlflow.tracking import MlflowClient
 
 from mltrain_assets import demo
@@ -26,8 +25,20 @@ def test_bad_schema_is_rejected_without_retry_and_nothing_downstream(mltrain_hom
     fs, path = filesystem(hour_uri(landing, "rides", DATE, 7))
     part = fs.ls(path, detail=False)[0]
     table = pq.read_table(part).rename_columns(
-        ["ride_id", "city", "requested_at", "pickup_at", "dropoff_at", "pickup_zone", "dropoff_zone",
-         "distance_km", "fare", "status", "temperature_c", "precipitation_mm"]
+        [
+            "ride_id",
+            "city",
+            "requested_at",
+            "pickup_at",
+            "dropoff_at",
+            "pickup_zone",
+            "dropoff_zone",
+            "distance_km",
+            "fare",
+            "status",
+            "temperature_c",
+            "precipitation_mm",
+        ]
     )
     table = table.set_column(table.schema.get_field_index("pickup_zone"), "pickup_zone", pa.array(["z"] * len(table)))
     pq.write_table(table, part)

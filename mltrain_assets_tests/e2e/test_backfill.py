@@ -18,8 +18,23 @@ DATES = [(dt.date.fromisoformat(NEW_DAY) - dt.timedelta(days=k)).isoformat() for
 
 def _backfill(stack) -> str:
     command = [
-        sys.executable, "-m", "mltrain_assets.cli", "backfill", "--pipeline", "demand", "--start", DATES[0],
-        "--end", DATES[-1], "--cities", CITY, "--url", stack.dagster_url, "--wait", "--timeout", "900",
+        sys.executable,
+        "-m",
+        "mltrain_assets.cli",
+        "backfill",
+        "--pipeline",
+        "demand",
+        "--start",
+        DATES[0],
+        "--end",
+        DATES[-1],
+        "--cities",
+        CITY,
+        "--url",
+        stack.dagster_url,
+        "--wait",
+        "--timeout",
+        "900",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=960)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,10 +1,12 @@
 """A person in a browser: open the Dagster UI, materialize a partition, watch it succeed."""
 
+import contextlib
 import time
 from pathlib import Path
 
 import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from mltrain_assets_tests.e2e.waiting import wait_until
 
@@ -13,15 +15,22 @@ pytestmark = pytest.mark.e2e
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
 ]
 
 
 @pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (`apt-get install -y chromium`; .ci/run does this)")
+        pytest.fail(
+            f"{CHROMIUM} not found: install Debian's chromium (`apt-get install -y chromium`; .ci/run does this)"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -31,11 +40,9 @@ def browser():
 
 
 def _dismiss_welcome(page) -> None:
-    skip = page.get_by_role("button", name="Skip")
-    try:
-        skip.click(timeout=5_000)
-    except Exception:  # noqa: BLE001 - the dialog only shows on a fresh instance
-        pass
+    # The "Join the Dagster community" dialog only shows on a fresh instance.
+    with contextlib.suppress(PlaywrightTimeout):
+        page.get_by_role("button", name="Skip").click(timeout=5_000)
 
 
 def test_materialize_a_partition_from_the_ui(stack, history, browser):
@@ -74,4 +81,4 @@ def test_materialize_a_partition_from_the_ui(stack, history, browser):
 def _utc(timestamp: float):
     import datetime as dt
 
-    return dt.datetime.fromtimestamp(timestamp, tz=dt.timezone.utc)
+    return dt.datetime.fromtimestamp(timestamp, tz=dt.UTC)

@@ -13,8 +13,10 @@ pytestmark = pytest.mark.e2e
 
 def _versions_for(client: MlflowClient, name: str, partition: str) -> list:
     try:
-        return [v for v in client.search_model_versions(f"name = '{name}'") if v.tags.get("mltrain.partition") == partition]
-    except Exception:  # noqa: BLE001 - the model may not exist yet while we poll
+        return [
+            v for v in client.search_model_versions(f"name = '{name}'") if v.tags.get("mltrain.partition") == partition
+        ]
+    except Exception:
         return []
 
 
@@ -41,7 +43,9 @@ def test_landed_day_is_ingested_by_sensor_and_flows_to_registered_models(stack, 
         recsys = _versions_for(client, "recommender", NEW_DAY)
         return all(demand) and recsys and (demand, recsys)
 
-    demand, recsys = wait_until(all_registered, timeout_s=900, what="registered models for the new day", instance=instance)
+    demand, recsys = wait_until(
+        all_registered, timeout_s=900, what="registered models for the new day", instance=instance
+    )
     for versions in [*demand, recsys]:
         tags = versions[0].tags
         assert {"mltrain.code_commit", "mltrain.data_snapshot", "mltrain.dagster_run_id"} <= set(tags)

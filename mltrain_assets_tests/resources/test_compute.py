@@ -1,6 +1,5 @@
 """The compute backend: Pipes subprocesses (report, rejection, timeout) and the k8s pod it would create."""
 
-
 import time
 
 import kubernetes

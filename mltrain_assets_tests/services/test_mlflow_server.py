@@ -24,13 +24,25 @@ DATE = "2026-05-20"
 def mlflow_server(tmp_path, monkeypatch):
     port = free_port()
     command = [
-        str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-        "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-        "--artifacts-destination", f"{tmp_path}/server-artifacts",
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path}/server.db",
+        "--artifacts-destination",
+        f"{tmp_path}/server-artifacts",
     ]
     process = subprocess.Popen(
-        command, env={**__import__("os").environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        command,
+        env={**__import__("os").environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -69,9 +81,15 @@ def test_train_register_alias_and_serve_through_the_server(mltrain_home, mlflow_
     assert any(artifacts.rglob("MLmodel")), "the server stored the model artifacts"
 
     registry = ModelRegistry(tracking_uri=url)
-    tags = lineage_tags(code_commit_sha="abc1234", data_snapshot={"features": features_uri}, run_id="r1", partition=f"nyc|{DATE}")
-    first = registry.register("demand-forecast-nyc", summary["mlflow_model_uri"], summary["mlflow_run_id"], "lineage-1", tags)
-    again = registry.register("demand-forecast-nyc", summary["mlflow_model_uri"], summary["mlflow_run_id"], "lineage-1", tags)
+    tags = lineage_tags(
+        code_commit_sha="abc1234", data_snapshot={"features": features_uri}, run_id="r1", partition=f"nyc|{DATE}"
+    )
+    first = registry.register(
+        "demand-forecast-nyc", summary["mlflow_model_uri"], summary["mlflow_run_id"], "lineage-1", tags
+    )
+    again = registry.register(
+        "demand-forecast-nyc", summary["mlflow_model_uri"], summary["mlflow_run_id"], "lineage-1", tags
+    )
     assert first.created and not again.created and again.version == first.version
     registry.set_alias("demand-forecast-nyc", "staging", first.version)
     assert registry.alias_version("demand-forecast-nyc", "staging") == first.version

@@ -24,11 +24,17 @@ def postgres_db():
     """A fresh database on the running server, dropped afterwards."""
     try:
         admin = psycopg2.connect(
-            host=PG["MLTRAIN_PG_HOST"], port=PG["MLTRAIN_PG_PORT"], user=PG["MLTRAIN_PG_USER"],
-            password=PG["MLTRAIN_PG_PASSWORD"], dbname="postgres", connect_timeout=3,
+            host=PG["MLTRAIN_PG_HOST"],
+            port=PG["MLTRAIN_PG_PORT"],
+            user=PG["MLTRAIN_PG_USER"],
+            password=PG["MLTRAIN_PG_PASSWORD"],
+            dbname="postgres",
+            connect_timeout=3,
         )
     except psycopg2.OperationalError as exc:
-        service_missing(f"PostgreSQL not reachable at {PG['MLTRAIN_PG_HOST']}:{PG['MLTRAIN_PG_PORT']} ({exc}); .ci/run starts it")
+        service_missing(
+            f"PostgreSQL not reachable at {PG['MLTRAIN_PG_HOST']}:{PG['MLTRAIN_PG_PORT']} ({exc}); .ci/run starts it"
+        )
     admin.autocommit = True
     name = f"mltrain_test_{os.getpid()}"
     with admin.cursor() as cur:
@@ -41,16 +47,26 @@ def postgres_db():
 
 
 def test_runs_and_materializations_are_stored_in_postgres(mltrain_home, postgres_db, monkeypatch):
-    for key, value in {**PG, "MLTRAIN_PG_DB": postgres_db, "MLTRAIN_DAGSTER_YAML": "deploy/dagster.postgres.yaml"}.items():
+    for key, value in {
+        **PG,
+        "MLTRAIN_PG_DB": postgres_db,
+        "MLTRAIN_DAGSTER_YAML": "deploy/dagster.postgres.yaml",
+    }.items():
         monkeypatch.setenv(key, value)
     simulate("rides", f"file://{mltrain_home}/landing", "2026-04-01", "2026-04-01", volume=5_000)
     outcome = demo.execute(demo.ride_events_job, "ride_events", partition_key="2026-04-01")
     assert outcome.success, outcome.error
 
-    with psycopg2.connect(
-        host=PG["MLTRAIN_PG_HOST"], port=PG["MLTRAIN_PG_PORT"], user=PG["MLTRAIN_PG_USER"],
-        password=PG["MLTRAIN_PG_PASSWORD"], dbname=postgres_db,
-    ) as conn, conn.cursor() as cur:
+    with (
+        psycopg2.connect(
+            host=PG["MLTRAIN_PG_HOST"],
+            port=PG["MLTRAIN_PG_PORT"],
+            user=PG["MLTRAIN_PG_USER"],
+            password=PG["MLTRAIN_PG_PASSWORD"],
+            dbname=postgres_db,
+        ) as conn,
+        conn.cursor() as cur,
+    ):
         cur.execute("SELECT status FROM runs WHERE run_id = %s", (outcome.run_id,))
         assert cur.fetchone() == ("SUCCESS",)
         cur.execute(

@@ -22,17 +22,48 @@ SPARK_CLASS = Path(pyspark.__file__).parent / "bin" / "spark-class"
 def spark_cluster(tmp_path):
     """``spark-class`` Master and Worker (pip's pyspark has no start-*.sh), stopped afterwards."""
     port, ui, worker_ui = free_port(), free_port(), free_port()
-    env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOG_DIR": str(tmp_path), "SPARK_WORKER_DIR": str(tmp_path / "work")}
+    env = {
+        **os.environ,
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "SPARK_LOG_DIR": str(tmp_path),
+        "SPARK_WORKER_DIR": str(tmp_path / "work"),
+    }
     master = subprocess.Popen(
-        [str(SPARK_CLASS), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(ui)],
-        env=env, stdout=(tmp_path / "master.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            str(SPARK_CLASS),
+            "org.apache.spark.deploy.master.Master",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--webui-port",
+            str(ui),
+        ],
+        env=env,
+        stdout=(tmp_path / "master.log").open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     wait_for_port(port, timeout_s=60)
     url = f"spark://127.0.0.1:{port}"
     worker = subprocess.Popen(
-        [str(SPARK_CLASS), "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", "2",
-         "--memory", "2g", "--webui-port", str(worker_ui), url],
-        env=env, stdout=(tmp_path / "worker.log").open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            str(SPARK_CLASS),
+            "org.apache.spark.deploy.worker.Worker",
+            "--host",
+            "127.0.0.1",
+            "--cores",
+            "2",
+            "--memory",
+            "2g",
+            "--webui-port",
+            str(worker_ui),
+            url,
+        ],
+        env=env,
+        stdout=(tmp_path / "worker.log").open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 60
     while "Successfully registered with master" not in (tmp_path / "worker.log").read_text():
