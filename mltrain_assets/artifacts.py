@@ -238,8 +238,20 @@ def read_table(uri: str, name: str, columns: Iterable[str] | None = None) -> pa.
     if name not in manifest["files"]:
         raise FileNotFoundError(f"{name} is not listed in the manifest of {uri}")
     fs, path = filesystem(uri)
-    with fs.open(posixpath.join(path, name), "rb") as handle:
-        return pq.read_table(handle, columns=list(columns) if columns else None)
+    data = arrow_buffer(fs.cat_file(posixpath.join(path, name)))
+    return pq.read_table(pa.BufferReader(data), columns=list(columns) if columns else None)
+
+
+def arrow_buffer(data: bytes) -> pa.Buffer:
+    """Copy bytes into Arrow-owned memory.
+
+    Arrow's threaded parquet decoding can drop the last reference to a Python source object
+    (a file handle, ``bytes``) in a pool thread; near interpreter exit that aborts the process
+    ("terminate called without an active exception"). An Arrow-owned buffer involves none.
+    """
+    sink = pa.BufferOutputStream()
+    sink.write(data)
+    return sink.getvalue()
 
 
 def read_bytes(uri: str, name: str) -> bytes:

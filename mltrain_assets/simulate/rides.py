@@ -10,8 +10,9 @@ The simulated world, per metro (hourly Poisson demand, local time):
 - day-of-week factors, fixed public holidays (``demand_config.HOLIDAYS``, quieter, weekend-shaped),
   a mild upward trend;
 - weather per city-hour: temperature (city climate, season, daily cycle, an anomaly that persists
-  for days); storms that start at random, last 2-5 days and bring rain in most of their hours;
-  rain raises demand (up to about +35%) and cancellations; cold and heat raise it a little;
+  for days); storms that start at random, last 1-3 days (they can chain) and bring rain in most of
+  their hours; a storm raises demand by 5-9% and each rainy hour by up to 5% more, and raises
+  cancellations; cold (below 5 degC) and heat (above 30 degC) raise it a little;
 - occasional city events (an evening concert or game: +35..85% for three hours);
 - per ride: zones, distance, wait, trip duration, fare (surge in peaks and rain), ~3% cancellations,
   ~0.2% redelivered duplicate events (same ``ride_id``, same content).
@@ -85,13 +86,13 @@ _VOLUME_SCALE = 1.0 / 1.077
 
 # Relative demand by local hour (normalized below so the weekday profile averages 1).
 _WEEKDAY = np.array(
-    [0.45, 0.35, 0.30, 0.30, 0.40, 0.60, 1.00, 1.70, 2.00, 1.40, 1.00, 1.00]
-    + [1.10, 1.05, 1.00, 1.10, 1.45, 1.95, 1.85, 1.35, 1.05, 0.95, 0.80, 0.60]
-)
+    [0.45, 0.35, 0.30, 0.30, 0.40, 0.60, 1.00, 1.70, 2.00, 1.40, 1.00, 1.00,  # 00-11
+     1.10, 1.05, 1.00, 1.10, 1.45, 1.95, 1.85, 1.35, 1.05, 0.95, 0.80, 0.60]  # 12-23
+)  # fmt: skip
 _WEEKEND = np.array(
-    [0.90, 0.80, 0.65, 0.45, 0.35, 0.35, 0.45, 0.60, 0.75, 0.95, 1.15, 1.30]
-    + [1.40, 1.40, 1.35, 1.30, 1.30, 1.30, 1.35, 1.35, 1.30, 1.30, 1.25, 1.10]
-)
+    [0.90, 0.80, 0.65, 0.45, 0.35, 0.35, 0.45, 0.60, 0.75, 0.95, 1.15, 1.30,  # 00-11
+     1.40, 1.40, 1.35, 1.30, 1.30, 1.30, 1.35, 1.35, 1.30, 1.30, 1.25, 1.10]  # 12-23
+)  # fmt: skip
 # The small hours (0-4) after a night out: Friday, Saturday or a holiday eve.
 _NIGHT_LIFE = np.array([1.45, 1.30, 1.05, 0.70, 0.45])
 _SCALE = 1.0 / _WEEKDAY.mean()

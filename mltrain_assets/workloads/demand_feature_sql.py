@@ -31,13 +31,13 @@ from mltrain_assets.workloads.demand_config import CITY_UTC_OFFSET_HOURS, HOLIDA
 
 LABEL = "demand"
 NAIVE_FEATURE = "demand_lag_24h"  # "same hour yesterday": the naive forecast
-KEY_COLUMNS = ("city", "hour_idx")
+KEY_COLUMNS = ("city", "ts")  # the key of the committed features table
 _EPOCH = dt.date(1970, 1, 1)
 _W = "PARTITION BY city ORDER BY hour_idx"
 
 # Besides "same hour last week" (168h), weekly lags stay out on purpose: on holidays they point at an
 # ordinary weekday; the day-type-matched baselines carry that information instead.
-DEMAND_LAGS = list(range(24, 53)) + [71, 72, 73, 95, 96, 97, 119, 120, 121, 143, 144, 145, 168]
+DEMAND_LAGS = [*range(24, 53), 71, 72, 73, 95, 96, 97, 119, 120, 121, 143, 144, 145, 168]
 ROLLING_HOURS = [2, 3, 4, 6, 8, 12, 24, 48, 72, 96, 120, 144, 168]
 ROLLING_STATS = {"mean": "AVG", "std": "STDDEV_SAMP", "min": "MIN", "max": "MAX"}
 
@@ -47,10 +47,11 @@ def _lag(column: str, hours: int) -> str:
     return f"LAG({column}, {hours}) OVER ({_W})"
 
 
-def _window(agg: str, expr: str, hours: int) -> str:
-    """``agg(expr)`` over the ``hours`` hours that end ``MIN_LAG_HOURS`` before the row."""
-    first = MIN_LAG_HOURS + hours - 1
-    return f"{agg}({expr}) OVER ({_W} ROWS BETWEEN {first} PRECEDING AND {MIN_LAG_HOURS} PRECEDING)"
+def _window(agg: str, expr: str, hours: int, end: int = MIN_LAG_HOURS) -> str:
+    """``agg(expr)`` over the ``hours`` hours that end ``end`` (default ``MIN_LAG_HOURS``) hours before the row."""
+    assert end >= MIN_LAG_HOURS, f"window ending {end}h < {MIN_LAG_HOURS}h before the row"
+    first = end + hours - 1
+    return f"{agg}({expr}) OVER ({_W} ROWS BETWEEN {first} PRECEDING AND {end} PRECEDING)"
 
 
 def _ratio(numerator: str, denominator: str) -> str:
@@ -62,20 +63,34 @@ def _flag(condition: str) -> str:
 
 
 def _window_features() -> list[tuple[str, str]]:
-    """First level: lags and rolling windows over the hourly series (stage ``series``)."""
+    """First level: lags and rolling windows over a city's hourly series (stage ``level1``)."""
     f: list[tuple[str, str]] = []
     f += [(f"demand_lag_{h}h", _lag("demand_obs", h)) for h in DEMAND_LAGS]
     for hours in ROLLING_HOURS:
-        f += [(f"demand_roll_{stat}_{hours}h", _window(agg, "demand_obs", hours)) for stat, agg in ROLLING_STATS.items()]
+        f += [
+            (f"demand_roll_{stat}_{hours}h", _window(agg, "demand_obs", hours)) for stat, agg in ROLLING_STATS.items()
+        ]
 
     for h in (24, 48, 72):
         f.append((f"cancel_ratio_lag_{h}h", _ratio(_lag("cancelled", h), _lag("demand_obs", h))))
         f.append((f"avg_fare_lag_{h}h", _ratio(_lag("fare_sum", h), _lag("completed", h))))
         f.append((f"avg_distance_lag_{h}h", _ratio(_lag("distance_sum", h), _lag("completed", h))))
     for hours in (24, 72, 168):
-        f.append((f"cancel_ratio_roll_{hours}h", _ratio(_window("SUM", "cancelled", hours), _window("SUM", "demand_obs", hours))))
-        f.append((f"avg_fare_roll_{hours}h", _ratio(_window("SUM", "fare_sum", hours), _window("SUM", "completed", hours))))
-        f.append((f"avg_distance_roll_{hours}h", _ratio(_window("SUM", "distance_sum", hours), _window("SUM", "completed", hours))))
+        f.append(
+            (
+                f"cancel_ratio_roll_{hours}h",
+                _ratio(_window("SUM", "cancelled", hours), _window("SUM", "demand_obs", hours)),
+            )
+        )
+        f.append(
+            (f"avg_fare_roll_{hours}h", _ratio(_window("SUM", "fare_sum", hours), _window("SUM", "completed", hours)))
+        )
+        f.append(
+            (
+                f"avg_distance_roll_{hours}h",
+                _ratio(_window("SUM", "distance_sum", hours), _window("SUM", "completed", hours)),
+            )
+        )
     f += [(f"completed_lag_{h}h", _lag("completed", h)) for h in (24, 48)]
     f.append(("completed_roll_sum_24h", _window("SUM", "completed", 24)))
 
@@ -84,16 +99,29 @@ def _window_features() -> list[tuple[str, str]]:
     f += [("temperature_roll_min_24h", _window("MIN", "temperature", 24))]
     f += [("temperature_roll_max_24h", _window("MAX", "temperature", 24))]
     f += [(f"precipitation_lag_{h}h", _lag("precipitation", h)) for h in (24, 25, 26, 27, 28, 48, 72)]
-    f += [(f"precipitation_roll_sum_{hours}h", _window("SUM", "precipitation", hours)) for hours in (3, 6, 12, 24, 48, 72, 168)]
+    f += [
+        (f"precipitation_roll_sum_{hours}h", _window("SUM", "precipitation", hours))
+        for hours in (3, 6, 12, 24, 48, 72, 168)
+    ]
     f += [(f"precipitation_roll_max_{hours}h", _window("MAX", "precipitation", hours)) for hours in (24, 72)]
     rainy = _flag("precipitation >= 0.5")
     f += [(f"rainy_hours_roll_{hours}h", _window("SUM", rainy, hours)) for hours in (24, 72, 168)]
+    # The weather when "same hour last week" happened: a stormy week ago inflates that baseline.
+    f += [("temperature_lag_168h", _lag("temperature", 168)), ("precipitation_lag_168h", _lag("precipitation", 168))]
+    f += [
+        ("precipitation_roll_sum_24h_week_ago", _window("SUM", "precipitation", 24, end=168)),
+        ("rainy_hours_roll_24h_week_ago", _window("SUM", rainy, 24, end=168)),
+        ("temperature_roll_mean_24h_week_ago", _window("AVG", "temperature", 24, end=168)),
+    ]
 
     f += [(f"all_city_demand_lag_{h}h", _lag("total_demand", h)) for h in (24, 48, 72)]
     f += [(f"all_city_demand_roll_mean_{hours}h", _window("AVG", "total_demand", hours)) for hours in (24, 168)]
     f += [(f"city_share_lag_{h}h", _ratio(_lag("demand_obs", h), _lag("total_demand", h))) for h in (24, 48)]
     f += [
-        (f"city_share_roll_{hours}h", _ratio(_window("SUM", "demand_obs", hours), _window("SUM", "total_demand", hours)))
+        (
+            f"city_share_roll_{hours}h",
+            _ratio(_window("SUM", "demand_obs", hours), _window("SUM", "total_demand", hours)),
+        )
         for hours in (24, 168)
     ]
     return f
@@ -137,7 +165,9 @@ def _daytype_features() -> list[tuple[str, str]]:
     """
     same_type = [f"CASE WHEN _offday_{k} = _offday_0 THEN 1 ELSE 0 END" for k in range(1, 8)]
     n_same = "(" + " + ".join(same_type) + ")"
-    mean_same = _ratio("(" + " + ".join(f"{w} * demand_lag_{24 * k}h" for k, w in enumerate(same_type, 1)) + ")", n_same)
+    mean_same = _ratio(
+        "(" + " + ".join(f"{w} * demand_lag_{24 * k}h" for k, w in enumerate(same_type, 1)) + ")", n_same
+    )
     last_same = _last_same_daytype()
     level = _ratio("demand_roll_mean_24h", "demand_roll_mean_168h")
     return [

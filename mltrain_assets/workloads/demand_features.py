@@ -38,14 +38,13 @@ from collections.abc import Sequence
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from mltrain_assets.artifacts import ArtifactWriter, filesystem, join_uri, require_manifest
+from mltrain_assets.artifacts import ArtifactWriter, filesystem, join_uri, read_table, require_manifest
 from mltrain_assets.schemas import CITIES, UTC_TS
 from mltrain_assets.workloads._runtime import Reporter, run_workload
 from mltrain_assets.workloads.demand_config import FEATURES_CODE_VERSION, FRAME_DAYS, INPUT_DAYS, LAG_DAYS
 from mltrain_assets.workloads.demand_feature_sql import FEATURE_NAMES, LABEL, feature_sql
-from mltrain_assets.workloads.ingest import EVENTS_FILE, arrow_buffer
+from mltrain_assets.workloads.ingest import EVENTS_FILE
 
 PRODUCER = "mltrain_assets.workloads.demand_features"
 FEATURES_FILE = "features.parquet"
@@ -72,7 +71,7 @@ def _run_duckdb(event_uris: list[str], grid: tuple[int, int], sql: str) -> pa.Ta
             if uri.startswith("file://"):
                 paths.append(uri[len("file://") :])
             else:
-                fs, path = filesystem(uri)
+                fs, _ = filesystem(uri)
                 if not con.filesystem_is_registered(fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]):
                     con.register_filesystem(fs)
                 paths.append(uri.replace("s3a://", "s3://", 1))
@@ -155,7 +154,9 @@ def _run_spark(event_uris: list[str], grid: tuple[int, int], sql: str, master: s
             spark.stop()
 
 
-def compute_features(event_uris: Sequence[str], date: str, engine: str = "spark", spark_master: str | None = None) -> pa.Table:
+def compute_features(
+    event_uris: Sequence[str], date: str, engine: str = "spark", spark_master: str | None = None
+) -> pa.Table:
     """The features table for partition ``date`` from ``events.parquet`` file URIs (no commit)."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
@@ -190,9 +191,7 @@ def build_features(
         if EVENTS_FILE not in manifest["files"]:
             raise FileNotFoundError(f"{uri} holds no {EVENTS_FILE}; is it a ride_events version?")
     input_dates = sorted(m["summary"].get("date", "") for m in manifests.values())
-    expected = [
-        (dt.date.fromisoformat(date) - dt.timedelta(days=k)).isoformat() for k in range(INPUT_DAYS - 1, -1, -1)
-    ]
+    expected = [(dt.date.fromisoformat(date) - dt.timedelta(days=k)).isoformat() for k in range(INPUT_DAYS - 1, -1, -1)]
     missing = [d for d in expected if d not in input_dates]
     if reporter:
         reporter.info(f"features {date}: {len(rides_uris)} ride_events versions, engine {engine}")
@@ -227,24 +226,24 @@ def build_features(
     writer.write_table(FEATURES_FILE, table)
     writer.commit(summary)
     if reporter:
-        reporter.info(f"features {date}: {table.num_rows} rows x {len(FEATURE_NAMES)} features in {seconds:.1f}s -> {out_uri}")
+        reporter.info(
+            f"features {date}: {table.num_rows} rows x {len(FEATURE_NAMES)} features in {seconds:.1f}s -> {out_uri}"
+        )
     return summary
 
 
 def read_features(features_uri: str, city: str | None = None) -> pa.Table:
     """``features.parquet`` of a committed version, optionally one city's rows."""
-    manifest = require_manifest(features_uri)
-    if FEATURES_FILE not in manifest["files"]:
-        raise FileNotFoundError(f"{features_uri} holds no {FEATURES_FILE}")
-    fs, path = filesystem(join_uri(features_uri, FEATURES_FILE))
-    table = pq.read_table(pa.BufferReader(arrow_buffer(fs.cat_file(path))))
+    table = read_table(features_uri, FEATURES_FILE)
     if city is not None:
         table = table.filter(pc.equal(table.column("city"), city))
     return table
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mltrain_assets.workloads.demand_features", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m mltrain_assets.workloads.demand_features", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--rides-uris", required=True, help="JSON list of committed ride_events version URIs")
     parser.add_argument("--date", required=True, help="features partition, YYYY-MM-DD")
     parser.add_argument("--out-uri", required=True)
@@ -254,7 +253,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _body(args: argparse.Namespace, reporter: Reporter) -> dict:
-    return build_features(json.loads(args.rides_uris), args.date, args.out_uri, args.engine, args.spark_master, reporter)
+    return build_features(
+        json.loads(args.rides_uris), args.date, args.out_uri, args.engine, args.spark_master, reporter
+    )
 
 
 def main() -> int:

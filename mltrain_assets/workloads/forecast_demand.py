@@ -44,7 +44,9 @@ def forecast_city(
     target_day = dt.date.fromisoformat(date) + dt.timedelta(days=1)
     frame = read_features(features_uri, city).to_pandas()
     start = pd.Timestamp(target_day, tz="UTC")
-    rows = frame[(frame[LABEL].isna()) & (frame.ts >= start) & (frame.ts < start + pd.Timedelta(days=1))].sort_values("ts")
+    rows = frame[(frame[LABEL].isna()) & (frame.ts >= start) & (frame.ts < start + pd.Timedelta(days=1))].sort_values(
+        "ts"
+    )
     if len(rows) != 24:
         raise DataRejected(
             f"partition {date}: rule scoring_rows: {len(rows)} unlabelled rows for {city} on {target_day} "
@@ -55,7 +57,8 @@ def forecast_city(
     missing = [name for name in wanted if name not in rows.columns]
     if missing:
         raise ValueError(
-            f"model {model_uri} expects features the table at {features_uri} lacks (features code changed?): {missing[:10]}"
+            f"model {model_uri} expects features the table at {features_uri} lacks "
+            f"(did the features code change?): {missing[:10]}"
         )
     forecast = np.clip(booster.predict(rows[wanted], num_threads=1), 0.0, None)
     table = pa.table(
@@ -86,12 +89,16 @@ def forecast_city(
     writer.write_table(FORECASTS_FILE, table)
     writer.commit(summary)
     if reporter:
-        reporter.info(f"{city} {target_day}: {summary['total_forecast']:.0f} rides forecast with {model_uri} -> {out_uri}")
+        reporter.info(
+            f"{city} {target_day}: {summary['total_forecast']:.0f} rides forecast with {model_uri} -> {out_uri}"
+        )
     return summary
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mltrain_assets.workloads.forecast_demand", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m mltrain_assets.workloads.forecast_demand", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--model-uri", required=True, help="e.g. models:/demand-forecast-nyc/3")
     parser.add_argument("--features-uri", required=True, help="committed city_demand_features version")
     parser.add_argument("--city", required=True)

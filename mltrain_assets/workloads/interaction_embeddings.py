@@ -119,6 +119,14 @@ def fit_embeddings(
 
     if not events_paths:
         raise DataRejected("interaction_embeddings: no input days given")
+    timings: dict[str, float] = {}
+    clock = time.monotonic()
+
+    def lap(phase: str) -> None:
+        nonlocal clock
+        timings[phase] = round(time.monotonic() - clock, 2)
+        clock = time.monotonic()
+
     events = spark.read.parquet(*events_paths).select("user_id", "item_id", "clicked", "dwell_seconds")
     bounds = events.agg(
         F.count("*").alias("n"),
@@ -173,6 +181,7 @@ def fit_embeddings(
         .cache()
     )
     n_pairs = pairs.count()
+    lap("aggregate_s")
 
     als = ALS(
         rank=rank,
@@ -191,6 +200,7 @@ def fit_embeddings(
         coldStartStrategy="nan",
     )
     model = als.fit(ratings)
+    lap("als_s")
 
     # Implicit-feedback training loss on the observed pairs: confidence-weighted RMSE between
     # the preference (1 if net rating > 0 else 0) and the factors' dot product.
@@ -201,6 +211,7 @@ def fit_embeddings(
         F.sum(confidence * (preference - F.col("prediction")) ** 2).alias("sse"),
         F.sum(confidence).alias("c"),
     ).first()
+    lap("loss_s")
 
     user_counts = pairs.groupBy("user").agg(F.sum("impressions").alias("impressions"), F.sum("clicks").alias("clicks"))
     item_counts = pairs.groupBy("item").agg(F.sum("impressions").alias("impressions"), F.sum("clicks").alias("clicks"))
@@ -212,6 +223,7 @@ def fit_embeddings(
     users_fitted, items_fitted = model.userFactors.count(), model.itemFactors.count()
     ratings.unpersist()
     pairs.unpersist()
+    lap("collect_s")
     stats = {
         "rank": rank,
         "iterations": iterations,
@@ -227,6 +239,7 @@ def fit_embeddings(
         "user_item_pairs": int(n_pairs),
         "rated_pairs": int(n_rated),
         "observed_weighted_rmse": float(np.sqrt(loss["sse"] / loss["c"])) if loss["c"] else None,
+        "timings_s": timings,
     }
     return {"user_factors": user_factors, "item_factors": item_factors, "stats": stats}
 

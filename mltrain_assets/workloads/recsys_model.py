@@ -200,12 +200,10 @@ def encode(
     u = users.vectors[rows.user_row]
     v = items.vectors[rows.item_row]
     uv = u * v
-    n = len(rows)
-    device = torch.zeros((n, len(DEVICES)), dtype=torch.float32)
-    known_device = rows.device >= 0
-    device[known_device, rows.device[known_device]] = 1.0
-    position = torch.zeros((n, max_position + 1), dtype=torch.float32)
-    position[torch.arange(n), rows.position] = 1.0
+    # One-hots built on the rows' own device (CPU or GPU); an unknown device is all zeros.
+    known_device = (rows.device >= 0).unsqueeze(1)
+    device = nn.functional.one_hot(rows.device.clamp_min(0), len(DEVICES)).float() * known_device
+    position = nn.functional.one_hot(rows.position, max_position + 1).float()
     angle = rows.hour * (2 * np.pi / 24.0)
     return torch.cat(
         [

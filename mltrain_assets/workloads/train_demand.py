@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import warnings
 
 import lightgbm as lgb
 import numpy as np
@@ -114,9 +115,13 @@ def train_city(
             f"in {features_uri} (need {MIN_TRAIN_DAYS})"
         )
     if holdout.empty:
-        raise DataRejected(f"partition {date}: rule holdout_rows: city {city} has no labelled rows in the last {HOLDOUT_DAYS} days")
+        raise DataRejected(
+            f"partition {date}: rule holdout_rows: city {city} has no labelled rows in the last {HOLDOUT_DAYS} days"
+        )
     if reporter:
-        reporter.info(f"{city} {date}: {len(train)} training rows, {len(holdout)} holdout rows, {len(FEATURE_NAMES)} features")
+        reporter.info(
+            f"{city} {date}: {len(train)} training rows, {len(holdout)} holdout rows, {len(FEATURE_NAMES)} features"
+        )
 
     params = lgb_params(seed)
     dataset = lgb.Dataset(train[FEATURE_NAMES], label=train[LABEL], feature_name=FEATURE_NAMES, free_raw_data=False)
@@ -130,13 +135,16 @@ def train_city(
         "wape": _wape(actual, forecast),
         "naive_wape": _wape(actual, naive),
         "rmse": float(np.sqrt(np.mean((actual - forecast) ** 2))),
-        "n_train": int(len(train)),
-        "n_holdout": int(len(holdout)),
+        "n_train": len(train),
+        "n_holdout": len(holdout),
     }
     gain = booster.feature_importance("gain")
     splits = booster.feature_importance("split")
     importance = sorted(
-        ({"feature": n, "gain": float(g), "splits": int(s)} for n, g, s in zip(FEATURE_NAMES, gain, splits)),
+        (
+            {"feature": n, "gain": float(g), "splits": int(s)}
+            for n, g, s in zip(FEATURE_NAMES, gain, splits, strict=True)
+        ),
         key=lambda item: (-item["gain"], item["feature"]),
     )
     if reporter:
@@ -164,15 +172,16 @@ def train_city(
         )
         mlflow.log_metrics(metrics)
         for context, rows in (("training", train), ("holdout", holdout)):
-            mlflow.log_input(
-                mlflow.data.from_pandas(
+            with warnings.catch_warnings():
+                # A file:// source matches two equivalent local source types; MLflow picks one and warns.
+                warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+                dataset = mlflow.data.from_pandas(
                     rows[["ts", *FEATURE_NAMES, LABEL]].reset_index(drop=True),
                     source=features_uri,
                     name=f"city_demand_features-{city}-{date}-{context}",
                     targets=LABEL,
-                ),
-                context=context,
-            )
+                )
+            mlflow.log_input(dataset, context=context)
         example = train[FEATURE_NAMES].head(5).reset_index(drop=True)
         info = mlflow.lightgbm.log_model(
             booster,
@@ -226,7 +235,9 @@ def train_city(
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mltrain_assets.workloads.train_demand", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m mltrain_assets.workloads.train_demand", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--features-uri", required=True, help="committed city_demand_features version")
     parser.add_argument("--city", required=True)
     parser.add_argument("--date", required=True, help="partition, YYYY-MM-DD")
@@ -246,4 +257,3 @@ def main() -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-

@@ -3,6 +3,10 @@
 torchrun starts workers in their own sessions, so killing the launcher's process group
 would leave them running. Each worker therefore asks Linux to SIGKILL it when its parent
 (the torchrun agent) dies, before anything else happens.
+
+A finished worker leaves with ``os._exit``: everything it produced (checkpoints) is already
+durable, and interpreter finalization with live gloo/OpenMP/Arrow threads can hang, which
+would keep torchrun waiting for a worker that has in fact finished.
 """
 
 from __future__ import annotations
@@ -28,4 +32,13 @@ if __name__ == "__main__":
     die_with_parent()
     from mltrain_assets.workloads.train_recommender import worker_main
 
-    raise SystemExit(worker_main())
+    try:
+        code = worker_main()
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
