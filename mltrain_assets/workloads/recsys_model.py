@@ -5,7 +5,8 @@ vectors and their dot product (the two-tower interaction), both vectors, window 
 of the user and the item (log impressions, smoothed click rate: the popularity fallback
 for cold items), known-user/known-item flags, device (one-hot), list position (one-hot,
 clipped) and hour of day (sin/cos). The ALS vectors are inputs, not parameters: the
-network's ``state_dict`` holds only the MLP, and the vectors travel as parquet.
+network's ``state_dict`` holds the MLP and its feature standardization, and the vectors
+travel as parquet.
 
 A model directory holds ``weights.pt`` (a ``state_dict``: tensors only), ``config.json``,
 ``user_factors.parquet`` and ``item_factors.parquet``. Loading uses

@@ -58,6 +58,7 @@ from mltrain_assets.workloads.recsys_model import (
     make_bundle,
     read_artifact_table,
     save_model_dir,
+    score,
 )
 
 EVENTS_FILE = "events.parquet"
@@ -554,7 +555,7 @@ def log_to_mlflow(
 
 
 def main_body(args: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
-    from mltrain_assets.workloads.evaluate_recommender import evaluate_model_dir
+    from mltrain_assets.workloads.evaluate_recommender import auc_of, evaluate_model_dir
 
     started = time.monotonic()
     committed = read_manifest(args.out_uri)
@@ -585,15 +586,22 @@ def main_body(args: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
     val_history = [float(x) for x in final["val_loss_history"]]
     skill = float(final["base_val_loss"]) - val_history[-1]
     no_skill = skill < cfg.MIN_SKILL_NATS
-    if no_skill:
-        # Without skill the network's output varies by numerical noise, and AUC (scale-free) would
-        # rank by that noise; ship the constant base-rate predictor instead: it ranks nothing.
-        reporter.info(f"validation skill {skill:.2e} nats < {cfg.MIN_SKILL_NATS}: using the base-rate predictor")
-        model.init_output(float(final["base_rate"]))
-    trained_digest = weights_digest(model)
     user_factors, item_factors = load_factors(args.embeddings_uri)
     train_df = load_events(uris)
     eval_df = load_events([args.eval_uri])
+    network_auc = None
+    if no_skill:
+        # Without skill the network's output varies by numerical noise, and AUC (scale-free) would
+        # rank by that noise; ship the constant base-rate predictor instead: it ranks nothing. The
+        # network's own AUC is kept in the metrics for the record.
+        bundle = make_bundle(model, config, user_factors, item_factors)
+        network_auc = auc_of(eval_df["clicked"].to_numpy(), score(bundle, eval_df))
+        reporter.info(
+            f"validation skill {skill:.2e} nats < {cfg.MIN_SKILL_NATS}: shipping the base-rate predictor "
+            f"(the network's own AUC on {args.date}: {network_auc:.4f})"
+        )
+        model.init_output(float(final["base_rate"]))
+    trained_digest = weights_digest(model)
 
     with tempfile.TemporaryDirectory(prefix="recommender-") as tmp:
         model_dir = os.path.join(tmp, "model")
@@ -615,6 +623,7 @@ def main_body(args: argparse.Namespace, reporter: Reporter) -> dict[str, Any]:
             "base_rate_val_loss": float(final["base_val_loss"]),
             "skill_nats": skill,
             "no_skill_fallback": no_skill,
+            "network_auc": network_auc,
             "shuffled_labels": bool(args.shuffle_labels),
             "weights_sha256": trained_digest,
         }
