@@ -1,6 +1,6 @@
 """Declarative automation: downstream steps run when their inputs are ready, without a manual step."""
 
-from dagster import AutomationCondition
+from dagster import AssetSelection, AutomationCondition, AutomationConditionSensorDefinition, DefaultSensorStatus
 
 
 def when_upstream_ready() -> AutomationCondition:
@@ -15,3 +15,13 @@ def when_upstream_ready() -> AutomationCondition:
         .without(AutomationCondition.in_latest_time_window())
         .with_label("eager, any partition")
     )
+
+
+# Evaluates every asset's condition; on by default so a landed day flows through without a manual step.
+automation_sensor = AutomationConditionSensorDefinition(
+    "mltrain_automation_sensor",
+    target=AssetSelection.all(),
+    default_status=DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=10,
+    description="Starts downstream steps (features, training, registration, inference) when their inputs are ready.",
+)

@@ -4,6 +4,7 @@ from dagster import Definitions, EnvVar
 
 from mltrain_assets.assets.recsys import recsys_assets
 from mltrain_assets.assets.rides import demand_assets
+from mltrain_assets.automation import automation_sensor
 from mltrain_assets.jobs import demand_jobs, recsys_jobs
 from mltrain_assets.resources.compute import ComputeBackend
 from mltrain_assets.resources.storage import ArtifactRefIOManagerFactory, ArtifactStorage
@@ -17,7 +18,7 @@ apply_defaults()
 defs = Definitions(
     assets=[*demand_assets, *recsys_assets],
     jobs=[*demand_jobs, *recsys_jobs],
-    sensors=landing_sensors,
+    sensors=[*landing_sensors, automation_sensor],
     schedules=daily_schedules,
     resources={
         "storage": ArtifactStorage(base_uri=EnvVar("MLTRAIN_STORAGE_URI"), landing_uri=EnvVar("MLTRAIN_LANDING_URI")),

@@ -14,12 +14,13 @@ from mltrain_assets.landing import landed_days
 from mltrain_assets.partitions import PARTITIONS_START_DATE
 from mltrain_assets.resources.storage import ArtifactStorage
 
-# Days older than this, counted back from the newest landed day, are not (re)considered.
-LOOKBACK_DAYS = 45  # longer than any trailing window (35 days of rides)
+# Landed days older than this (before today, UTC) are left alone: a first tick on a long-lived
+# landing zone must not replay years. Late days within it are picked up.
+LOOKBACK_DAYS = 120
 
 
 def plan_landing_runs(
-    dataset: str, days, cursor: dict[str, str], already_ingested: set[str] = frozenset()
+    dataset: str, days, cursor: dict[str, str], already_ingested: set[str] = frozenset(), today: dt.date | None = None
 ) -> tuple[list[RunRequest], dict[str, str]]:
     """Run requests for days that landed, or re-landed with other content, since ``cursor``.
 
@@ -29,8 +30,8 @@ def plan_landing_runs(
     """
     if not days:
         return [], cursor
-    newest = max(dt.date.fromisoformat(d.date) for d in days)
-    horizon = max(newest - dt.timedelta(days=LOOKBACK_DAYS), dt.date.fromisoformat(PARTITIONS_START_DATE))
+    today = today or dt.datetime.now(dt.timezone.utc).date()
+    horizon = max(today - dt.timedelta(days=LOOKBACK_DAYS), dt.date.fromisoformat(PARTITIONS_START_DATE))
     requests, cursor = [], dict(cursor)
     for day in days:
         if dt.date.fromisoformat(day.date) < horizon or cursor.get(day.date) == day.marker_sha256:
