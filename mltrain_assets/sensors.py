@@ -30,7 +30,7 @@ def plan_landing_runs(
     """
     if not days:
         return [], cursor
-    today = today or dt.datetime.now(dt.timezone.utc).date()
+    today = today or dt.datetime.now(dt.UTC).date()
     horizon = max(today - dt.timedelta(days=LOOKBACK_DAYS), dt.date.fromisoformat(PARTITIONS_START_DATE))
     requests, cursor = [], dict(cursor)
     for day in days:

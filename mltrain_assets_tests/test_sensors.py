@@ -12,9 +12,8 @@ from mltrain_assets.schedules import rides_daily_schedule
 from mltrain_assets.sensors import plan_landing_runs, rides_landing_sensor
 from mltrain_assets.simulate import simulate
 
-
 TODAY = dt.date(2026, 1, 10)
-RECENT = [(dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=k)).isoformat() for k in (3, 2)]
+RECENT = [(dt.datetime.now(dt.UTC).date() - dt.timedelta(days=k)).isoformat() for k in (3, 2)]
 
 
 def _days(*pairs):
@@ -45,7 +44,9 @@ def test_days_beyond_the_lookback_are_left_alone():
 
 
 def test_days_already_ingested_are_adopted_not_rerun():
-    requests, cursor = plan_landing_runs("rides", _days(("2026-01-01", "a"), ("2026-01-02", "b")), {}, {"2026-01-01"}, today=TODAY)
+    requests, cursor = plan_landing_runs(
+        "rides", _days(("2026-01-01", "a"), ("2026-01-02", "b")), {}, {"2026-01-01"}, today=TODAY
+    )
     assert [r.run_key for r in requests] == ["rides:2026-01-02"]
     assert cursor == {"2026-01-01": "a", "2026-01-02": "b"}
 

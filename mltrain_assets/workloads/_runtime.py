@@ -58,7 +58,9 @@ def workload_session(name: str) -> Iterator[Reporter]:
         yield Reporter(name, None)
 
 
-def run_workload(name: str, parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace, Reporter], dict]) -> int:
+def run_workload(
+    name: str, parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace, Reporter], dict]
+) -> int:
     """Parse args and run ``body`` in a session; a data rejection is reported, then exits ``EXIT_DATA_REJECTED``."""
     args = parser.parse_args()
     with workload_session(name) as reporter:

@@ -13,7 +13,7 @@ from mltrain_assets_tests.conftest import SETTINGS, free_port
 
 E2E_CITIES = "nyc,sf"
 # Recent enough for the landing sensor's lookback, whatever the date the suite runs on.
-NEW_DAY = (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=20)).isoformat()
+NEW_DAY = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=20)).isoformat()
 
 
 @pytest.fixture(scope="package")
