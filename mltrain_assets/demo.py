@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dagster import DagsterInstance, execute_job, reconstructable
+from dagster import AssetKey, DagsterInstance, execute_job, reconstructable
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from mltrain_assets.partitions import city_partition_key, configured_cities
@@ -82,7 +82,14 @@ class RunOutcome:
     error: str = ""
 
 
-def execute(job_fn, label: str, *, partition_key=None, partition_range: tuple[str, str] | None = None) -> RunOutcome:
+def execute(
+    job_fn,
+    label: str,
+    *,
+    partition_key=None,
+    partition_range: tuple[str, str] | None = None,
+    assets: list[str] | None = None,
+) -> RunOutcome:
     instance = ensure_instance()
     tags = {"mltrain/launched_by": "demo"}
     if partition_key is not None:
@@ -91,7 +98,12 @@ def execute(job_fn, label: str, *, partition_key=None, partition_range: tuple[st
         tags[ASSET_PARTITION_RANGE_START_TAG], tags[ASSET_PARTITION_RANGE_END_TAG] = partition_range
     started = time.monotonic()
     result = execute_job(
-        reconstructable(job_fn), instance=instance, run_config=QUIET_CONSOLE, tags=tags, raise_on_error=False
+        reconstructable(job_fn),
+        instance=instance,
+        run_config=QUIET_CONSOLE,
+        tags=tags,
+        raise_on_error=False,
+        asset_selection=[AssetKey(name) for name in assets] if assets else None,
     )
     outcome = RunOutcome(label, result.run_id, result.success, time.monotonic() - started)
     for event in result.get_asset_materialization_events():
