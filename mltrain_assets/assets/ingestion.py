@@ -18,7 +18,13 @@ from dagster import (
 )
 
 from mltrain_assets.artifacts import compute_version
-from mltrain_assets.assets.steps import DATA_PLANE_RETRY, asset_code_version, ref_from_manifest, require_committed
+from mltrain_assets.assets.steps import (
+    DATA_PLANE_RETRY,
+    asset_code_version,
+    cli_args,
+    ref_from_manifest,
+    require_committed,
+)
 from mltrain_assets.checks.data_gates import landed_complete, matches_contract
 from mltrain_assets.landing import day_status, success_uri
 from mltrain_assets.partitions import daily_partitions
@@ -94,7 +100,7 @@ def landing_ingestion_asset(
         targets = {date: uri for date, (_, uri) in planned.items() if storage.committed_manifest(uri) is None}
         if targets:
             context.log.info(f"ingesting {len(targets)} of {len(dates)} date(s); the rest are already committed")
-            args = ["--dataset", dataset, "--landing-uri", storage.landing_uri, "--targets", json.dumps(targets)]
+            args = cli_args(dataset=dataset, landing_uri=storage.landing_uri, targets=json.dumps(targets))
             compute.run_workload(context, INGEST_WORKLOAD, args, timeout_s=INGEST_TIMEOUT_S)
         refs = {
             date: ref_from_manifest(name, date, version, uri, require_committed(storage, INGEST_WORKLOAD, uri))

@@ -13,7 +13,6 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
-    Failure,
     FreshnessPolicy,
     Output,
     TimeWindowPartitionMapping,
@@ -23,7 +22,14 @@ from dagster import (
 from mltrain_assets.artifacts import ArtifactRef
 from mltrain_assets.assets.ingestion import landing_ingestion_asset
 from mltrain_assets.assets.promotion import register_and_promote, served_model_uri, snapshot_with_upstream
-from mltrain_assets.assets.steps import DATA_PLANE_RETRY, require_gates_passed, run_versioned_step, versioned_output
+from mltrain_assets.assets.steps import (
+    DATA_PLANE_RETRY,
+    cli_args,
+    require_gates_passed,
+    require_window,
+    run_versioned_step,
+    versioned_output,
+)
 from mltrain_assets.automation import when_upstream_ready
 from mltrain_assets.checks.metric_gates import AUC_THRESHOLD, metric_above
 from mltrain_assets.partitions import daily_partitions
@@ -56,21 +62,6 @@ def _days_before(date: str, count: int) -> list[str]:
     return [(day - dt.timedelta(days=offset)).isoformat() for offset in range(count, 0, -1)]
 
 
-def _window_refs(context: AssetExecutionContext, refs, dates: list[str]) -> dict[str, ArtifactRef]:
-    refs = refs if isinstance(refs, dict) else {dates[0]: refs}
-    missing = [d for d in dates if d not in refs]
-    if missing:
-        raise Failure(
-            description=(
-                f"{context.asset_key.to_user_string()} {context.partition_key} needs user_interactions for "
-                f"{dates[0]}..{dates[-1]}; not materialized: {missing}"
-            ),
-            allow_retries=False,
-        )
-    require_gates_passed(context, refs)
-    return {d: refs[d] for d in dates}
-
-
 @asset(
     partitions_def=daily_partitions,
     ins={
@@ -90,7 +81,9 @@ def _window_refs(context: AssetExecutionContext, refs, dates: list[str]) -> dict
 def interaction_embeddings(
     context: AssetExecutionContext, user_interactions, storage: ArtifactStorage, compute: ComputeBackend
 ) -> Output[ArtifactRef]:
-    window = _window_refs(context, user_interactions, _days_before(context.partition_key, WINDOW))
+    window = require_window(
+        context, "user_interactions", user_interactions, _days_before(context.partition_key, WINDOW)
+    )
     uris = [ref.uri for ref in window.values()]
     ref, reused = run_versioned_step(
         context,
@@ -99,16 +92,12 @@ def interaction_embeddings(
         partition_key=context.partition_key,
         inputs={f"user_interactions/{d}": r for d, r in window.items()},
         workload="mltrain_assets.workloads.interaction_embeddings",
-        build_args=lambda out: [
-            "--interactions-uris",
-            json.dumps(uris),
-            "--date",
-            context.partition_key,
-            "--out-uri",
-            out,
-            "--spark-master",
-            compute.spark_master,
-        ],
+        build_args=lambda out: cli_args(
+            interactions_uris=json.dumps(uris),
+            date=context.partition_key,
+            out_uri=out,
+            spark_master=compute.spark_master,
+        ),
         timeout_s=3600,
         profile="spark",
     )
@@ -147,7 +136,7 @@ def recommender_model(
     compute: ComputeBackend,
 ):
     date = context.partition_key
-    window = _window_refs(context, user_interactions, [*_days_before(date, WINDOW), date])
+    window = require_window(context, "user_interactions", user_interactions, [*_days_before(date, WINDOW), date])
     eval_ref = window.pop(date)
     train_uris = [ref.uri for ref in window.values()]
     ref, reused = run_versioned_step(
@@ -158,20 +147,14 @@ def recommender_model(
         inputs={"interaction_embeddings": interaction_embeddings, "eval": eval_ref}
         | {f"user_interactions/{d}": r for d, r in window.items()},
         workload="mltrain_assets.workloads.train_recommender",
-        build_args=lambda out: [
-            "--interactions-uris",
-            json.dumps(train_uris),
-            "--eval-uri",
-            eval_ref.uri,
-            "--embeddings-uri",
-            interaction_embeddings.uri,
-            "--date",
-            date,
-            "--out-uri",
-            out,
-            "--nproc",
-            str(recsys_config.TRAIN_NPROC),
-        ],
+        build_args=lambda out: cli_args(
+            interactions_uris=json.dumps(train_uris),
+            eval_uri=eval_ref.uri,
+            embeddings_uri=interaction_embeddings.uri,
+            date=date,
+            out_uri=out,
+            nproc=recsys_config.TRAIN_NPROC,
+        ),
         timeout_s=3600,
         profile="training",
     )
@@ -211,7 +194,7 @@ def registered_recommender(
     name = recsys_config.REGISTERED_MODEL_NAME
 
     def auc_of(model_uri: str) -> float:
-        args = ["--model-uri", model_uri, "--eval-uri", user_interactions.uri]
+        args = cli_args(model_uri=model_uri, eval_uri=user_interactions.uri)
         return float(compute.run_workload(context, EVALUATE_WORKLOAD, args, timeout_s=900).summary["auc"])
 
     def compare_with_champion(champion_version: str):
@@ -266,7 +249,7 @@ def recommendations(
         partition_key=context.partition_key,
         inputs={"model": model_uri},
         workload="mltrain_assets.workloads.recommend",
-        build_args=lambda out: ["--model-uri", model_uri, "--out-uri", out, "--top-k", str(recsys_config.TOP_K)],
+        build_args=lambda out: cli_args(model_uri=model_uri, out_uri=out, top_k=recsys_config.TOP_K),
         timeout_s=1800,
     )
     return versioned_output(ref, reused, {"model_uri": model_uri})

@@ -12,7 +12,6 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
-    Failure,
     Output,
     TimeWindowPartitionMapping,
     asset,
@@ -23,7 +22,9 @@ from mltrain_assets.assets.ingestion import landing_ingestion_asset
 from mltrain_assets.assets.promotion import register_and_promote, served_model_uri, snapshot_with_upstream
 from mltrain_assets.assets.steps import (
     DATA_PLANE_RETRY,
+    cli_args,
     require_gates_passed,
+    require_window,
     run_versioned_step,
     versioned_output,
 )
@@ -44,18 +45,6 @@ ride_events = landing_ingestion_asset(
     group_name=GROUP,
     description="One UTC day of ride events from the landing zone: validated, deduplicated by ride_id, versioned parquet.",
 )
-
-
-def _missing_upstream(context: AssetExecutionContext, name: str, refs: dict[str, ArtifactRef], expected: list[str]):
-    missing = sorted(set(expected) - set(refs))
-    if missing:
-        raise Failure(
-            description=(
-                f"{context.asset_key.to_user_string()} {context.partition_key} needs {name} for {expected[0]}..{expected[-1]}; "
-                f"{len(missing)} partition(s) are not materialized: {missing[:10]}{' ...' if len(missing) > 10 else ''}"
-            ),
-            allow_retries=False,
-        )
 
 
 @asset(
@@ -81,9 +70,7 @@ def city_demand_features(
     compute: ComputeBackend,
 ) -> Output[ArtifactRef]:
     expected = [str(k) for k in context.asset_partition_keys_for_input("ride_events")]
-    ride_events = ride_events if isinstance(ride_events, dict) else {expected[0]: ride_events}
-    _missing_upstream(context, "ride_events", ride_events, expected)
-    require_gates_passed(context, ride_events)
+    ride_events = require_window(context, "ride_events", ride_events, expected)
     uris = [ride_events[d].uri for d in expected]
 
     ref, reused = run_versioned_step(
@@ -93,18 +80,13 @@ def city_demand_features(
         partition_key=context.partition_key,
         inputs={f"ride_events/{d}": ride_events[d] for d in expected},
         workload="mltrain_assets.workloads.demand_features",
-        build_args=lambda out: [
-            "--rides-uris",
-            json.dumps(uris),
-            "--date",
-            context.partition_key,
-            "--out-uri",
-            out,
-            "--spark-master",
-            compute.spark_master,
-            "--engine",
-            compute.sql_engine,
-        ],
+        build_args=lambda out: cli_args(
+            rides_uris=json.dumps(uris),
+            date=context.partition_key,
+            out_uri=out,
+            spark_master=compute.spark_master,
+            engine=compute.sql_engine,
+        ),
         timeout_s=3600,
         profile="spark",
     )
@@ -142,16 +124,7 @@ def city_demand_model(
         inputs={"city_demand_features": city_demand_features},
         params={"city": city},
         workload="mltrain_assets.workloads.train_demand",
-        build_args=lambda out: [
-            "--features-uri",
-            city_demand_features.uri,
-            "--city",
-            city,
-            "--date",
-            date,
-            "--out-uri",
-            out,
-        ],
+        build_args=lambda out: cli_args(features_uri=city_demand_features.uri, city=city, date=date, out_uri=out),
         timeout_s=1800,
         profile="training",
     )
@@ -230,18 +203,9 @@ def demand_forecasts(
         partition_key=context.partition_key,
         inputs={"model": model_uri, "city_demand_features": city_demand_features},
         workload="mltrain_assets.workloads.forecast_demand",
-        build_args=lambda out: [
-            "--model-uri",
-            model_uri,
-            "--features-uri",
-            city_demand_features.uri,
-            "--city",
-            city,
-            "--date",
-            date,
-            "--out-uri",
-            out,
-        ],
+        build_args=lambda out: cli_args(
+            model_uri=model_uri, features_uri=city_demand_features.uri, city=city, date=date, out_uri=out
+        ),
         timeout_s=900,
     )
     return versioned_output(ref, reused, {"model_uri": model_uri})

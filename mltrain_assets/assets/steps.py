@@ -41,6 +41,11 @@ def input_versions(refs: Mapping[str, ArtifactRef | None]) -> dict[str, str | No
     return {name: (ref.version if ref is not None else None) for name, ref in refs.items()}
 
 
+def cli_args(**flags: Any) -> list[str]:
+    """``--flag value`` pairs for a workload's command line, in order (``out_uri`` -> ``--out-uri``)."""
+    return [part for name, value in flags.items() for part in (f"--{name.replace('_', '-')}", str(value))]
+
+
 def require_gates_passed(context: AssetExecutionContext, refs: Mapping[str, ArtifactRef]) -> None:
     """Refuse to build on an input whose gates failed, whichever run produced it."""
     failures = [f for ref in refs.values() for f in ref.metadata.get("gate_failures", [])]
@@ -62,6 +67,26 @@ def ref_from_manifest(asset_key: str, partition_key: Any, version: str, uri: str
         uri=uri,
         metadata={**summary, "rows": manifest.get("rows", 0)},
     )
+
+
+def require_window(
+    context: AssetExecutionContext, upstream: str, refs: ArtifactRef | dict[str, ArtifactRef], dates: list[str]
+) -> dict[str, ArtifactRef]:
+    """A trailing window of upstream references, in date order: all materialized, all gates passed."""
+    refs = refs if isinstance(refs, dict) else {dates[0]: refs}
+    missing = [d for d in dates if d not in refs]
+    if missing:
+        raise Failure(
+            description=(
+                f"{context.asset_key.to_user_string()} {context.partition_key} needs {upstream} for "
+                f"{dates[0]}..{dates[-1]}; {len(missing)} partition(s) are not materialized: "
+                f"{missing[:10]}{' ...' if len(missing) > 10 else ''}"
+            ),
+            allow_retries=False,
+        )
+    window = {d: refs[d] for d in dates}
+    require_gates_passed(context, window)
+    return window
 
 
 def run_versioned_step(

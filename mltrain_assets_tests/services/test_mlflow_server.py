@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import mlflow
+from mlflow.tracking import MlflowClient
 import pytest
 import requests
 
@@ -58,8 +58,7 @@ def mlflow_server(tmp_path, monkeypatch):
             assert process.poll() is None, "mlflow server exited"
             assert time.monotonic() < deadline, "mlflow server not healthy after 90 s"
             time.sleep(0.5)
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-        mlflow.set_tracking_uri(url)
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", url)  # env only: mlflow.set_tracking_uri would outlive the test
         yield url, tmp_path / "server-artifacts"
     finally:
         process.terminate()
@@ -76,7 +75,7 @@ def test_train_register_alias_and_serve_through_the_server(mltrain_home, mlflow_
     model_uri = version_uri(storage, "city_demand_model", f"nyc/{DATE}", "test")
     summary = train_city(features_uri, "nyc", DATE, model_uri)
     assert summary["mlflow_run_id"]
-    run = mlflow.get_run(summary["mlflow_run_id"])
+    run = MlflowClient(url).get_run(summary["mlflow_run_id"])
     assert run.data.metrics["mape"] == pytest.approx(summary["mape"])
     assert any(artifacts.rglob("MLmodel")), "the server stored the model artifacts"
 
