@@ -4,9 +4,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mlflow.tracking import MlflowClient
 import pytest
 import requests
+from mlflow.tracking import MlflowClient
 
 from mltrain_assets.artifacts import version_uri
 from mltrain_assets.resources.tracking import ModelRegistry, lineage_tags
