@@ -15,11 +15,8 @@ CHILD = r"""
 import json, os, resource, sys
 from mltrain_assets.settings import apply_defaults
 env = apply_defaults()
-from mltrain_assets.simulate import simulate
 from mltrain_assets import demo
 volume = int(sys.argv[1])
-simulate("rides", env["MLTRAIN_LANDING_URI"], "2026-11-21", "2026-11-27", volume=volume)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 outcome = demo.execute(demo.ride_events_job, "ride_events", partition_range=("2026-11-21", "2026-11-27"))
 assert outcome.success, outcome.error
 print(json.dumps({
