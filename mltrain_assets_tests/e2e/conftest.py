@@ -48,11 +48,11 @@ def history(e2e_env):
     rides_first = (day - dt.timedelta(days=INPUT_DAYS + 2)).isoformat()
     interactions_first = (day - dt.timedelta(days=EMBEDDING_WINDOW_DAYS)).isoformat()
     landing = e2e_env["MLTRAIN_LANDING_URI"]
-    simulate("rides", landing, rides_first, last, cities=E2E_CITIES.split(","), volume=30_000)
+    simulate("rides", landing, rides_first, last, cities=E2E_CITIES.split(","))
     simulate("interactions", landing, interactions_first, last)
     # The UI's "Latest" partition (yesterday), landed and ingested, for the browser test.
     latest = demo.latest_complete_day()
-    simulate("rides", landing, latest, latest, cities=E2E_CITIES.split(","), volume=30_000)
+    simulate("rides", landing, latest, latest, cities=E2E_CITIES.split(","))
     for job, first, end in (
         (demo.ride_events_job, rides_first, last),
         (demo.user_interactions_job, interactions_first, last),

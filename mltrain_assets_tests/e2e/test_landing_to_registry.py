@@ -23,7 +23,7 @@ def _versions_for(client: MlflowClient, name: str, partition: str) -> list:
 def test_landed_day_is_ingested_by_sensor_and_flows_to_registered_models(stack, e2e_env):
     cities = E2E_CITIES.split(",")
     landing = e2e_env["MLTRAIN_LANDING_URI"]
-    simulate("rides", landing, NEW_DAY, NEW_DAY, cities=cities, volume=30_000)
+    simulate("rides", landing, NEW_DAY, NEW_DAY, cities=cities)
     simulate("interactions", landing, NEW_DAY, NEW_DAY)
     instance = DagsterInstance.get()
     client = MlflowClient(e2e_env["MLFLOW_TRACKING_URI"])
