@@ -93,19 +93,18 @@ def landing_ingestion_asset(
             raise Failure(description=details, allow_retries=False)
 
         code_version = asset_code_version(context)
-        planned = {}
+        planned, manifests = {}, {}
         for date in dates:
             version = compute_version(code_version, {"landing": landing_fingerprint(statuses[date])})
             planned[date] = (version, storage.version_uri(name, date, version))
-        targets = {date: uri for date, (_, uri) in planned.items() if storage.committed_manifest(uri) is None}
+            manifests[date] = storage.committed_manifest(planned[date][1])
+        targets = {date: planned[date][1] for date in dates if manifests[date] is None}
         if targets:
             context.log.info(f"ingesting {len(targets)} of {len(dates)} date(s); the rest are already committed")
             args = cli_args(dataset=dataset, landing_uri=storage.landing_uri, targets=json.dumps(targets))
             compute.run_workload(context, INGEST_WORKLOAD, args, timeout_s=INGEST_TIMEOUT_S)
-        refs = {
-            date: ref_from_manifest(name, date, version, uri, require_committed(storage, INGEST_WORKLOAD, uri))
-            for date, (version, uri) in planned.items()
-        }
+            manifests.update({date: require_committed(storage, INGEST_WORKLOAD, uri) for date, uri in targets.items()})
+        refs = {date: ref_from_manifest(name, date, *planned[date], manifests[date]) for date in dates}
 
         summaries = {date: ref.metadata for date, ref in refs.items()}
         gates = [landed_complete(name, summaries, spec.min_rows_per_day), matches_contract(name, summaries)]

@@ -37,10 +37,6 @@ def asset_code_version(context: AssetExecutionContext) -> str:
     return context.assets_def.code_versions_by_key.get(context.asset_key) or "unversioned"
 
 
-def input_versions(refs: Mapping[str, ArtifactRef | None]) -> dict[str, str | None]:
-    return {name: (ref.version if ref is not None else None) for name, ref in refs.items()}
-
-
 def cli_args(**flags: Any) -> list[str]:
     """``--flag value`` pairs for a workload's command line, in order (``out_uri`` -> ``--out-uri``)."""
     return [part for name, value in flags.items() for part in (f"--{name.replace('_', '-')}", str(value))]
