@@ -24,7 +24,7 @@ test: install
 	$(BIN)/pytest
 
 test-fast: install
-	$(BIN)/pytest -m "not e2e and not slow"
+	$(BIN)/pytest -m "not e2e and not slow and not services"
 
 dev: install
 	$(BIN)/mltrain dev

@@ -15,9 +15,9 @@ CHILD = r"""
 import json, os, resource, sys
 from mltrain_assets.settings import apply_defaults
 env = apply_defaults()
-from mltrain_assets import demo
+from mltrain_assets.cli import demo
 volume = int(sys.argv[1])
-outcome = demo.execute(demo.ride_events_job, "ride_events", partition_range=("2026-11-21", "2026-11-27"))
+outcome = demo.execute("ride_events_job", "ride_events", partition_range=("2026-11-21", "2026-11-27"))
 assert outcome.success, outcome.error
 print(json.dumps({
     "rides_per_day": volume,

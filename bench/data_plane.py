@@ -6,7 +6,6 @@ Prints one JSON line per measurement; BENCHMARKS.md records them with the machin
 """
 
 import argparse
-import datetime as dt
 import json
 import os
 import tempfile
@@ -16,9 +15,9 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 from mltrain_assets.artifacts import version_uri
 from mltrain_assets.simulate import simulate
-from mltrain_assets.workloads.demand_config import INPUT_DAYS
-from mltrain_assets.workloads.demand_features import build_features
-from mltrain_assets.workloads.ingest import ingest_day
+from mltrain_assets.workloads.demand.contract import FEATURES_WINDOW
+from mltrain_assets.workloads.demand.features import build_features
+from mltrain_assets.workloads.ingest.workload import ingest_day
 
 
 def main() -> None:
@@ -28,7 +27,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         landing, storage = f"file://{tmp}/landing", f"file://{tmp}/storage"
-        first = (dt.date.fromisoformat(args.date) - dt.timedelta(days=INPUT_DAYS - 1)).isoformat()
+        first = FEATURES_WINDOW.first(args.date)
         started = time.perf_counter()
         days = simulate("rides", landing, first, args.date, volume=args.rides_per_day)
         seconds = time.perf_counter() - started

@@ -26,6 +26,7 @@ def default_environment() -> dict[str, str]:
         "MLTRAIN_MLFLOW_ARTIFACTS_URI": f"file://{home}/mlartifacts",
         "MLTRAIN_COMPUTE": "local",
         "MLTRAIN_SPARK_MASTER": "local[*]",
+        "MLTRAIN_SPARK_S3A": "false",
         "MLTRAIN_SQL_ENGINE": "spark",
         "MLTRAIN_K8S_IMAGE": "mltrain:latest",
         "MLTRAIN_K8S_NAMESPACE": "mltrain",

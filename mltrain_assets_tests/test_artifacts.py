@@ -59,6 +59,7 @@ def test_commit_is_manifest_last_on_file(tmp_path):
     _commit_and_read(f"file://{tmp_path}/store/asset/2026-01-01/v=abc")
 
 
+@pytest.mark.slow  # starts moto's S3 server
 def test_commit_on_s3_via_moto_server(s3_endpoint):
     uri = "s3://mltrain/contract/asset/2026-01-01/v=abc"
     _commit_and_read(uri)

@@ -2,10 +2,15 @@
 
 Our files are overrides on top of the chart's defaults, so the schema's `required` lists are
 relaxed; everything we do set must exist in the schema with the right type and shape.
+
+Without ../shared the schema tests skip, unless ``MLTRAIN_REQUIRE_SERVICES=1`` (CI, where it is
+provided): then its absence is a failure, not a silent skip.
 """
 
 import copy
+import functools
 import json
+import os
 from pathlib import Path
 
 import jsonschema
@@ -40,12 +45,29 @@ def _kubernetes_definitions(uri: str) -> Resource:
     return Resource.from_contents({"definitions": contents["$defs"]}, default_specification=DRAFT7)
 
 
-@pytest.fixture(scope="module")
-def chart_schema():
-    path = SCHEMAS / "dagster-values.schema.json"
+def _chart_schema(schemas: Path) -> dict:
+    path = schemas / "dagster-values.schema.json"
     if not path.exists():
-        pytest.skip(f"{path} not present (../shared is absent)")
+        message = f"{path} not present (../shared is absent)"
+        if os.environ.get("MLTRAIN_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"{message}; MLTRAIN_REQUIRE_SERVICES=1 requires it")
+        pytest.skip(message)
     return _without_required(json.loads(path.read_text()))
+
+
+@functools.cache
+def chart_schema() -> dict:
+    """Loaded in the test body, so a required schema that is absent is a test failure, not a setup error."""
+    return _chart_schema(SCHEMAS)
+
+
+def test_absent_schema_fails_where_required_and_skips_otherwise(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLTRAIN_REQUIRE_SERVICES", "1")
+    with pytest.raises(pytest.fail.Exception, match="MLTRAIN_REQUIRE_SERVICES=1 requires it"):
+        _chart_schema(tmp_path)
+    monkeypatch.delenv("MLTRAIN_REQUIRE_SERVICES")
+    with pytest.raises(pytest.skip.Exception, match="not present"):
+        _chart_schema(tmp_path)
 
 
 def _validate(values, schema) -> None:
@@ -53,24 +75,26 @@ def _validate(values, schema) -> None:
     jsonschema.Draft7Validator(schema, registry=registry).validate(values)
 
 
-def test_values_match_the_chart_schema(chart_schema):
+def test_values_match_the_chart_schema():
+    schema = chart_schema()
     values = yaml.safe_load((ROOT / "helm-values" / "dagster.yaml").read_text())
-    _validate(values, chart_schema)
+    _validate(values, schema)
 
 
-def test_schema_rejects_what_the_chart_would_not_accept(chart_schema):
+def test_schema_rejects_what_the_chart_would_not_accept():
+    schema = chart_schema()
     values = yaml.safe_load((ROOT / "helm-values" / "dagster.yaml").read_text())
     broken = copy.deepcopy(values)
     broken["dagsterDaemon"]["runCoordinator"]["type"] = "NotACoordinator"
     with pytest.raises(jsonschema.ValidationError):
-        _validate(broken, chart_schema)
+        _validate(broken, schema)
     misspelt = copy.deepcopy(values)
     misspelt["runLauncher"]["config"]["k8sRunLauncher"]["resourcez"] = {}
     with pytest.raises(jsonschema.ValidationError):
-        _validate(misspelt, chart_schema)
+        _validate(misspelt, schema)
 
 
-def test_user_deployment_runs_this_code_location(chart_schema):
+def test_user_deployment_runs_this_code_location():
     values = yaml.safe_load((ROOT / "helm-values" / "dagster.yaml").read_text())
     deployment = values["dagster-user-deployments"]["deployments"][0]
     assert deployment["dagsterApiGrpcArgs"] == ["--module-name", "mltrain_assets.definitions"]

@@ -1,12 +1,15 @@
 """Where data-plane workloads run: local subprocesses or Kubernetes pods, both through Dagster Pipes.
 
-Assets call ``ComputeBackend.run_workload``; which backend runs it is configuration
-(``MLTRAIN_COMPUTE``), never asset code.
+Assets call ``ComputeBackend.run`` with a workload's typed params; which backend runs it, and
+with which Spark master, SQL engine and MLflow store, is configuration (``MLTRAIN_*``), never
+asset code. The backend fills those runtime fields into the params before launching, so the
+same object reaches a subprocess or a pod.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -26,10 +29,14 @@ from dagster import (
     open_pipes_session,
 )
 
-from mltrain_assets.workloads._runtime import EXIT_DATA_REJECTED
+from mltrain_assets.workloads.common.params import MlflowSettings, WorkloadParams
+from mltrain_assets.workloads.common.runtime import EXIT_DATA_REJECTED
+from mltrain_assets.workloads.common.spark import SparkSettings
 
 WorkloadProfile = Literal["default", "spark", "training"]
 BACKENDS = ("local", "k8s")
+# Between the polite signal to a workload's process group and SIGKILL to whatever is left.
+KILL_GRACE_S = 10.0
 
 
 @dataclass
@@ -41,15 +48,18 @@ class WorkloadResult:
 
 
 class ComputeBackend(ConfigurableResource):
-    """Launches a workload module with arguments, waits (polling), and returns its report.
+    """Launches a workload with its params, waits (polling), and returns its report.
 
-    ``backend="local"`` runs ``python -m <workload>`` as a subprocess of the run worker;
-    ``backend="k8s"`` runs the same command in a pod per workload with ``PipesK8sClient``.
+    ``backend="local"`` runs ``python -m <module> --params JSON`` as a subprocess of the run
+    worker; ``backend="k8s"`` runs the same command in a pod per workload with ``PipesK8sClient``.
     """
 
     backend: str = "local"  # "local" | "k8s" (a plain str so it can come from EnvVar)
     spark_master: str = "local[*]"
+    spark_s3a: str = "false"  # "true": the Spark cluster has hadoop-aws, read s3:// inputs as s3a://
     sql_engine: str = "spark"  # "spark" | "duckdb": the engine for SQL feature workloads
+    mlflow_tracking_uri: str = ""
+    mlflow_artifacts_uri: str = ""
     python_executable: str = ""
     k8s_image: str = "mltrain:latest"
     k8s_namespace: str = "mltrain"
@@ -64,28 +74,41 @@ class ComputeBackend(ConfigurableResource):
     k8s_training_node_selector: dict[str, str] = {}
     k8s_env_secret: str = ""
 
-    def command(self, workload: str, args: list[str]) -> list[str]:
-        python = self.python_executable or (sys.executable if self.backend == "local" else "python")
-        return [python, "-m", workload, *args]
+    def spark_settings(self) -> SparkSettings:
+        return SparkSettings(master=self.spark_master, s3a=self.spark_s3a.strip().lower() in ("1", "true", "yes"))
 
-    def run_workload(
+    def mlflow_settings(self) -> MlflowSettings:
+        return MlflowSettings(tracking_uri=self.mlflow_tracking_uri, artifacts_uri=self.mlflow_artifacts_uri)
+
+    def bind(self, params: WorkloadParams) -> WorkloadParams:
+        """The params with this deployment's runtime settings filled in (Spark, SQL engine, MLflow)."""
+        settings = {"spark": self.spark_settings(), "mlflow": self.mlflow_settings(), "engine": self.sql_engine}
+        names = {f.name for f in dataclasses.fields(params)}
+        return dataclasses.replace(params, **{k: v for k, v in settings.items() if k in names})
+
+    def command(self, params: WorkloadParams) -> list[str]:
+        python = self.python_executable or (sys.executable if self.backend == "local" else "python")
+        return params.command(python)
+
+    def run(
         self,
         context: AssetExecutionContext,
-        workload: str,
-        args: list[str],
+        params: WorkloadParams,
         *,
         timeout_s: float,
         profile: WorkloadProfile = "default",
-        env: dict[str, str] | None = None,
     ) -> WorkloadResult:
         if self.backend not in BACKENDS:
             raise Failure(
-                description=f"MLTRAIN_COMPUTE={self.backend!r} is not a compute backend; use one of {BACKENDS}"
+                description=f"MLTRAIN_COMPUTE={self.backend!r} is not a compute backend; use one of {BACKENDS}",
+                allow_retries=False,
             )
+        params = self.bind(params)
+        workload = params.module
         started = time.monotonic()
         context.log.info(f"launching {workload} on {self.backend} ({profile}), timeout {timeout_s:.0f}s")
         runner = self._run_local if self.backend == "local" else self._run_k8s
-        messages = runner(context, workload, args, timeout_s=timeout_s, profile=profile, env=env or {})
+        messages = runner(context, workload, self.command(params), timeout_s=timeout_s, profile=profile)
         summary: dict[str, Any] = {}
         for message in messages:
             if isinstance(message, dict):
@@ -99,8 +122,7 @@ class ComputeBackend(ConfigurableResource):
             )
         return WorkloadResult(summary=summary, elapsed_s=time.monotonic() - started)
 
-    def _run_local(self, context, workload, args, *, timeout_s, profile, env) -> list[Any]:
-        command = self.command(workload, args)
+    def _run_local(self, context, workload, command, *, timeout_s, profile) -> list[Any]:
         with open_pipes_session(
             context=context,
             context_injector=PipesTempFileContextInjector(),
@@ -108,7 +130,7 @@ class ComputeBackend(ConfigurableResource):
         ) as session:
             process = subprocess.Popen(
                 command,
-                env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", **env, **session.get_bootstrap_env_vars()},
+                env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", **session.get_bootstrap_env_vars()},
                 start_new_session=True,  # its own process group, so a timeout kills torchrun/Spark children too
             )
             try:
@@ -155,7 +177,7 @@ class ComputeBackend(ConfigurableResource):
             spec["serviceAccountName"] = self.k8s_service_account
         return spec
 
-    def _run_k8s(self, context, workload, args, *, timeout_s, profile, env) -> list[Any]:
+    def _run_k8s(self, context, workload, command, *, timeout_s, profile) -> list[Any]:
         from dagster_k8s import PipesK8sClient
 
         passthrough = {
@@ -166,20 +188,38 @@ class ComputeBackend(ConfigurableResource):
         invocation = PipesK8sClient().run(
             context=context,
             image=self.k8s_image,
-            command=self.command(workload, args),
+            command=command,
             namespace=self.k8s_namespace,
-            env={**passthrough, **env},
+            env=passthrough,
             base_pod_spec=self.pod_spec(profile, timeout_s),
             base_pod_meta={"labels": {"app.kubernetes.io/part-of": "mltrain", "mltrain/profile": profile}},
         )
         return list(invocation.get_custom_messages())
 
 
-def _kill_group(process: subprocess.Popen, first: signal.Signals = signal.SIGTERM, grace_s: float = 10) -> None:
-    try:
+def _kill_group(
+    process: subprocess.Popen, first: signal.Signals = signal.SIGTERM, grace_s: float | None = None
+) -> None:
+    """Signal the workload's whole process group, give it ``grace_s``, then SIGKILL whatever is left.
+
+    The leader exiting is not enough: a torchrun worker or Spark JVM that ignores or outlives the
+    signal would keep running (and holding GPUs) after the run is gone.
+    """
+    deadline = time.monotonic() + (KILL_GRACE_S if grace_s is None else grace_s)
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, first)
-        process.wait(timeout=grace_s)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=max(deadline - time.monotonic(), 0))
+    while time.monotonic() < deadline and _group_alive(process.pid):
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True

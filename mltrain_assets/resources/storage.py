@@ -1,4 +1,9 @@
-"""Where versioned artifacts live, and the IO manager that persists only their references."""
+"""Where versioned artifacts live, and the IO manager that persists only their references.
+
+The IO manager is also where gates are enforced for every consumer: it refuses to load a
+reference whose producing step recorded failed gates, and a trailing window with missing
+partitions, so no asset body has to remember either check.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,9 @@ from dagster import (
 from upath import UPath
 
 from mltrain_assets.artifacts import ArtifactRef, join_uri, read_manifest, storage_options_for, version_uri
-from mltrain_assets.partitions import partition_path
+from mltrain_assets.core.partitions import WINDOW_INPUT, partition_path
+
+GATE_FAILURES = "gate_failures"
 
 
 class ArtifactStorage(ConfigurableResource):
@@ -45,15 +52,44 @@ class ArtifactRefIOManager(UPathIOManager):
         path.write_text(obj.to_json())
 
     def load_from_path(self, context: InputContext, path: UPath) -> ArtifactRef:
+        return ArtifactRef.from_json(path.read_text())
+
+    def load_input(self, context: InputContext) -> ArtifactRef | dict[str, ArtifactRef]:
+        upstream = context.asset_key.to_user_string()
+        consumer = (
+            f"{context.op_def.name} {context.partition_key}" if context.has_partition_key else context.op_def.name
+        )
         try:
-            return ArtifactRef.from_json(path.read_text())
-        except FileNotFoundError:
+            loaded = super().load_input(context)
+        except FileNotFoundError as missing:
             # Waiting or retrying cannot make an unmaterialized input appear: fail once, clearly.
-            partition = context.asset_partition_key if context.has_asset_partitions else ""
+            partition = (
+                context.asset_partition_key
+                if context.has_asset_partitions and len(context.asset_partition_keys) == 1
+                else ""
+            )
             raise Failure(
-                description=f"input {context.asset_key.to_user_string()} {partition} is not materialized (no reference at {path})",
+                description=f"{consumer}: input {upstream} {partition} is not materialized ({missing})",
                 allow_retries=False,
             ) from None
+        is_window = bool((context.definition_metadata or {}).get(WINDOW_INPUT))
+        if not is_window:
+            _refuse_failed_gates(consumer, [loaded] if isinstance(loaded, ArtifactRef) else list(loaded.values()))
+            return loaded
+        expected = [str(k) for k in context.asset_partition_keys]
+        refs = loaded if isinstance(loaded, dict) else {expected[0]: loaded}
+        absent = [k for k in expected if k not in refs]
+        if absent:
+            raise Failure(
+                description=(
+                    f"{consumer} needs {upstream} for {expected[0]}..{expected[-1]}; {len(absent)} partition(s) "
+                    f"are not materialized: {absent[:10]}{' ...' if len(absent) > 10 else ''}"
+                ),
+                allow_retries=False,
+            )
+        window = {k: refs[k] for k in expected}
+        _refuse_failed_gates(consumer, list(window.values()))
+        return window
 
     def handle_output(self, context: OutputContext, obj: Any) -> None:
         if isinstance(obj, dict):
@@ -63,6 +99,16 @@ class ArtifactRefIOManager(UPathIOManager):
             context.add_output_metadata({"refs_written": len(obj)})
             return
         super().handle_output(context, obj)
+
+
+def _refuse_failed_gates(consumer: str, refs: list[ArtifactRef]) -> None:
+    """A reference whose gates failed is never built on, whichever run produced it."""
+    failures = [f for ref in refs for f in ref.metadata.get(GATE_FAILURES, [])]
+    if failures:
+        raise Failure(
+            description=f"{consumer} is blocked by failed upstream gates: " + "; ".join(failures),
+            allow_retries=False,
+        )
 
 
 class ArtifactRefIOManagerFactory(ConfigurableIOManagerFactory):

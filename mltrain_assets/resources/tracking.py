@@ -43,7 +43,11 @@ def code_commit() -> str:
 
 
 class ModelRegistry(ConfigurableResource):
-    """Registers model versions with lineage tags and moves aliases (``staging``)."""
+    """Registers model versions with lineage tags and moves aliases (``staging``).
+
+    Versions are strings whatever the store: a local (sqlite) store returns ints, a server strings,
+    and a decision replayed from a tag must compare equal to one made now.
+    """
 
     tracking_uri: str
 
@@ -59,7 +63,7 @@ class ModelRegistry(ConfigurableResource):
             )
         except MlflowException:
             return None
-        return min((v.version for v in versions), key=int, default=None)
+        return min((str(v.version) for v in versions), key=int, default=None)
 
     def register(
         self, name: str, model_uri: str, run_id: str | None, lineage_key: str, tags: dict[str, str]
@@ -79,11 +83,11 @@ class ModelRegistry(ConfigurableResource):
         version = self.client.create_model_version(
             name=name, source=model_uri, run_id=run_id, tags=all_tags, model_id=model_id
         )
-        return RegisteredVersion(name, version.version, True, model_uri, run_id)
+        return RegisteredVersion(name, str(version.version), True, model_uri, run_id)
 
     def alias_version(self, name: str, alias: str) -> str | None:
         try:
-            return self.client.get_model_version_by_alias(name, alias).version
+            return str(self.client.get_model_version_by_alias(name, alias).version)
         except MlflowException:
             return None
 
@@ -104,11 +108,10 @@ class ModelRegistry(ConfigurableResource):
         return f"mlflow run {run_id} in {self.tracking_uri}"
 
 
+LINEAGE_TAGS = ("mltrain.code_commit", "mltrain.data_snapshot", "mltrain.dagster_run_id", "mltrain.partition")
+
+
 def lineage_tags(*, code_commit_sha: str, data_snapshot: dict, run_id: str, partition: str) -> dict[str, str]:
     """The lineage every registered version carries (same keys for all models)."""
-    return {
-        "mltrain.code_commit": code_commit_sha,
-        "mltrain.data_snapshot": json.dumps(data_snapshot, sort_keys=True),
-        "mltrain.dagster_run_id": run_id,
-        "mltrain.partition": partition,
-    }
+    values = (code_commit_sha, json.dumps(data_snapshot, sort_keys=True), run_id, partition)
+    return dict(zip(LINEAGE_TAGS, values, strict=True))

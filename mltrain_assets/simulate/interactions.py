@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from mltrain_assets.artifacts import filesystem
 from mltrain_assets.landing import hour_uri, success_uri
-from mltrain_assets.schemas import INTERACTIONS_SCHEMA
+from mltrain_assets.workloads.recsys.contract import INTERACTIONS_SCHEMA
 
 DATASET = "interactions"
 GENERATOR = "mltrain.simulate.interactions/1"

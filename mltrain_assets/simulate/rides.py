@@ -7,7 +7,7 @@ The simulated world, per metro (hourly Poisson demand, local time):
 - hour-of-day profile: weekdays have commute peaks (8:00, 17:00-18:00), weekends and holidays a
   late-morning-to-evening plateau; the small hours after a Friday, a Saturday or a holiday eve are
   busy (night life), Friday and Saturday evenings get a boost, Sunday evenings a dip;
-- day-of-week factors, fixed public holidays (``demand_config.HOLIDAYS``, quieter, weekend-shaped),
+- day-of-week factors, fixed public holidays (``demand.contract.HOLIDAYS``, quieter, weekend-shaped),
   a mild upward trend;
 - weather per city-hour: temperature (city climate, season, daily cycle, an anomaly that persists
   for days); storms that start at random, last 1-3 days (they can chain) and bring rain in most of
@@ -46,8 +46,8 @@ import pyarrow.parquet as pq
 
 from mltrain_assets.artifacts import filesystem
 from mltrain_assets.landing import day_uri, hour_uri, success_uri
-from mltrain_assets.schemas import CITIES, RIDES_SCHEMA, UTC_TS
-from mltrain_assets.workloads.demand_config import CITY_UTC_OFFSET_HOURS, is_holiday
+from mltrain_assets.schemas import UTC_TS
+from mltrain_assets.workloads.demand.contract import CITIES, CITY_UTC_OFFSET_HOURS, RIDES_SCHEMA, is_holiday
 
 DATASET = "rides"
 PART_NAME = "part-00000.parquet"

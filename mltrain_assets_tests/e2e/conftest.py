@@ -37,16 +37,16 @@ def e2e_env(tmp_path_factory):
 @pytest.fixture(scope="package")
 def history(e2e_env):
     """Land and ingest the days before NEW_DAY that the trailing windows need."""
-    from mltrain_assets import demo
+    from mltrain_assets.cli import demo
     from mltrain_assets.simulate import simulate
-    from mltrain_assets.workloads.demand_config import INPUT_DAYS
-    from mltrain_assets.workloads.recsys_config import EMBEDDING_WINDOW_DAYS
+    from mltrain_assets.workloads.common.dates import shift
+    from mltrain_assets.workloads.demand.contract import LANDING_WINDOW as RIDES_WINDOW
+    from mltrain_assets.workloads.recsys.contract import LANDING_WINDOW as INTERACTIONS_WINDOW
 
-    day = dt.date.fromisoformat(NEW_DAY)
-    last = (day - dt.timedelta(days=1)).isoformat()
+    last = shift(NEW_DAY, -1)
     # Enough rides for NEW_DAY's window and for a backfill of the three days before it.
-    rides_first = (day - dt.timedelta(days=INPUT_DAYS + 2)).isoformat()
-    interactions_first = (day - dt.timedelta(days=EMBEDDING_WINDOW_DAYS)).isoformat()
+    rides_first = RIDES_WINDOW.first(shift(NEW_DAY, -3))
+    interactions_first = INTERACTIONS_WINDOW.first(NEW_DAY)
     landing = e2e_env["MLTRAIN_LANDING_URI"]
     simulate("rides", landing, rides_first, last, cities=E2E_CITIES.split(","))
     simulate("interactions", landing, interactions_first, last)
@@ -54,22 +54,22 @@ def history(e2e_env):
     latest = demo.latest_complete_day()
     simulate("rides", landing, latest, latest, cities=E2E_CITIES.split(","))
     for job, first, end in (
-        (demo.ride_events_job, rides_first, last),
-        (demo.user_interactions_job, interactions_first, last),
-        (demo.ride_events_job, latest, latest),
+        ("ride_events_job", rides_first, last),
+        ("user_interactions_job", interactions_first, last),
+        ("ride_events_job", latest, latest),
     ):
         outcome = demo.execute(job, "history", partition_range=(first, end))
         assert outcome.success, outcome.error
     # Steady state: a day's embeddings need only the 7 days before it, so they were built when the
     # previous day landed; once NEW_DAY lands, training is what remains.
-    embeddings = demo.execute(demo.recommender_job, "embeddings", partition_key=NEW_DAY, assets=["interaction_embeddings"])
+    embeddings = demo.execute("recommender_job", "embeddings", partition_key=NEW_DAY, assets=["interaction_embeddings"])
     assert embeddings.success, embeddings.error
     return {"rides_first": rides_first, "interactions_first": interactions_first, "last": last, "latest": latest}
 
 
 @pytest.fixture(scope="package")
 def stack(e2e_env, history):
-    from mltrain_assets.devstack import DevStack
+    from mltrain_assets.cli.devstack import DevStack
 
     with DevStack(dagster_port=free_port(), mlflow_ui=False) as running:
         yield running

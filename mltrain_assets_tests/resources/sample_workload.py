@@ -1,24 +1,75 @@
-"""A tiny workload for exercising the compute backend: succeeds, rejects data, hangs or crashes."""
+"""A tiny params-based workload for exercising the compute backend.
 
-import argparse
+``mode``: ``ok`` reports a summary, ``echo`` reports the params it parsed, ``commit`` commits a
+version at ``out_uri`` whose summary holds ``score``, ``reject`` rejects its data, ``crash``
+fails, ``hang`` starts a child that ignores SIGINT and SIGTERM (as a busy Spark JVM or torchrun
+worker may), writes the child's PID to ``pid_file`` and sleeps. Every launch appends a line to
+``launch_log`` when set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
 import sys
 import time
 
-from mltrain_assets.workloads._runtime import DataRejected, run_workload
+from mltrain_assets.artifacts import ArtifactWriter
+from mltrain_assets.workloads.common.params import MlflowSettings, WorkloadParams, runtime
+from mltrain_assets.workloads.common.runtime import DataRejected, Reporter, workload_main
+from mltrain_assets.workloads.common.spark import SparkSettings
+
+# Installs its handlers, then announces its PID (atomically: write, then rename), then sleeps.
+_STUBBORN_CHILD = """
+import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+path = sys.argv[1]
+with open(path + ".tmp", "w") as f:
+    f.write(str(os.getpid()))
+os.replace(path + ".tmp", path)
+time.sleep(120)
+"""
 
 
-def body(args, reporter):
-    reporter.info(f"mode={args.mode}")
-    if args.mode == "reject":
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SampleParams(WorkloadParams):
+    """A sample workload: succeeds, echoes its params, commits a version, rejects data, crashes or hangs."""
+
+    module = "mltrain_assets_tests.resources.sample_workload"
+
+    mode: str = "ok"
+    city: str = "nyc"
+    score: float = 0.0
+    pid_file: str = runtime(default="")
+    launch_log: str = runtime(default="")
+    engine: str = runtime(default="spark")
+    spark: SparkSettings = runtime(default_factory=SparkSettings)
+    mlflow: MlflowSettings = runtime(default_factory=MlflowSettings)
+
+
+def body(params: SampleParams, reporter: Reporter) -> dict:
+    reporter.info(f"mode={params.mode}")
+    if params.launch_log:
+        with open(params.launch_log, "a") as log:
+            log.write(f"{params.mode} {params.city} {params.out_uri}\n")
+    if params.mode == "reject":
         raise DataRejected("partition 2026-01-02: rule known_city: 3 rows (0.3%) have city='paris'")
-    if args.mode == "hang":
-        time.sleep(120)
-    if args.mode == "crash":
+    if params.mode == "crash":
         raise RuntimeError("boom")
-    return {"answer": 42, "mode": args.mode}
+    if params.mode == "hang":
+        subprocess.Popen([sys.executable, "-c", _STUBBORN_CHILD, params.pid_file])
+        time.sleep(120)
+    if params.mode == "commit":
+        writer = ArtifactWriter(params.out_uri, producer=SampleParams.module, code_version="sample-1")
+        writer.write_json("result.json", {"city": params.city, "score": params.score})
+        return writer.commit(summary={"city": params.city, "score": params.score})["summary"]
+    if params.mode == "echo":
+        return {"params": params.to_dict()}
+    return {"answer": 42, "mode": params.mode}
 
+
+main = workload_main(SampleParams, body)
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--mode", default="ok")
-    sys.exit(run_workload("sample", parser, body))
+    sys.exit(main())

@@ -1,63 +1,215 @@
-"""The compute backend: Pipes subprocesses (report, rejection, timeout) and the k8s pod it would create."""
+"""The compute backend: Pipes subprocesses (report, rejection, timeout, interrupt) and the k8s pod it submits."""
 
+import os
+import signal
+import subprocess
 import time
+from pathlib import Path
 
 import kubernetes
 import kubernetes_validate
 import pytest
-from dagster import AssetExecutionContext, MaterializeResult, asset, materialize
-from dagster_k8s.pipes import build_pod_body
+from dagster import (
+    AssetExecutionContext,
+    DagsterEventType,
+    DagsterExecutionInterruptedError,
+    MaterializeResult,
+    RetryPolicy,
+    asset,
+    materialize,
+)
+from dagster_k8s.client import DagsterKubernetesClient
+from dagster_k8s.pipes import PipesK8sClient
+from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR
 
+from mltrain_assets.resources import compute as compute_module
 from mltrain_assets.resources.compute import ComputeBackend
+from mltrain_assets.workloads.common.params import MlflowSettings
+from mltrain_assets.workloads.common.spark import SparkSettings
+from mltrain_assets_tests.resources.sample_workload import SampleParams
 
-WORKLOAD = "mltrain_assets_tests.resources.sample_workload"
+# The same deployment settings for both backends: only where the command runs differs.
+SETTINGS = {
+    "spark_master": "spark://spark-master:7077",
+    "sql_engine": "duckdb",
+    "mlflow_tracking_uri": "http://mlflow:5000",
+    "mlflow_artifacts_uri": "s3://mltrain/mlartifacts",
+}
 
 
-def _run(mode: str, timeout_s: float = 60):
+def _run(
+    params: SampleParams,
+    timeout_s: float = 60,
+    backend: ComputeBackend | None = None,
+    profile: str = "default",
+    retries: int = 1,
+):
     captured = {}
 
-    @asset
+    # Retries are allowed by default, so a test can tell a failure that must not be retried from one that may be.
+    @asset(retry_policy=RetryPolicy(max_retries=retries) if retries else None)
     def probe(context: AssetExecutionContext, compute: ComputeBackend) -> MaterializeResult:
-        captured["result"] = compute.run_workload(context, WORKLOAD, ["--mode", mode], timeout_s=timeout_s)
+        captured["result"] = compute.run(context, params, timeout_s=timeout_s, profile=profile)
         return MaterializeResult(metadata={"elapsed_s": captured["result"].elapsed_s})
 
-    result = materialize([probe], resources={"compute": ComputeBackend()}, raise_on_error=False)
+    result = materialize([probe], resources={"compute": backend or ComputeBackend()}, raise_on_error=False)
     return result, captured.get("result")
 
 
 def _failure_text(result) -> str:
-    return " ".join(str(e.step_failure_data.error.message) for e in result.all_events if e.is_step_failure)
+    """The error of every failed attempt, retried ones included."""
+    errors = [e.step_failure_data.error for e in result.all_events if e.is_step_failure]
+    errors += [e.event_specific_data.error for e in result.all_events if e.is_step_up_for_retry]
+    texts = []
+    for error in errors:
+        while error is not None:  # a retry's own message is generic; the workload's is in its cause
+            texts.append(str(error.message))
+            error = error.cause or error.context
+    return " ".join(texts)
+
+
+def _retries(result) -> int:
+    return sum(e.event_type == DagsterEventType.STEP_UP_FOR_RETRY for e in result.all_events)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie awaiting its reaper counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+def _gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return not _alive(pid)
+
+
+@pytest.fixture
+def fast_kill(monkeypatch):
+    """A short grace between the polite signal and SIGKILL, so a stubborn child costs 1 s, not 10."""
+    monkeypatch.setattr(compute_module, "KILL_GRACE_S", 1.0)
+
+
+@pytest.fixture
+def reap_stragglers():
+    """Kill (by PID) any child a failing test leaves behind."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_local_backend_returns_the_workload_report():
-    result, workload = _run("ok")
+    result, workload = _run(SampleParams(mode="ok"))
     assert result.success
     assert workload.summary == {"answer": 42, "mode": "ok"}
 
 
+def test_local_backend_fills_runtime_settings_into_the_params():
+    result, workload = _run(SampleParams(mode="echo", city="sf"), backend=ComputeBackend(**SETTINGS))
+    assert result.success
+    received = SampleParams.from_dict(workload.summary["params"])
+    assert received.city == "sf" and received.mode == "echo"
+    assert received.engine == "duckdb"
+    assert received.spark == SparkSettings(master="spark://spark-master:7077")
+    assert received.mlflow == MlflowSettings(
+        tracking_uri="http://mlflow:5000", artifacts_uri="s3://mltrain/mlartifacts"
+    )
+
+
 def test_data_rejection_fails_without_retry_and_names_the_rule():
-    result, _ = _run("reject")
+    result, _ = _run(SampleParams(mode="reject"))
     assert not result.success
     text = _failure_text(result)
     assert "rejected its input" in text and "rule known_city" in text and "2026-01-02" in text
+    assert _retries(result) == 0, "bad data does not get better on retry"
 
 
-def test_timeout_kills_the_workload():
-    started = time.monotonic()
-    result, _ = _run("hang", timeout_s=3)
+def test_crash_reports_exit_code_and_may_be_retried():
+    result, _ = _run(SampleParams(mode="crash"))
     assert not result.success
-    assert "timed out after 3s" in _failure_text(result)
+    assert "failed with exit code 1" in _failure_text(result)
+    assert _retries(result) == 1
+
+
+def test_unknown_backend_fails_naming_the_setting():
+    result, _ = _run(SampleParams(), backend=ComputeBackend(backend="nomad"))
+    assert not result.success
+    assert "MLTRAIN_COMPUTE='nomad' is not a compute backend" in _failure_text(result)
+    assert _retries(result) == 0
+
+
+def test_timeout_kills_the_workload_and_its_children(tmp_path, fast_kill, reap_stragglers):
+    pid_file = tmp_path / "child.pid"
+    started = time.monotonic()
+    # No retry here: the retried attempt would start a second child.
+    result, _ = _run(SampleParams(mode="hang", pid_file=str(pid_file)), timeout_s=4, retries=0)
+    assert pid_file.exists(), "the workload started its child before the timeout"
+    child = int(pid_file.read_text())
+    reap_stragglers.append(child)
+    assert not result.success
+    assert "timed out after 4s" in _failure_text(result)
+    assert _gone_within(child, 5), "a child that ignores SIGTERM is killed with the workload's process group"
     assert time.monotonic() - started < 60
 
 
-def test_crash_reports_exit_code():
-    result, _ = _run("crash")
-    assert not result.success
-    assert "failed with exit code 1" in _failure_text(result)
+def test_interrupted_run_kills_the_workload_process_group(tmp_path, monkeypatch, fast_kill, reap_stragglers):
+    """A terminated run interrupts the wait: the workload and everything it started must die with it."""
+    pid_file = tmp_path / "child.pid"
+    real_wait = subprocess.Popen.wait
+    interrupted: list[int] = []
+
+    def wait(self, timeout=None):
+        is_workload = SampleParams.module in (self.args if isinstance(self.args, list) else [])
+        if is_workload and not interrupted:
+            interrupted.append(self.pid)
+            deadline = time.monotonic() + 30
+            while not pid_file.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            # What Dagster raises inside a step when the run is terminated.
+            raise DagsterExecutionInterruptedError()
+        return real_wait(self, timeout)
+
+    monkeypatch.setattr(subprocess.Popen, "wait", wait)
+    try:
+        result, _ = _run(SampleParams(mode="hang", pid_file=str(pid_file)), retries=0)
+        assert not result.success
+    except DagsterExecutionInterruptedError:
+        pass  # in-process execution may surface the interrupt itself
+    assert interrupted, "the workload was launched and waited on"
+    assert pid_file.exists(), "the workload started its child before the interrupt"
+    child = int(pid_file.read_text())
+    reap_stragglers.append(child)
+    assert not _alive(interrupted[0]), "the workload itself is gone"
+    assert _gone_within(child, 5), "the child that ignores SIGINT is killed with the workload's process group"
+
+
+class _PodSubmitted(Exception):
+    """Raised by the fake API instead of creating the pod: the body is what we check."""
 
 
 @pytest.mark.parametrize("profile", ["default", "spark", "training"])
-def test_k8s_pod_for_each_profile_is_a_valid_pod(profile):
+def test_k8s_backend_submits_a_valid_pod_running_the_same_params(profile, monkeypatch):
+    submitted: dict = {}
+
+    class FakeCoreApi:
+        def create_namespaced_pod(self, namespace, body):
+            submitted["namespace"], submitted["body"] = namespace, body
+            raise _PodSubmitted()
+
+    class FakeClient:
+        core_api = FakeCoreApi()
+
+    monkeypatch.setattr(PipesK8sClient, "_load_k8s_config", lambda self: None)
+    monkeypatch.setattr(DagsterKubernetesClient, "production_client", classmethod(lambda cls, **kw: FakeClient()))
+    monkeypatch.setenv("MLTRAIN_STORAGE_URI", "s3://bucket/prefix")
     backend = ComputeBackend(
         backend="k8s",
         k8s_image="registry.example.com/mltrain:1.2.3",
@@ -67,28 +219,42 @@ def test_k8s_pod_for_each_profile_is_a_valid_pod(profile):
         k8s_node_selector={"pool": "ml"},
         k8s_training_node_selector={"accelerator": "nvidia-h100"},
         k8s_env_secret="mltrain-aws",
+        **SETTINGS,
     )
-    spec = backend.pod_spec(profile, timeout_s=1800)
-    pod = build_pod_body(
-        pod_name="dagster-run-abc",
-        image=backend.k8s_image,
-        command=backend.command("mltrain_assets.workloads.train_demand", ["--city", "nyc"]),
-        env_vars={"MLTRAIN_STORAGE_URI": "s3://bucket/prefix"},
-        base_pod_meta={"labels": {"mltrain/profile": profile}},
-        base_pod_spec=spec,
-    )
-    manifest = {"apiVersion": "v1", "kind": "Pod", **kubernetes.client.ApiClient().sanitize_for_serialization(pod)}
+    params = SampleParams(mode="echo", city="sf")
+    result, _ = _run(params, timeout_s=1800, backend=backend, profile=profile, retries=0)
+    assert not result.success and "body" in submitted, "the real _run_k8s path reached the API"
+
+    assert submitted["namespace"] == "ml"
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        **kubernetes.client.ApiClient().sanitize_for_serialization(submitted["body"]),
+    }
     kubernetes_validate.validate(manifest, "1.30", strict=True)
-    container = manifest["spec"]["containers"][0]
+    spec = manifest["spec"]
+    container = spec["containers"][0]
     assert container["image"] == "registry.example.com/mltrain:1.2.3"
-    assert container["command"][:3] == ["python", "-m", "mltrain_assets.workloads.train_demand"]
-    assert manifest["spec"]["activeDeadlineSeconds"] == 1800
-    assert manifest["spec"]["serviceAccountName"] == "mltrain-workloads"
+    assert container["command"] == backend.command(backend.bind(params))
+    assert container["command"][:4] == ["python", "-m", SampleParams.module, "--params"]
+    assert container["envFrom"] == [{"secretRef": {"name": "mltrain-aws"}}]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["MLTRAIN_STORAGE_URI"] == "s3://bucket/prefix" and DAGSTER_PIPES_CONTEXT_ENV_VAR in env
+    assert manifest["metadata"]["labels"]["mltrain/profile"] == profile
+    assert spec["restartPolicy"] == "Never"
+    assert spec["activeDeadlineSeconds"] == 1800
+    assert spec["serviceAccountName"] == "mltrain-workloads"
     if profile == "training":
         assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"
-        assert manifest["spec"]["nodeSelector"] == {"pool": "ml", "accelerator": "nvidia-h100"}
+        assert spec["nodeSelector"] == {"pool": "ml", "accelerator": "nvidia-h100"}
     else:
         assert "nvidia.com/gpu" not in container["resources"]["limits"]
-        assert manifest["spec"]["nodeSelector"] == {"pool": "ml"}
-    if profile == "spark":
-        assert container["resources"]["requests"]["cpu"] == "4"
+        assert spec["nodeSelector"] == {"pool": "ml"}
+    assert container["resources"]["requests"]["cpu"] == ("4" if profile == "spark" else "2")
+
+    # The pod's --params parse back to exactly what the local backend hands its subprocess.
+    in_pod = SampleParams.from_json(container["command"][-1])
+    local_result, local = _run(params, backend=ComputeBackend(**SETTINGS))
+    assert local_result.success
+    assert in_pod == SampleParams.from_dict(local.summary["params"])
+    assert in_pod.spark.master == "spark://spark-master:7077" and in_pod.engine == "duckdb"

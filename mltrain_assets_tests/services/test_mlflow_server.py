@@ -10,9 +10,9 @@ from mlflow.tracking import MlflowClient
 
 from mltrain_assets.artifacts import version_uri
 from mltrain_assets.resources.tracking import ModelRegistry, lineage_tags
-from mltrain_assets.workloads.demand_features import build_features
-from mltrain_assets.workloads.forecast_demand import forecast_city
-from mltrain_assets.workloads.train_demand import train_city
+from mltrain_assets.workloads.demand.features import build_features
+from mltrain_assets.workloads.demand.forecast import forecast_city
+from mltrain_assets.workloads.demand.train import train_city
 from mltrain_assets_tests.conftest import free_port
 from mltrain_assets_tests.services.conftest import ingested_window
 

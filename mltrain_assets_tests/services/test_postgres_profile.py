@@ -5,7 +5,7 @@ import os
 import psycopg2
 import pytest
 
-from mltrain_assets import demo
+from mltrain_assets.cli import demo
 from mltrain_assets.simulate import simulate
 from mltrain_assets_tests.services.conftest import service_missing
 
@@ -54,7 +54,7 @@ def test_runs_and_materializations_are_stored_in_postgres(mltrain_home, postgres
     }.items():
         monkeypatch.setenv(key, value)
     simulate("rides", f"file://{mltrain_home}/landing", "2026-04-01", "2026-04-01", volume=5_000)
-    outcome = demo.execute(demo.ride_events_job, "ride_events", partition_key="2026-04-01")
+    outcome = demo.execute("ride_events_job", "ride_events", partition_key="2026-04-01")
     assert outcome.success, outcome.error
 
     with (

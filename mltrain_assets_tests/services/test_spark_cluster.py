@@ -9,7 +9,8 @@ import pyspark
 import pytest
 
 from mltrain_assets.artifacts import read_manifest, read_table, version_uri
-from mltrain_assets.workloads.demand_features import build_features
+from mltrain_assets.workloads.common.spark import SparkSettings
+from mltrain_assets.workloads.demand.features import build_features
 from mltrain_assets_tests.conftest import free_port, wait_for_port
 from mltrain_assets_tests.services.conftest import ingested_window
 
@@ -80,7 +81,7 @@ def test_features_on_the_cluster_equal_the_local_engine(mltrain_home, spark_clus
     rides = ingested_window(f"file://{mltrain_home}/landing", storage, DATE, volume=8_000)
     on_cluster = version_uri(storage, "city_demand_features", DATE, "cluster")
     local = version_uri(storage, "city_demand_features", DATE, "duckdb")
-    summary = build_features(rides, DATE, on_cluster, engine="spark", spark_master=spark_cluster)
+    summary = build_features(rides, DATE, on_cluster, engine="spark", spark=SparkSettings(master=spark_cluster))
     build_features(rides, DATE, local, engine="duckdb")
     assert summary["engine"] == "spark" and read_manifest(on_cluster)["rows"] == read_manifest(local)["rows"]
     a = read_table(on_cluster, "features.parquet").to_pandas().sort_values(["city", "ts"]).reset_index(drop=True)

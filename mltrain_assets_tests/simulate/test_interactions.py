@@ -15,7 +15,6 @@ from sklearn.metrics import roc_auc_score
 
 from mltrain_assets.artifacts import filesystem, normalize_uri
 from mltrain_assets.landing import day_status, success_uri
-from mltrain_assets.schemas import INTERACTIONS_SCHEMA
 from mltrain_assets.simulate.interactions import (
     DEVICES,
     LIST_LENGTH,
@@ -24,6 +23,7 @@ from mltrain_assets.simulate.interactions import (
     world,
     write_interactions_day,
 )
+from mltrain_assets.workloads.recsys.contract import INTERACTIONS_SCHEMA
 
 SMALL = {"events_per_day": 20_000, "n_users": 2_000, "n_items": 200}
 

@@ -12,9 +12,9 @@ import pytest
 
 from mltrain_assets.artifacts import normalize_uri
 from mltrain_assets.landing import day_status
-from mltrain_assets.schemas import CITIES, RIDES_SCHEMA
 from mltrain_assets.simulate import rides
 from mltrain_assets.simulate.rides import expected_hourly_demand, simulate_rides_day, write_rides_day
+from mltrain_assets.workloads.demand.contract import CITIES, RIDES_SCHEMA
 
 DATES = ["2026-03-09", "2026-03-10", "2026-03-11"]
 VOLUME = 20_000

@@ -1,0 +1,229 @@
+"""``mltrain``: simulate landing data, run the demo, show what is registered."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+
+from mltrain_assets.registry import PIPELINES
+
+
+def _landing_dataset_names() -> list[str]:
+    from mltrain_assets.registry import landing_datasets
+
+    return sorted(landing_datasets())
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from mltrain_assets.cli.demo import ensure_instance
+
+    ensure_instance()
+    for name in sorted(_effective_env()):
+        print(f"{name}={os.environ[name]}")
+    return 0
+
+
+def _effective_env() -> dict[str, str]:
+    from mltrain_assets.settings import apply_defaults
+
+    return apply_defaults()
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from mltrain_assets.simulate import simulate
+
+    env = _effective_env()
+    landing = args.landing_uri or env["MLTRAIN_LANDING_URI"]
+    started = time.monotonic()
+    cities = args.cities.split(",") if args.cities else None
+    total = 0
+
+    def progress(date: str, summary: dict) -> None:
+        nonlocal total
+        total += int(summary.get("rows", 0))
+        print(
+            f"[simulate +{time.monotonic() - started:5.1f}s] {args.dataset} {date}: {summary.get('rows', summary.get('skipped'))}",
+            flush=True,
+        )
+
+    simulate(
+        args.dataset,
+        landing,
+        args.start,
+        args.end or args.start,
+        volume=args.volume,
+        cities=cities,
+        skip_landed=args.skip_landed,
+        progress=progress,
+    )
+    print(f"wrote {total:,} {args.dataset} rows under {landing}/{args.dataset} in {time.monotonic() - started:.1f}s")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from mltrain_assets.cli import demo
+    from mltrain_assets.core.pipeline import load_pipeline
+    from mltrain_assets.simulate import simulate
+
+    env = _effective_env()
+    demo.ensure_instance()
+    demo.ensure_tracking_store()
+    date = args.date or demo.latest_complete_day()
+    started = time.monotonic()
+    print(f"mltrain demo for {date}; state in {env['MLTRAIN_HOME']}", flush=True)
+    pipelines = [load_pipeline(name) for name in args.pipeline]
+    outcomes = []
+    for pipeline in pipelines:
+        dates = pipeline.landing_window.dates(date)
+        demo._say(
+            f"simulating {pipeline.landing_dataset} {dates[0]}..{dates[-1]} into {env['MLTRAIN_LANDING_URI']} "
+            "(days already landed are kept)",
+            started,
+        )
+        volume = args.rides_per_day if pipeline.landing_dataset == "rides" else args.events_per_day
+        keys = pipeline.keys() if pipeline.keys else None
+        simulate(
+            pipeline.landing_dataset, env["MLTRAIN_LANDING_URI"], dates[0], dates[-1], volume=volume, cities=keys,
+            skip_landed=True,
+        )  # fmt: skip
+        outcomes += demo.run_pipeline(pipeline, date, parallel=args.parallel, started=started)
+    failed = [o for o in outcomes if not o.success]
+    print()
+    for pipeline in pipelines:
+        print(pipeline.summary(date))
+    print(
+        f"data-plane versions built this time: {demo.data_plane_work(outcomes)}; "
+        f"model versions registered this time: {demo.new_registrations(outcomes)}; "
+        f"runs: {len(outcomes)} ({len(failed)} failed); {time.monotonic() - started:.0f}s"
+    )
+    print("See it all: `make dev` (Dagster UI and MLflow UI on the same state).")
+    return 1 if failed else 0
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    from mltrain_assets.cli.demo import latest_complete_day
+    from mltrain_assets.core.pipeline import all_pipelines
+
+    _effective_env()
+    date = args.date or latest_complete_day()
+    print("\n\n".join(pipeline.summary(date) for pipeline in all_pipelines()))
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from mltrain_assets.registry import landing_datasets
+
+    for spec in landing_datasets().values():
+        print(
+            json.dumps(
+                {
+                    "dataset": spec.name,
+                    "columns": {f.name: str(f.type) for f in spec.schema},
+                    "unique": spec.id_column,
+                    "rules": spec.row_rules,
+                },
+                indent=2,
+            )
+        )
+    return 0
+
+
+def _cmd_dev(args: argparse.Namespace) -> int:
+    from mltrain_assets.cli.devstack import DevStack
+
+    env = _effective_env()
+    stack = DevStack(dagster_port=args.port, mlflow_port=args.mlflow_port).start()
+    print(f"Dagster UI  {stack.dagster_url}   (webserver + daemon: sensors, schedules, automation, backfills)")
+    print(f"MLflow UI   {stack.mlflow_url}   (store {env['MLFLOW_TRACKING_URI']})")
+    print(f"state in {env['MLTRAIN_HOME']}; logs in {env['MLTRAIN_HOME']}/logs; Ctrl-C stops everything", flush=True)
+    try:
+        while all(s.process.poll() is None for s in stack.services):
+            time.sleep(1)
+        print("a service exited; stopping the rest", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stack.stop()
+
+
+def _cmd_backfill(args: argparse.Namespace) -> int:
+    from mltrain_assets.cli.backfill import launch_backfill, wait_for_backfill
+
+    cities = args.cities.split(",") if args.cities else None
+    status = 0
+    for pipeline in args.pipeline:
+        backfill_id = launch_backfill(args.url, pipeline, args.start, args.end, cities)
+        print(
+            f"launched {pipeline} backfill {backfill_id} for {args.start}..{args.end}: {args.url}/runs/b/{backfill_id}"
+        )
+        if args.wait:
+            result = wait_for_backfill(args.url, backfill_id, timeout_s=args.timeout)
+            status |= result["status"] not in ("COMPLETED", "COMPLETED_SUCCESS")
+    return status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mltrain", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("init", help="create MLTRAIN_HOME and DAGSTER_HOME; print the effective settings").set_defaults(
+        func=_cmd_init
+    )
+
+    sim = sub.add_parser("simulate", help="write synthetic landing days")
+    sim.add_argument("--dataset", choices=_landing_dataset_names(), required=True, help="landing dataset to simulate")
+    sim.add_argument("--start", required=True, help="first date, YYYY-MM-DD")
+    sim.add_argument("--end", help="last date, inclusive (default: --start)")
+    sim.add_argument("--rides-per-day", "--events-per-day", dest="volume", type=int, help="rows per day (all cities)")
+    sim.add_argument("--cities", help="comma-separated subset of cities (rides)")
+    sim.add_argument("--landing-uri", help="default: $MLTRAIN_LANDING_URI")
+    sim.add_argument("--skip-landed", action="store_true", help="keep days whose _SUCCESS already exists")
+    sim.set_defaults(func=_cmd_simulate)
+
+    demo = sub.add_parser("demo", help="simulate, then materialize the pipelines for one date")
+    demo.add_argument("--date", help="partition date (default: yesterday, UTC)")
+    demo.add_argument("--rides-per-day", type=int, default=None)
+    demo.add_argument("--events-per-day", type=int, default=None, help="interactions per day")
+    demo.add_argument("--pipeline", action="append", choices=PIPELINES, help="repeatable; default all")
+    demo.add_argument("--parallel", type=int, default=2, help="city runs at once")
+    demo.set_defaults(func=_cmd_demo)
+
+    summary = sub.add_parser("summary", help="what is registered and aliased `staging`")
+    summary.add_argument("--date")
+    summary.set_defaults(func=_cmd_summary)
+
+    dev = sub.add_parser("dev", help="Dagster webserver + daemon and the MLflow UI on 127.0.0.1")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.add_argument("--mlflow-port", type=int, default=5000)
+    dev.set_defaults(func=_cmd_dev)
+
+    backfill = sub.add_parser("backfill", help="launch a date-range asset backfill through the Dagster webserver")
+    backfill.add_argument("--start", required=True)
+    backfill.add_argument("--end", required=True)
+    backfill.add_argument("--pipeline", action="append", choices=PIPELINES, help="repeatable; default all")
+    backfill.add_argument("--cities", help="comma-separated subset for the per-city assets")
+    backfill.add_argument("--url", default="http://127.0.0.1:3000")
+    backfill.add_argument("--wait", action="store_true", help="poll until the backfill finishes")
+    backfill.add_argument("--timeout", type=float, default=3600)
+    backfill.set_defaults(func=_cmd_backfill)
+
+    sub.add_parser("schema", help="print the landing datasets' schemas and rules").set_defaults(func=_cmd_schema)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    # Dagster flags beta/preview APIs on every use; the CLI's readers want progress, not that.
+    warnings.filterwarnings("ignore", message=".*(beta|preview).*", category=Warning)
+    args = build_parser().parse_args(argv)
+    if getattr(args, "command", None) in ("backfill", "demo") and not args.pipeline:
+        args.pipeline = list(PIPELINES)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""The local stack behind ``make dev`` and the end-to-end tests: Dagster webserver + daemon, MLflow UI.
+
+Each service runs in its own process group on 127.0.0.1 and is stopped with SIGTERM
+(then SIGKILL); logs go to ``$MLTRAIN_HOME/logs``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from mltrain_assets.cli.demo import REPO_ROOT, ensure_instance
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Service:
+    name: str
+    command: list[str]
+    health_url: str
+    process: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+
+@dataclass
+class DevStack:
+    dagster_port: int = 3000
+    mlflow_port: int = 5000
+    daemon: bool = True
+    mlflow_ui: bool = True
+    services: list[Service] = field(default_factory=list)
+
+    @property
+    def dagster_url(self) -> str:
+        return f"http://127.0.0.1:{self.dagster_port}"
+
+    @property
+    def mlflow_url(self) -> str:
+        return f"http://127.0.0.1:{self.mlflow_port}"
+
+    def plan(self) -> list[Service]:
+        env = os.environ
+        workspace = str(REPO_ROOT / "workspace.yaml")
+        services = [
+            Service(
+                "dagster-webserver",
+                [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(self.dagster_port), "-w", workspace],
+                f"{self.dagster_url}/server_info",
+            )
+        ]
+        if self.daemon:
+            services.append(Service("dagster-daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace], ""))
+        if self.mlflow_ui:
+            services.append(
+                Service(
+                    "mlflow",
+                    [
+                        str(BIN / "mlflow"),
+                        "server",
+                        "--backend-store-uri",
+                        env["MLFLOW_TRACKING_URI"],
+                        "--default-artifact-root",
+                        env["MLTRAIN_MLFLOW_ARTIFACTS_URI"],
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(self.mlflow_port),
+                        "--workers",
+                        "1",
+                    ],
+                    f"{self.mlflow_url}/health",
+                )
+            )
+        return services
+
+    def start(self, timeout_s: float = 120) -> DevStack:
+        ensure_instance()
+        logs = Path(os.environ["MLTRAIN_HOME"]) / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "PYTHONUNBUFFERED": "1"}
+        self.services = self.plan()
+        for service in self.services:
+            service.log_path = logs / f"{service.name}.log"
+            service.process = subprocess.Popen(
+                service.command,
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=service.log_path.open("ab"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            self._wait_healthy(timeout_s)
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def _wait_healthy(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        pending = [s for s in self.services if s.health_url]
+        while pending:
+            for service in list(pending):
+                if service.process.poll() is not None:
+                    raise RuntimeError(f"{service.name} exited ({service.process.returncode}); see {service.log_path}")
+                try:
+                    if requests.get(service.health_url, timeout=2).ok:
+                        pending.remove(service)
+                except requests.RequestException:
+                    pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not healthy after {timeout_s:.0f}s: {[s.name for s in pending]}")
+            time.sleep(0.5)
+
+    def stop(self, grace_s: float = 20) -> None:
+        for service in self.services:
+            if service.process and service.process.poll() is None:
+                os.killpg(service.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for service in self.services:
+            if not service.process:
+                continue
+            try:
+                service.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                os.killpg(service.process.pid, signal.SIGKILL)
+                service.process.wait()
+
+    def __enter__(self) -> DevStack:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

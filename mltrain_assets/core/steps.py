@@ -1,0 +1,204 @@
+"""The one shape every data-plane step shares: version -> skip if committed -> launch -> gate -> reference.
+
+An asset body builds its workload's typed ``Params`` and calls ``run_versioned_step``. The
+version hashes the asset's code version, its inputs' versions and the params' versioned
+fields, so a retry or a backfill of unchanged work finds the committed version and launches
+nothing. The step's gates are evaluated on what was committed: each yields a blocking
+``AssetCheckResult`` and its violations travel in the reference (``gate_failures``), which
+the reference IO manager refuses to hand to any downstream asset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    Backoff,
+    DataVersion,
+    Failure,
+    Jitter,
+    MetadataValue,
+    Output,
+    RetryPolicy,
+)
+
+from mltrain_assets.artifacts import ArtifactRef, compute_version
+from mltrain_assets.core.gates import Gate, GateOutcome
+from mltrain_assets.core.partitions import partition_path
+from mltrain_assets.resources.compute import ComputeBackend, WorkloadProfile
+from mltrain_assets.resources.storage import GATE_FAILURES, ArtifactStorage
+from mltrain_assets.workloads.common.params import WorkloadParams
+
+# Every data-plane step: 3 retries, 15 s doubling, with jitter so a fleet of retries doesn't stampede.
+DATA_PLANE_RETRY = RetryPolicy(max_retries=3, delay=15, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
+
+
+# Small summary values that travel with a reference (the manifest holds everything).
+_REF_METADATA_LIMIT = 2_000
+
+
+def asset_code_version(context: AssetExecutionContext) -> str:
+    return context.assets_def.code_versions_by_key.get(context.asset_key) or "unversioned"
+
+
+def gate_specs(asset: str, gates: Sequence[Gate]) -> list[AssetCheckSpec]:
+    """The blocking check specs an asset declares for the gates its step evaluates."""
+    return [AssetCheckSpec(g.name, asset=asset, blocking=True, description=g.description) for g in gates]
+
+
+@dataclass(frozen=True)
+class PlannedVersion:
+    """Where one partition's version lives, and its manifest if it is already committed."""
+
+    partition_key: Any
+    version: str
+    uri: str
+    manifest: dict | None
+
+
+def plan_version(
+    context: AssetExecutionContext,
+    storage: ArtifactStorage,
+    partition_key: Any,
+    inputs: Mapping[str, ArtifactRef | str],
+    params: Mapping[str, Any],
+) -> PlannedVersion:
+    versions = {k: (v.version if isinstance(v, ArtifactRef) else v) for k, v in inputs.items()}
+    version = compute_version(asset_code_version(context), versions, params)
+    uri = storage.version_uri(context.asset_key.to_user_string(), partition_key, version)
+    return PlannedVersion(partition_key, version, uri, storage.committed_manifest(uri))
+
+
+def build_versions(
+    context: AssetExecutionContext,
+    *,
+    storage: ArtifactStorage,
+    compute: ComputeBackend,
+    planned: Sequence[PlannedVersion],
+    params_for: Callable[[dict[str, str]], WorkloadParams],
+    timeout_s: float,
+    profile: WorkloadProfile = "default",
+    gates: Sequence[Gate] = (),
+) -> tuple[dict[str, ArtifactRef], list[GateOutcome], int]:
+    """Commit every planned version that is missing (one launch), gate them all; ``(refs, outcomes, built)``.
+
+    ``params_for`` receives ``{partition: out_uri}`` of the missing versions and returns the
+    one workload launch that commits them.
+    """
+    asset_key = context.asset_key.to_user_string()
+    missing = {str(p.partition_key): p.uri for p in planned if p.manifest is None}
+    manifests = {str(p.partition_key): p.manifest for p in planned}
+    if missing:
+        compute.run(context, params_for(missing), timeout_s=timeout_s, profile=profile)
+        for partition, uri in missing.items():
+            manifests[partition] = storage.committed_manifest(uri)
+            if manifests[partition] is None:
+                raise Failure(
+                    description=f"{asset_key} {partition}: the workload finished but committed nothing at {uri}",
+                    allow_retries=True,
+                )
+    else:
+        for p in planned:
+            context.log.info(
+                f"{asset_key} {partition_path(p.partition_key)}: v={p.version} already committed; no data-plane work"
+            )
+    refs = {
+        str(p.partition_key): _ref_from_manifest(
+            asset_key, p.partition_key, p.version, p.uri, manifests[str(p.partition_key)]
+        )
+        for p in planned
+    }
+    summaries = {partition: ref.metadata for partition, ref in refs.items()}
+    outcomes = [gate.evaluate(asset_key, summaries) for gate in gates]
+    for partition, ref in refs.items():
+        ref.metadata[GATE_FAILURES] = [
+            v for outcome in outcomes for v in outcome.violations if v.startswith(f"{asset_key} {partition}:")
+        ]
+    return refs, outcomes, len(missing)
+
+
+def run_versioned_step(
+    context: AssetExecutionContext,
+    *,
+    storage: ArtifactStorage,
+    compute: ComputeBackend,
+    params: WorkloadParams,
+    inputs: Mapping[str, ArtifactRef | str],
+    timeout_s: float,
+    profile: WorkloadProfile = "default",
+    gates: Sequence[Gate] = (),
+    metadata: Callable[[ArtifactRef], Mapping[str, Any]] | None = None,
+) -> Iterator[Output | AssetCheckResult]:
+    """The committed version of this partition for these inputs and params (built now if missing), gated."""
+    planned = plan_version(context, storage, context.partition_key, inputs, params.versioned_fields())
+    refs, outcomes, built = build_versions(
+        context,
+        storage=storage,
+        compute=compute,
+        planned=[planned],
+        params_for=lambda targets: params.with_output(targets[str(planned.partition_key)]),
+        timeout_s=timeout_s,
+        profile=profile,
+        gates=gates,
+    )
+    ref = refs[str(planned.partition_key)]
+    yield Output(
+        ref,
+        data_version=DataVersion(ref.version),
+        metadata=step_metadata(ref, reused=not built, extra=metadata(ref) if metadata else None),
+    )
+    yield from check_results(outcomes)
+
+
+def check_results(outcomes: Sequence[GateOutcome]) -> Iterator[AssetCheckResult]:
+    for outcome in outcomes:
+        observed = next(iter(outcome.observed.values())) if len(outcome.observed) == 1 else outcome.observed
+        yield AssetCheckResult(
+            check_name=outcome.name,
+            passed=outcome.passed,
+            severity=AssetCheckSeverity.ERROR,
+            description=outcome.describe(),
+            metadata={
+                **(
+                    {k: v for k, v in observed.items() if isinstance(v, (int, float, str))}
+                    if len(outcome.observed) == 1
+                    else {}
+                ),
+                "partitions": MetadataValue.json(outcome.observed),
+                "violations": len(outcome.violations),
+            },
+        )
+
+
+def _ref_from_manifest(asset_key: str, partition_key: Any, version: str, uri: str, manifest: dict) -> ArtifactRef:
+    """The reference to a committed version, carrying its small summary values."""
+    summary = {k: v for k, v in (manifest.get("summary") or {}).items() if len(repr(v)) <= _REF_METADATA_LIMIT}
+    return ArtifactRef(
+        asset_key=asset_key,
+        partition_key=str(partition_key),
+        version=version,
+        uri=uri,
+        metadata={**summary, "rows": manifest.get("rows", 0)},
+    )
+
+
+def step_metadata(ref: ArtifactRef, reused: bool, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What the UI shows for a materialization: where, which version, whether work was done, key figures."""
+    metadata: dict[str, Any] = {
+        "uri": MetadataValue.path(ref.uri),
+        "version": ref.version,
+        "reused_committed_version": reused,
+        "rows": int(ref.metadata.get("rows", 0)),
+    }
+    for key, value in ref.metadata.items():
+        short_text = isinstance(value, str) and len(value) < 200
+        if key not in metadata and (isinstance(value, (bool, int, float)) or short_text):
+            metadata[key] = value
+    metadata.update(extra or {})
+    return metadata

@@ -1,0 +1,165 @@
+"""Demand forecasting: ride events -> city-hour features -> LightGBM per city -> registry -> forecasts.
+
+Thin control-plane assets: each builds its workload's typed params from input references and
+hands them to ``run_versioned_step``. Windows, thresholds, names and code versions come from
+the pipeline contract (``workloads/demand/contract.py``); the heavy code is in
+``workloads/demand``.
+"""
+
+from dagster import AssetExecutionContext, asset
+
+from mltrain_assets.artifacts import ArtifactRef
+from mltrain_assets.core.automation import when_upstream_ready
+from mltrain_assets.core.gates import metric_below
+from mltrain_assets.core.ingestion import landing_ingestion_asset
+from mltrain_assets.core.partitions import daily_partitions, window_input
+from mltrain_assets.core.promotion import register_and_promote, served_model_uri, snapshot_with_upstream
+from mltrain_assets.core.steps import DATA_PLANE_RETRY, gate_specs, run_versioned_step
+from mltrain_assets.pipelines.demand.partitions import daily_city_partitions
+from mltrain_assets.resources.compute import ComputeBackend
+from mltrain_assets.resources.storage import ArtifactStorage
+from mltrain_assets.resources.tracking import ModelRegistry
+from mltrain_assets.workloads.demand import contract
+from mltrain_assets.workloads.demand.params import FeaturesParams, ForecastParams, TrainParams
+
+GROUP = "demand_forecasting"
+
+MAPE_GATE = metric_below(
+    "mape_below_threshold",
+    "mape",
+    contract.MAPE_THRESHOLD,
+    f"Held-out MAPE < {contract.MAPE_THRESHOLD}; a failure blocks registration.",
+    context=("naive_mape",),
+)
+
+ride_events = landing_ingestion_asset(
+    name="ride_events",
+    spec=contract.RIDES,
+    group_name=GROUP,
+    description="One UTC day of ride events from the landing zone: validated, deduplicated by ride_id, versioned parquet.",
+)
+
+
+@asset(
+    partitions_def=daily_partitions,
+    ins={"ride_events": window_input(contract.FEATURES_WINDOW)},
+    code_version=contract.FEATURES_CODE_VERSION,
+    group_name=GROUP,
+    kinds={"spark", "sql"},
+    pool="spark",
+    retry_policy=DATA_PLANE_RETRY,
+    automation_condition=when_upstream_ready(),
+    description=(
+        f"~200 features per city-hour over a trailing {contract.FEATURES_WINDOW.days}-day window of ride_events "
+        "(Spark SQL)."
+    ),
+)
+def city_demand_features(
+    context: AssetExecutionContext,
+    ride_events: dict[str, ArtifactRef],
+    storage: ArtifactStorage,
+    compute: ComputeBackend,
+):
+    dates = list(ride_events)
+    yield from run_versioned_step(
+        context,
+        storage=storage,
+        compute=compute,
+        params=FeaturesParams(date=context.partition_key, rides_uris=tuple(ref.uri for ref in ride_events.values())),
+        inputs={f"ride_events/{d}": ref for d, ref in ride_events.items()},
+        timeout_s=3600,
+        profile="spark",
+        metadata=lambda _: {"window": f"{dates[0]}..{dates[-1]}"},
+    )
+
+
+@asset(
+    partitions_def=daily_city_partitions,
+    code_version=contract.TRAIN_CODE_VERSION,
+    group_name=GROUP,
+    kinds={"lightgbm", "mlflow"},
+    pool="training",
+    retry_policy=DATA_PLANE_RETRY,
+    automation_condition=when_upstream_ready(),
+    check_specs=gate_specs("city_demand_model", [MAPE_GATE]),
+    description="LightGBM demand model for one city and date, tracked in MLflow; gated on held-out MAPE.",
+)
+def city_demand_model(
+    context: AssetExecutionContext, city_demand_features: ArtifactRef, storage: ArtifactStorage, compute: ComputeBackend
+):
+    keys = context.partition_key.keys_by_dimension
+    yield from run_versioned_step(
+        context,
+        storage=storage,
+        compute=compute,
+        params=TrainParams(date=keys["date"], city=keys["city"], features_uri=city_demand_features.uri),
+        inputs={"city_demand_features": city_demand_features},
+        timeout_s=1800,
+        profile="training",
+        gates=[MAPE_GATE],
+        metadata=lambda ref: {"mlflow_run": ref.metadata.get("mlflow_run_id", "")},
+    )
+
+
+@asset(
+    partitions_def=daily_city_partitions,
+    code_version="1",
+    group_name=GROUP,
+    kinds={"mlflow"},
+    retry_policy=DATA_PLANE_RETRY,
+    automation_condition=when_upstream_ready(),
+    description="The city model registered as `demand-forecast-{city}` with lineage tags, aliased `staging`.",
+)
+def registered_demand_model(
+    context: AssetExecutionContext,
+    city_demand_model: ArtifactRef,
+    city_demand_features: ArtifactRef,
+    registry: ModelRegistry,
+):
+    city = context.partition_key.keys_by_dimension["city"]
+    snapshot = snapshot_with_upstream(
+        {"city_demand_model": city_demand_model, "city_demand_features": city_demand_features}
+    )
+    return register_and_promote(
+        context,
+        registry=registry,
+        model_name=contract.registered_model_name(city),
+        model_ref=city_demand_model,
+        model_uri=city_demand_model.metadata["mlflow_model_uri"],
+        data_snapshot=snapshot,
+        score_metadata={"mape": city_demand_model.metadata.get("mape")},
+    )
+
+
+@asset(
+    partitions_def=daily_city_partitions,
+    code_version=contract.FORECAST_CODE_VERSION,
+    group_name=GROUP,
+    kinds={"lightgbm", "parquet"},
+    retry_policy=DATA_PLANE_RETRY,
+    automation_condition=when_upstream_ready(),
+    description="Next-day hourly demand forecasts for one city from its `staging` model.",
+)
+def demand_forecasts(
+    context: AssetExecutionContext,
+    registered_demand_model: ArtifactRef,
+    city_demand_features: ArtifactRef,
+    storage: ArtifactStorage,
+    compute: ComputeBackend,
+):
+    keys = context.partition_key.keys_by_dimension
+    model_uri = served_model_uri(registered_demand_model)
+    yield from run_versioned_step(
+        context,
+        storage=storage,
+        compute=compute,
+        params=ForecastParams(
+            date=keys["date"], city=keys["city"], model_uri=model_uri, features_uri=city_demand_features.uri
+        ),
+        inputs={"model": model_uri, "city_demand_features": city_demand_features},
+        timeout_s=900,
+        metadata=lambda _: {"model_uri": model_uri},
+    )
+
+
+demand_assets = [ride_events, city_demand_features, city_demand_model, registered_demand_model, demand_forecasts]

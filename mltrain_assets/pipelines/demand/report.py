@@ -1,0 +1,35 @@
+"""What the demand pipeline serves for a date, as a person reads it (``mltrain summary``)."""
+
+from __future__ import annotations
+
+import os
+
+from mltrain_assets.resources.tracking import LINEAGE_TAGS
+
+
+def summary(date: str) -> str:
+    from mlflow.tracking import MlflowClient
+
+    from mltrain_assets.pipelines.demand.partitions import configured_cities
+    from mltrain_assets.workloads.demand.contract import registered_model_name
+
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    lines = [
+        f"demand forecasting, {date}: `staging` per city",
+        f"{'model':<26}{'version':>8}{'MAPE':>8}  {'partition':<22}lineage",
+    ]
+    for city in configured_cities():
+        name = registered_model_name(city)
+        try:
+            version = client.get_model_version_by_alias(name, "staging")
+        except Exception:
+            lines.append(f"{name:<26}{'-':>8}")
+            continue
+        tags = version.tags
+        lineage = [k for k in LINEAGE_TAGS if tags.get(k)]
+        mape = tags.get("mltrain.metric.mape", "")
+        mape = f"{float(mape):.3f}" if mape else "-"
+        lines.append(
+            f"{name:<26}{version.version:>8}{mape:>8}  {tags.get('mltrain.partition', ''):<22}{len(lineage)}/4 tags"
+        )
+    return "\n".join(lines)

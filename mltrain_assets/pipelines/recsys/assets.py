@@ -1,0 +1,209 @@
+"""Recommendations: interactions -> Spark ALS embeddings -> DDP-trained ranker -> champion/challenger -> top-K.
+
+Timeline for partition D: embeddings and the model learn from the 7 days before D; day D
+is held out to measure AUC, so nothing learns from the day it is judged on. Windows,
+thresholds, names and code versions come from ``workloads/recsys/contract.py``.
+"""
+
+import datetime as dt
+
+from dagster import AssetExecutionContext, FreshnessPolicy, asset
+
+from mltrain_assets.artifacts import ArtifactRef
+from mltrain_assets.core.automation import when_upstream_ready
+from mltrain_assets.core.gates import metric_above
+from mltrain_assets.core.ingestion import landing_ingestion_asset
+from mltrain_assets.core.partitions import daily_partitions, window_input
+from mltrain_assets.core.promotion import register_and_promote, served_model_uri, snapshot_with_upstream
+from mltrain_assets.core.steps import DATA_PLANE_RETRY, gate_specs, run_versioned_step
+from mltrain_assets.resources.compute import ComputeBackend
+from mltrain_assets.resources.storage import ArtifactStorage
+from mltrain_assets.resources.tracking import ModelRegistry
+from mltrain_assets.workloads.recsys import contract
+from mltrain_assets.workloads.recsys.params import EmbeddingsParams, EvaluateParams, RecommendParams, TrainParams
+
+GROUP = "recommendations"
+
+AUC_GATE = metric_above(
+    "auc_above_threshold",
+    "auc",
+    contract.AUC_THRESHOLD,
+    f"AUC on the held-out day > {contract.AUC_THRESHOLD}; a failure blocks registration and promotion.",
+)
+
+user_interactions = landing_ingestion_asset(
+    name="user_interactions",
+    spec=contract.INTERACTIONS,
+    group_name=GROUP,
+    description=(
+        "One UTC day of user-item impressions: validated, deduplicated by event_id, versioned parquet. "
+        "Blocking freshness gate: all 24 hourly buckets of the day arrived with plausible counts."
+    ),
+    # A day is due by the end of the next day; warn after 26 hours without a new day.
+    freshness_policy=FreshnessPolicy.time_window(
+        fail_window=dt.timedelta(hours=48), warn_window=dt.timedelta(hours=26)
+    ),
+)
+
+
+@asset(
+    partitions_def=daily_partitions,
+    ins={"user_interactions": window_input(contract.EMBEDDINGS_WINDOW)},
+    code_version=contract.EMBEDDINGS_CODE_VERSION,
+    group_name=GROUP,
+    kinds={"spark"},
+    pool="spark",
+    retry_policy=DATA_PLANE_RETRY,
+    automation_condition=when_upstream_ready(),
+    description=(
+        f"User and item ALS factors (Spark MLlib, implicit feedback) over the {contract.EMBEDDINGS_WINDOW.days} "
+        "days before the date."
+    ),
+)
+def interaction_embeddings(
+    context: AssetExecutionContext,
+    user_interactions: dict[str, ArtifactRef],
+    storage: ArtifactStorage,
+    compute: ComputeBackend,
+):
+    dates = list(user_interactions)
+    yield from run_versioned_step(
+        context,
+        storage=storage,
+        compute=compute,
+        params=EmbeddingsParams(
+            date=context.partition_key, interactions_uris=tuple(r.uri for r in user_interactions.values())
+        ),
+        inputs={f"user_interactions/{d}": r for d, r in user_interactions.items()},
+        timeout_s=3600,
+        profile="spark",
+        metadata=lambda _: {"window": f"{dates[0]}..{dates[-1]}"},
+    )
+
+
+@asset(
+    partitions_def=daily_partitions,
+    ins={"user_interactions": window_input(contract.MODEL_WINDOW)},
+    code_version=contract.TRAIN_CODE_VERSION,
+    group_name=GROUP,
+    kinds={"pytorch", "mlflow"},
+    pool="training",
+    retry_policy=DATA_PLANE_RETRY,
+    automation_condition=when_upstream_ready(),
+    check_specs=gate_specs("recommender_model", [AUC_GATE]),
+    description="Two-tower ranker trained with DistributedDataParallel (torchrun), checkpointed per epoch; AUC on day D.",
+)
+def recommender_model(
+    context: AssetExecutionContext,
+    interaction_embeddings: ArtifactRef,
+    user_interactions: dict[str, ArtifactRef],
+    storage: ArtifactStorage,
+    compute: ComputeBackend,
+):
+    date = context.partition_key
+    train = {d: r for d, r in user_interactions.items() if d != date}
+    held_out = user_interactions[date]
+    yield from run_versioned_step(
+        context,
+        storage=storage,
+        compute=compute,
+        params=TrainParams(
+            date=date,
+            interactions_uris=tuple(r.uri for r in train.values()),
+            eval_uri=held_out.uri,
+            embeddings_uri=interaction_embeddings.uri,
+        ),
+        inputs={"interaction_embeddings": interaction_embeddings, "eval": held_out}
+        | {f"user_interactions/{d}": r for d, r in train.items()},
+        timeout_s=3600,
+        profile="training",
+        gates=[AUC_GATE],
+        metadata=lambda ref: {"resumed_from_epoch": ref.metadata.get("resumed_from_epoch", 0)},
+    )
+
+
+@asset(
+    partitions_def=daily_partitions,
+    code_version="1",
+    group_name=GROUP,
+    kinds={"mlflow"},
+    retry_policy=DATA_PLANE_RETRY,
+    automation_condition=when_upstream_ready(),
+    description=(
+        "The model registered as `recommender` with lineage tags; `staging` moves to it only if it beats "
+        "(or ties) the current `staging` version on the same held-out day."
+    ),
+)
+def registered_recommender(
+    context: AssetExecutionContext,
+    recommender_model: ArtifactRef,
+    interaction_embeddings: ArtifactRef,
+    user_interactions: ArtifactRef,
+    compute: ComputeBackend,
+    registry: ModelRegistry,
+):
+    name = contract.REGISTERED_MODEL_NAME
+
+    def auc_of(model_uri: str) -> float:
+        result = compute.run(
+            context, EvaluateParams(model_uri=model_uri, eval_uri=user_interactions.uri), timeout_s=900
+        )
+        return float(result.summary["auc"])
+
+    def compare_with_champion(champion_version: str):
+        champion_auc = auc_of(f"models:/{name}/{champion_version}")
+        challenger_auc = auc_of(recommender_model.metadata["model_artifact_uri"])
+        return challenger_auc >= champion_auc, {
+            "champion_version": champion_version,
+            "champion_auc": champion_auc,
+            "challenger_auc": challenger_auc,
+            "evaluated_on": user_interactions.partition_key,
+        }
+
+    snapshot = snapshot_with_upstream(
+        {
+            "recommender_model": recommender_model,
+            "interaction_embeddings": interaction_embeddings,
+            "eval": user_interactions,
+        }
+    )
+    return register_and_promote(
+        context,
+        registry=registry,
+        model_name=name,
+        model_ref=recommender_model,
+        model_uri=recommender_model.metadata["model_artifact_uri"],
+        data_snapshot=snapshot,
+        score_metadata={"auc": recommender_model.metadata.get("auc")},
+        compare_with_champion=compare_with_champion,
+    )
+
+
+@asset(
+    partitions_def=daily_partitions,
+    code_version=contract.RECOMMEND_CODE_VERSION,
+    group_name=GROUP,
+    kinds={"pytorch", "parquet"},
+    retry_policy=DATA_PLANE_RETRY,
+    automation_condition=when_upstream_ready(),
+    description=f"Top-{contract.TOP_K} items per user from the `staging` recommender; runs when a version is promoted.",
+)
+def recommendations(
+    context: AssetExecutionContext,
+    registered_recommender: ArtifactRef,
+    storage: ArtifactStorage,
+    compute: ComputeBackend,
+):
+    model_uri = served_model_uri(registered_recommender)
+    yield from run_versioned_step(
+        context,
+        storage=storage,
+        compute=compute,
+        params=RecommendParams(model_uri=model_uri),
+        inputs={"model": model_uri},
+        timeout_s=1800,
+        metadata=lambda _: {"model_uri": model_uri},
+    )
+
+
+recsys_assets = [user_interactions, interaction_embeddings, recommender_model, registered_recommender, recommendations]

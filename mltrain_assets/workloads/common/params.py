@@ -1,0 +1,142 @@
+"""The typed contract between an asset and its workload: one dataclass per workload.
+
+The asset builds the workload's ``Params``; the workload parses the same class from its
+command line (``--params JSON``). Local, Kubernetes and k8s-local launches all pass this one
+object, so nothing the workload reads can be dropped on the way to a pod. Its versioned
+fields are what the output version hashes. Dagster-free and cheap to import: the control
+plane imports every ``params`` module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Self
+
+# Field roles: versioned parameters change the output; the rest say where to read, write or run.
+_INPUT = {"versioned": False, "role": "input"}
+_RUNTIME = {"versioned": False, "role": "runtime"}
+
+
+def input_uri(**kwargs: Any) -> Any:
+    """A field naming committed input versions: their versions are hashed, not their locations."""
+    return dataclasses.field(metadata=_INPUT, **kwargs)
+
+
+def runtime(**kwargs: Any) -> Any:
+    """A field that says how or where to run (engine, master, devices): it does not change the output."""
+    return dataclasses.field(metadata=_RUNTIME, **kwargs)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class WorkloadParams:
+    """Base of every workload's parameters. Subclasses are frozen keyword-only dataclasses.
+
+    ``module`` is the entry point (``python -m <module> --params JSON``); ``out_uri`` is the
+    version folder to commit into, filled in by the control plane once the version is known.
+    """
+
+    module: ClassVar[str]
+    out_uri: str = dataclasses.field(default="", metadata={"versioned": False, "role": "output"})
+
+    # ------------------------------------------------------------ serialisation
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        return _build(cls, data, where=cls.__name__)
+
+    @classmethod
+    def from_json(cls, text: str) -> Self:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{cls.__name__}: --params is not JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{cls.__name__}: --params must be a JSON object, got {type(data).__name__}")
+        return cls.from_dict(data)
+
+    # ------------------------------------------------------------ command line
+
+    def argv(self) -> list[str]:
+        return ["--params", self.to_json()]
+
+    def command(self, python: str) -> list[str]:
+        return [python, "-m", self.module, *self.argv()]
+
+    @classmethod
+    def parse_args(cls, argv: Sequence[str] | None = None) -> Self:
+        parser = argparse.ArgumentParser(
+            prog=f"python -m {cls.module}", description=(cls.__doc__ or cls.__name__).strip().splitlines()[0]
+        )
+        parser.add_argument("--params", required=True, help=f"JSON object with the fields of {cls.__name__}")
+        return cls.from_json(parser.parse_args(argv).params)
+
+    # ------------------------------------------------------------ versioning
+
+    def versioned_fields(self) -> dict[str, Any]:
+        """The fields that change the output: hashed into its version with the inputs' versions."""
+        return {
+            f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.metadata.get("versioned", True)
+        }
+
+    def with_output(self, out_uri: str) -> Self:
+        return dataclasses.replace(self, out_uri=out_uri)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MlflowSettings:
+    """Where a training workload tracks its runs; passed explicitly so a pod uses the same server."""
+
+    tracking_uri: str = ""  # empty: MLflow's own default ($MLFLOW_TRACKING_URI)
+    artifacts_uri: str = ""  # artifact root for experiments created on a local (non-server) store
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return dataclasses.asdict(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
+    """Construct dataclass ``cls`` from JSON data, converting nested dataclasses and tuples."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {unknown}; expected {sorted(known)}")
+    missing = sorted(
+        name
+        for name, f in known.items()
+        if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    )
+    if missing:
+        raise ValueError(f"{where}: missing required field(s) {missing}")
+    return cls(**{name: _convert(hints[name], value, f"{where}.{name}") for name, value in data.items()})
+
+
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        return None if value is None else _convert(options[0], value, where)
+    if dataclasses.is_dataclass(hint) and isinstance(value, Mapping):
+        return _build(hint, value, where)
+    if origin is tuple and isinstance(value, list):
+        args = typing.get_args(hint)
+        item = args[0] if args else Any
+        return tuple(_convert(item, v, where) for v in value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value

@@ -1,0 +1,90 @@
+"""What every workload shares: its typed params, and reporting to Dagster Pipes when launched by it.
+
+A workload module ends with ``main = workload_main(Params, body)``: the body receives the
+parsed params and a ``Reporter`` and returns the summary sent back to the control plane.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, PipesContext, open_dagster_pipes
+
+from mltrain_assets.workloads.common.params import WorkloadParams
+
+# Exit code meaning "the input data broke a rule": retrying cannot help.
+EXIT_DATA_REJECTED = 3
+
+P = TypeVar("P", bound=WorkloadParams)
+
+
+class DataRejected(Exception):
+    """Input data broke a rule; the message names the partition, the rule and the observed value."""
+
+
+class Reporter:
+    """Progress and logs; forwarded through Pipes when Dagster launched us."""
+
+    def __init__(self, name: str, pipes: PipesContext | None):
+        self.name = name
+        self.pipes = pipes
+        self._logger = logging.getLogger(f"mltrain.{name}")
+        self._start = time.monotonic()
+
+    def info(self, message: str) -> None:
+        line = f"[{self.name} +{time.monotonic() - self._start:6.1f}s] {message}"
+        if self.pipes is not None:
+            self.pipes.log.info(line)
+        print(line, file=sys.stderr, flush=True)
+
+    def progress(self, done: int, total: int, what: str) -> None:
+        self.info(f"{what}: {done}/{total} ({100.0 * done / max(total, 1):.0f}%)")
+
+    def report(self, summary: dict) -> None:
+        """Send the result summary back (the manifest holds the durable copy)."""
+        if self.pipes is not None:
+            self.pipes.report_custom_message(json.loads(json.dumps(summary, default=str)))
+
+
+@contextmanager
+def workload_session(name: str) -> Iterator[Reporter]:
+    if os.environ.get(DAGSTER_PIPES_CONTEXT_ENV_VAR):  # launched by Dagster Pipes
+        with open_dagster_pipes() as pipes:
+            yield Reporter(name, pipes)
+    else:
+        yield Reporter(name, None)
+
+
+def run_workload(
+    params_type: type[P], body: Callable[[P, Reporter], dict[str, Any] | None], argv: Sequence[str] | None = None
+) -> int:
+    """Parse ``--params`` and run ``body`` in a session; a data rejection is reported, then exits ``EXIT_DATA_REJECTED``."""
+    params = params_type.parse_args(argv)
+    name = params_type.module.removeprefix("mltrain_assets.workloads.")
+    with workload_session(name) as reporter:
+        try:
+            summary = body(params, reporter)
+        except DataRejected as exc:
+            reporter.report({"data_rejected": str(exc)})
+            print(f"DATA REJECTED: {exc}", file=sys.stderr, flush=True)
+            return EXIT_DATA_REJECTED
+        reporter.report(summary or {})
+    return 0
+
+
+def workload_main(
+    params_type: type[P], body: Callable[[P, Reporter], dict[str, Any] | None]
+) -> Callable[[Sequence[str] | None], int]:
+    """The ``main(argv=None)`` of a workload module."""
+
+    def main(argv: Sequence[str] | None = None) -> int:
+        return run_workload(params_type, body, argv)
+
+    return main

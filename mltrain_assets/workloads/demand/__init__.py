@@ -1,0 +1,1 @@
+"""Demand forecasting data plane: aggregates, features, per-city LightGBM, forecasts."""

@@ -1,0 +1,50 @@
+"""Parameters of the demand-forecasting workloads: built by the assets, parsed by the workloads."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from mltrain_assets.workloads.common.params import MlflowSettings, WorkloadParams, input_uri, runtime
+from mltrain_assets.workloads.common.spark import SparkSettings
+from mltrain_assets.workloads.demand.contract import EXPERIMENT_NAME
+
+SQL_ENGINES = ("spark", "duckdb")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FeaturesParams(WorkloadParams):
+    """~200 features per city-hour for one date from a trailing window of ride_events versions."""
+
+    module = "mltrain_assets.workloads.demand.features"
+
+    date: str
+    rides_uris: tuple[str, ...] = input_uri(default=())
+    engine: str = runtime(default="spark")  # "spark" | "duckdb": same SQL text, same numbers
+    spark: SparkSettings = runtime(default_factory=SparkSettings)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainParams(WorkloadParams):
+    """One city's LightGBM demand model for one date, tracked in MLflow."""
+
+    module = "mltrain_assets.workloads.demand.train"
+
+    date: str
+    city: str
+    seed: int = 0
+    features_uri: str = input_uri(default="")
+    experiment: str = runtime(default=EXPERIMENT_NAME)
+    mlflow: MlflowSettings = runtime(default_factory=MlflowSettings)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ForecastParams(WorkloadParams):
+    """Next-day hourly forecasts for one city from a registered model version."""
+
+    module = "mltrain_assets.workloads.demand.forecast"
+
+    date: str
+    city: str
+    model_uri: str = input_uri(default="")  # models:/demand-forecast-<city>/<version>
+    features_uri: str = input_uri(default="")
+    mlflow: MlflowSettings = runtime(default_factory=MlflowSettings)

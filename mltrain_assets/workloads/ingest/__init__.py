@@ -1,0 +1,1 @@
+"""Landing ingestion, shared by every pipeline that reads a landing dataset."""

@@ -1,0 +1,1 @@
+"""Recommendations data plane: ALS embeddings, DDP training, evaluation, batch top-K."""

@@ -1,0 +1,114 @@
+"""The recommendations pipeline's contract: the one place for its windows, thresholds, names and versions.
+
+Assets, workloads, the demo, backfill and CLI all derive from this module. Importing it is
+cheap (no torch, no Spark).
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+import pyarrow as pa
+
+from mltrain_assets.schemas import UTC_TS, DatasetSpec
+from mltrain_assets.workloads.common.dates import Window
+
+# Timeline: for partition date D, embeddings and the model learn from D-7..D-1; D is held out.
+EMBEDDING_WINDOW_DAYS = 7
+TRAIN_WINDOW_DAYS = 7
+EMBEDDINGS_WINDOW = Window(days=EMBEDDING_WINDOW_DAYS, end_offset=-1)  # user_interactions D-7 .. D-1
+MODEL_WINDOW = Window(days=TRAIN_WINDOW_DAYS + 1)  # D-7 .. D-1 to train, D held out to evaluate
+LANDING_WINDOW = MODEL_WINDOW  # the days a date needs landed (demo, backfill, CLI)
+
+# Spark MLlib ALS (implicit feedback).
+ALS_RANK = 12
+ALS_ITERATIONS = 10
+ALS_REG = 2.0
+ALS_ALPHA = 10.0
+# Implicit rating per (user, item): each click adds 1 + log1p(dwell)/DWELL_LOG_SCALE,
+# each impression without a click subtracts ALS_NEGATIVE_WEIGHT (ALS reads r < 0 as a
+# confident "no": preference 0 with confidence 1 + alpha*|r|).
+ALS_DWELL_LOG_SCALE = 4.0
+ALS_NEGATIVE_WEIGHT = 1.5
+ALS_BLOCKS = 4  # fixed user/item block count: part of the determinism contract
+
+# PyTorch training (DistributedDataParallel under torchrun).
+TRAIN_EPOCHS = 4
+TRAIN_BATCH_SIZE = 4096  # per worker
+TRAIN_LR = 3e-3
+TRAIN_WEIGHT_DECAY = 1e-5
+TRAIN_NPROC = 2
+TRAIN_BACKEND = "gloo"  # "nccl" with --device cuda on GPU nodes
+TRAIN_DEVICE = "cpu"
+HIDDEN_SIZES = (64, 32)
+# A fixed share of the window's rows is held out of training to measure skill: a model whose
+# validation log loss does not beat the constant base-rate predictor by MIN_SKILL_NATS is
+# replaced by that constant predictor (AUC exactly 0.5), so a model without signal never
+# ranks by numerical noise.
+VALIDATION_FRACTION = 0.05
+MIN_SKILL_NATS = 1e-3
+MAX_POSITION = 19  # positions above are clipped into the last bucket
+
+# Gate and inference.
+AUC_THRESHOLD = 0.82  # the promotion gate: held-out AUC must be above it
+TOP_K = 20
+
+EXPERIMENT_NAME = "recommender"
+REGISTERED_MODEL_NAME = "recommender"
+MODEL_ARTIFACT_PATH = "model"
+
+# Bump when the workload's output for the same inputs would change.
+EMBEDDINGS_CODE_VERSION = "interaction_embeddings/1"
+TRAIN_CODE_VERSION = "recommender_model/1"
+RECOMMEND_CODE_VERSION = "recommendations/1"
+
+CHECKPOINTS_FOLDER = "_checkpoints"
+
+# What an interaction_embeddings version holds (and a model folder carries along).
+USER_FACTORS_FILE = "user_factors.parquet"
+ITEM_FACTORS_FILE = "item_factors.parquet"
+
+INTERACTIONS_SCHEMA = pa.schema(
+    [
+        pa.field("event_id", pa.string(), nullable=False),  # unique per impression
+        pa.field("user_id", pa.int64(), nullable=False),
+        pa.field("item_id", pa.int64(), nullable=False),
+        pa.field("event_at", UTC_TS, nullable=False),  # impression time; defines the hour bucket
+        pa.field("device", pa.string(), nullable=False),  # 'ios' | 'android' | 'web'
+        pa.field("position", pa.int32(), nullable=False),  # slot in the shown list, 0-based
+        pa.field("clicked", pa.int8(), nullable=False),  # label: 1 engaged, 0 not
+        pa.field("dwell_seconds", pa.float64(), nullable=False),  # 0 when not clicked
+    ]
+)
+
+INTERACTIONS = DatasetSpec(
+    name="interactions",
+    schema=INTERACTIONS_SCHEMA,
+    id_column="event_id",
+    time_column="event_at",
+    row_rules={
+        "event_id_present": "event_id IS NOT NULL AND length(event_id) > 0",
+        "valid_label": "clicked IN (0, 1)",
+        "known_device": "device IN ('ios', 'android', 'web')",
+        "non_negative_position": "position >= 0",
+        "non_negative_dwell": "dwell_seconds >= 0",
+    },
+    min_rows_per_day=1_000,
+)
+LANDING_DATASETS = (INTERACTIONS,)
+
+
+def checkpoint_uri_for(out_uri: str) -> str:
+    """Where training checkpoints for version ``out_uri`` live.
+
+    ``{partition}/v={version}`` -> ``{partition}/_checkpoints/v={version}``: outside the
+    version folder, because ``ArtifactWriter`` wipes an uncommitted version folder when
+    it opens, and because checkpoints are not part of the committed file list; still
+    keyed by the version, so a retry of the same work resumes and different work never
+    does. Underscore folders are ignored by version listings.
+    """
+    out_uri = out_uri.rstrip("/")
+    parent, leaf = posixpath.split(out_uri)
+    if "://" in out_uri and parent.endswith(":/"):
+        raise ValueError(f"cannot place checkpoints next to a bucket root: {out_uri}")
+    return posixpath.join(parent, CHECKPOINTS_FOLDER, leaf)

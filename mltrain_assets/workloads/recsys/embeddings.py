@@ -1,0 +1,291 @@
+"""User and item embeddings: Spark MLlib ALS (implicit feedback) over a window of interaction days.
+
+``python -m mltrain_assets.workloads.recsys.embeddings --params JSON`` (``EmbeddingsParams``).
+
+Inputs are committed ``user_interactions`` versions (``events.parquet``, already validated
+and deduplicated). Output: ``user_factors.parquet`` and ``item_factors.parquet`` with columns
+``(user_id|item_id, factors list<float32>, impressions, clicks)``.
+
+Determinism: the implicit rating is summed in integer micro-units (exact whatever the
+shuffle order), the ratings are hash-partitioned into a fixed number of blocks and sorted
+within them, ALS runs with a fixed seed, fixed block counts and no checkpointing, so two
+fits of the same inputs give equal factors.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from mltrain_assets.artifacts import ArtifactWriter, join_uri, require_manifest
+from mltrain_assets.workloads.common.runtime import DataRejected, Reporter, workload_main
+from mltrain_assets.workloads.common.spark import SparkSettings, spark_path, spark_session
+from mltrain_assets.workloads.ingest.params import EVENTS_FILE
+from mltrain_assets.workloads.recsys import contract
+from mltrain_assets.workloads.recsys.contract import ITEM_FACTORS_FILE, USER_FACTORS_FILE
+from mltrain_assets.workloads.recsys.params import EmbeddingsParams
+
+WORKLOAD = "interaction_embeddings"
+PRODUCER = "mltrain_assets.workloads.interaction_embeddings"
+SHUFFLE_PARTITIONS = 4
+_MAX_ID = 2**31 - 1  # ALS ids are Java ints
+_MICRO = 1_000_000
+
+
+def spark_events_path(uri: str, settings: SparkSettings) -> str:
+    """The path Spark reads for a committed version's ``events.parquet``; refuses uncommitted versions.
+
+    ``s3://`` inputs fail at once with a clear message unless ``settings.s3a`` says the cluster can
+    read ``s3a://`` (checked before the manifest, so no storage is touched).
+    """
+    path = spark_path(uri.rstrip("/"), settings, WORKLOAD)
+    manifest = require_manifest(uri)
+    if EVENTS_FILE not in manifest["files"]:
+        raise FileNotFoundError(f"{EVENTS_FILE} is not listed in the manifest of {uri}")
+    return join_uri(path, EVENTS_FILE)
+
+
+def _factors_table(frame, id_column: str, counts, rank: int) -> pa.Table:
+    """Every id of the window, sorted, with its ALS vector (zeros when ALS left it out) and window counts."""
+    pdf = frame.toPandas()
+    vectors = dict(zip(pdf["id"].astype(np.int64), pdf["features"], strict=True))
+    counts = counts.sort_values(id_column, kind="stable")
+    ids = counts[id_column].to_numpy(dtype=np.int64)
+    zeros = np.zeros(rank, np.float32)
+    features = [np.asarray(vectors.get(int(i), zeros), dtype=np.float32) for i in ids]
+    return pa.table(
+        {
+            id_column: pa.array(ids, pa.int64()),
+            "factors": pa.array(features, pa.list_(pa.float32())),
+            "impressions": pa.array(counts["impressions"].to_numpy(dtype=np.int64)),
+            "clicks": pa.array(counts["clicks"].to_numpy(dtype=np.int64)),
+        }
+    )
+
+
+def fit_embeddings(
+    spark,
+    events_paths: list[str],
+    *,
+    rank: int = contract.ALS_RANK,
+    iterations: int = contract.ALS_ITERATIONS,
+    reg: float = contract.ALS_REG,
+    alpha: float = contract.ALS_ALPHA,
+    seed: int = 0,
+    negative_weight: float = contract.ALS_NEGATIVE_WEIGHT,
+    dwell_log_scale: float = contract.ALS_DWELL_LOG_SCALE,
+    blocks: int = contract.ALS_BLOCKS,
+) -> dict[str, Any]:
+    """Fit implicit ALS on the events at ``events_paths``; returns factor tables and fit statistics.
+
+    Returns ``{"user_factors": pa.Table, "item_factors": pa.Table, "stats": {...}}``.
+    """
+    from pyspark.ml.recommendation import ALS
+    from pyspark.sql import functions as F
+
+    if not events_paths:
+        raise DataRejected("interaction_embeddings: no input days given")
+    timings: dict[str, float] = {}
+    clock = time.monotonic()
+
+    def lap(phase: str) -> None:
+        nonlocal clock
+        timings[phase] = round(time.monotonic() - clock, 2)
+        clock = time.monotonic()
+
+    events = spark.read.parquet(*events_paths).select("user_id", "item_id", "clicked", "dwell_seconds")
+    bounds = events.agg(
+        F.count("*").alias("n"),
+        F.min("user_id").alias("min_user"),
+        F.max("user_id").alias("max_user"),
+        F.min("item_id").alias("min_item"),
+        F.max("item_id").alias("max_item"),
+    ).first()
+    if bounds["n"] == 0:
+        raise DataRejected(
+            f"interaction_embeddings: rule non_empty_window failed: 0 events in {len(events_paths)} days"
+        )
+    for name in ("user", "item"):
+        low, high = bounds[f"min_{name}"], bounds[f"max_{name}"]
+        if low < 0 or high > _MAX_ID:
+            raise DataRejected(
+                f"interaction_embeddings: rule {name}_id_in_int32_range failed: "
+                f"observed {name}_id range [{low}, {high}]"
+            )
+
+    # Integer micro-units make the sum exact, hence independent of the shuffle's merge order.
+    click_weight = F.lit(1.0) + F.log1p(F.greatest(F.col("dwell_seconds"), F.lit(0.0))) / F.lit(dwell_log_scale)
+    weight = F.when(F.col("clicked") == 1, click_weight).otherwise(F.lit(-negative_weight))
+    pairs = (
+        events.withColumn("w", F.round(weight * F.lit(_MICRO)).cast("long"))
+        .groupBy("user_id", "item_id")
+        .agg(F.sum("w").alias("w"), F.count("*").alias("impressions"), F.sum("clicked").cast("long").alias("clicks"))
+        .select(
+            F.col("user_id").cast("int").alias("user"),
+            F.col("item_id").cast("int").alias("item"),
+            "w",
+            "impressions",
+            "clicks",
+        )
+        .repartition(blocks, "user")
+        .sortWithinPartitions("user", "item")
+        .cache()
+    )
+    # A net rating of exactly 0 means "no information" to implicit ALS, and Spark divides by
+    # alpha*|r| for it: such pairs are left out. Spark also scales a user's (item's)
+    # regularization by its number of positive ratings, so an entity with negatives only
+    # would be solved unregularized (and can be singular): ALS sees only users and items with
+    # at least one positive rating; the others keep their window counts and a zero vector.
+    nonzero = pairs.where(F.col("w") != 0)
+    positive = nonzero.where(F.col("w") > 0)
+    ratings = (
+        nonzero.join(positive.select("user").distinct(), "user", "left_semi")
+        .join(positive.select("item").distinct(), "item", "left_semi")
+        .select("user", "item", (F.col("w") / F.lit(float(_MICRO))).cast("float").alias("rating"))
+        .repartition(blocks, "user")
+        .sortWithinPartitions("user", "item")
+        .cache()
+    )
+    n_pairs = pairs.count()
+    lap("aggregate_s")
+
+    als = ALS(
+        rank=rank,
+        maxIter=iterations,
+        regParam=reg,
+        alpha=alpha,
+        implicitPrefs=True,
+        userCol="user",
+        itemCol="item",
+        ratingCol="rating",
+        seed=seed,
+        numUserBlocks=blocks,
+        numItemBlocks=blocks,
+        checkpointInterval=-1,
+        nonnegative=False,
+        coldStartStrategy="nan",
+    )
+    model = als.fit(ratings)
+    lap("als_s")
+
+    # Implicit-feedback training loss on the observed pairs: confidence-weighted RMSE between
+    # the preference (1 if net rating > 0 else 0) and the factors' dot product.
+    predicted = model.transform(ratings).where(~F.isnan("prediction"))
+    confidence = F.lit(1.0) + F.lit(alpha) * F.abs(F.col("rating"))
+    preference = F.when(F.col("rating") > 0, 1.0).otherwise(0.0)
+    loss = predicted.agg(
+        F.sum(confidence * (preference - F.col("prediction")) ** 2).alias("sse"),
+        F.sum(confidence).alias("c"),
+    ).first()
+    lap("loss_s")
+
+    user_counts = pairs.groupBy("user").agg(F.sum("impressions").alias("impressions"), F.sum("clicks").alias("clicks"))
+    item_counts = pairs.groupBy("item").agg(F.sum("impressions").alias("impressions"), F.sum("clicks").alias("clicks"))
+    user_counts = user_counts.withColumnRenamed("user", "user_id").toPandas()
+    item_counts = item_counts.withColumnRenamed("item", "item_id").toPandas()
+    user_factors = _factors_table(model.userFactors, "user_id", user_counts, rank)
+    item_factors = _factors_table(model.itemFactors, "item_id", item_counts, rank)
+    n_rated = ratings.count()
+    users_fitted, items_fitted = model.userFactors.count(), model.itemFactors.count()
+    ratings.unpersist()
+    pairs.unpersist()
+    lap("collect_s")
+    stats = {
+        "rank": rank,
+        "iterations": iterations,
+        "reg": reg,
+        "alpha": alpha,
+        "seed": seed,
+        "negative_weight": negative_weight,
+        "users": user_factors.num_rows,
+        "items": item_factors.num_rows,
+        "interactions": int(bounds["n"]),
+        "users_with_factors": users_fitted,
+        "items_with_factors": items_fitted,
+        "user_item_pairs": int(n_pairs),
+        "rated_pairs": int(n_rated),
+        "observed_weighted_rmse": float(np.sqrt(loss["sse"] / loss["c"])) if loss["c"] else None,
+        "timings_s": timings,
+    }
+    return {"user_factors": user_factors, "item_factors": item_factors, "stats": stats}
+
+
+def embed_window(
+    interactions_uris: Sequence[str],
+    date: str,
+    out_uri: str,
+    *,
+    rank: int = contract.ALS_RANK,
+    iterations: int = contract.ALS_ITERATIONS,
+    reg: float = contract.ALS_REG,
+    alpha: float = contract.ALS_ALPHA,
+    negative_weight: float = contract.ALS_NEGATIVE_WEIGHT,
+    seed: int = 0,
+    spark_settings: SparkSettings | None = None,
+    reporter: Reporter | None = None,
+) -> dict[str, Any]:
+    """Fit ALS on the committed days at ``interactions_uris`` and commit the factors into ``out_uri``."""
+    started = time.monotonic()
+    settings = spark_settings or SparkSettings()
+    uris = list(interactions_uris)
+    paths = [spark_events_path(u, settings) for u in uris]
+    if reporter is not None:
+        reporter.info(f"ALS rank={rank} iterations={iterations} over {len(paths)} days for {date}")
+    spark, owned = spark_session(settings, "mltrain-interaction-embeddings", SHUFFLE_PARTITIONS)
+    try:
+        result = fit_embeddings(
+            spark,
+            paths,
+            rank=rank,
+            iterations=iterations,
+            reg=reg,
+            alpha=alpha,
+            seed=seed,
+            negative_weight=negative_weight,
+        )
+    finally:
+        if owned:
+            spark.stop()
+    writer = ArtifactWriter(
+        out_uri, producer=PRODUCER, code_version=contract.EMBEDDINGS_CODE_VERSION, inputs={"user_interactions": uris}
+    )
+    writer.write_table(USER_FACTORS_FILE, result["user_factors"])
+    writer.write_table(ITEM_FACTORS_FILE, result["item_factors"])
+    summary = {
+        **result["stats"],
+        "date": date,
+        "days": len(uris),
+        "elapsed_s": round(time.monotonic() - started, 2),
+    }
+    writer.commit(summary=summary)
+    return summary
+
+
+def run(params: EmbeddingsParams, reporter: Reporter) -> dict[str, Any]:
+    if not params.out_uri:
+        raise ValueError("EmbeddingsParams.out_uri is empty: the control plane names the version to commit")
+    summary = embed_window(
+        params.interactions_uris,
+        params.date,
+        params.out_uri,
+        rank=params.rank,
+        iterations=params.iterations,
+        reg=params.reg,
+        alpha=params.alpha,
+        negative_weight=params.negative_weight,
+        seed=params.seed,
+        spark_settings=params.spark,
+        reporter=reporter,
+    )
+    reporter.info(f"committed {params.out_uri}: {summary}")
+    return summary
+
+
+main = workload_main(EmbeddingsParams, run)
+
+if __name__ == "__main__":
+    raise SystemExit(main())

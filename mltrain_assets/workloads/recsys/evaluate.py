@@ -1,0 +1,87 @@
+"""Score a recommender model on one held-out day: ``{auc, n}``.
+
+``python -m mltrain_assets.workloads.recsys.evaluate --params JSON`` (``EvaluateParams``).
+
+``model_uri`` is an MLflow model URI (``models:/recommender/3``, ``models:/recommender@staging``,
+``runs:/<run_id>/model``), or a model directory (local path, ``file://`` or ``s3://``, e.g. a
+committed ``recommender_model`` version). The control plane scores the current ``staging``
+model and the challenger on the same day to decide a promotion.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from mltrain_assets.artifacts import read_table
+from mltrain_assets.workloads.common.runtime import DataRejected, Reporter, workload_main
+from mltrain_assets.workloads.common.tracking import use_tracking
+from mltrain_assets.workloads.ingest.params import EVENTS_FILE
+from mltrain_assets.workloads.recsys.model import load_model_dir, score
+from mltrain_assets.workloads.recsys.params import EvaluateParams
+
+EVAL_COLUMNS = ["user_id", "item_id", "device", "position", "event_at", "clicked"]
+MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
+
+
+def is_mlflow_uri(model_uri: str) -> bool:
+    return model_uri.startswith(MLFLOW_SCHEMES)
+
+
+@contextmanager
+def model_directory(model_uri: str) -> Iterator[str]:
+    """A readable model directory for ``model_uri``: MLflow artifacts are downloaded to a temp folder."""
+    if not is_mlflow_uri(model_uri):
+        yield model_uri
+        return
+    import mlflow
+
+    with tempfile.TemporaryDirectory(prefix="recommender-model-") as tmp:
+        yield mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
+
+
+def auc_of(labels: np.ndarray, scores: np.ndarray, what: str = "eval day") -> float:
+    labels = np.asarray(labels)
+    positives = int(labels.sum())
+    if positives == 0 or positives == len(labels):
+        raise DataRejected(f"{what}: rule both_classes_present failed: {positives} clicks in {len(labels)} impressions")
+    return float(roc_auc_score(labels, scores))
+
+
+def evaluate_model_dir(model_dir: str, eval_df: pd.DataFrame) -> float:
+    """ROC AUC of the model in ``model_dir`` on the impressions of ``eval_df`` (label ``clicked``)."""
+    bundle = load_model_dir(model_dir)
+    return auc_of(eval_df["clicked"].to_numpy(), score(bundle, eval_df))
+
+
+def evaluate(model_uri: str, eval_uri: str) -> dict[str, Any]:
+    """``{auc, n, positives, model_uri, eval_uri}`` of ``model_uri`` on the committed day at ``eval_uri``."""
+    eval_df = read_table(eval_uri, EVENTS_FILE, EVAL_COLUMNS).to_pandas()
+    with model_directory(model_uri) as model_dir:
+        auc = evaluate_model_dir(model_dir, eval_df)
+    return {"auc": auc, "n": len(eval_df), "positives": int(eval_df["clicked"].sum()), "model_uri": model_uri,
+            "eval_uri": eval_uri}  # fmt: skip
+
+
+def run(params: EvaluateParams, reporter: Reporter) -> dict[str, Any]:
+    started = time.monotonic()
+    use_tracking(params.mlflow)  # models:/ and runs:/ URIs resolve against this store
+    result = evaluate(params.model_uri, params.eval_uri)
+    result["elapsed_s"] = round(time.monotonic() - started, 2)
+    reporter.info(f"AUC of {params.model_uri}: {result['auc']:.4f} on {result['n']} impressions")
+    print(json.dumps(result), flush=True)
+    return result
+
+
+main = workload_main(EvaluateParams, run)
+
+if __name__ == "__main__":
+    raise SystemExit(main())

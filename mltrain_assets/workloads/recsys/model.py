@@ -1,0 +1,336 @@
+"""The click model: an MLP over frozen ALS user/item vectors plus context, and its safe persistence.
+
+Features of one impression (``encode``): the element-wise product of the user and item
+vectors and their dot product (the two-tower interaction), both vectors, window activity
+of the user and the item (log impressions, smoothed click rate: the popularity fallback
+for cold items), known-user/known-item flags, device (one-hot), list position (one-hot,
+clipped) and hour of day (sin/cos). The ALS vectors are inputs, not parameters: the
+network's ``state_dict`` holds the MLP and its feature standardization, and the vectors
+travel as parquet.
+
+A model directory holds ``weights.pt`` (a ``state_dict``: tensors only), ``config.json``,
+``user_factors.parquet`` and ``item_factors.parquet``. Loading uses
+``torch.load(weights_only=True)``: nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import posixpath
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+from torch import nn
+
+from mltrain_assets.artifacts import arrow_buffer, filesystem, normalize_uri
+from mltrain_assets.workloads.recsys import contract
+from mltrain_assets.workloads.recsys.contract import ITEM_FACTORS_FILE, USER_FACTORS_FILE
+
+WEIGHTS_FILE = "weights.pt"
+CONFIG_FILE = "config.json"
+MODEL_FILES = (WEIGHTS_FILE, CONFIG_FILE, USER_FACTORS_FILE, ITEM_FACTORS_FILE)
+DEVICES = ("ios", "android", "web")
+FEATURE_VERSION = 1
+CTR_PRIOR_WEIGHT = 20.0  # pseudo-impressions pulling a sparse click rate towards the global one
+SCORE_CHUNK = 262_144
+
+
+def feature_dim(rank: int, max_position: int = contract.MAX_POSITION) -> int:
+    # u*v, dot, u, v, 2x(log impressions, ctr, known), device, position, hour sin/cos
+    return rank + 1 + 2 * rank + 6 + len(DEVICES) + (max_position + 1) + 2
+
+
+def default_config(rank: int, **overrides: Any) -> dict[str, Any]:
+    config = {
+        "feature_version": FEATURE_VERSION,
+        "rank": rank,
+        "hidden_sizes": list(contract.HIDDEN_SIZES),
+        "max_position": contract.MAX_POSITION,
+        "devices": list(DEVICES),
+    }
+    config.update(overrides)
+    return config
+
+
+class RecsysNet(nn.Module):
+    """MLP click model: standardized features -> logit.
+
+    The standardization (``feature_mean``/``feature_std``) is a pair of buffers, so it is part of
+    the ``state_dict`` and of every checkpoint. ``init_output`` starts the network as the constant
+    base-rate predictor: no feature-dependent trend is imprinted while the output calibrates,
+    which keeps a model trained on shuffled labels at AUC ~0.5 instead of a spurious ranking.
+    """
+
+    def __init__(
+        self,
+        rank: int,
+        hidden_sizes: tuple[int, ...] | list[int] = contract.HIDDEN_SIZES,
+        max_position: int = contract.MAX_POSITION,
+    ):
+        super().__init__()
+        width = feature_dim(rank, max_position)
+        self.register_buffer("feature_mean", torch.zeros(width))
+        self.register_buffer("feature_std", torch.ones(width))
+        layers: list[nn.Module] = []
+        for hidden in hidden_sizes:
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        layers.append(nn.Linear(width, 1))
+        self.mlp = nn.Sequential(*layers)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> RecsysNet:
+        return cls(int(config["rank"]), tuple(config["hidden_sizes"]), int(config["max_position"]))
+
+    @torch.no_grad()
+    def init_output(self, base_rate: float) -> None:
+        base_rate = min(max(base_rate, 1e-4), 1 - 1e-4)
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.constant_(self.mlp[-1].bias, float(np.log(base_rate / (1 - base_rate))))
+
+    @torch.no_grad()
+    def set_standardization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.feature_mean.copy_(mean.to(self.feature_mean))
+        self.feature_std.copy_(std.clamp_min(1e-3).to(self.feature_std))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.mlp((features - self.feature_mean) / self.feature_std).squeeze(-1)
+
+
+@dataclass
+class FactorTable:
+    """ALS vectors and window activity, row 0 reserved for unknown ids (zero vector, global click rate)."""
+
+    ids: np.ndarray  # sorted int64 ids; row i+1 of the tensors belongs to ids[i]
+    vectors: torch.Tensor  # (n+1, rank) float32
+    stats: torch.Tensor  # (n+1, 3) float32: log1p(impressions)/5, smoothed ctr, known flag
+
+    @classmethod
+    def from_arrow(cls, table: pa.Table, id_column: str, global_ctr: float) -> FactorTable:
+        table = table.sort_by(id_column)
+        ids = table.column(id_column).to_numpy().astype(np.int64)
+        n = len(ids)
+        flat = table.column("factors").combine_chunks()
+        rank = len(flat[0]) if n else 0
+        vectors = np.zeros((n + 1, rank), np.float32)
+        if n:
+            vectors[1:] = flat.flatten().to_numpy(zero_copy_only=False).reshape(n, rank)
+        impressions = table.column("impressions").to_numpy().astype(np.float64) if n else np.zeros(0)
+        clicks = table.column("clicks").to_numpy().astype(np.float64) if n else np.zeros(0)
+        stats = np.zeros((n + 1, 3), np.float32)
+        stats[0] = (0.0, global_ctr, 0.0)
+        stats[1:, 0] = np.log1p(impressions) / 5.0
+        stats[1:, 1] = (clicks + CTR_PRIOR_WEIGHT * global_ctr) / (impressions + CTR_PRIOR_WEIGHT)
+        stats[1:, 2] = 1.0
+        return cls(ids, torch.from_numpy(vectors), torch.from_numpy(stats))
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """Row index per id; unknown ids map to row 0 (cold start)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if len(self.ids) == 0:
+            return np.zeros(len(ids), np.int64)
+        pos = np.searchsorted(self.ids, ids)
+        pos_clipped = np.minimum(pos, len(self.ids) - 1)
+        return np.where(self.ids[pos_clipped] == ids, pos_clipped + 1, 0).astype(np.int64)
+
+
+def global_click_rate(item_factors: pa.Table) -> float:
+    impressions = pc.sum(item_factors.column("impressions")).as_py() or 0
+    clicks = pc.sum(item_factors.column("clicks")).as_py() or 0
+    return float(clicks) / impressions if impressions else 0.0
+
+
+@dataclass
+class EncodedRows:
+    """Impressions as index tensors (cheap to keep for millions of rows); ``encode`` builds features per batch."""
+
+    user_row: torch.Tensor  # int64
+    item_row: torch.Tensor  # int64
+    device: torch.Tensor  # int64, -1 unknown
+    position: torch.Tensor  # int64, clipped
+    hour: torch.Tensor  # float32, 0..24
+
+    def __len__(self) -> int:
+        return len(self.user_row)
+
+    def take(self, index: torch.Tensor) -> EncodedRows:
+        return EncodedRows(
+            self.user_row[index], self.item_row[index], self.device[index], self.position[index], self.hour[index]
+        )
+
+    def slice(self, start: int, stop: int) -> EncodedRows:
+        return EncodedRows(
+            *(t[start:stop] for t in (self.user_row, self.item_row, self.device, self.position, self.hour))
+        )
+
+
+def encode_rows(
+    df: pd.DataFrame, users: FactorTable, items: FactorTable, max_position: int = contract.MAX_POSITION
+) -> EncodedRows:
+    """Map an interactions frame (user_id, item_id, device, position, event_at or hour) to index tensors."""
+    device_index = {name: i for i, name in enumerate(DEVICES)}
+    device = df["device"].map(device_index).fillna(-1).to_numpy(dtype=np.int64)
+    if "hour" in df.columns:
+        hour = df["hour"].to_numpy(dtype=np.float32)
+    else:
+        at = pd.to_datetime(df["event_at"], utc=True)
+        hour = (at.dt.hour + at.dt.minute / 60.0).to_numpy(dtype=np.float32)
+    position = np.clip(df["position"].to_numpy(dtype=np.int64), 0, max_position)
+    return EncodedRows(
+        torch.from_numpy(users.rows(df["user_id"].to_numpy())),
+        torch.from_numpy(items.rows(df["item_id"].to_numpy())),
+        torch.from_numpy(device),
+        torch.from_numpy(position),
+        torch.from_numpy(hour),
+    )
+
+
+def encode(
+    rows: EncodedRows, users: FactorTable, items: FactorTable, max_position: int = contract.MAX_POSITION
+) -> torch.Tensor:
+    """Dense float32 features for a batch of rows."""
+    u = users.vectors[rows.user_row]
+    v = items.vectors[rows.item_row]
+    uv = u * v
+    # One-hots built on the rows' own device (CPU or GPU); an unknown device is all zeros.
+    known_device = (rows.device >= 0).unsqueeze(1)
+    device = nn.functional.one_hot(rows.device.clamp_min(0), len(DEVICES)).float() * known_device
+    position = nn.functional.one_hot(rows.position, max_position + 1).float()
+    angle = rows.hour * (2 * np.pi / 24.0)
+    return torch.cat(
+        [
+            uv,
+            uv.sum(dim=1, keepdim=True),
+            u,
+            v,
+            users.stats[rows.user_row],
+            items.stats[rows.item_row],
+            device,
+            position,
+            torch.sin(angle).unsqueeze(1),
+            torch.cos(angle).unsqueeze(1),
+        ],
+        dim=1,
+    )
+
+
+@torch.no_grad()
+def feature_statistics(
+    rows: EncodedRows,
+    users: FactorTable,
+    items: FactorTable,
+    max_position: int = contract.MAX_POSITION,
+    chunk: int = SCORE_CHUNK,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of every feature over ``rows`` (float64 sums in fixed chunks: deterministic)."""
+    total = torch.zeros(feature_dim(users.vectors.shape[1], max_position), dtype=torch.float64)
+    total_sq = torch.zeros_like(total)
+    for start in range(0, len(rows), chunk):
+        x = encode(rows.slice(start, start + chunk), users, items, max_position).double().cpu()
+        total += x.sum(dim=0)
+        total_sq += (x * x).sum(dim=0)
+    n = max(len(rows), 1)
+    mean = total / n
+    std = (total_sq / n - mean * mean).clamp_min(0).sqrt()
+    return mean.float(), std.float()
+
+
+@dataclass
+class ModelBundle:
+    """A loaded model directory: the network (eval mode), its config and its frozen vectors."""
+
+    model: RecsysNet
+    config: dict[str, Any]
+    users: FactorTable
+    items: FactorTable
+
+
+def make_bundle(
+    model: RecsysNet, config: Mapping[str, Any], user_factors: pa.Table, item_factors: pa.Table
+) -> ModelBundle:
+    ctr = float(config.get("global_ctr", global_click_rate(item_factors)))
+    model.eval()
+    return ModelBundle(
+        model,
+        dict(config),
+        FactorTable.from_arrow(user_factors, "user_id", ctr),
+        FactorTable.from_arrow(item_factors, "item_id", ctr),
+    )
+
+
+def _model_fs(model_dir: str):
+    return filesystem(normalize_uri(model_dir))
+
+
+def save_model_dir(
+    model_dir: str, model: RecsysNet, config: Mapping[str, Any], user_factors: pa.Table, item_factors: pa.Table
+) -> list[str]:
+    """Write the four model files into ``model_dir`` (a local path or an fsspec URI); returns their names."""
+    fs, root = _model_fs(model_dir)
+    fs.makedirs(root, exist_ok=True)
+    config = dict(config)
+    config.setdefault("global_ctr", global_click_rate(item_factors))
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, buffer)
+    fs.pipe_file(posixpath.join(root, WEIGHTS_FILE), buffer.getvalue())
+    fs.pipe_file(posixpath.join(root, CONFIG_FILE), json.dumps(config, indent=2, sort_keys=True).encode())
+    for name, table in ((USER_FACTORS_FILE, user_factors), (ITEM_FACTORS_FILE, item_factors)):
+        sink = io.BytesIO()
+        pq.write_table(
+            table.select([table.column_names[0], "factors", "impressions", "clicks"]), sink, compression="zstd"
+        )
+        fs.pipe_file(posixpath.join(root, name), sink.getvalue())
+    return list(MODEL_FILES)
+
+
+def load_state_dict(data: bytes) -> dict[str, torch.Tensor]:
+    """Tensors only: ``weights_only=True`` refuses anything that is not plain data."""
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+def load_model_dir(model_dir: str) -> ModelBundle:
+    """Load a model directory written by ``save_model_dir`` (local path or fsspec URI)."""
+    fs, root = _model_fs(model_dir)
+    missing = [name for name in MODEL_FILES if not fs.exists(posixpath.join(root, name))]
+    if missing:
+        raise FileNotFoundError(f"{model_dir} is not a recommender model directory: missing {missing}")
+    config = json.loads(fs.cat_file(posixpath.join(root, CONFIG_FILE)))
+    if config.get("feature_version") != FEATURE_VERSION:
+        raise ValueError(f"{model_dir}: feature_version {config.get('feature_version')} != {FEATURE_VERSION}")
+    model = RecsysNet.from_config(config)
+    model.load_state_dict(load_state_dict(fs.cat_file(posixpath.join(root, WEIGHTS_FILE))))
+    tables = {}
+    for name in (USER_FACTORS_FILE, ITEM_FACTORS_FILE):
+        # An Arrow-owned copy: see ``artifacts.arrow_buffer`` (a model folder has no manifest to check).
+        tables[name] = pq.read_table(pa.BufferReader(arrow_buffer(fs.cat_file(posixpath.join(root, name)))))
+    return make_bundle(model, config, tables[USER_FACTORS_FILE], tables[ITEM_FACTORS_FILE])
+
+
+@torch.no_grad()
+def score_rows(bundle: ModelBundle, rows: EncodedRows, chunk: int = SCORE_CHUNK) -> np.ndarray:
+    bundle.model.eval()
+    max_position = int(bundle.config["max_position"])
+    out = np.empty(len(rows), np.float32)
+    for start in range(0, len(rows), chunk):
+        part = rows.slice(start, start + chunk)
+        logits = bundle.model(encode(part, bundle.users, bundle.items, max_position))
+        out[start : start + len(part)] = torch.sigmoid(logits).numpy()
+    return out
+
+
+def score(bundle: ModelBundle, interactions_df: pd.DataFrame, chunk: int = SCORE_CHUNK) -> np.ndarray:
+    """Click probabilities for impressions (user_id, item_id, device, position, event_at|hour).
+
+    Unknown users/items get a zero vector and the global click rate (cold start): the
+    network then ranks them by context and, for known items, by popularity.
+    """
+    rows = encode_rows(interactions_df, bundle.users, bundle.items, int(bundle.config["max_position"]))
+    return score_rows(bundle, rows, chunk)

@@ -1,0 +1,86 @@
+"""Parameters of the recommendations workloads: built by the assets, parsed by the workloads."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from mltrain_assets.workloads.common.params import MlflowSettings, WorkloadParams, input_uri, runtime
+from mltrain_assets.workloads.common.spark import SparkSettings
+from mltrain_assets.workloads.recsys import contract
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EmbeddingsParams(WorkloadParams):
+    """User and item ALS factors (Spark MLlib, implicit feedback) over a window of interaction days."""
+
+    module = "mltrain_assets.workloads.recsys.embeddings"
+
+    date: str
+    rank: int = contract.ALS_RANK
+    iterations: int = contract.ALS_ITERATIONS
+    reg: float = contract.ALS_REG
+    alpha: float = contract.ALS_ALPHA
+    negative_weight: float = contract.ALS_NEGATIVE_WEIGHT
+    seed: int = 0
+    interactions_uris: tuple[str, ...] = input_uri(default=())
+    spark: SparkSettings = runtime(default_factory=SparkSettings)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainParams(WorkloadParams):
+    """The click model trained with DistributedDataParallel under torchrun, checkpointed per epoch."""
+
+    module = "mltrain_assets.workloads.recsys.train.launcher"
+
+    date: str
+    epochs: int = contract.TRAIN_EPOCHS
+    batch_size: int = contract.TRAIN_BATCH_SIZE  # per worker
+    lr: float = contract.TRAIN_LR
+    weight_decay: float = contract.TRAIN_WEIGHT_DECAY
+    seed: int = 0
+    shuffle_labels: bool = False  # train on shuffled labels: the AUC gate must fail
+    interactions_uris: tuple[str, ...] = input_uri(default=())  # D-7 .. D-1
+    eval_uri: str = input_uri(default="")  # day D, held out
+    embeddings_uri: str = input_uri(default="")
+    # Where and how to run: the same model comes out of 1 node x 2 workers or 2 nodes x 1.
+    nproc_per_node: int = runtime(default=contract.TRAIN_NPROC)
+    nnodes: int = runtime(default=1)
+    node_rank: int = runtime(default=0)  # only node 0 evaluates, logs and commits
+    rdzv_endpoint: str = runtime(default="")  # host:port of the c10d rendezvous; empty: standalone
+    backend: str = runtime(default=contract.TRAIN_BACKEND)  # "gloo" | "nccl"
+    device: str = runtime(default=contract.TRAIN_DEVICE)  # "cpu" | "cuda"
+    checkpoint_uri: str = runtime(default="")  # empty: contract.checkpoint_uri_for(out_uri)
+    keep_checkpoints: bool = runtime(default=False)
+    experiment: str = runtime(default=contract.EXPERIMENT_NAME)
+    mlflow: MlflowSettings = runtime(default_factory=MlflowSettings)
+
+    @property
+    def world_size(self) -> int:
+        """How many DDP workers train: every node runs ``nproc_per_node``."""
+        return self.nnodes * self.nproc_per_node
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EvaluateParams(WorkloadParams):
+    """AUC of one model on one committed, held-out day (commits nothing; reports ``auc``)."""
+
+    module = "mltrain_assets.workloads.recsys.evaluate"
+
+    model_uri: str = input_uri(default="")
+    eval_uri: str = input_uri(default="")
+    mlflow: MlflowSettings = runtime(default_factory=MlflowSettings)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RecommendParams(WorkloadParams):
+    """Top-K items per user from a registered model version, scored in batches."""
+
+    module = "mltrain_assets.workloads.recsys.recommend"
+
+    top_k: int = contract.TOP_K
+    position: int = 0
+    hour: float = 20.0
+    users_limit: int | None = None
+    model_uri: str = input_uri(default="")
+    device: str = "ios"  # the context the items are scored for
+    mlflow: MlflowSettings = runtime(default_factory=MlflowSettings)

@@ -1,0 +1,1 @@
+"""Distributed training of the recommender: launcher (torchrun), worker, checkpoints, tracking."""

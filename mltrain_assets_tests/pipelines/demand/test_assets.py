@@ -1,0 +1,134 @@
+"""The demand pipeline end to end through Dagster: real Spark, a real MLflow store, real runs.
+
+One date, two cities, the full trailing window of simulated rides. Asserts the registry
+state, the lineage tags, idempotence (no work, no new versions on a second pass) and that
+a failed gate stops everything downstream.
+"""
+
+import datetime as dt
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from mltrain_assets.artifacts import read_manifest, read_table
+from mltrain_assets.cli import demo
+from mltrain_assets.pipelines.demand.partitions import city_partition_key
+from mltrain_assets.simulate import simulate
+from mltrain_assets.workloads.demand.contract import INPUT_DAYS
+
+pytestmark = pytest.mark.slow
+
+DATE = "2026-03-10"
+CITIES = ["nyc", "sf"]
+FIRST = (dt.date.fromisoformat(DATE) - dt.timedelta(days=INPUT_DAYS - 1)).isoformat()
+
+
+def _run_all(cities=CITIES):
+    outcomes = [demo.execute("ride_events_job", "ride_events", partition_range=(FIRST, DATE))]
+    outcomes.append(demo.execute("demand_features_job", "features", partition_key=DATE))
+    for city in cities:
+        outcomes.append(demo.execute("demand_city_model_job", city, partition_key=city_partition_key(DATE, city)))
+    return outcomes
+
+
+@pytest.fixture(scope="module")
+def pipeline_home(tmp_path_factory):
+    """Simulate once and run the pipeline once for the module; tests read what it left."""
+    mp = pytest.MonkeyPatch()
+    home = tmp_path_factory.mktemp("demand") / "mltrain"
+    from mltrain_assets_tests.conftest import SETTINGS
+
+    for name in SETTINGS:
+        mp.delenv(name, raising=False)
+    mp.setenv("MLTRAIN_HOME", str(home))
+    from mltrain_assets.settings import apply_defaults
+
+    env = apply_defaults()
+    for name, value in env.items():
+        mp.setenv(name, value)
+    simulate("rides", env["MLTRAIN_LANDING_URI"], FIRST, DATE, cities=CITIES)
+    first = _run_all()
+    yield env, first
+    mp.undo()
+
+
+def test_every_run_succeeds_and_gates_pass(pipeline_home):
+    _, outcomes = pipeline_home
+    assert [o.label for o in outcomes if not o.success] == [], [o.error for o in outcomes]
+    checks = {name: passed for o in outcomes for name, passed in o.checks.items()}
+    assert checks["ride_events:landed_complete"] and checks["ride_events:matches_contract"]
+    assert checks["city_demand_model:mape_below_threshold"]
+
+
+def test_models_registered_with_lineage_and_aliased_staging(pipeline_home):
+    env, outcomes = pipeline_home
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    city_runs = {o.label: o for o in outcomes[2:]}
+    for city in CITIES:
+        version = client.get_model_version_by_alias(f"demand-forecast-{city}", "staging")
+        tags = version.tags
+        assert tags["mltrain.partition"] == str(city_partition_key(DATE, city))
+        assert tags["mltrain.dagster_run_id"] == city_runs[city].run_id
+        assert len(tags["mltrain.code_commit"]) >= 7 and tags["mltrain.code_commit"] != "unknown"
+        snapshot = json.loads(tags["mltrain.data_snapshot"])
+        features = snapshot["city_demand_features"]
+        assert read_manifest(features["uri"]) is not None and features["uri"].endswith(f"v={features['version']}")
+        assert snapshot["city_demand_model"]["uri"].startswith(env["MLTRAIN_STORAGE_URI"])
+        mape = float(tags["mltrain.metric.mape"])
+        assert 0 < mape < 0.15
+        run = client.get_run(version.run_id)
+        assert run.data.metrics["mape"] == pytest.approx(mape)
+
+
+def test_forecasts_written_for_next_day(pipeline_home):
+    _, outcomes = pipeline_home
+    forecast_meta = outcomes[2].materializations["demand_forecasts"]
+    uri = forecast_meta["uri"]
+    table = read_table(uri, "forecasts.parquet").to_pandas()
+    assert len(table) == 24
+    assert (table["forecast_rides"] > 0).all()
+    next_day = (dt.date.fromisoformat(DATE) + dt.timedelta(days=1)).isoformat()
+    assert str(table["ts"].min().date()) == next_day
+
+
+def test_second_pass_does_no_work_and_registers_nothing(pipeline_home):
+    env, _ = pipeline_home
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    before = {c: len(client.search_model_versions(f"name = 'demand-forecast-{c}'")) for c in CITIES}
+    runs_before = len(client.search_runs(experiment_ids=[e.experiment_id for e in client.search_experiments()]))
+    again = _run_all()
+    assert all(o.success for o in again)
+    assert demo.data_plane_work(again) == 0
+    assert demo.new_registrations(again) == 0
+    after = {c: len(client.search_model_versions(f"name = 'demand-forecast-{c}'")) for c in CITIES}
+    assert after == before == {c: 1 for c in CITIES}
+    runs_after = len(client.search_runs(experiment_ids=[e.experiment_id for e in client.search_experiments()]))
+    assert runs_after == runs_before, "no new MLflow training runs on unchanged inputs"
+
+
+def test_failed_landing_gate_stops_downstream_and_registers_nothing(pipeline_home):
+    """Runs last: a day re-lands with two hours missing; its gate fails and features refuse to build on it."""
+    from mltrain_assets.artifacts import filesystem
+    from mltrain_assets.landing import hour_uri
+
+    env, _ = pipeline_home
+    bad_day = (dt.date.fromisoformat(DATE) - dt.timedelta(days=3)).isoformat()
+    for hour in (3, 4):
+        fs, path = filesystem(hour_uri(env["MLTRAIN_LANDING_URI"], "rides", bad_day, hour))
+        fs.rm(path, recursive=True)
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    versions_before = len(client.search_model_versions("name = 'demand-forecast-nyc'"))
+
+    ingest = demo.execute("ride_events_job", "ride_events", partition_key=bad_day)
+    assert not ingest.success and "blocking asset check failed" in ingest.error
+    assert ingest.checks["ride_events:landed_complete"] is False
+    # Nothing is lost: the day is ingested and versioned; the gate's verdict travels with it.
+    assert ingest.materializations["ride_events"]["rows"] > 0
+
+    features = demo.execute("demand_features_job", "features", partition_key=DATE)
+    assert not features.success
+    assert f"ride_events {bad_day}: rule hourly_buckets_complete: missing hours [3, 4]" in features.error
+    city = demo.execute("demand_city_model_job", "nyc", partition_key=city_partition_key(DATE, "nyc"))
+    assert demo.new_registrations([city]) == 0
+    assert len(client.search_model_versions("name = 'demand-forecast-nyc'")) == versions_before

@@ -1,0 +1,227 @@
+"""DDP training under torchrun: the AUC gate's two sides, MLflow logging, kill + resume bit for bit, and the
+launcher handing its workers exactly the params it received."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from torch.distributed.run import config_from_args
+from torch.distributed.run import parse_args as torchrun_parse_args
+
+from mltrain_assets.artifacts import (
+    ArtifactNotCommitted,
+    ArtifactWriter,
+    filesystem,
+    read_bytes,
+    read_json,
+    read_manifest,
+)
+from mltrain_assets.workloads.common.params import MlflowSettings
+from mltrain_assets.workloads.recsys import contract
+from mltrain_assets.workloads.recsys.model import MODEL_FILES
+from mltrain_assets.workloads.recsys.params import TrainParams
+from mltrain_assets.workloads.recsys.train import worker
+from mltrain_assets.workloads.recsys.train.checkpoints import list_checkpoints, training_fingerprint
+from mltrain_assets.workloads.recsys.train.launcher import torchrun_command, validate, worker_environment
+from mltrain_assets_tests.workloads.recsys._world import DATE, REPO, TRAIN_EPOCHS, TRAIN_NPROC
+
+PARAMS = TrainParams(
+    date=DATE,
+    epochs=3,
+    lr=1e-3,
+    shuffle_labels=True,
+    interactions_uris=("file:///w/user_interactions/2026-03-01/v=a", "file:///w/user_interactions/2026-03-02/v=b"),
+    eval_uri="file:///w/user_interactions/2026-03-08/v=c",
+    embeddings_uri="file:///w/interaction_embeddings/2026-03-08/v=d",
+    mlflow=MlflowSettings(tracking_uri="http://mlflow:5000"),
+    out_uri="file:///w/recommender_model/2026-03-08/v=e",
+)
+
+
+def _weights(uri: str) -> dict[str, torch.Tensor]:
+    return torch.load(io.BytesIO(read_bytes(uri, "weights.pt")), weights_only=True)
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+# --------------------------------------------------------------------------- the command line (fast)
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        {},  # one node, TRAIN_NPROC workers
+        {"nnodes": 2, "nproc_per_node": 1, "node_rank": 1, "rdzv_endpoint": "10.0.0.5:29400"},
+    ],
+    ids=["standalone", "multi-node"],
+)
+def test_torchrun_hands_every_worker_the_params_the_launcher_received(layout, monkeypatch):
+    params = dataclasses.replace(PARAMS, **layout)
+    command = torchrun_command(params, python="/venv/bin/python")
+    assert command[:3] == ["/venv/bin/python", "-m", "torch.distributed.run"]
+
+    # torchrun's own parser reads the layout we asked for ...
+    config, _python, worker_args = config_from_args(torchrun_parse_args(command[3:]))
+    assert config.min_nodes == config.max_nodes == params.nnodes
+    assert config.nproc_per_node * config.max_nodes == params.world_size
+    assert config.max_restarts == 0
+    if params.rdzv_endpoint:
+        assert config.rdzv_backend == "c10d" and config.rdzv_endpoint == "10.0.0.5:29400"
+        assert config.run_id == training_fingerprint(params)  # the same on every node
+        assert "--standalone" not in command
+    else:
+        assert "--standalone" in command
+    # ... and each worker process it starts parses back exactly the launcher's params.
+    module_at = worker_args.index("-m") + 1
+    assert worker_args[module_at] == worker.MODULE
+    received: list[TrainParams] = []
+    monkeypatch.setattr(worker, "train", lambda p: received.append(p) or 0)
+    assert worker.main(worker_args[module_at + 1 :]) == 0
+    assert received == [params] and received[0].to_json() == params.to_json()
+
+
+def test_worker_environment_leaves_dagster_out_and_sizes_threads(monkeypatch):
+    monkeypatch.setenv("DAGSTER_PIPES_CONTEXT", "x")
+    env = worker_environment(PARAMS)
+    assert "DAGSTER_PIPES_CONTEXT" not in env
+    assert env["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // PARAMS.nproc_per_node))
+    assert "CUBLAS_WORKSPACE_CONFIG" in worker_environment(dataclasses.replace(PARAMS, device="cuda"))
+
+
+def test_params_that_cannot_train_are_refused_before_any_worker_starts(tmp_path):
+    with pytest.raises(ValueError, match="needs rdzv_endpoint"):
+        validate(dataclasses.replace(PARAMS, nnodes=2))
+    with pytest.raises(ValueError, match=r"backend must be one of \['gloo', 'nccl'\]"):
+        validate(dataclasses.replace(PARAMS, backend="mpi"))
+    with pytest.raises(ValueError, match=r"device must be one of \['cpu', 'cuda'\]"):
+        validate(dataclasses.replace(PARAMS, device="tpu"))
+    with pytest.raises(ValueError, match="interactions_uris must be a non-empty list"):
+        validate(dataclasses.replace(PARAMS, interactions_uris=()))
+    with pytest.raises(ValueError, match="out_uri is empty"):
+        validate(dataclasses.replace(PARAMS, out_uri=""))
+    committed = f"file://{tmp_path}/committed"
+    writer = ArtifactWriter(committed, producer="tests", code_version="test")
+    writer.write_json("x.json", {})
+    writer.commit()
+    with pytest.raises(ArtifactNotCommitted, match="v=missing"):
+        validate(
+            dataclasses.replace(
+                PARAMS,
+                interactions_uris=(committed,),
+                eval_uri=committed,
+                embeddings_uri=f"file://{tmp_path}/v=missing",
+            )
+        )
+
+
+# --------------------------------------------------------------------------- training (torchrun, slow)
+
+
+@pytest.mark.slow
+def test_good_labels_train_a_model_that_passes_the_gate_and_is_logged_to_mlflow(recsys_world, trained_model):
+    manifest = trained_model
+    summary = manifest["summary"]
+    assert summary["auc"] > contract.AUC_THRESHOLD
+    assert summary["epochs"] == TRAIN_EPOCHS and summary["resumed_from_epoch"] == 0
+    assert summary["world_size"] == summary["nproc"] == TRAIN_NPROC
+    assert not summary["shuffled_labels"] and not summary["no_skill_fallback"]
+    assert summary["n_train"] > 250_000 and summary["n_eval"] == 40_000
+    assert summary["model_artifact_uri"] == f"runs:/{summary['mlflow_run_id']}/model"
+    assert set(manifest["files"]) == {*MODEL_FILES, "metrics.json"}
+    metrics = read_json(manifest["uri"], "metrics.json")
+    assert len(metrics["loss_history"]) == TRAIN_EPOCHS and metrics["loss_history"][-1] < metrics["loss_history"][0]
+    # Checkpoints live next to the version, and are cleaned up once it is committed.
+    fs, checkpoints = filesystem(contract.checkpoint_uri_for(manifest["uri"]))
+    assert not fs.exists(checkpoints)
+
+    # The run is in the store the params named (the workload's environment named none).
+    client = MlflowClient(tracking_uri=recsys_world.mlflow.tracking_uri)
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.info.run_name == f"recommender-{DATE}" and run.info.status == "FINISHED"
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.name == contract.EXPERIMENT_NAME
+    assert experiment.artifact_location.startswith(recsys_world.mlflow.artifacts_uri)
+    assert run.data.metrics["auc"] == pytest.approx(summary["auc"])
+    assert run.data.params["epochs"] == str(TRAIN_EPOCHS)
+    assert run.data.params["world_size"] == str(TRAIN_NPROC) and run.data.params["nnodes"] == "1"
+    assert run.data.tags["mltrain.out_uri"] == manifest["uri"]
+    assert run.data.tags["mltrain.weights_sha256"] == summary["weights_sha256"]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == list(
+        range(1, TRAIN_EPOCHS + 1)
+    )
+    assert {f.path for f in client.list_artifacts(run.info.run_id, "model")} == {f"model/{n}" for n in MODEL_FILES}
+    assert {i.tags[0].value for i in run.inputs.dataset_inputs} == {"training", "evaluation"}
+
+
+@pytest.mark.slow
+def test_shuffled_labels_fail_the_gate(recsys_world):
+    out_uri = recsys_world.uri("recommender_model", DATE, "v=shuffled")
+    recsys_world.run(recsys_world.train_params(out_uri, shuffle_labels=True))
+    summary = read_manifest(out_uri)["summary"]
+    assert summary["shuffled_labels"]
+    assert summary["auc"] < 0.6
+    # The network has no validation skill, so the constant base-rate predictor ships (AUC 0.5);
+    # the network's own AUC (ranking by numerical noise) stays on record.
+    assert summary["no_skill_fallback"] and summary["skill_nats"] < contract.MIN_SKILL_NATS
+    assert summary["auc"] == 0.5
+    assert 0.0 < read_json(out_uri, "metrics.json")["network_auc"] < contract.AUC_THRESHOLD
+
+
+@pytest.mark.slow
+def test_a_killed_training_resumes_from_its_checkpoint_to_bit_identical_weights(recsys_world, trained_model):
+    reference = trained_model
+    out_uri = recsys_world.uri("recommender_model", DATE, "v=killed")
+    params = recsys_world.train_params(out_uri)
+    checkpoints = Path(filesystem(contract.checkpoint_uri_for(out_uri))[1])
+
+    process = subprocess.Popen(
+        params.command(sys.executable),
+        env=recsys_world.env,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 180
+    while not (checkpoints / "epoch=002.pt").exists():
+        assert process.poll() is None, "training ended before the epoch-2 checkpoint"
+        assert time.monotonic() < deadline, "no epoch-2 checkpoint within 180 s"
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGKILL)  # the launcher, torchrun and (through PDEATHSIG) the workers
+    process.wait()
+    time.sleep(0.5)
+    assert read_manifest(out_uri) is None, "the killed run must not have committed"
+    # The launcher and every worker carry the params (hence out_uri) on their command line.
+    assert not _processes_mentioning(out_uri), "a DDP worker survived the kill"
+    survived = list_checkpoints(contract.checkpoint_uri_for(out_uri))
+    assert 2 <= max(survived) < TRAIN_EPOCHS
+
+    recsys_world.run(params)
+    resumed = read_manifest(out_uri)["summary"]
+    assert resumed["resumed_from_epoch"] == max(survived)
+    expected, actual = _weights(reference["uri"]), _weights(out_uri)
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name
+    assert resumed["weights_sha256"] == reference["summary"]["weights_sha256"]
+    assert resumed["auc"] == reference["summary"]["auc"]
