@@ -37,6 +37,7 @@ class SampleParams(WorkloadParams):
     """A sample workload: succeeds, echoes its params, commits a version, rejects data, crashes or hangs."""
 
     module = "mltrain_assets_tests.resources.sample_workload"
+    commits = False  # most modes only report; "commit" writes into out_uri when given
 
     mode: str = "ok"
     city: str = "nyc"

@@ -41,6 +41,7 @@ class WorkloadParams:
     """
 
     module: ClassVar[str]
+    commits: ClassVar[bool] = True  # commits one version into out_uri (False: reports only, or several targets)
     out_uri: str = dataclasses.field(default="", metadata={"versioned": False, "role": "output"})
 
     # ------------------------------------------------------------ serialisation
@@ -88,6 +89,11 @@ class WorkloadParams:
         return {
             f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.metadata.get("versioned", True)
         }
+
+    def require_output(self) -> None:
+        """A committing workload refuses to start without the version folder the control plane names."""
+        if self.commits and not self.out_uri:
+            raise ValueError(f"{type(self).__name__}.out_uri is empty: the control plane names the version to commit")
 
     def with_output(self, out_uri: str) -> Self:
         return dataclasses.replace(self, out_uri=out_uri)

@@ -67,6 +67,7 @@ def run_workload(
 ) -> int:
     """Parse ``--params`` and run ``body`` in a session; a data rejection is reported, then exits ``EXIT_DATA_REJECTED``."""
     params = params_type.parse_args(argv)
+    params.require_output()
     name = params_type.module.removeprefix("mltrain_assets.workloads.")
     with workload_session(name) as reporter:
         try:

@@ -16,6 +16,7 @@ class IngestParams(WorkloadParams):
     """Validate, deduplicate and commit landed days of one dataset, one version per date."""
 
     module = "mltrain_assets.workloads.ingest.workload"
+    commits = False  # commits one version per entry of targets
 
     dataset: str
     landing_uri: str = input_uri()

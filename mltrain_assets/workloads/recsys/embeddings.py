@@ -266,8 +266,6 @@ def embed_window(
 
 
 def run(params: EmbeddingsParams, reporter: Reporter) -> dict[str, Any]:
-    if not params.out_uri:
-        raise ValueError("EmbeddingsParams.out_uri is empty: the control plane names the version to commit")
     summary = embed_window(
         params.interactions_uris,
         params.date,

@@ -65,6 +65,7 @@ class EvaluateParams(WorkloadParams):
     """AUC of one model on one committed, held-out day (commits nothing; reports ``auc``)."""
 
     module = "mltrain_assets.workloads.recsys.evaluate"
+    commits = False
 
     model_uri: str = input_uri(default="")
     eval_uri: str = input_uri(default="")

@@ -143,8 +143,6 @@ def recommend_to(
 
 
 def run(params: RecommendParams, reporter: Reporter) -> dict[str, Any]:
-    if not params.out_uri:
-        raise ValueError("RecommendParams.out_uri is empty: the control plane names the version to commit")
     use_tracking(params.mlflow)  # models:/ URIs resolve against this store
     summary = recommend_to(
         params.model_uri,

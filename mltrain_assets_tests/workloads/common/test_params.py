@@ -152,3 +152,17 @@ def test_the_cli_requires_params():
         timeout=120,
     )
     assert result.returncode == 2 and "--params" in result.stderr
+
+
+def test_a_committing_workload_refuses_to_start_without_its_version_folder():
+    no_output = FeaturesParams(date="2026-03-10", rides_uris=("file:///x",))
+    result = subprocess.run(
+        [sys.executable, "-m", FeaturesParams.module, *no_output.argv()],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "FeaturesParams.out_uri is empty: the control plane names the version to commit" in result.stderr
+    IngestParams(dataset="rides", landing_uri="file:///landing").require_output()  # commits one version per target instead

@@ -47,8 +47,7 @@ DEVICES = ("cpu", "cuda")
 
 def validate(params: TrainParams) -> None:
     """Refuse params that cannot train, and inputs not committed, before any worker starts."""
-    if not params.out_uri:
-        raise ValueError("TrainParams.out_uri is empty: the control plane names the version to commit")
+    params.require_output()
     if not params.interactions_uris:
         raise ValueError("TrainParams.interactions_uris must be a non-empty list of URIs")
     if params.backend not in BACKENDS:
