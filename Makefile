@@ -7,12 +7,15 @@ export DAGSTER_HOME ?= $(MLTRAIN_HOME)/dagster
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-fast dev lint format clean bench
+.PHONY: install demo test test-fast dev lint format clean bench lock
 
-$(VENV)/.installed: pyproject.toml
+# Installed at the versions requirements.lock pins (as constraints, without its hashes: the lock
+# carries PyPI's CUDA torch for the image, this machine takes the CPU build of the same release).
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip setuptools wheel
-	$(BIN)/pip install -q -e '.[dev]'
+	sed -e '/--hash=/d' -e 's/ \\$$//' requirements.lock > $(VENV)/constraints.txt
+	$(BIN)/pip install -q --upgrade pip setuptools wheel -c $(VENV)/constraints.txt
+	$(BIN)/pip install -q -e '.[dev]' -c $(VENV)/constraints.txt
 	touch $@
 
 install: $(VENV)/.installed
@@ -36,6 +39,18 @@ lint: install
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# requirements.lock: every distribution with its hashes, for Python 3.11 on x86_64 Linux (the image;
+# torch there is PyPI's CUDA build, for the GPU training pods), plus the build backend the image
+# installs the project with. Existing pins are kept; `make lock LOCK_FLAGS=--upgrade` moves them.
+UV_VERSION := 0.13.9
+LOCK_FLAGS ?=
+lock:
+	test -x $(BIN)/pip || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q uv==$(UV_VERSION)
+	printf 'setuptools>=68\nwheel\n' | $(BIN)/uv pip compile pyproject.toml - --extra dev \
+		--generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+		--custom-compile-command 'make lock' --quiet --output-file requirements.lock $(LOCK_FLAGS)
 
 bench: install
 	$(BIN)/python bench/run_all.py

@@ -20,16 +20,7 @@ defs = Definitions.merge(
                 base_uri=EnvVar("MLTRAIN_STORAGE_URI"), landing_uri=EnvVar("MLTRAIN_LANDING_URI")
             ),
             "io_manager": ArtifactRefIOManagerFactory(base_uri=EnvVar("MLTRAIN_STORAGE_URI")),
-            "compute": ComputeBackend(
-                backend=EnvVar("MLTRAIN_COMPUTE"),
-                spark_master=EnvVar("MLTRAIN_SPARK_MASTER"),
-                spark_s3a=EnvVar("MLTRAIN_SPARK_S3A"),
-                sql_engine=EnvVar("MLTRAIN_SQL_ENGINE"),
-                mlflow_tracking_uri=EnvVar("MLFLOW_TRACKING_URI"),
-                mlflow_artifacts_uri=EnvVar("MLTRAIN_MLFLOW_ARTIFACTS_URI"),
-                k8s_image=EnvVar("MLTRAIN_K8S_IMAGE"),
-                k8s_namespace=EnvVar("MLTRAIN_K8S_NAMESPACE"),
-            ),
+            "compute": ComputeBackend.from_settings(),
             "registry": ModelRegistry(tracking_uri=EnvVar("MLFLOW_TRACKING_URI")),
         },
     ),

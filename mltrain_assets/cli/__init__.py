@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
 import warnings
+from pathlib import Path
 
 from mltrain_assets.registry import PIPELINES
 
@@ -67,7 +69,6 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from mltrain_assets.cli import demo
     from mltrain_assets.core.pipeline import load_pipeline
-    from mltrain_assets.simulate import simulate
 
     env = _effective_env()
     demo.ensure_instance()
@@ -76,6 +77,25 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     started = time.monotonic()
     print(f"mltrain demo for {date}; state in {env['MLTRAIN_HOME']}", flush=True)
     pipelines = [load_pipeline(name) for name in args.pipeline]
+    with _cluster_spark_for_k8s_local(env, started):
+        outcomes = _run_demo_pipelines(pipelines, date, env, args, started)
+    failed = [o for o in outcomes if not o.success]
+    print()
+    for pipeline in pipelines:
+        print(pipeline.summary(date))
+    print(
+        f"data-plane versions built this time: {demo.data_plane_work(outcomes)}; "
+        f"model versions registered this time: {demo.new_registrations(outcomes)}; "
+        f"runs: {len(outcomes)} ({len(failed)} failed); {time.monotonic() - started:.0f}s"
+    )
+    print("See it all: `make dev` (Dagster UI and MLflow UI on the same state).")
+    return 1 if failed else 0
+
+
+def _run_demo_pipelines(pipelines, date: str, env: dict, args: argparse.Namespace, started: float) -> list:
+    from mltrain_assets.cli import demo
+    from mltrain_assets.simulate import simulate
+
     outcomes = []
     for pipeline in pipelines:
         dates = pipeline.landing_window.dates(date)
@@ -91,17 +111,26 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             skip_landed=True,
         )  # fmt: skip
         outcomes += demo.run_pipeline(pipeline, date, parallel=args.parallel, started=started)
-    failed = [o for o in outcomes if not o.success]
-    print()
-    for pipeline in pipelines:
-        print(pipeline.summary(date))
-    print(
-        f"data-plane versions built this time: {demo.data_plane_work(outcomes)}; "
-        f"model versions registered this time: {demo.new_registrations(outcomes)}; "
-        f"runs: {len(outcomes)} ({len(failed)} failed); {time.monotonic() - started:.0f}s"
-    )
-    print("See it all: `make dev` (Dagster UI and MLflow UI on the same state).")
-    return 1 if failed else 0
+    return outcomes
+
+
+@contextlib.contextmanager
+def _cluster_spark_for_k8s_local(env: dict, started: float):
+    """In k8s-local mode Spark runs on a standalone master + worker on 127.0.0.1, as on a cluster."""
+    from mltrain_assets.cli import demo
+
+    if os.environ.get("MLTRAIN_COMPUTE") != "k8s-local" or not env["MLTRAIN_SPARK_MASTER"].startswith("local"):
+        yield
+        return
+    from mltrain_assets.cli.sparkcluster import LocalSparkCluster
+
+    with LocalSparkCluster(Path(env["MLTRAIN_HOME"]) / "logs" / "spark") as url:
+        demo._say(f"k8s-local: Spark on a standalone master + worker at {url}", started)
+        os.environ["MLTRAIN_SPARK_MASTER"] = url
+        try:
+            yield
+        finally:
+            os.environ["MLTRAIN_SPARK_MASTER"] = env["MLTRAIN_SPARK_MASTER"]
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:
@@ -167,6 +196,13 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
     return status
 
 
+def _cmd_manifests(args: argparse.Namespace) -> int:
+    from mltrain_assets.cli import manifests
+
+    _effective_env()
+    return manifests.main(args.asset, args.partition)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mltrain", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -213,6 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.set_defaults(func=_cmd_backfill)
 
     sub.add_parser("schema", help="print the landing datasets' schemas and rules").set_defaults(func=_cmd_schema)
+
+    manifests = sub.add_parser(
+        "manifests",
+        help="print the Kubernetes objects the k8s backend would submit for one step (validated), like helm template",
+    )
+    manifests.add_argument("--asset", required=True, help="asset key, e.g. recommender_model")
+    manifests.add_argument("--partition", help="partition key: 2026-11-27, or nyc|2026-11-27 for date x city")
+    manifests.set_defaults(func=_cmd_manifests)
     return parser
 
 

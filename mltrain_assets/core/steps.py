@@ -92,7 +92,8 @@ def build_versions(
     one workload launch that commits them.
     """
     asset_key = context.asset_key.to_user_string()
-    missing = {str(p.partition_key): p.uri for p in planned if p.manifest is None}
+    # A dry run (`mltrain manifests`) renders the launch even for a version already committed.
+    missing = {str(p.partition_key): p.uri for p in planned if p.manifest is None or compute.dry_run}
     manifests = {str(p.partition_key): p.manifest for p in planned}
     if missing:
         compute.run(context, params_for(missing), timeout_s=timeout_s, profile=profile)

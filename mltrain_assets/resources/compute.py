@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,15 +30,40 @@ from dagster import (
     PipesTempFileMessageReader,
     open_pipes_session,
 )
+from dagster_k8s.pipes import get_pod_name
 
-from mltrain_assets.workloads.common.params import MlflowSettings, WorkloadParams
+from mltrain_assets.resources.k8s import (
+    PodTemplate,
+    command_params,
+    object_name,
+    pod_meta,
+    pod_spec,
+    render_indexed_job,
+    render_pod,
+    rendezvous_endpoint,
+    with_params,
+    workload_command,
+)
+from mltrain_assets.resources.k8s_jobs import run_indexed_job
+from mltrain_assets.resources.spark import SparkConfig
+from mltrain_assets.workloads.common.params import (
+    COMPLETION_INDEX_ENV,
+    DistributedParams,
+    MlflowSettings,
+    WorkloadParams,
+)
 from mltrain_assets.workloads.common.runtime import EXIT_DATA_REJECTED
 from mltrain_assets.workloads.common.spark import SparkSettings
 
 WorkloadProfile = Literal["default", "spark", "training"]
-BACKENDS = ("local", "k8s")
+BACKENDS = ("local", "k8s", "k8s-local")
 # Between the polite signal to a workload's process group and SIGKILL to whatever is left.
 KILL_GRACE_S = 10.0
+# What a workload's environment needs besides its params: object-store endpoints and region.
+# Credentials come from the pod's Secret (MLTRAIN_K8S_ENV_SECRET) or the machine's own environment.
+WORKLOAD_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
+# Where `mltrain manifests` collects what a dry run would submit.
+RENDERED: list[dict[str, Any]] = []
 
 
 @dataclass
@@ -47,19 +74,32 @@ class WorkloadResult:
     elapsed_s: float = 0.0
 
 
+class DryRun(Failure):
+    """Raised instead of launching when the backend only renders what it would submit (never retried)."""
+
+    def __init__(self, description: str):
+        super().__init__(description=description, allow_retries=False)
+
+
 class ComputeBackend(ConfigurableResource):
     """Launches a workload with its params, waits (polling), and returns its report.
 
     ``backend="local"`` runs ``python -m <module> --params JSON`` as a subprocess of the run
-    worker; ``backend="k8s"`` runs the same command in a pod per workload with ``PipesK8sClient``.
+    worker; ``backend="k8s"`` submits the same command as a Pod (``PipesK8sClient``) or, for a
+    distributed workload over several nodes, as an Indexed Job + headless Service;
+    ``backend="k8s-local"`` renders exactly those objects and runs each pod's container on this
+    machine. The backend fills the deployment's runtime settings into the params (``bind``).
     """
 
-    backend: str = "local"  # "local" | "k8s" (a plain str so it can come from EnvVar)
-    spark_master: str = "local[*]"
-    spark_s3a: str = "false"  # "true": the Spark cluster has hadoop-aws, read s3:// inputs as s3a://
+    backend: str = "local"  # "local" | "k8s" | "k8s-local" (a plain str so it can come from EnvVar)
+    spark: SparkConfig | None = None  # the one Spark configuration (default: local[*])
     sql_engine: str = "spark"  # "spark" | "duckdb": the engine for SQL feature workloads
     mlflow_tracking_uri: str = ""
     mlflow_artifacts_uri: str = ""
+    # Distributed training: nodes x GPUs per node (0: CPU processes, gloo).
+    train_nodes: str = "1"
+    train_gpus_per_node: str = "0"
+    rendezvous_port: int = 29400
     python_executable: str = ""
     k8s_image: str = "mltrain:latest"
     k8s_namespace: str = "mltrain"
@@ -69,26 +109,96 @@ class ComputeBackend(ConfigurableResource):
     k8s_memory: str = "8Gi"
     k8s_spark_cpu: str = "4"
     k8s_spark_memory: str = "16Gi"
-    k8s_training_gpus: int = 0
-    k8s_node_selector: dict[str, str] = {}
-    k8s_training_node_selector: dict[str, str] = {}
-    k8s_env_secret: str = ""
+    k8s_training_cpu: str = "8"
+    k8s_training_memory: str = "32Gi"
+    k8s_node_selector: str = "{}"  # JSON object, every workload pod
+    k8s_training_node_selector: str = "{}"  # JSON object, training pods (e.g. a GPU node pool)
+    k8s_training_tolerations: str = "[]"  # JSON list, training pods (e.g. nvidia.com/gpu taints)
+    k8s_env_secret: str = ""  # Secret whose keys become env vars of every workload pod
+    dry_run: bool = False  # render what would be submitted (RENDERED) and launch nothing
+
+    @classmethod
+    def from_settings(cls, **overrides: Any) -> ComputeBackend:
+        """The backend configured from the ``MLTRAIN_*`` settings (as ``EnvVar``s, shown in the UI)."""
+        from dagster import EnvVar
+
+        settings = {
+            "backend": EnvVar("MLTRAIN_COMPUTE"),
+            "spark": SparkConfig(
+                master=EnvVar("MLTRAIN_SPARK_MASTER"),
+                conf_json=EnvVar("MLTRAIN_SPARK_CONF"),
+                s3a=EnvVar("MLTRAIN_SPARK_S3A"),
+            ),
+            "sql_engine": EnvVar("MLTRAIN_SQL_ENGINE"),
+            "mlflow_tracking_uri": EnvVar("MLFLOW_TRACKING_URI"),
+            "mlflow_artifacts_uri": EnvVar("MLTRAIN_MLFLOW_ARTIFACTS_URI"),
+            "train_nodes": EnvVar("MLTRAIN_TRAIN_NODES"),
+            "train_gpus_per_node": EnvVar("MLTRAIN_TRAIN_GPUS_PER_NODE"),
+            "k8s_image": EnvVar("MLTRAIN_K8S_IMAGE"),
+            "k8s_namespace": EnvVar("MLTRAIN_K8S_NAMESPACE"),
+            "k8s_service_account": EnvVar("MLTRAIN_K8S_SERVICE_ACCOUNT"),
+            "k8s_env_secret": EnvVar("MLTRAIN_K8S_ENV_SECRET"),
+            "k8s_node_selector": EnvVar("MLTRAIN_K8S_NODE_SELECTOR"),
+            "k8s_training_node_selector": EnvVar("MLTRAIN_K8S_TRAINING_NODE_SELECTOR"),
+            "k8s_training_tolerations": EnvVar("MLTRAIN_K8S_TRAINING_TOLERATIONS"),
+        }
+        return cls(**{**settings, **overrides})
+
+    # ------------------------------------------------------------------ settings
 
     def spark_settings(self) -> SparkSettings:
-        return SparkSettings(master=self.spark_master, s3a=self.spark_s3a.strip().lower() in ("1", "true", "yes"))
+        spark = self.spark or SparkConfig()
+        settings = spark.settings()
+        if settings.master.startswith("k8s://") and self.backend == "k8s":
+            # Executors run the workload image in the workload namespace, as the workload service account.
+            defaults = {
+                "spark.kubernetes.container.image": self.k8s_image,
+                "spark.kubernetes.namespace": self.k8s_namespace,
+                **(
+                    {"spark.kubernetes.authenticate.driver.serviceAccountName": self.k8s_service_account}
+                    if self.k8s_service_account
+                    else {}
+                ),
+            }
+            settings = dataclasses.replace(settings, conf={**defaults, **settings.conf})
+        return settings
 
     def mlflow_settings(self) -> MlflowSettings:
         return MlflowSettings(tracking_uri=self.mlflow_tracking_uri, artifacts_uri=self.mlflow_artifacts_uri)
 
+    def topology(self) -> tuple[int, int]:
+        """``(nodes, gpus_per_node)`` for distributed workloads."""
+        nodes = _positive_int("MLTRAIN_TRAIN_NODES", self.train_nodes, minimum=1)
+        gpus = _positive_int("MLTRAIN_TRAIN_GPUS_PER_NODE", self.train_gpus_per_node, minimum=0)
+        return nodes, gpus
+
     def bind(self, params: WorkloadParams) -> WorkloadParams:
-        """The params with this deployment's runtime settings filled in (Spark, SQL engine, MLflow)."""
-        settings = {"spark": self.spark_settings(), "mlflow": self.mlflow_settings(), "engine": self.sql_engine}
+        """The params with this deployment's runtime settings filled in (Spark, SQL engine, MLflow, topology)."""
+        settings: dict[str, Any] = {
+            "spark": self.spark_settings(),
+            "mlflow": self.mlflow_settings(),
+            "engine": self.sql_engine,
+        }
+        if isinstance(params, DistributedParams):
+            nodes, gpus = self.topology()
+            settings["nnodes"] = nodes
+            if gpus:
+                settings.update(nproc_per_node=gpus, device="cuda", backend="nccl")
+            else:
+                # CPU processes: the same world size however many nodes share it.
+                settings["nproc_per_node"] = max(1, params.nproc_per_node // nodes)
         names = {f.name for f in dataclasses.fields(params)}
         return dataclasses.replace(params, **{k: v for k, v in settings.items() if k in names})
 
     def command(self, params: WorkloadParams) -> list[str]:
         python = self.python_executable or (sys.executable if self.backend == "local" else "python")
         return params.command(python)
+
+    def workload_env(self) -> dict[str, str]:
+        """The environment settings every launch passes explicitly, locally and in pods alike."""
+        return {name: os.environ[name] for name in WORKLOAD_ENV if os.environ.get(name)}
+
+    # ------------------------------------------------------------------ launching
 
     def run(
         self,
@@ -106,9 +216,16 @@ class ComputeBackend(ConfigurableResource):
         params = self.bind(params)
         workload = params.module
         started = time.monotonic()
+        if self.dry_run:
+            RENDERED.extend(self.manifests(context, params, timeout_s=timeout_s, profile=profile))
+            raise DryRun(f"{workload}: rendered, not launched")
         context.log.info(f"launching {workload} on {self.backend} ({profile}), timeout {timeout_s:.0f}s")
-        runner = self._run_local if self.backend == "local" else self._run_k8s
-        messages = runner(context, workload, self.command(params), timeout_s=timeout_s, profile=profile)
+        if self.backend == "local":
+            messages = self._run_local(context, workload, self.command(params), timeout_s=timeout_s)
+        elif self.backend == "k8s-local":
+            messages = self._run_k8s_local(context, params, timeout_s=timeout_s, profile=profile)
+        else:
+            messages = self._run_k8s(context, params, timeout_s=timeout_s, profile=profile)
         summary: dict[str, Any] = {}
         for message in messages:
             if isinstance(message, dict):
@@ -122,79 +239,243 @@ class ComputeBackend(ConfigurableResource):
             )
         return WorkloadResult(summary=summary, elapsed_s=time.monotonic() - started)
 
-    def _run_local(self, context, workload, command, *, timeout_s, profile) -> list[Any]:
+    def _run_local(self, context, workload, command, *, timeout_s) -> list[Any]:
         with open_pipes_session(
             context=context,
             context_injector=PipesTempFileContextInjector(),
             message_reader=PipesTempFileMessageReader(),
         ) as session:
-            process = subprocess.Popen(
-                command,
-                env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", **session.get_bootstrap_env_vars()},
-                start_new_session=True,  # its own process group, so a timeout kills torchrun/Spark children too
-            )
-            try:
-                returncode = process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired as timeout:
-                _kill_group(process)
-                raise Failure(
-                    description=f"{workload} timed out after {timeout_s:.0f}s and was killed", allow_retries=True
-                ) from timeout
-            except DagsterExecutionInterruptedError:
-                _kill_group(process, first=signal.SIGINT)
-                raise
-        messages = list(session.get_custom_messages())
-        if returncode == EXIT_DATA_REJECTED:
-            return messages
-        if returncode != 0:
-            raise Failure(description=f"{workload} failed with exit code {returncode}", allow_retries=True)
-        return messages
+            launch_env = {
+                **os.environ,
+                "SPARK_LOCAL_IP": "127.0.0.1",
+                **self.workload_env(),
+                **session.get_bootstrap_env_vars(),
+            }
+            returncodes = _wait_all(context, workload, [(command, launch_env)], timeout_s=timeout_s)
+        return _checked(workload, returncodes, list(session.get_custom_messages()))
 
-    def pod_spec(self, profile: WorkloadProfile, timeout_s: float) -> dict[str, Any]:
-        """The base pod spec for a profile: resources, GPUs, node selectors, deadline."""
-        cpu, memory = (
-            (self.k8s_spark_cpu, self.k8s_spark_memory) if profile == "spark" else (self.k8s_cpu, self.k8s_memory)
+    # ------------------------------------------------------------------ Kubernetes objects
+
+    def pod_template(self, profile: WorkloadProfile, timeout_s: float) -> PodTemplate:
+        """Resources, placement, identity and secrets of a workload pod for a profile."""
+        cpu, memory = {
+            "spark": (self.k8s_spark_cpu, self.k8s_spark_memory),
+            "training": (self.k8s_training_cpu, self.k8s_training_memory),
+        }.get(profile, (self.k8s_cpu, self.k8s_memory))
+        limits = {"memory": memory}
+        selector = _json_setting("MLTRAIN_K8S_NODE_SELECTOR", self.k8s_node_selector, dict)
+        tolerations: list = []
+        if profile == "training":
+            _, gpus = self.topology()
+            if gpus:
+                limits["nvidia.com/gpu"] = str(gpus)
+            selector = {
+                **selector,
+                **_json_setting("MLTRAIN_K8S_TRAINING_NODE_SELECTOR", self.k8s_training_node_selector, dict),
+            }
+            tolerations = _json_setting("MLTRAIN_K8S_TRAINING_TOLERATIONS", self.k8s_training_tolerations, list)
+        spark = self.spark or SparkConfig()
+        return PodTemplate(
+            image=self.k8s_image,
+            namespace=self.k8s_namespace,
+            image_pull_policy=self.k8s_image_pull_policy,
+            requests={"cpu": cpu, "memory": memory},
+            limits=limits,
+            node_selector=selector,
+            tolerations=tolerations,
+            service_account=self.k8s_service_account,
+            env_secret=self.k8s_env_secret,
+            env=self.workload_env(),
+            pod_ip_env=("SPARK_DRIVER_HOST",) if profile == "spark" and spark.runs_driver_in_pod else (),
+            deadline_s=int(timeout_s),
+            labels={"mltrain/profile": profile},
         )
-        limits: dict[str, Any] = {"memory": memory}
-        if profile == "training" and self.k8s_training_gpus:
-            limits["nvidia.com/gpu"] = str(self.k8s_training_gpus)
-        container: dict[str, Any] = {
-            "name": "workload",
-            "imagePullPolicy": self.k8s_image_pull_policy,
-            "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": limits},
-        }
-        if self.k8s_env_secret:
-            container["envFrom"] = [{"secretRef": {"name": self.k8s_env_secret}}]
-        spec: dict[str, Any] = {
-            "restartPolicy": "Never",
-            "activeDeadlineSeconds": int(timeout_s),
-            "containers": [container],
-        }
-        selector = {**self.k8s_node_selector, **(self.k8s_training_node_selector if profile == "training" else {})}
-        if selector:
-            spec["nodeSelector"] = selector
-        if self.k8s_service_account:
-            spec["serviceAccountName"] = self.k8s_service_account
-        return spec
 
-    def _run_k8s(self, context, workload, command, *, timeout_s, profile) -> list[Any]:
+    def manifests(
+        self,
+        context: AssetExecutionContext,
+        params: WorkloadParams,
+        *,
+        timeout_s: float,
+        profile: WorkloadProfile,
+        pipes_env: dict[str, str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The Kubernetes objects this launch submits (Pipes bootstrap values as placeholders unless given)."""
+        template = self.pod_template(profile, timeout_s)
+        pipes_env = pipes_env if pipes_env is not None else dict(PIPES_PLACEHOLDERS)
+        partition = str(context.partition_key) if context.has_partition_key else ""
+        if isinstance(params, DistributedParams) and params.nnodes > 1:
+            name = object_name(context.run_id, context.op_def.name, partition)
+            params = dataclasses.replace(
+                params, node_rank=-1, rdzv_endpoint=rendezvous_endpoint(name, self.rendezvous_port)
+            )
+            return render_indexed_job(
+                template,
+                name=name,
+                nodes=params.nnodes,
+                command=params.command("python"),
+                env=pipes_env,
+                port=self.rendezvous_port,
+            )
+        return [
+            render_pod(
+                template,
+                name=get_pod_name(context.run_id, context.op_def.name),
+                command=params.command("python"),
+                env=pipes_env,
+            )
+        ]
+
+    def _run_k8s(self, context, params, *, timeout_s, profile) -> list[Any]:
+        if isinstance(params, DistributedParams) and params.nnodes > 1:
+            return run_indexed_job(self, context, params, timeout_s=timeout_s, profile=profile)
         from dagster_k8s import PipesK8sClient
 
-        passthrough = {
-            name: os.environ[name]
-            for name in ("MLTRAIN_STORAGE_URI", "MLTRAIN_LANDING_URI", "MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL")
-            if os.environ.get(name)
-        }
+        template = self.pod_template(profile, timeout_s)
         invocation = PipesK8sClient().run(
             context=context,
-            image=self.k8s_image,
-            command=command,
-            namespace=self.k8s_namespace,
-            env=passthrough,
-            base_pod_spec=self.pod_spec(profile, timeout_s),
-            base_pod_meta={"labels": {"app.kubernetes.io/part-of": "mltrain", "mltrain/profile": profile}},
+            image=template.image,
+            command=None,  # in args, under the image's entry point, as render_pod has it
+            namespace=template.namespace,
+            env=template.env,
+            base_pod_spec=pod_spec(template, args=params.command("python")),
+            base_pod_meta=pod_meta(template),
         )
         return list(invocation.get_custom_messages())
+
+    def _run_k8s_local(self, context, params, *, timeout_s, profile) -> list[Any]:
+        """Run exactly the rendered objects here: each pod's container as a local process.
+
+        Pod env is resolved the way the kubelet would (downward-API pod IP -> 127.0.0.1, Secret
+        references -> this machine's values of the same variables); an Indexed Job runs as one
+        process per completion index, with the rendezvous host mapped to 127.0.0.1. Only pod 0
+        talks to Dagster (locally through a temp file rather than pod logs).
+        """
+        objects = self.manifests(context, params, timeout_s=timeout_s, profile=profile, pipes_env={})
+        pods = local_pods(objects, python=self.python_executable or sys.executable, port=_free_port())
+        workload = params.module
+        context.log.info(f"k8s-local: {len(pods)} pod(s) from {[o['kind'] for o in objects]}")
+        with open_pipes_session(
+            context=context,
+            context_injector=PipesTempFileContextInjector(),
+            message_reader=PipesTempFileMessageReader(),
+        ) as session:
+            launches = [
+                (command, {**os.environ, **env, **(session.get_bootstrap_env_vars() if index == 0 else {})})
+                for index, (command, env) in enumerate(pods)
+            ]
+            returncodes = _wait_all(context, workload, launches, timeout_s=timeout_s)
+        return _checked(workload, returncodes, list(session.get_custom_messages()))
+
+
+PIPES_PLACEHOLDERS = {
+    "DAGSTER_PIPES_CONTEXT": "<set at launch by the Pipes session>",
+    "DAGSTER_PIPES_MESSAGES": "<set at launch by the Pipes session>",
+}
+
+
+def local_pods(objects: list[dict[str, Any]], *, python: str, port: int) -> list[tuple[list[str], dict[str, str]]]:
+    """``(command, env)`` per pod the objects would start, resolved for this machine."""
+    pods = []
+    for obj in objects:
+        if obj["kind"] == "Pod":
+            pods.append((obj["spec"]["containers"][0], None))
+        elif obj["kind"] == "Job":
+            container = obj["spec"]["template"]["spec"]["containers"][0]
+            pods += [(container, index) for index in range(int(obj["spec"]["completions"]))]
+    resolved = []
+    for container, index in pods:
+        command = [python if part == "python" else part for part in workload_command(container)]
+        params = command_params(command)
+        if params.get("rdzv_endpoint"):
+            params["rdzv_endpoint"] = f"127.0.0.1:{port}"  # pod 0's DNS name, on this machine
+            command = with_params(command, params)
+        env = {"SPARK_LOCAL_IP": "127.0.0.1"}
+        for item in container.get("env") or []:
+            if item["name"].startswith("DAGSTER_PIPES_"):
+                continue
+            if "value" in item:
+                env[item["name"]] = item["value"]
+            elif item.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "status.podIP":
+                env[item["name"]] = "127.0.0.1"
+            elif "secretKeyRef" in item.get("valueFrom", {}) and item["name"] in os.environ:
+                env[item["name"]] = os.environ[item["name"]]
+        if index is not None:
+            env[COMPLETION_INDEX_ENV] = str(index)
+        resolved.append((command, env))
+    return resolved
+
+
+def _wait_all(
+    context, workload: str, launches: list[tuple[list[str], dict[str, str]]], *, timeout_s: float
+) -> list[int]:
+    """Start every process in its own process group; wait for all; on timeout or interrupt kill every group."""
+    processes = [subprocess.Popen(command, env=env, start_new_session=True) for command, env in launches]
+    deadline = time.monotonic() + timeout_s
+    try:
+        returncodes: list[int | None] = [None] * len(processes)
+        while any(code is None for code in returncodes):
+            for i, process in enumerate(processes):
+                if returncodes[i] is None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise subprocess.TimeoutExpired(process.args, timeout_s)
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        returncodes[i] = process.wait(timeout=min(remaining, 0.5))
+            failed = [code for code in returncodes if code not in (None, 0, EXIT_DATA_REJECTED)]
+            if failed and len(processes) > 1:
+                break  # one node failed: the others would wait for it at the rendezvous
+    except subprocess.TimeoutExpired as timeout:
+        for process in processes:
+            _kill_group(process)
+        raise Failure(
+            description=f"{workload} timed out after {timeout_s:.0f}s and was killed", allow_retries=True
+        ) from timeout
+    except DagsterExecutionInterruptedError:
+        for process in processes:
+            _kill_group(process, first=signal.SIGINT)
+        raise
+    for process in processes:
+        if process.poll() is None:
+            _kill_group(process)
+    return [process.returncode for process in processes]
+
+
+def _checked(workload: str, returncodes: list[int], messages: list[Any]) -> list[Any]:
+    if returncodes[0] == EXIT_DATA_REJECTED:
+        return messages
+    failed = {i: code for i, code in enumerate(returncodes) if code != 0}
+    if failed:
+        where = "" if len(returncodes) == 1 else f" (node exit codes {failed})"
+        code = returncodes[0] if returncodes[0] != 0 else next(iter(failed.values()))
+        raise Failure(description=f"{workload} failed with exit code {code}{where}", allow_retries=True)
+    return messages
+
+
+def _positive_int(name: str, value: str | int, *, minimum: int) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or number < minimum:
+        raise Failure(description=f"{name}={value!r}: expected an integer >= {minimum}", allow_retries=False)
+    return number
+
+
+def _json_setting(name: str, value: str, kind: type) -> Any:
+    try:
+        parsed = json.loads(value or ("{}" if kind is dict else "[]"))
+    except json.JSONDecodeError as exc:
+        raise Failure(description=f"{name} is not valid JSON ({exc}): {value!r}", allow_retries=False) from None
+    if not isinstance(parsed, kind):
+        raise Failure(description=f"{name} must be a JSON {kind.__name__}, got {value!r}", allow_retries=False)
+    return parsed
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _kill_group(

@@ -12,6 +12,7 @@ from mltrain_assets.artifacts import compute_version, read_manifest
 from mltrain_assets.core.partitions import daily_partitions
 from mltrain_assets.core.steps import run_versioned_step
 from mltrain_assets.resources.compute import ComputeBackend
+from mltrain_assets.resources.spark import SparkConfig
 from mltrain_assets.resources.storage import ArtifactRefIOManagerFactory, ArtifactStorage
 from mltrain_assets_tests.resources.sample_workload import SampleParams
 
@@ -81,9 +82,11 @@ def test_committed_version_is_reused_without_a_launch(tmp_path):
 
 def test_runtime_fields_do_not_change_the_version_and_versioned_fields_do(tmp_path):
     step = Step(tmp_path)
-    first = step.run(ComputeBackend(spark_master="local[2]", sql_engine="spark"))
+    first = step.run(ComputeBackend(spark=SparkConfig(master="local[2]"), sql_engine="spark"))
     elsewhere = ComputeBackend(
-        spark_master="spark://spark-master:7077", sql_engine="duckdb", mlflow_tracking_uri="http://mlflow:5000"
+        spark=SparkConfig(master="spark://spark-master:7077"),
+        sql_engine="duckdb",
+        mlflow_tracking_uri="http://mlflow:5000",
     )
     moved = step.run(elsewhere)
     assert moved["version"] == first["version"] and moved["reused_committed_version"] is True
@@ -99,10 +102,10 @@ def test_runtime_fields_do_not_change_the_version_and_versioned_fields_do(tmp_pa
 def test_versioned_fields_exclude_inputs_outputs_and_runtime():
     params = SampleParams(mode="commit", city="nyc", score=0.1, pid_file="/tmp/x", launch_log="/tmp/y")
     assert params.versioned_fields() == {"mode": "commit", "city": "nyc", "score": 0.1}
-    local = ComputeBackend(spark_master="local[2]", sql_engine="spark").bind(params)
-    cluster = ComputeBackend(spark_master="spark://m:7077", sql_engine="duckdb", mlflow_tracking_uri="http://m").bind(
-        params.with_output("file:///out/v=1")
-    )
+    local = ComputeBackend(spark=SparkConfig(master="local[2]"), sql_engine="spark").bind(params)
+    cluster = ComputeBackend(
+        spark=SparkConfig(master="spark://m:7077"), sql_engine="duckdb", mlflow_tracking_uri="http://m"
+    ).bind(params.with_output("file:///out/v=1"))
     assert cluster.spark.master == "spark://m:7077" and cluster.engine == "duckdb" and local.engine == "spark"
     assert local.versioned_fields() == cluster.versioned_fields() == params.versioned_fields()
     assert SampleParams(mode="commit", city="sf", score=0.1).versioned_fields() != params.versioned_fields()

@@ -24,13 +24,14 @@ from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR
 
 from mltrain_assets.resources import compute as compute_module
 from mltrain_assets.resources.compute import ComputeBackend
+from mltrain_assets.resources.spark import SparkConfig
 from mltrain_assets.workloads.common.params import MlflowSettings
 from mltrain_assets.workloads.common.spark import SparkSettings
 from mltrain_assets_tests.resources.sample_workload import SampleParams
 
 # The same deployment settings for both backends: only where the command runs differs.
 SETTINGS = {
-    "spark_master": "spark://spark-master:7077",
+    "spark": SparkConfig(master="spark://spark-master:7077"),
     "sql_engine": "duckdb",
     "mlflow_tracking_uri": "http://mlflow:5000",
     "mlflow_artifacts_uri": "s3://mltrain/mlartifacts",
@@ -209,15 +210,16 @@ def test_k8s_backend_submits_a_valid_pod_running_the_same_params(profile, monkey
 
     monkeypatch.setattr(PipesK8sClient, "_load_k8s_config", lambda self: None)
     monkeypatch.setattr(DagsterKubernetesClient, "production_client", classmethod(lambda cls, **kw: FakeClient()))
-    monkeypatch.setenv("MLTRAIN_STORAGE_URI", "s3://bucket/prefix")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://minio.storage:9000")
     backend = ComputeBackend(
         backend="k8s",
         k8s_image="registry.example.com/mltrain:1.2.3",
         k8s_namespace="ml",
         k8s_service_account="mltrain-workloads",
-        k8s_training_gpus=2,
-        k8s_node_selector={"pool": "ml"},
-        k8s_training_node_selector={"accelerator": "nvidia-h100"},
+        train_gpus_per_node="2",
+        k8s_node_selector='{"pool": "ml"}',
+        k8s_training_node_selector='{"accelerator": "nvidia-h100"}',
+        k8s_training_tolerations='[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]',
         k8s_env_secret="mltrain-aws",
         **SETTINGS,
     )
@@ -235,11 +237,17 @@ def test_k8s_backend_submits_a_valid_pod_running_the_same_params(profile, monkey
     spec = manifest["spec"]
     container = spec["containers"][0]
     assert container["image"] == "registry.example.com/mltrain:1.2.3"
-    assert container["command"] == backend.command(backend.bind(params))
-    assert container["command"][:4] == ["python", "-m", SampleParams.module, "--params"]
+    assert container["args"] == backend.command(backend.bind(params))
+    assert container["args"][:4] == ["python", "-m", SampleParams.module, "--params"]
     assert container["envFrom"] == [{"secretRef": {"name": "mltrain-aws"}}]
     env = {e["name"]: e["value"] for e in container["env"]}
-    assert env["MLTRAIN_STORAGE_URI"] == "s3://bucket/prefix" and DAGSTER_PIPES_CONTEXT_ENV_VAR in env
+    # The environment is passed explicitly: the same settings the local backend adds to its subprocess.
+    assert {k: v for k, v in env.items() if not k.startswith("DAGSTER_PIPES")} == backend.workload_env()
+    assert env["AWS_ENDPOINT_URL"] == "http://minio.storage:9000" and DAGSTER_PIPES_CONTEXT_ENV_VAR in env
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert {"name": "scratch", "mountPath": "/tmp"} in container["volumeMounts"]
     assert manifest["metadata"]["labels"]["mltrain/profile"] == profile
     assert spec["restartPolicy"] == "Never"
     assert spec["activeDeadlineSeconds"] == 1800
@@ -247,13 +255,15 @@ def test_k8s_backend_submits_a_valid_pod_running_the_same_params(profile, monkey
     if profile == "training":
         assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"
         assert spec["nodeSelector"] == {"pool": "ml", "accelerator": "nvidia-h100"}
+        assert spec["tolerations"][0]["key"] == "nvidia.com/gpu"
     else:
         assert "nvidia.com/gpu" not in container["resources"]["limits"]
         assert spec["nodeSelector"] == {"pool": "ml"}
-    assert container["resources"]["requests"]["cpu"] == ("4" if profile == "spark" else "2")
+        assert "tolerations" not in spec
+    assert container["resources"]["requests"]["cpu"] == {"spark": "4", "training": "8"}.get(profile, "2")
 
     # The pod's --params parse back to exactly what the local backend hands its subprocess.
-    in_pod = SampleParams.from_json(container["command"][-1])
+    in_pod = SampleParams.from_json(container["args"][-1])
     local_result, local = _run(params, backend=ComputeBackend(**SETTINGS))
     assert local_result.success
     assert in_pod == SampleParams.from_dict(local.summary["params"])

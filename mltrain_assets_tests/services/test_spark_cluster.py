@@ -1,17 +1,14 @@
 """The feature job on a standalone Spark cluster (master + worker on 127.0.0.1): the production path."""
 
-import os
-import subprocess
-import time
 from pathlib import Path
 
 import pyspark
 import pytest
 
 from mltrain_assets.artifacts import read_manifest, read_table, version_uri
+from mltrain_assets.cli.sparkcluster import LocalSparkCluster
 from mltrain_assets.workloads.common.spark import SparkSettings
 from mltrain_assets.workloads.demand.features import build_features
-from mltrain_assets_tests.conftest import free_port, wait_for_port
 from mltrain_assets_tests.services.conftest import ingested_window
 
 pytestmark = pytest.mark.services
@@ -21,59 +18,9 @@ SPARK_CLASS = Path(pyspark.__file__).parent / "bin" / "spark-class"
 
 @pytest.fixture
 def spark_cluster(tmp_path):
-    """``spark-class`` Master and Worker (pip's pyspark has no start-*.sh), stopped afterwards."""
-    port, ui, worker_ui = free_port(), free_port(), free_port()
-    env = {
-        **os.environ,
-        "SPARK_LOCAL_IP": "127.0.0.1",
-        "SPARK_LOG_DIR": str(tmp_path),
-        "SPARK_WORKER_DIR": str(tmp_path / "work"),
-    }
-    master = subprocess.Popen(
-        [
-            str(SPARK_CLASS),
-            "org.apache.spark.deploy.master.Master",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--webui-port",
-            str(ui),
-        ],
-        env=env,
-        stdout=(tmp_path / "master.log").open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    wait_for_port(port, timeout_s=60)
-    url = f"spark://127.0.0.1:{port}"
-    worker = subprocess.Popen(
-        [
-            str(SPARK_CLASS),
-            "org.apache.spark.deploy.worker.Worker",
-            "--host",
-            "127.0.0.1",
-            "--cores",
-            "2",
-            "--memory",
-            "2g",
-            "--webui-port",
-            str(worker_ui),
-            url,
-        ],
-        env=env,
-        stdout=(tmp_path / "worker.log").open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while "Successfully registered with master" not in (tmp_path / "worker.log").read_text():
-        assert worker.poll() is None and time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-2000:]
-        time.sleep(0.5)
-    yield url
-    for process in (worker, master):
-        process.terminate()
-        process.wait(timeout=30)
+    """``spark-class`` Master and Worker on 127.0.0.1 (pip's pyspark has no start-*.sh), stopped afterwards."""
+    with LocalSparkCluster(tmp_path, cores=2, memory="2g", timeout_s=60) as url:
+        yield url
 
 
 def test_features_on_the_cluster_equal_the_local_engine(mltrain_home, spark_cluster):

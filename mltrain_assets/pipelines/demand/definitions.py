@@ -31,7 +31,6 @@ demand_city_model_job = define_asset_job(
     selection=AssetSelection.assets("city_demand_model", "registered_demand_model", "demand_forecasts"),
     partitions_def=daily_city_partitions,
     executor_def=in_process_executor,
-    tags={"mltrain/workload": "training"},
     description="Train, gate, register and forecast for one date x city.",
 )
 

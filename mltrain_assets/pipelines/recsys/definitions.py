@@ -24,7 +24,6 @@ recommender_job = define_asset_job(
     ),
     partitions_def=daily_partitions,
     executor_def=in_process_executor,
-    tags={"mltrain/workload": "training"},
     description="Embeddings, distributed training, gate, champion/challenger promotion and batch inference for a date.",
 )
 

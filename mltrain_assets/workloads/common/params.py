@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -41,6 +42,7 @@ class WorkloadParams:
     """
 
     module: ClassVar[str]
+    distributed: ClassVar[bool] = False  # see DistributedParams
     commits: ClassVar[bool] = True  # commits one version into out_uri (False: reports only, or several targets)
     out_uri: str = dataclasses.field(default="", metadata={"versioned": False, "role": "output"})
 
@@ -105,6 +107,42 @@ class MlflowSettings:
 
     tracking_uri: str = ""  # empty: MLflow's own default ($MLFLOW_TRACKING_URI)
     artifacts_uri: str = ""  # artifact root for experiments created on a local (non-server) store
+
+
+# Kubernetes sets this in every pod of an Indexed Job: the pod's index, 0..completions-1.
+COMPLETION_INDEX_ENV = "JOB_COMPLETION_INDEX"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DistributedParams(WorkloadParams):
+    """A workload that runs as ``nnodes`` x ``nproc_per_node`` processes (torchrun), one launch per node.
+
+    Every node receives the same params; ``node_rank=-1`` takes the node's rank from the
+    Kubernetes Indexed Job it runs in (``$JOB_COMPLETION_INDEX``). Node 0 hosts the c10d
+    rendezvous at ``rdzv_endpoint`` and is the one that commits.
+    """
+
+    distributed: ClassVar[bool] = True
+
+    nproc_per_node: int = runtime(default=1)
+    nnodes: int = runtime(default=1)
+    node_rank: int = runtime(default=0)
+    rdzv_endpoint: str = runtime(default="")  # host:port of the c10d rendezvous; empty: standalone (one node)
+    backend: str = runtime(default="gloo")  # "gloo" | "nccl"
+    device: str = runtime(default="cpu")  # "cpu" | "cuda"
+
+    @property
+    def world_size(self) -> int:
+        """How many processes train: every node runs ``nproc_per_node``."""
+        return self.nnodes * self.nproc_per_node
+
+    def resolved_node_rank(self) -> int:
+        if self.node_rank >= 0:
+            return self.node_rank
+        index = os.environ.get(COMPLETION_INDEX_ENV)
+        if index is None:
+            raise ValueError(f"{type(self).__name__}.node_rank=-1 needs ${COMPLETION_INDEX_ENV} (an Indexed Job pod)")
+        return int(index)
 
 
 def _plain(value: Any) -> Any:

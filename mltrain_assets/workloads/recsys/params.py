@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from mltrain_assets.workloads.common.params import MlflowSettings, WorkloadParams, input_uri, runtime
+from mltrain_assets.workloads.common.params import (
+    DistributedParams,
+    MlflowSettings,
+    WorkloadParams,
+    input_uri,
+    runtime,
+)
 from mltrain_assets.workloads.common.spark import SparkSettings
 from mltrain_assets.workloads.recsys import contract
 
@@ -27,7 +33,7 @@ class EmbeddingsParams(WorkloadParams):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class TrainParams(WorkloadParams):
+class TrainParams(DistributedParams):
     """The click model trained with DistributedDataParallel under torchrun, checkpointed per epoch."""
 
     module = "mltrain_assets.workloads.recsys.train.launcher"
@@ -42,22 +48,14 @@ class TrainParams(WorkloadParams):
     interactions_uris: tuple[str, ...] = input_uri(default=())  # D-7 .. D-1
     eval_uri: str = input_uri(default="")  # day D, held out
     embeddings_uri: str = input_uri(default="")
-    # Where and how to run: the same model comes out of 1 node x 2 workers or 2 nodes x 1.
+    # Where and how to run (DistributedParams): the same model comes out of 1 node x 2 workers or 2 nodes x 1.
     nproc_per_node: int = runtime(default=contract.TRAIN_NPROC)
-    nnodes: int = runtime(default=1)
-    node_rank: int = runtime(default=0)  # only node 0 evaluates, logs and commits
-    rdzv_endpoint: str = runtime(default="")  # host:port of the c10d rendezvous; empty: standalone
-    backend: str = runtime(default=contract.TRAIN_BACKEND)  # "gloo" | "nccl"
-    device: str = runtime(default=contract.TRAIN_DEVICE)  # "cpu" | "cuda"
+    backend: str = runtime(default=contract.TRAIN_BACKEND)
+    device: str = runtime(default=contract.TRAIN_DEVICE)
     checkpoint_uri: str = runtime(default="")  # empty: contract.checkpoint_uri_for(out_uri)
     keep_checkpoints: bool = runtime(default=False)
     experiment: str = runtime(default=contract.EXPERIMENT_NAME)
     mlflow: MlflowSettings = runtime(default_factory=MlflowSettings)
-
-    @property
-    def world_size(self) -> int:
-        """How many DDP workers train: every node runs ``nproc_per_node``."""
-        return self.nnodes * self.nproc_per_node
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

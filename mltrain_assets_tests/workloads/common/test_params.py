@@ -165,4 +165,6 @@ def test_a_committing_workload_refuses_to_start_without_its_version_folder():
     )
     assert result.returncode != 0
     assert "FeaturesParams.out_uri is empty: the control plane names the version to commit" in result.stderr
-    IngestParams(dataset="rides", landing_uri="file:///landing").require_output()  # commits one version per target instead
+    IngestParams(
+        dataset="rides", landing_uri="file:///landing"
+    ).require_output()  # commits one version per target instead

@@ -15,7 +15,8 @@ bit-for-bit those of an uninterrupted run: the data order of epoch ``e`` depends
 
 Backend and device are params: ``gloo``/``cpu`` by default, ``nccl``/``cuda`` (one GPU per local
 rank) on GPU nodes. ``nnodes``/``rdzv_endpoint`` span several nodes: each node runs this launcher
-with the same params but its own ``node_rank``; the world is ``nnodes * nproc_per_node`` workers.
+with the same params (``node_rank=-1``: the node's Indexed Job completion index); the world is
+``nnodes * nproc_per_node`` workers.
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ def torchrun_command(params: TrainParams, python: str = sys.executable) -> list[
             params.rdzv_endpoint,
             "--rdzv-id",
             checkpoints.training_fingerprint(params),  # every node of this training computes the same
+            # Node 0 hosts the rendezvous store, decided by rank rather than by matching host names.
+            "--rdzv-conf",
+            f"is_host={str(params.resolved_node_rank() == 0).lower()}",
         ]
     else:
         # --standalone picks a free port itself: no MASTER_PORT to manage, no clash with a killed run.
@@ -230,8 +234,10 @@ def run(params: TrainParams, reporter: Reporter) -> dict[str, Any]:
     reporter.info(f"checkpoints at {checkpoint_uri}; resuming from epoch {resumed_from} of {params.epochs}")
     if resumed_from < params.epochs:
         run_torchrun(torchrun_command(params), worker_environment(params), reporter)
-    if params.node_rank != 0:
-        return {"node_rank": params.node_rank, "trained": True}
+    node_rank = params.resolved_node_rank()
+    if node_rank != 0:
+        reporter.info(f"node {node_rank} of {params.nnodes}: trained; node 0 evaluates and commits")
+        return {"node_rank": node_rank, "trained": True}
     summary = evaluate_and_commit(params, checkpoint_uri, fingerprint, resumed_from, reporter, started)
     if not params.keep_checkpoints:
         checkpoints.remove_checkpoints(checkpoint_uri)

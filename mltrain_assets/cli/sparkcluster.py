@@ -1,0 +1,96 @@
+"""A standalone Spark cluster (master + one worker) on 127.0.0.1: the cluster path on one machine.
+
+pip's pyspark has no ``start-master.sh``; ``spark-class`` starts the Master and Worker. Used by
+the demo in ``k8s-local`` mode (the stand-in for the production cluster's Spark) and by tests.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pyspark
+
+SPARK_CLASS = Path(pyspark.__file__).parent / "bin" / "spark-class"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_port(port: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"Spark master not listening on 127.0.0.1:{port} after {timeout_s:.0f}s")
+
+
+class LocalSparkCluster:
+    """``with LocalSparkCluster(logs) as url:`` -> ``spark://127.0.0.1:PORT``, stopped on exit."""
+
+    def __init__(self, log_dir: Path, cores: int = 2, memory: str = "2g", timeout_s: float = 90):
+        self.log_dir = Path(log_dir)
+        self.cores, self.memory, self.timeout_s = cores, memory, timeout_s
+        self.processes: list[subprocess.Popen] = []
+        self.url = ""
+
+    def _start(self, name: str, args: list[str], env: dict[str, str]) -> Path:
+        log = self.log_dir / f"spark-{name}.log"
+        self.processes.append(
+            subprocess.Popen(
+                [str(SPARK_CLASS), *args],
+                env=env,
+                stdout=log.open("w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+        return log
+
+    def __enter__(self) -> str:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        port = _free_port()
+        env = {
+            **os.environ,
+            "SPARK_LOCAL_IP": "127.0.0.1",
+            "SPARK_LOG_DIR": str(self.log_dir),
+            "SPARK_WORKER_DIR": str(self.log_dir / "work"),
+        }
+        master = ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port)]
+        self._start("master", [*master, "--webui-port", str(_free_port())], env)
+        try:
+            _wait_for_port(port, self.timeout_s)
+            self.url = f"spark://127.0.0.1:{port}"
+            worker = ["org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", str(self.cores)]
+            log = self._start(
+                "worker", [*worker, "--memory", self.memory, "--webui-port", str(_free_port()), self.url], env
+            )
+            deadline = time.monotonic() + self.timeout_s
+            while "Successfully registered with master" not in log.read_text():
+                if self.processes[-1].poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"Spark worker did not register with {self.url}: {log.read_text()[-2000:]}")
+                time.sleep(0.5)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self.url
+
+    def __exit__(self, *exc) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+        self.processes.clear()

@@ -1,0 +1,194 @@
+"""The Kubernetes objects one workload launch submits, rendered in one place.
+
+The ``k8s`` backend submits them, ``mltrain manifests`` prints them, and the ``k8s-local``
+backend executes them on this machine. A workload is one Pod (through ``PipesK8sClient``,
+built with its own ``build_pod_body``), or, for a distributed workload over several nodes, a
+headless Service plus an Indexed Job whose pods rendezvous at index 0.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import kubernetes
+from dagster_k8s.pipes import build_pod_body
+
+PART_OF = {"app.kubernetes.io/part-of": "mltrain"}
+CONTAINER = "workload"
+SCRATCH = "/tmp"
+# Non-root, read-only root file system, nothing gained by exec: every pod we create runs this way.
+POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001}
+CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+POD_IP = {"valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+
+
+@dataclass(frozen=True)
+class PodTemplate:
+    """Everything but the command and names: image, resources, placement, identity, secrets."""
+
+    image: str
+    namespace: str
+    image_pull_policy: str = "IfNotPresent"
+    requests: dict[str, str] = field(default_factory=dict)
+    limits: dict[str, str] = field(default_factory=dict)
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+    service_account: str = ""
+    env_secret: str = ""  # a Secret whose keys become env vars (credentials): a reference, never a value
+    env: dict[str, str] = field(default_factory=dict)  # plain settings the workload environment needs
+    pod_ip_env: tuple[str, ...] = ()  # env vars set to the pod's IP (downward API), e.g. the Spark driver host
+    deadline_s: int = 3600
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def container_spec(template: PodTemplate) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "imagePullPolicy": template.image_pull_policy,
+        "resources": {"requests": dict(template.requests), "limits": dict(template.limits)},
+        "securityContext": copy.deepcopy(CONTAINER_SECURITY),
+        "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH}],
+        "env": [{"name": name, **POD_IP} for name in template.pod_ip_env],
+    }
+    if template.env_secret:
+        container["envFrom"] = [{"secretRef": {"name": template.env_secret}}]
+    return container
+
+
+def pod_spec(template: PodTemplate, *, args: list[str] | None = None, restart_policy: str = "Never") -> dict[str, Any]:
+    """The pod spec; ``args`` is the workload command, run by the image's entry point (tini reaps and forwards signals)."""
+    container = container_spec(template)
+    if args:
+        container["args"] = list(args)
+    spec: dict[str, Any] = {
+        "restartPolicy": restart_policy,
+        "activeDeadlineSeconds": int(template.deadline_s),
+        "securityContext": dict(POD_SECURITY),
+        "volumes": [{"name": "scratch", "emptyDir": {}}],
+        "containers": [container],
+    }
+    if template.node_selector:
+        spec["nodeSelector"] = dict(template.node_selector)
+    if template.tolerations:
+        spec["tolerations"] = copy.deepcopy(template.tolerations)
+    if template.service_account:
+        spec["serviceAccountName"] = template.service_account
+    return spec
+
+
+def pod_meta(template: PodTemplate) -> dict[str, Any]:
+    return {"labels": {**PART_OF, **template.labels}}
+
+
+def render_pod(template: PodTemplate, *, name: str, command: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """The Pod exactly as ``PipesK8sClient.run`` builds it (same ``build_pod_body``, same inputs)."""
+    pod = build_pod_body(
+        pod_name=name,
+        image=template.image,
+        command=None,  # the workload command goes in args: the image's entry point (tini) stays process 1
+        env_vars={**template.env, **env},
+        base_pod_meta=pod_meta(template),
+        base_pod_spec=pod_spec(template, args=command),
+    )
+    body = kubernetes.client.ApiClient().sanitize_for_serialization(pod)
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        **body,
+        "metadata": {**body["metadata"], "namespace": template.namespace},
+    }
+
+
+def render_indexed_job(
+    template: PodTemplate,
+    *,
+    name: str,
+    nodes: int,
+    command: list[str],
+    env: dict[str, str],
+    port: int,
+) -> list[dict[str, Any]]:
+    """A headless Service and an Indexed Job of ``nodes`` pods; pod ``i`` is ``{name}-{i}.{name}``.
+
+    Every pod runs the same command; it learns its node rank from ``JOB_COMPLETION_INDEX`` and
+    reaches the rendezvous at pod 0 through the Service's DNS. A failed pod fails the Job
+    (``backoffLimit: 0``): the control plane retries the step, and checkpoints make it resume.
+    """
+    labels = {**PART_OF, **template.labels, "mltrain/job": name}
+    spec = pod_spec(template, args=command)
+    spec["subdomain"] = name  # with the headless Service: stable DNS per index for the rendezvous
+    container = spec["containers"][0]
+    container["image"] = template.image
+    container["env"] += [{"name": k, "value": v} for k, v in {**template.env, **env}.items()]
+    container["ports"] = [{"name": "rendezvous", "containerPort": port}]
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": template.namespace, "labels": labels},
+        "spec": {
+            "clusterIP": "None",
+            "selector": {"mltrain/job": name},
+            "ports": [{"name": "rendezvous", "port": port, "targetPort": port}],
+            "publishNotReadyAddresses": True,  # rendezvous happens before any pod is "ready"
+        },
+    }
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": template.namespace, "labels": labels},
+        "spec": {
+            "completionMode": "Indexed",
+            "completions": nodes,
+            "parallelism": nodes,
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": int(template.deadline_s),
+            "ttlSecondsAfterFinished": 3600,
+            "template": {"metadata": {"labels": labels}, "spec": spec},
+        },
+    }
+    return [service, job]
+
+
+def rendezvous_endpoint(name: str, port: int) -> str:
+    """Pod 0 of the Indexed Job, by its stable DNS name under the headless Service."""
+    return f"{name}-0.{name}:{port}"
+
+
+def object_name(run_id: str, step: str, partition: str) -> str:
+    """A DNS-1123 name, unique per run and step (63 characters at most)."""
+    digest = hashlib.sha256(f"{run_id}/{step}/{partition}".encode()).hexdigest()[:10]
+    stem = "".join(c if c.isalnum() else "-" for c in f"mltrain-{step}".lower()).strip("-")[:40].rstrip("-")
+    return f"{stem}-{digest}"
+
+
+def to_yaml(objects: list[dict[str, Any]]) -> str:
+    import yaml
+
+    class Plain(yaml.SafeDumper):
+        def ignore_aliases(self, data):  # repeated label maps stay written out, as kubectl shows them
+            return True
+
+    return "".join("---\n" + yaml.dump(o, Dumper=Plain, sort_keys=False) for o in objects)
+
+
+def workload_command(container: dict[str, Any]) -> list[str]:
+    """What a workload container runs: its ``args`` under the image's entry point (or an explicit ``command``)."""
+    return list(container.get("command") or []) + list(container.get("args") or [])
+
+
+def command_params(command: list[str]) -> dict[str, Any]:
+    """The ``--params`` JSON of a workload command line."""
+    return json.loads(command[command.index("--params") + 1])
+
+
+def with_params(command: list[str], params: dict[str, Any]) -> list[str]:
+    index = command.index("--params") + 1
+    return [*command[:index], json.dumps(params, sort_keys=True, separators=(",", ":")), *command[index + 1 :]]

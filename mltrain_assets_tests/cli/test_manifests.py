@@ -1,0 +1,119 @@
+"""``mltrain manifests``: the exact objects the k8s backend would submit, for every asset that launches work."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from mltrain_assets.artifacts import ArtifactRef, join_uri
+from mltrain_assets.resources.k8s import command_params
+from mltrain_assets.simulate import simulate
+from mltrain_assets.workloads.common.dates import shift
+
+DATE = "2026-06-10"
+CITY = "nyc"
+REPO = Path(__file__).resolve().parents[2]
+
+# Asset -> the workload module its launch runs.
+LAUNCHES = {
+    "ride_events": "mltrain_assets.workloads.ingest.workload",
+    "city_demand_features": "mltrain_assets.workloads.demand.features",
+    "city_demand_model": "mltrain_assets.workloads.demand.train",
+    "demand_forecasts": "mltrain_assets.workloads.demand.forecast",
+    "user_interactions": "mltrain_assets.workloads.ingest.workload",
+    "interaction_embeddings": "mltrain_assets.workloads.recsys.embeddings",
+    "recommender_model": "mltrain_assets.workloads.recsys.train.launcher",
+    "recommendations": "mltrain_assets.workloads.recsys.recommend",
+}
+
+
+def _write_ref(storage: str, asset: str, partition_path: str, **metadata) -> None:
+    path = Path(join_uri(storage, "_refs", asset, f"{partition_path}.json").removeprefix("file://"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    uri = join_uri(storage, asset, partition_path, "v=0123456789ab")
+    partition = partition_path.replace("/", "|")
+    path.write_text(ArtifactRef(asset, partition, "0123456789ab", uri, {"rows": 1, **metadata}).to_json())
+
+
+@pytest.fixture
+def upstream(mltrain_home):
+    """References for every upstream partition the steps of DATE read, and DATE landed (no data work)."""
+    storage = os.environ["MLTRAIN_STORAGE_URI"]
+    for k in range(35):
+        _write_ref(storage, "ride_events", shift(DATE, -k))
+    for k in range(8):
+        _write_ref(storage, "user_interactions", shift(DATE, -k))
+    _write_ref(storage, "city_demand_features", DATE)
+    _write_ref(storage, "city_demand_model", f"{CITY}/{DATE}", mape=0.1, mlflow_model_uri="models:/m-1")
+    _write_ref(
+        storage, "registered_demand_model", f"{CITY}/{DATE}", model_name="demand-forecast-nyc", served_version="3"
+    )
+    _write_ref(storage, "interaction_embeddings", DATE)
+    _write_ref(storage, "recommender_model", DATE, auc=0.9, model_artifact_uri="runs:/r/model")
+    _write_ref(storage, "registered_recommender", DATE, model_name="recommender", served_version="2")
+    landing = os.environ["MLTRAIN_LANDING_URI"]
+    simulate("rides", landing, DATE, DATE, volume=2_000, cities=[CITY])
+    simulate("interactions", landing, DATE, DATE, volume=2_000)
+    return storage
+
+
+@pytest.mark.parametrize("asset", sorted(LAUNCHES))
+def test_every_launching_asset_renders_valid_objects_running_its_workload(upstream, asset):
+    from mltrain_assets.cli import manifests
+
+    partition = f"{CITY}|{DATE}" if asset in ("city_demand_model", "demand_forecasts") else DATE
+    objects = manifests.render(asset, partition)
+    for obj in objects:
+        kubernetes_validate.validate(obj, "1.30", strict=True)
+    (pod,) = objects
+    container = pod["spec"]["containers"][0]
+    assert container["args"][:3] == ["python", "-m", LAUNCHES[asset]]
+    params = command_params(container["args"])
+    assert params.get("out_uri", "").startswith(upstream) or params.get("targets")
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    # Secrets travel as references only: no credential value is ever rendered.
+    assert not any("SECRET" in e["name"] or "PASSWORD" in e["name"] for e in container.get("env", []))
+
+
+def test_cli_prints_the_indexed_job_for_eight_gpu_nodes(upstream):
+    env = {
+        **os.environ,
+        "MLTRAIN_TRAIN_NODES": "8",
+        "MLTRAIN_TRAIN_GPUS_PER_NODE": "8",
+        "MLTRAIN_K8S_ENV_SECRET": "aws",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "mltrain_assets.cli", "manifests", "--asset", "recommender_model", "--partition", DATE],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    service, job = yaml.safe_load_all(result.stdout)
+    assert (service["kind"], service["spec"]["clusterIP"]) == ("Service", "None")
+    assert (job["kind"], job["spec"]["completionMode"], job["spec"]["completions"]) == ("Job", "Indexed", 8)
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"
+    assert container["envFrom"] == [{"secretRef": {"name": "aws"}}]
+    params = command_params(container["args"])
+    assert (params["backend"], params["device"], params["nnodes"], params["nproc_per_node"]) == ("nccl", "cuda", 8, 8)
+    name = job["metadata"]["name"]
+    assert params["rdzv_endpoint"] == f"{name}-0.{name}:29400" and params["node_rank"] == -1
+
+
+def test_unknown_asset_is_named(upstream):
+    from mltrain_assets.cli import manifests
+
+    with pytest.raises(SystemExit, match="unknown asset 'nope'"):
+        manifests.render("nope", DATE)

@@ -1,0 +1,120 @@
+"""Kubernetes objects: an Indexed Job + headless Service for multi-node work, executed for real by k8s-local."""
+
+import json
+
+import kubernetes_validate
+import pytest
+from dagster import AssetExecutionContext, Failure, MaterializeResult, asset, materialize
+
+from mltrain_assets.resources.compute import ComputeBackend
+from mltrain_assets.resources.k8s import command_params
+from mltrain_assets.resources.k8s_jobs import run_indexed_job
+from mltrain_assets_tests.resources.sample_distributed import SampleDistributedParams
+
+
+def _materialize(params, backend: ComputeBackend, captured: dict):
+    @asset
+    def distributed(context: AssetExecutionContext, compute: ComputeBackend) -> MaterializeResult:
+        captured["objects"] = compute.manifests(context, compute.bind(params), timeout_s=600, profile="training")
+        captured["result"] = compute.run(context, params, timeout_s=120, profile="training")
+        return MaterializeResult()
+
+    return materialize([distributed], resources={"compute": backend}, raise_on_error=False)
+
+
+def test_several_nodes_render_a_headless_service_and_an_indexed_job(tmp_path):
+    captured: dict = {}
+    backend = ComputeBackend(backend="k8s", train_nodes="8", train_gpus_per_node="8", dry_run=True)
+    _materialize(SampleDistributedParams(record_file=str(tmp_path / "r")), backend, captured)
+    service, job = captured["objects"]
+    for obj in (service, job):
+        kubernetes_validate.validate(obj, "1.30", strict=True)
+    name = job["metadata"]["name"]
+    assert service["kind"] == "Service" and service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["selector"] == {"mltrain/job": name}
+    assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 8
+    pod = job["spec"]["template"]["spec"]
+    assert pod["subdomain"] == name and pod["securityContext"]["runAsNonRoot"] is True
+    container = pod["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    params = command_params(container["args"])
+    assert params["nnodes"] == 8 and params["nproc_per_node"] == 8 and params["node_rank"] == -1
+    assert params["backend"] == "nccl" and params["device"] == "cuda"
+    assert params["rdzv_endpoint"] == f"{name}-0.{name}:29400"
+
+
+def test_one_node_is_one_pod(tmp_path):
+    captured: dict = {}
+    _materialize(
+        SampleDistributedParams(record_file=str(tmp_path / "r")), ComputeBackend(backend="k8s", dry_run=True), captured
+    )
+    (pod,) = captured["objects"]
+    assert pod["kind"] == "Pod"
+    params = command_params(pod["spec"]["containers"][0]["args"])
+    assert params["nnodes"] == 1 and params["nproc_per_node"] == 2 and params["device"] == "cpu"
+
+
+def test_k8s_local_runs_each_index_of_the_job_as_a_process(tmp_path):
+    captured: dict = {}
+    record = tmp_path / "nodes.jsonl"
+    backend = ComputeBackend(backend="k8s-local", train_nodes="2")
+    result = _materialize(SampleDistributedParams(record_file=str(record)), backend, captured)
+    assert result.success
+    nodes = sorted((json.loads(line) for line in record.read_text().splitlines()), key=lambda n: n["node_rank"])
+    assert [n["node_rank"] for n in nodes] == [0, 1]
+    assert [n["completion_index"] for n in nodes] == ["0", "1"]
+    # Pod 0's DNS name is mapped to this machine; both nodes meet at the same endpoint.
+    endpoints = {n["rdzv_endpoint"] for n in nodes}
+    assert len(endpoints) == 1 and next(iter(endpoints)).startswith("127.0.0.1:")
+    assert all(n["world_size"] == 2 for n in nodes)  # 2 CPU processes, shared by the 2 nodes
+    assert [n["pipes"] for n in nodes] == [True, False]  # only pod 0 talks to Dagster
+    assert captured["result"].summary == {"reported_by": 0, "world_size": 2, "nnodes": 2}
+    _, job = captured["objects"]
+    assert job["spec"]["completions"] == 2
+
+
+class _FakeApi:
+    def __init__(self, calls: list):
+        self.calls = calls
+
+    def create_namespaced_service(self, namespace, body):
+        self.calls.append(("create service", body["metadata"]["name"]))
+
+    def create_namespaced_job(self, namespace, body):
+        self.calls.append(("create job", body["metadata"]["name"]))
+
+    def delete_namespaced_service(self, name, namespace):
+        self.calls.append(("delete service", name))
+
+
+class _FakeClient:
+    def __init__(self, calls: list):
+        self.core_api = self.batch_api = _FakeApi(calls)
+        self.calls = calls
+
+    def get_pods_in_job(self, job, namespace):
+        raise RuntimeError("the API server is unreachable")
+
+    def delete_job(self, name, namespace):
+        self.calls.append(("delete job", name))
+
+
+def test_the_indexed_job_and_its_service_are_deleted_when_the_launch_fails(tmp_path):
+    calls: list = []
+
+    @asset
+    def distributed(context: AssetExecutionContext, compute: ComputeBackend) -> MaterializeResult:
+        params = compute.bind(SampleDistributedParams(record_file=str(tmp_path / "r")))
+        with pytest.raises(Failure, match=r"on 2 nodes .* failed: the API server is unreachable"):
+            run_indexed_job(compute, context, params, timeout_s=60, profile="training", client=_FakeClient(calls))
+        return MaterializeResult()
+
+    assert materialize([distributed], resources={"compute": ComputeBackend(backend="k8s", train_nodes="2")}).success
+    name = calls[0][1]
+    assert calls == [
+        ("create service", name),
+        ("create job", name),
+        ("delete job", name),
+        ("delete service", name),
+    ]
