@@ -53,3 +53,21 @@ def test_landed_day_is_ingested_by_sensor_and_flows_to_registered_models(stack, 
         return {f"{c}|{NEW_DAY}" for c in cities} <= set(forecasts) and NEW_DAY in recommended
 
     wait_until(inference_done, timeout_s=300, what="forecasts and recommendations after promotion", instance=instance)
+
+
+POOLED_STEPS = {"city_demand_features": "spark", "city_demand_model": "training", "recommender_model": "training"}
+
+
+def test_runs_the_daemon_launched_for_the_new_day_execute_pooled_steps(stack):
+    """Concurrency applies to automation runs too: their steps claim the spark/training pools."""
+    instance = DagsterInstance.get()
+    automation_runs = [
+        r
+        for r in instance.get_runs(RunsFilter(tags={"dagster/sensor_name": "mltrain_automation_sensor"}))
+        if r.tags.get("dagster/partition", "").endswith(NEW_DAY) or NEW_DAY in r.tags.get("dagster/partition", "")
+    ]
+    seen = {}
+    for run in automation_runs:
+        plan = instance.get_execution_plan_snapshot(run.execution_plan_snapshot_id)
+        seen.update({step.key: step.pool for step in plan.steps if step.key in POOLED_STEPS})
+    assert seen == POOLED_STEPS, f"pooled steps in the daemon's automation runs for {NEW_DAY}: {seen}"
