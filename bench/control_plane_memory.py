@@ -21,7 +21,7 @@ outcome = demo.execute("ride_events_job", "ride_events", partition_range=("2026-
 assert outcome.success, outcome.error
 print(json.dumps({
     "rides_per_day": volume,
-    "rows": outcome.materializations["ride_events"]["rows"],
+    "rows": outcome.materializations["ride_events"]["rows_in_run"],
     "control_plane_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     "data_plane_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024),
 }))

@@ -1,10 +1,11 @@
 """The one ``Definitions`` object of the ``mltrain_assets`` code location: each registered pipeline's
-definitions merged with the shared resources and automation. Assembled, no logic."""
+definitions merged with the shared resources, automation and reporting. Assembled, no logic."""
 
 from dagster import Definitions, EnvVar
 
 from mltrain_assets.core.automation import automation_sensor
 from mltrain_assets.core.pipeline import all_pipelines
+from mltrain_assets.pipelines.reporting import definitions as reporting
 from mltrain_assets.resources.compute import ComputeBackend
 from mltrain_assets.resources.storage import ArtifactRefIOManagerFactory, ArtifactStorage
 from mltrain_assets.resources.tracking import ModelRegistry
@@ -21,8 +22,13 @@ defs = Definitions.merge(
             ),
             "io_manager": ArtifactRefIOManagerFactory(base_uri=EnvVar("MLTRAIN_STORAGE_URI")),
             "compute": ComputeBackend.from_settings(),
-            "registry": ModelRegistry(tracking_uri=EnvVar("MLFLOW_TRACKING_URI")),
+            "registry": ModelRegistry(
+                tracking_uri=EnvVar("MLFLOW_TRACKING_URI"),
+                ui_url=EnvVar("MLTRAIN_MLFLOW_UI_URL"),
+                dagster_ui_url=EnvVar("MLTRAIN_DAGSTER_UI_URL"),
+            ),
         },
     ),
     *(pipeline.defs for pipeline in all_pipelines()),
+    reporting.defs,  # the model quality report over every pipeline
 )

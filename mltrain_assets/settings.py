@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 
 DEFAULT_HOME = ".mltrain"
+DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
+DEFAULT_DAGSTER_UI_URL = "http://127.0.0.1:3000"
 
 
 def mltrain_home() -> Path:
@@ -24,6 +26,9 @@ def default_environment() -> dict[str, str]:
         "MLTRAIN_STORAGE_URI": f"file://{home}/storage",
         "MLFLOW_TRACKING_URI": f"sqlite:///{home}/mlflow.db",
         "MLTRAIN_MLFLOW_ARTIFACTS_URI": f"file://{home}/mlartifacts",
+        # Where a person opens the UIs: the links between Dagster and MLflow point there.
+        "MLTRAIN_MLFLOW_UI_URL": DEFAULT_MLFLOW_UI_URL,
+        "MLTRAIN_DAGSTER_UI_URL": DEFAULT_DAGSTER_UI_URL,
         "MLTRAIN_COMPUTE": "local",
         "MLTRAIN_SPARK_MASTER": "local[*]",
         "MLTRAIN_SPARK_S3A": "false",
@@ -46,7 +51,11 @@ def default_environment() -> dict[str, str]:
 
 def apply_defaults() -> dict[str, str]:
     """Set every unset setting to its embedded default; returns the effective values."""
-    for name, value in default_environment().items():
+    defaults = default_environment()
+    tracking = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if tracking.startswith(("http://", "https://")):
+        defaults["MLTRAIN_MLFLOW_UI_URL"] = tracking  # a tracking server serves its own UI
+    for name, value in defaults.items():
         if not os.environ.get(name):
             os.environ[name] = value
     Path(os.environ["MLTRAIN_HOME"]).mkdir(parents=True, exist_ok=True)

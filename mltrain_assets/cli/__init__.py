@@ -79,6 +79,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     pipelines = [load_pipeline(name) for name in args.pipeline]
     with _cluster_spark_for_k8s_local(env, started):
         outcomes = _run_demo_pipelines(pipelines, date, env, args, started)
+    demo._say(f"model_quality_report for {date}", started)
+    outcomes.append(demo.execute("model_quality_report_job", "model_quality_report", partition_key=date))
     failed = [o for o in outcomes if not o.success]
     print()
     for pipeline in pipelines:
@@ -88,7 +90,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         f"model versions registered this time: {demo.new_registrations(outcomes)}; "
         f"runs: {len(outcomes)} ({len(failed)} failed); {time.monotonic() - started:.0f}s"
     )
-    print("See it all: `make dev` (Dagster UI and MLflow UI on the same state).")
+    print(
+        f"Quality, cost and staleness for {date}: `mltrain report --date {date}` "
+        "(also the model_quality_report asset). See it all: `make dev` (Dagster UI and MLflow UI on the same state)."
+    )
     return 1 if failed else 0
 
 
@@ -196,6 +201,45 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
     return status
 
 
+def _cmd_materialize(args: argparse.Namespace) -> int:
+    from mltrain_assets.cli import demo
+
+    _effective_env()
+    span = tuple(args.partition_range.split("...")) if args.partition_range else None
+    if span is not None and len(span) != 2:
+        raise SystemExit(f"--partition-range {args.partition_range}: expected START...END")
+    try:
+        outcome = demo.materialize(args.asset.split(","), partition=args.partition, partition_range=span)
+    except ValueError as refused:
+        raise SystemExit(f"mltrain materialize: {refused}") from None
+    demo.print_outcome(outcome)
+    return 0 if outcome.success else 1
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from mltrain_assets.cli.demo import ensure_instance, latest_complete_day
+    from mltrain_assets.core.pipeline import all_pipelines
+    from mltrain_assets.core.report import write_report
+    from mltrain_assets.pipelines.reporting.collect import collect_report
+    from mltrain_assets.resources.tracking import ModelRegistry
+
+    env = _effective_env()
+    date = args.date or latest_complete_day()
+    report = collect_report(
+        ensure_instance(),
+        date,
+        all_pipelines(),
+        landing_uri=env["MLTRAIN_LANDING_URI"],
+        registry=ModelRegistry(tracking_uri=env["MLFLOW_TRACKING_URI"]),
+        history_days=args.history_days,
+        grace_hours=args.grace_hours,
+    )
+    markdown_path, png_path, markdown = write_report(report, args.out or Path(env["MLTRAIN_HOME"]) / "reports" / date)
+    print(markdown)
+    print(f"wrote {markdown_path} and {png_path}", file=sys.stderr)
+    return 0
+
+
 def _cmd_manifests(args: argparse.Namespace) -> int:
     from mltrain_assets.cli import manifests
 
@@ -223,30 +267,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="simulate, then materialize the pipelines for one date")
     demo.add_argument("--date", help="partition date (default: yesterday, UTC)")
-    demo.add_argument("--rides-per-day", type=int, default=None)
+    demo.add_argument("--rides-per-day", type=int, default=None, help="rides per day (all cities)")
     demo.add_argument("--events-per-day", type=int, default=None, help="interactions per day")
     demo.add_argument("--pipeline", action="append", choices=PIPELINES, help="repeatable; default all")
     demo.add_argument("--parallel", type=int, default=2, help="city runs at once")
     demo.set_defaults(func=_cmd_demo)
 
     summary = sub.add_parser("summary", help="what is registered and aliased `staging`")
-    summary.add_argument("--date")
+    summary.add_argument("--date", help="partition date, YYYY-MM-DD (default: yesterday, UTC)")
     summary.set_defaults(func=_cmd_summary)
 
     dev = sub.add_parser("dev", help="Dagster webserver + daemon and the MLflow UI on 127.0.0.1")
-    dev.add_argument("--port", type=int, default=3000)
-    dev.add_argument("--mlflow-port", type=int, default=5000)
+    dev.add_argument("--port", type=int, default=3000, help="Dagster UI port (default: %(default)s)")
+    dev.add_argument("--mlflow-port", type=int, default=5000, help="MLflow UI port (default: %(default)s)")
     dev.set_defaults(func=_cmd_dev)
 
     backfill = sub.add_parser("backfill", help="launch a date-range asset backfill through the Dagster webserver")
-    backfill.add_argument("--start", required=True)
-    backfill.add_argument("--end", required=True)
+    backfill.add_argument("--start", required=True, help="first partition date, YYYY-MM-DD")
+    backfill.add_argument("--end", required=True, help="last partition date, inclusive")
     backfill.add_argument("--pipeline", action="append", choices=PIPELINES, help="repeatable; default all")
     backfill.add_argument("--cities", help="comma-separated subset for the per-city assets")
-    backfill.add_argument("--url", default="http://127.0.0.1:3000")
+    backfill.add_argument("--url", default="http://127.0.0.1:3000", help="Dagster webserver (default: %(default)s)")
     backfill.add_argument("--wait", action="store_true", help="poll until the backfill finishes")
-    backfill.add_argument("--timeout", type=float, default=3600)
+    backfill.add_argument("--timeout", type=float, default=3600, help="seconds --wait polls (default: %(default)s)")
     backfill.set_defaults(func=_cmd_backfill)
+
+    materialize = sub.add_parser(
+        "materialize",
+        help="materialize assets for one partition (or a range, in one run) in this process, recorded under the "
+        "mltrain_assets code location like a UI launch (what `dagster asset materialize` does, without -m)",
+    )
+    materialize.add_argument("--asset", required=True, help="asset key(s), comma-separated, e.g. ride_events")
+    partition = materialize.add_mutually_exclusive_group()
+    partition.add_argument("--partition", help="partition key: 2026-11-27, or nyc|2026-11-27 for date x city")
+    partition.add_argument("--partition-range", help="START...END, e.g. 2026-11-01...2026-11-07 (single-run assets)")
+    materialize.set_defaults(func=_cmd_materialize)
 
     sub.add_parser("schema", help="print the landing datasets' schemas and rules").set_defaults(func=_cmd_schema)
 
@@ -257,6 +312,32 @@ def build_parser() -> argparse.ArgumentParser:
     manifests.add_argument("--asset", required=True, help="asset key, e.g. recommender_model")
     manifests.add_argument("--partition", help="partition key: 2026-11-27, or nyc|2026-11-27 for date x city")
     manifests.set_defaults(func=_cmd_manifests)
+
+    from mltrain_assets.core.report import DEFAULT_GRACE_HOURS, DEFAULT_HISTORY_DAYS
+
+    report = sub.add_parser(
+        "report",
+        help="model quality, cost and staleness for a date, from the Dagster instance and the registry: "
+        "writes report.md and quality.png and prints the Markdown (what the model_quality_report asset shows)",
+    )
+    report.add_argument("--date", help="report date, YYYY-MM-DD (default: yesterday, UTC)")
+    report.add_argument(
+        "--out", help="folder to write report.md, quality.png, report.json (default: $MLTRAIN_HOME/reports/DATE)"
+    )
+    report.add_argument(
+        "--history-days",
+        type=int,
+        default=DEFAULT_HISTORY_DAYS,
+        help="dates the plot and the landing table cover, ending at --date (default: %(default)s)",
+    )
+    report.add_argument(
+        "--grace-hours",
+        type=float,
+        default=DEFAULT_GRACE_HOURS,
+        help="a landed day is late when its _SUCCESS marker appears later than this after the end of the day, UTC "
+        "(default: %(default)s)",
+    )
+    report.set_defaults(func=_cmd_report)
     return parser
 
 

@@ -10,6 +10,7 @@ import time
 
 import requests
 
+from mltrain_assets.core.partitions import require_partitions_from
 from mltrain_assets.core.pipeline import load_pipeline
 
 LAUNCH = """
@@ -47,6 +48,9 @@ def partitions_by_assets(pipeline_name: str, start: str, end: str, keys: list[st
     if end < start:
         raise ValueError(f"--end {end} is before --start {start}")
     pipeline = load_pipeline(pipeline_name)
+    require_partitions_from(
+        pipeline.landing_window.first(start), f"a {pipeline_name} backfill from {start} ({pipeline.ingestion_asset})"
+    )
     selection = [
         {
             "assetKey": {"path": [pipeline.ingestion_asset]},

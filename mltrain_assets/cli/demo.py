@@ -2,6 +2,12 @@
 
 Each step is a real Dagster run recorded in ``$DAGSTER_HOME``, so ``make dev`` shows
 everything the demo did. City models run as separate runs, two at a time.
+
+Runs are created the way the webserver and the daemon create them: with the origin of the
+code location ``workspace.yaml`` declares (``mltrain_assets``), so the UI lists them under
+that location (Overview timeline, filters) and can re-execute them. They execute in this
+process (``execute_run``), as ``dagster asset materialize`` does, so no daemon is needed.
+``mltrain materialize`` launches any asset selection the same way.
 """
 
 from __future__ import annotations
@@ -15,14 +21,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetKey, DagsterInstance, MultiPartitionKey, execute_job
-from dagster._core.definitions.reconstruct import ReconstructableRepository
+from dagster import AssetKey, AssetSelection, DagsterInstance, MultiPartitionKey
+from dagster._core.definitions.backfill_policy import BackfillPolicyType
+from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
+from dagster._core.definitions.repository_definition.valid_definitions import SINGLETON_REPOSITORY_NAME
+from dagster._core.errors import DagsterInvalidSubsetError, DagsterUnknownPartitionError
+from dagster._core.execution.api import JobExecutionResult, execute_run
+from dagster._core.remote_origin import (
+    CodeLocationOrigin,
+    ManagedGrpcPythonEnvCodeLocationOrigin,
+    RemoteJobOrigin,
+    RemoteRepositoryOrigin,
+)
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._core.workspace.load_target import WorkspaceFileTarget
 
+from mltrain_assets.core.partitions import PARTITIONS_START_DATE, require_partitions_from
 from mltrain_assets.core.pipeline import Pipeline
 from mltrain_assets.settings import apply_defaults
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+WORKSPACE_FILE = REPO_ROOT / "workspace.yaml"
+# The code location the webserver and the daemon load (workspace.yaml, [tool.dagster] in pyproject.toml).
+LOCATION_NAME = "mltrain_assets"
+DEFINITIONS_MODULE = "mltrain_assets.definitions"
 # The demo prints its own progress; Dagster's event stream stays in the instance (and the UI).
 QUIET_CONSOLE = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -57,6 +80,60 @@ def job_named(name: str):
     return defs.resolve_job_def(name)
 
 
+def code_location_origin() -> CodeLocationOrigin:
+    """The origin of the ``mltrain_assets`` location exactly as ``workspace.yaml`` declares it.
+
+    Parsing the file loads nothing (no code server starts). Without the file (an installed
+    package), the same module-based location is described directly.
+    """
+    if WORKSPACE_FILE.exists():
+        for origin in WorkspaceFileTarget(paths=[str(WORKSPACE_FILE)]).create_origins():
+            if origin.location_name == LOCATION_NAME:
+                return origin
+    return ManagedGrpcPythonEnvCodeLocationOrigin(
+        loadable_target_origin=LoadableTargetOrigin(module_name=DEFINITIONS_MODULE), location_name=LOCATION_NAME
+    )
+
+
+def remote_job_origin(job_name: str) -> RemoteJobOrigin:
+    """Where the UI finds this job: the code location's (only) repository."""
+    return RemoteJobOrigin(RemoteRepositoryOrigin(code_location_origin(), SINGLETON_REPOSITORY_NAME), job_name)
+
+
+def _reconstructable_job(job_name: str) -> ReconstructableJob:
+    repository = ReconstructableRepository.for_module(DEFINITIONS_MODULE, "defs", working_directory=str(REPO_ROOT))
+    return repository.get_reconstructable_job(job_name)
+
+
+def execute_with_location_origin(
+    job_name: str,
+    instance: DagsterInstance,
+    *,
+    run_config: dict | None = None,
+    tags: dict[str, str] | None = None,
+    asset_selection: list[AssetKey] | None = None,
+) -> JobExecutionResult:
+    """Create the run with the code location's origin (as a launch from the UI or the daemon does), execute it here.
+
+    ``execute_job`` would record only the Python origin, and the UI would call the run "from a
+    different code location": no re-execution, no place on the Overview timeline.
+    """
+    recon_job = _reconstructable_job(job_name)
+    repository_load_data = recon_job.repository.get_definition().repository_load_data
+    recon_job = recon_job.with_repository_load_data(repository_load_data)
+    job_def = recon_job.get_definition()
+    run = instance.create_run_for_job(
+        job_def=job_def,
+        run_config=run_config or {},
+        tags={**job_def.run_tags, **(tags or {})},
+        asset_selection=frozenset(asset_selection) if asset_selection else None,
+        remote_job_origin=remote_job_origin(job_name),
+        job_code_origin=recon_job.get_python_origin(),
+        repository_load_data=repository_load_data,
+    )
+    return execute_run(recon_job, run, instance, raise_on_error=False)
+
+
 @dataclass
 class RunOutcome:
     """What one run did, in the terms a person checks: success, work done, registrations."""
@@ -68,6 +145,7 @@ class RunOutcome:
     materializations: dict[str, dict[str, Any]] = field(default_factory=dict)
     checks: dict[str, bool] = field(default_factory=dict)
     error: str = ""
+    check_descriptions: dict[str, str] = field(default_factory=dict)
 
 
 def execute(
@@ -77,23 +155,23 @@ def execute(
     partition_key=None,
     partition_range: tuple[str, str] | None = None,
     assets: list[str] | None = None,
+    launched_by: str = "demo",
+    run_config: dict | None = None,
 ) -> RunOutcome:
     instance = ensure_instance()
-    tags = {"mltrain/launched_by": "demo"}
+    tags = {"mltrain/launched_by": launched_by}
+    selection = [AssetKey.from_user_string(name) for name in assets] if assets else None
     if partition_key is not None:
-        tags.update(job_named(job_name).get_tags_for_partition_key(str(partition_key), selected_asset_keys=None))
+        tags.update(job_named(job_name).get_tags_for_partition_key(str(partition_key), selected_asset_keys=selection))
     if partition_range:
         tags[ASSET_PARTITION_RANGE_START_TAG], tags[ASSET_PARTITION_RANGE_END_TAG] = partition_range
     started = time.monotonic()
-    result = execute_job(
-        ReconstructableRepository.for_module(
-            "mltrain_assets.definitions", "defs", working_directory=str(REPO_ROOT)
-        ).get_reconstructable_job(job_name),
-        instance=instance,
-        run_config=QUIET_CONSOLE,
+    result = execute_with_location_origin(
+        job_name,
+        instance,
+        run_config={**QUIET_CONSOLE, **(run_config or {})},
         tags=tags,
-        raise_on_error=False,
-        asset_selection=[AssetKey(name) for name in assets] if assets else None,
+        asset_selection=selection,
     )
     outcome = RunOutcome(label, result.run_id, result.success, time.monotonic() - started)
     for event in result.get_asset_materialization_events():
@@ -102,11 +180,96 @@ def execute(
             k: getattr(v, "value", v) for k, v in materialization.metadata.items()
         }
     for evaluation in result.get_asset_check_evaluations():
-        outcome.checks[f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"] = evaluation.passed
+        name = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+        outcome.checks[name] = evaluation.passed
+        outcome.check_descriptions[name] = evaluation.description or ""
     if not result.success:
         failures = [e for e in result.all_events if e.is_step_failure]
         outcome.error = "; ".join(str(e.step_failure_data.error.message).strip() for e in failures)[:2000]
     return outcome
+
+
+def materialize(
+    assets: list[str], *, partition: str | None = None, partition_range: tuple[str, str] | None = None
+) -> RunOutcome:
+    """Materialize an asset selection for one partition (or a range, one run) with the code location's origin.
+
+    What ``mltrain materialize`` runs: like ``dagster asset materialize`` (Dagster's own API, the
+    same implicit asset job, executed in this process), but needing no ``-m`` in the project
+    folder and recording the run under the ``mltrain_assets`` location, so the UI can re-execute it.
+    """
+    from dagster._core.definitions.partitions.context import partition_loading_context
+
+    from mltrain_assets.definitions import defs
+
+    repository = defs.get_repository_def()
+    try:
+        keys = AssetSelection.from_coercible(assets).resolve(repository.asset_graph)
+    except DagsterInvalidSubsetError:
+        known = sorted(key.to_user_string() for key in repository.asset_graph.get_all_asset_keys())
+        raise ValueError(f"unknown asset in {', '.join(assets)}; the assets are: {', '.join(known)}") from None
+    job = repository.get_implicit_job_def_for_assets(keys)
+    if job is None:
+        raise ValueError(f"{', '.join(assets)}: the selected assets do not share one partitions definition")
+    names = sorted(key.to_user_string() for key in keys)
+    partitioned = [name for name in names if repository.asset_graph.get(AssetKey.from_user_string(name)).partitions_def]
+    if partitioned and not (partition or partition_range):
+        raise ValueError(f"{', '.join(partitioned)} are partitioned: give --partition or --partition-range")
+    if not partitioned and (partition or partition_range):
+        raise ValueError(f"{', '.join(names)} have no partitions: drop --partition/--partition-range")
+    if partition_range:
+        not_single_run = [
+            name
+            for name in names
+            if getattr(repository.asset_graph.get(AssetKey.from_user_string(name)).backfill_policy, "policy_type", None)
+            != BackfillPolicyType.SINGLE_RUN
+        ]
+        if not_single_run:
+            raise ValueError(
+                f"{', '.join(not_single_run)} cannot run a partition range in one run (no single-run backfill "
+                "policy): use `mltrain backfill` or one --partition at a time"
+            )
+    instance = ensure_instance()
+    with partition_loading_context(dynamic_partitions_store=instance) as context:
+        for key in [partition] if partition else list(partition_range or ()):
+            try:
+                job.validate_partition_key(key, selected_asset_keys=keys, context=context)
+            except DagsterUnknownPartitionError:
+                partitions_def = repository.asset_graph.get(AssetKey.from_user_string(partitioned[0])).partitions_def
+                raise ValueError(
+                    f"{key} is not a partition of {', '.join(names)} (the latest is "
+                    f"{partitions_def.get_last_partition_key()}; days run from {PARTITIONS_START_DATE} "
+                    f"($MLTRAIN_PARTITIONS_START) to yesterday, UTC)"
+                ) from None
+    label = f"{','.join(names)} {partition or '...'.join(partition_range or ())}".strip()
+    # The implicit asset job's default executor starts a process per step; like the pipeline's own
+    # jobs, run the (few, pool-limited) steps in the run's process.
+    in_process = (
+        {"execution": {"config": {"in_process": {}}}} if job.executor_def.name == "multi_or_in_process_executor" else {}
+    )
+    return execute(
+        job.name,
+        label,
+        partition_key=partition,
+        partition_range=partition_range,
+        assets=names,
+        launched_by="mltrain materialize",
+        run_config=in_process,
+    )
+
+
+def print_outcome(outcome: RunOutcome) -> None:
+    """What ``mltrain materialize`` prints: the run, each asset's figures, each check's verdict."""
+    ui = os.environ.get("MLTRAIN_DAGSTER_UI_URL", "http://127.0.0.1:3000").rstrip("/")
+    status = "ok" if outcome.success else "FAILED"
+    print(f"{outcome.label}: {status} in {outcome.seconds:.1f}s; run {outcome.run_id} ({ui}/runs/{outcome.run_id})")
+    for asset, metadata in outcome.materializations.items():
+        shown = {k: metadata[k] for k in ("partition", "rows", "version", "reused_committed_version") if k in metadata}
+        print(f"  {asset}: " + ", ".join(f"{k} {v}" for k, v in shown.items()))
+    for name, passed in outcome.checks.items():
+        print(f"  check {name}: {'passed' if passed else 'FAILED'}: {outcome.check_descriptions.get(name, '')}")
+    if outcome.error:
+        print(f"  error: {outcome.error}")
 
 
 def _say(message: str, started: float) -> None:
@@ -117,6 +280,10 @@ def run_pipeline(pipeline: Pipeline, date: str, *, parallel: int = 2, started: f
     """Ingest the landing window in one run, then each stage for the date (per key: ``parallel`` at a time)."""
     started = started or time.monotonic()
     dates = pipeline.landing_window.dates(date)
+    try:
+        require_partitions_from(dates[0], f"the {pipeline.name} pipeline for {date} ({pipeline.ingestion_asset})")
+    except ValueError as refused:
+        raise SystemExit(f"mltrain demo: {refused}") from None
     _say(f"{pipeline.ingestion_asset} {dates[0]}..{dates[-1]} (one run over {len(dates)} days)", started)
     outcomes = [execute(pipeline.ingestion_job, pipeline.ingestion_asset, partition_range=(dates[0], dates[-1]))]
     _report(pipeline, outcomes[-1], started)

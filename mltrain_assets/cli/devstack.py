@@ -46,6 +46,13 @@ class DevStack:
     def mlflow_url(self) -> str:
         return f"http://127.0.0.1:{self.mlflow_port}"
 
+    def link_settings(self) -> dict[str, str]:
+        """The UI addresses this stack serves, for the links between Dagster and MLflow its runs record."""
+        settings = {"MLTRAIN_DAGSTER_UI_URL": self.dagster_url}
+        if self.mlflow_ui:
+            settings["MLTRAIN_MLFLOW_UI_URL"] = self.mlflow_url
+        return settings
+
     def plan(self) -> list[Service]:
         env = os.environ
         workspace = str(REPO_ROOT / "workspace.yaml")
@@ -85,7 +92,12 @@ class DevStack:
         ensure_instance()
         logs = Path(os.environ["MLTRAIN_HOME"]) / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            **self.link_settings(),
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            "PYTHONUNBUFFERED": "1",
+        }
         self.services = self.plan()
         for service in self.services:
             service.log_path = logs / f"{service.name}.log"

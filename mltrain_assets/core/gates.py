@@ -4,7 +4,10 @@ A ``Gate`` is a named rule over the summary a workload committed for one partiti
 step that produces a partition evaluates its gates (``core.steps``): each gate becomes a
 blocking ``AssetCheckResult`` and its violations are recorded in the partition's reference.
 The reference IO manager refuses to hand a gated reference to any downstream asset, so no
-asset body can forget the check. Every violation names the asset, partition, rule and value.
+asset body can forget the check. Every outcome names the partition and the observed value,
+passing or failing: a violation names the asset, partition, rule and value
+(``city_demand_model nyc|2026-11-27: rule mape < 0.15: observed mape=0.21``), a pass the
+partition and what was measured (``nyc|2026-11-27: MAPE 0.129 < 0.15``).
 """
 
 from __future__ import annotations
@@ -21,22 +24,37 @@ MIN_HOUR_SHARE_OF_MEDIAN = 0.05
 
 @dataclass
 class GateOutcome:
-    """One gate over one or more partitions: passed, and the violations that failed it."""
+    """One gate over one or more partitions: the violations that failed it, and what each partition showed.
+
+    ``observed`` maps partition -> its observed values, ``partition`` first (it becomes the check
+    result's metadata); ``findings`` maps partition -> one line naming the partition and its values.
+    """
 
     name: str
     violations: list[str] = field(default_factory=list)
     observed: dict[str, Any] = field(default_factory=dict)
+    findings: dict[str, str] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
         return not self.violations
 
     def describe(self) -> str:
-        return "passed" if self.passed else "; ".join(self.violations)
+        """What the check result says: the violations if any, else each partition with its observed values."""
+        if not self.passed:
+            return "; ".join(self.violations)
+        return "; ".join(self.findings[p] for p in sorted(self.findings)) or "passed (no partitions)"
 
 
 # (asset, partition, committed summary) -> (violations, observed values) for that partition
 GateRule = Callable[[str, str, Mapping[str, Any]], tuple[list[str], dict[str, Any]]]
+# observed values of one partition -> what they show, e.g. "MAPE 0.129 < 0.15"
+GateFinding = Callable[[Mapping[str, Any]], str]
+
+
+def _no_finding(observed: Mapping[str, Any]) -> str:
+    shown = ", ".join(f"{k} {_fmt(v)}" for k, v in observed.items() if isinstance(v, (int, float, str)))
+    return shown or "passed"
 
 
 @dataclass(frozen=True)
@@ -46,6 +64,7 @@ class Gate:
     name: str
     description: str
     rule: GateRule
+    finding: GateFinding = _no_finding
 
     def evaluate(self, asset: str, summaries: Mapping[str, Mapping[str, Any]]) -> GateOutcome:
         """The outcome over one or more partitions (``{partition: summary}``)."""
@@ -53,8 +72,20 @@ class Gate:
         for partition, summary in sorted(summaries.items()):
             violations, observed = self.rule(asset, partition, summary)
             outcome.violations.extend(violations)
-            outcome.observed[partition] = observed
+            outcome.observed[partition] = {"partition": partition, **observed}
+            outcome.findings[partition] = f"{partition}: {self.finding(observed)}"
         return outcome
+
+
+def _fmt(value: Any) -> str:
+    """A number as a person reads it: 102,345 rows; 0.129; None stays None."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
 
 
 # ------------------------------------------------------------------ data gates (ingestion)
@@ -84,12 +115,20 @@ def landed_complete(min_rows_per_day: int) -> Gate:
         rows = int(summary.get("rows", 0))
         if rows < min_rows_per_day:
             violations.append(f"{asset} {partition}: rule min_rows_per_day: {rows} rows < floor {min_rows_per_day}")
-        return violations, {"rows": rows, "hours_present": HOURS_PER_DAY - len(missing)}
+        return violations, {"rows": rows, "hours_present": HOURS_PER_DAY - len(missing), "min_rows": min_rows_per_day}
+
+    def finding(observed: Mapping[str, Any]) -> str:
+        sign = ">=" if observed["rows"] >= observed["min_rows"] else "<"
+        return (
+            f"{observed['hours_present']}/{HOURS_PER_DAY} hourly buckets, "
+            f"{_fmt(observed['rows'])} rows {sign} {_fmt(observed['min_rows'])}"
+        )
 
     return Gate(
         "landed_complete",
         "All 24 hourly buckets arrived with plausible counts, and the day has enough rows.",
         rule,
+        finding,
     )
 
 
@@ -104,10 +143,19 @@ def _matches_contract(asset: str, partition: str, summary: Mapping[str, Any]) ->
     }
 
 
+def _contract_finding(observed: Mapping[str, Any]) -> str:
+    by_rule = ", ".join(f"{rule}={n:,}" for rule, n in sorted(observed["rejected_by_rule"].items()) if n)
+    return (
+        f"schema ok, {_fmt(observed['rows_rejected'])} rows quarantined{f' ({by_rule})' if by_rule else ''}, "
+        f"{_fmt(observed['duplicates_removed'])} duplicates removed"
+    )
+
+
 MATCHES_CONTRACT = Gate(
     "matches_contract",
     "Landed files match the schema; rows breaking value rules were quarantined (<= 1%).",
     _matches_contract,
+    _contract_finding,
 )
 
 
@@ -115,26 +163,45 @@ MATCHES_CONTRACT = Gate(
 
 
 def metric_below(
-    check_name: str, metric: str, threshold: float, description: str, context: tuple[str, ...] = ()
+    check_name: str,
+    metric: str,
+    threshold: float,
+    description: str,
+    context: tuple[str, ...] = (),
+    label: str | None = None,
 ) -> Gate:
     """The committed ``metric`` must be strictly below ``threshold`` (a missing value fails).
 
-    ``context`` names other summary values shown beside it (e.g. a naive baseline).
+    ``context`` names other summary values shown beside it (e.g. a naive baseline); ``label`` is
+    how a pass names the metric (default: the metric in capitals, ``MAPE 0.129 < 0.15``).
     """
-    return _metric_gate(check_name, metric, threshold, description, context, below=True)
+    return _metric_gate(check_name, metric, threshold, description, context, label, below=True)
 
 
 def metric_above(
-    check_name: str, metric: str, threshold: float, description: str, context: tuple[str, ...] = ()
+    check_name: str,
+    metric: str,
+    threshold: float,
+    description: str,
+    context: tuple[str, ...] = (),
+    label: str | None = None,
 ) -> Gate:
     """The committed ``metric`` must be strictly above ``threshold`` (a missing value fails)."""
-    return _metric_gate(check_name, metric, threshold, description, context, below=False)
+    return _metric_gate(check_name, metric, threshold, description, context, label, below=False)
 
 
 def _metric_gate(
-    check_name: str, metric: str, threshold: float, description: str, context: tuple[str, ...], *, below: bool
+    check_name: str,
+    metric: str,
+    threshold: float,
+    description: str,
+    context: tuple[str, ...],
+    label: str | None,
+    *,
+    below: bool,
 ) -> Gate:
     sign = "<" if below else ">"
+    shown_as = label or metric.upper()
 
     def rule(asset: str, partition: str, summary: Mapping[str, Any]) -> tuple[list[str], dict[str, Any]]:
         value = summary.get(metric)
@@ -144,4 +211,8 @@ def _metric_gate(
         )
         return violations, {metric: value, **{k: summary.get(k) for k in context}, "threshold": threshold}
 
-    return Gate(check_name, description, rule)
+    def finding(observed: Mapping[str, Any]) -> str:
+        beside = ", ".join(f"{k} {_fmt(observed.get(k))}" for k in context)
+        return f"{shown_as} {_fmt(observed.get(metric))} {sign} {_fmt(threshold)}" + (f" ({beside})" if beside else "")
+
+    return Gate(check_name, description, rule, finding)

@@ -14,9 +14,17 @@ from dagster import (
     asset,
 )
 
+from mltrain_assets.artifacts import ArtifactRef
 from mltrain_assets.core.gates import MATCHES_CONTRACT, landed_complete
 from mltrain_assets.core.partitions import daily_partitions
-from mltrain_assets.core.steps import DATA_PLANE_RETRY, build_versions, check_results, gate_specs, plan_version
+from mltrain_assets.core.steps import (
+    DATA_PLANE_RETRY,
+    build_versions,
+    check_results,
+    gate_specs,
+    plan_version,
+    step_metadata,
+)
 from mltrain_assets.landing import day_status, success_uri
 from mltrain_assets.resources.compute import ComputeBackend
 from mltrain_assets.resources.storage import ArtifactStorage
@@ -32,13 +40,33 @@ def landing_fingerprint(status: dict) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+def partition_metadata(ref: ArtifactRef, reused: bool) -> dict:
+    """One ingested day as its materialization shows it: where, which version, and its own figures."""
+    summary = ref.metadata
+    hours = summary.get("hours_present")
+    metadata = step_metadata(ref, reused=reused)
+    metadata.update(
+        {
+            "partition": ref.partition_key,
+            "hours_present": len(hours) if isinstance(hours, list) else int(hours or 0),
+            "duplicates_removed": int(summary.get("duplicates_removed", 0)),
+            "rows_rejected": int(summary.get("rows_rejected", 0)),
+            "rejected_by_rule": MetadataValue.json(summary.get("rejected_by_rule") or {}),
+        }
+    )
+    if summary.get("rows_by_city"):
+        metadata["rows_by_city"] = MetadataValue.json(summary["rows_by_city"])
+    return metadata
+
+
 def landing_ingestion_asset(
     *, name: str, spec: DatasetSpec, group_name: str, description: str, freshness_policy: FreshnessPolicy | None = None
 ):
     """A daily asset that validates, deduplicates and versions one landing dataset.
 
     A single run may cover a range of dates (single-run backfills): one workload
-    ingests every date whose version is not yet committed.
+    ingests every date whose version is not yet committed, and each date's materialization
+    carries that date's own rows, hours present, duplicates removed and rejects.
     """
     dataset = spec.name
     gates = [landed_complete(spec.min_rows_per_day), MATCHES_CONTRACT]
@@ -87,23 +115,24 @@ def landing_ingestion_asset(
             timeout_s=INGEST_TIMEOUT_S,
             gates=gates,
         )
-        metadata = {
-            "dates": len(dates),
+        # Each partition's materialization carries its own figures; the Output's metadata is the run's.
+        for p in planned:
+            date = str(p.partition_key)
+            context.add_asset_metadata(
+                partition_metadata(refs[date], reused=p.manifest is not None and not compute.dry_run),
+                partition_key=date,
+            )
+        run_metadata = {
+            "dates_in_run": len(dates),
             "dates_ingested_now": built,
-            "rows": sum(int(r.metadata.get("rows", 0)) for r in refs.values()),
-            "duplicates_removed": sum(int(r.metadata.get("duplicates_removed", 0)) for r in refs.values()),
-            "rows_rejected": sum(int(r.metadata.get("rows_rejected", 0)) for r in refs.values()),
+            "rows_in_run": sum(int(r.metadata.get("rows", 0)) for r in refs.values()),
         }
         if len(dates) == 1:
             ref = refs[dates[0]]
-            metadata.update({"uri": MetadataValue.path(ref.uri), "version": ref.version})
-            yield Output(ref, data_version=DataVersion(ref.version), metadata=metadata)
+            yield Output(ref, data_version=DataVersion(ref.version), metadata=run_metadata)
         else:
-            # One output covers the range; each partition's version lives in its reference.
-            metadata["versions"] = MetadataValue.json(
-                {d: {"uri": r.uri, "version": r.version} for d, r in refs.items()}
-            )
-            yield Output(refs, metadata=metadata)
+            # One output covers the range; the IO manager writes each partition's reference.
+            yield Output(refs, metadata=run_metadata)
         yield from check_results(outcomes)
 
     return _ingest

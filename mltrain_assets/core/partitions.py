@@ -1,10 +1,43 @@
 """Partitions every pipeline shares: UTC days, and trailing windows of them as asset inputs."""
 
+import datetime as dt
+import os
+
 from dagster import AssetIn, DailyPartitionsDefinition, MultiPartitionKey, TimeWindowPartitionMapping
 
 from mltrain_assets.workloads.common.dates import Window
 
-PARTITIONS_START_DATE = "2025-01-01"
+# The first daily partition of every asset. A fixed date, not "N days ago": the partitions (and
+# the run and backfill history keyed by them) must not move from one day to the next. A fresh
+# install shows the days since then; set MLTRAIN_PARTITIONS_START to reach further back (history
+# to backfill) or to start later. Every process of a deployment (webserver, daemon, code server,
+# run workers) must see the same value.
+PARTITIONS_START_ENV = "MLTRAIN_PARTITIONS_START"
+DEFAULT_PARTITIONS_START = "2026-01-01"
+
+
+def partitions_start_date() -> str:
+    """``$MLTRAIN_PARTITIONS_START`` (``YYYY-MM-DD``), else ``DEFAULT_PARTITIONS_START``."""
+    value = os.environ.get(PARTITIONS_START_ENV, "").strip() or DEFAULT_PARTITIONS_START
+    try:
+        return dt.date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise ValueError(f"{PARTITIONS_START_ENV}={value!r} is not a date (YYYY-MM-DD)") from None
+
+
+PARTITIONS_START_DATE = partitions_start_date()
+
+
+def require_partitions_from(first_date: str, what: str) -> None:
+    """Refuse, naming the setting, work that needs days before the first partition (a trailing window's start)."""
+    if first_date < PARTITIONS_START_DATE:
+        raise ValueError(
+            f"{what} needs days from {first_date}, before the first partition {PARTITIONS_START_DATE} "
+            f"({PARTITIONS_START_ENV}): pick a later date, or set {PARTITIONS_START_ENV}={first_date} (or earlier) "
+            "for every process that loads the code location"
+        )
+
+
 # Input metadata marking a trailing window: the IO manager loads it as {date: ref} and requires all of it.
 WINDOW_INPUT = "mltrain/window"
 

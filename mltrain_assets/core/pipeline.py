@@ -27,6 +27,27 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class QualitySpec:
+    """What the model quality report (``model_quality_report``, ``mltrain report``) reads for a pipeline's model.
+
+    The metric (and ``baseline``) come from ``model_asset``'s materialization metadata, the gate
+    from its blocking check ``gate`` in the same run, the promotion decision from
+    ``registered_asset``'s metadata, the serving version from the registry's ``staging`` alias of
+    ``model_name(key)`` (``key``: the key dimension's value, e.g. a city; ``""`` for a daily model).
+    """
+
+    model_asset: str
+    registered_asset: str
+    metric: str
+    threshold: float
+    lower_is_better: bool
+    gate: str
+    model_name: Callable[[str], str]
+    baseline: str = ""  # a naive baseline's metric in the same metadata, e.g. naive_mape
+    title: str = ""
+
+
+@dataclass(frozen=True)
 class Pipeline:
     name: str
     defs: Definitions
@@ -41,6 +62,11 @@ class Pipeline:
     stages: tuple[Stage, ...] = ()
     report_metrics: tuple[str, ...] = ()  # materialization metadata the demo prints per run
     summary: Callable[[str], str] | None = None  # what is registered and served for a date
+    quality: QualitySpec | None = None  # what the model quality report shows (None: see reporting.collect)
+
+    def assets(self) -> tuple[str, ...]:
+        """Every asset of the pipeline, ingestion first."""
+        return (self.ingestion_asset, *self.daily_assets, *self.keyed_assets)
 
 
 def load_pipeline(name: str) -> Pipeline:

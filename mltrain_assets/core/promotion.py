@@ -9,8 +9,24 @@ from typing import Any
 from dagster import AssetExecutionContext, DataVersion, MetadataValue, Output
 
 from mltrain_assets.artifacts import ArtifactRef, read_manifest
+from mltrain_assets.core.gates import Gate
 from mltrain_assets.core.partitions import partition_date
-from mltrain_assets.resources.tracking import ModelRegistry, code_commit, lineage_tags
+from mltrain_assets.resources.tracking import (
+    SNAPSHOT_ID_TAG,
+    SNAPSHOT_URI_TAG,
+    ModelRegistry,
+    code_commit,
+    date_in,
+    lineage_tags,
+    run_artifact_path,
+)
+from mltrain_assets.workloads.common.tracking import (
+    DAGSTER_ASSET_URL_TAG,
+    DAGSTER_RUN_ID_TAG,
+    DAGSTER_RUN_URL_TAG,
+    DATE_TAG,
+    PARTITION_TAG,
+)
 
 STAGING_ALIAS = "staging"
 SERVED_TAG = "mltrain.served_version"
@@ -41,16 +57,36 @@ def register_and_promote(
     data_snapshot: dict[str, Any],
     score_metadata: dict[str, Any],
     compare_with_champion: ChampionComparison | None = None,
+    gate: Gate | None = None,
 ) -> Output[ArtifactRef]:
-    """Register once per lineage; move `staging` unless it holds a newer date or a better model."""
+    """Register once per lineage; move `staging` unless it holds a newer date or a better model.
+
+    The version carries the lineage tags (short: the full data snapshot is an artifact of the
+    model's run), links to this Dagster run and asset partition, and a Markdown description a
+    person can read: data, gate (``gate``: the model's gate, re-read on its committed summary),
+    Dagster run and promotion decision. The materialization links to the MLflow run and version.
+    """
     partition = str(context.partition_key)
+    date = partition_date(context.partition_key)
+    asset_key = context.asset_key.to_user_string()
+    mlflow_run_id = model_ref.metadata.get("mlflow_run_id")
+    snapshot_uri = ""
+    if mlflow_run_id and registry.find_version(model_name, model_ref.version) is None:
+        snapshot_uri = registry.record_snapshot(mlflow_run_id, data_snapshot)
     tags = lineage_tags(
-        code_commit_sha=code_commit(), data_snapshot=data_snapshot, run_id=context.run.run_id, partition=partition
+        code_commit_sha=code_commit(),
+        data_snapshot=data_snapshot,
+        data_snapshot_uri=snapshot_uri,
+        run_id=context.run.run_id,
+        partition=partition,
+        date=date,
+        dagster_ui_url=registry.dagster_ui,
+        asset_key=asset_key,
     )
     registered = registry.register(
         model_name,
         model_uri=model_uri,
-        run_id=model_ref.metadata.get("mlflow_run_id"),
+        run_id=mlflow_run_id,
         lineage_key=model_ref.version,
         tags={**tags, **{f"mltrain.metric.{k}": str(v) for k, v in score_metadata.items()}},
     )
@@ -62,6 +98,7 @@ def register_and_promote(
         reason = f"{recorded.get(REASON_TAG, '')} (decided earlier; unchanged)"
         comparison = json.loads(recorded.get(COMPARISON_TAG, "{}"))
         served = recorded[SERVED_TAG]
+        decided_now = False
     else:
         promoted, reason, comparison = _decide(
             context, registry, model_name, registered.version, current, compare_with_champion
@@ -76,10 +113,29 @@ def register_and_promote(
             SERVED_TAG: served,  # last: its presence means the decision is complete
         }.items():
             registry.set_version_tag(model_name, registered.version, key, value)
+        decided_now = True
+    if decided_now or not registry.description(model_name, registered.version):
+        registry.set_description(
+            model_name,
+            registered.version,
+            version_description(
+                registry,
+                model_name=model_name,
+                version=registered.version,
+                model_ref=model_ref,
+                tags=recorded or tags,
+                score_metadata=score_metadata,
+                gate=gate,
+                promoted=promoted,
+                reason=reason.removesuffix(" (decided earlier; unchanged)"),
+                served=served,
+                comparison=comparison,
+            ),
+        )
     context.log.info(f"{model_name} v{registered.version}: {'promoted' if promoted else 'not promoted'} ({reason})")
 
     ref = ArtifactRef(
-        asset_key=context.asset_key.to_user_string(),
+        asset_key=asset_key,
         partition_key=partition,
         version=f"{model_name}/{registered.version}",
         uri=f"models:/{model_name}/{registered.version}",
@@ -94,6 +150,7 @@ def register_and_promote(
             **comparison,
         },
     )
+    version_tags = recorded or tags
     metadata = {
         "model": MetadataValue.text(ref.uri),
         "model_version": int(registered.version),
@@ -101,10 +158,82 @@ def register_and_promote(
         "promoted_to_staging": promoted,
         "promotion_reason": reason,
         "previous_staging_version": current or "",
-        "mlflow_run": MetadataValue.text(registry.run_link(model_ref.metadata["mlflow_run_id"])),
+        "mlflow_model_version": MetadataValue.url(registry.version_link(model_name, registered.version)),
+        "data_snapshot_id": version_tags.get(SNAPSHOT_ID_TAG, ""),
         **{k: v for k, v in {**score_metadata, **comparison}.items() if v is not None},
     }
+    if mlflow_run_id:
+        metadata["mlflow_run"] = MetadataValue.url(registry.run_link(mlflow_run_id))
+        if version_tags.get(SNAPSHOT_URI_TAG):
+            metadata["data_snapshot"] = MetadataValue.url(
+                registry.run_artifact_link(mlflow_run_id, run_artifact_path(version_tags[SNAPSHOT_URI_TAG]))
+            )
     return Output(ref, data_version=DataVersion(ref.version), metadata=metadata)
+
+
+def version_description(
+    registry: ModelRegistry,
+    *,
+    model_name: str,
+    version: str,
+    model_ref: ArtifactRef,
+    tags: dict[str, str],
+    score_metadata: dict[str, Any],
+    gate: Gate | None,
+    promoted: bool,
+    reason: str,
+    served: str | None,
+    comparison: dict[str, Any] | None = None,
+) -> str:
+    """The version's description in Markdown: data, gate, Dagster run, training run, decision."""
+    partition = tags.get(PARTITION_TAG, model_ref.partition_key)
+    run_id = model_ref.metadata.get("mlflow_run_id")
+    snapshot = f"`{tags[SNAPSHOT_ID_TAG]}`" if tags.get(SNAPSHOT_ID_TAG) else "not recorded"
+    if run_id and tags.get(SNAPSHOT_URI_TAG):
+        link = registry.run_artifact_link(run_id, run_artifact_path(tags[SNAPSHOT_URI_TAG]))
+        snapshot += f" ([full list]({link}))"
+    lines = [
+        f"**{model_name} v{version}** trained for **{tags.get(DATE_TAG) or date_in(partition) or '?'}** "
+        f"(Dagster partition `{partition}`), model artifact version `{model_ref.version}`.",
+        "",
+        f"- **Data**: snapshot {snapshot}: the input versions this model was trained and registered from.",
+        f"- **Gate**: {_gate_line(gate, model_ref, score_metadata)}",
+    ]
+    dagster_run = tags.get(DAGSTER_RUN_ID_TAG, "")
+    if dagster_run:
+        short = dagster_run[:8]  # as the Dagster UI shows run ids
+        run_link = f"[{short}]({tags[DAGSTER_RUN_URL_TAG]})" if tags.get(DAGSTER_RUN_URL_TAG) else f"`{dagster_run}`"
+        asset = f" ([asset partition]({tags[DAGSTER_ASSET_URL_TAG]}))" if tags.get(DAGSTER_ASSET_URL_TAG) else ""
+        lines.append(f"- **Dagster run**: {run_link}{asset}")
+    if run_id:
+        lines.append(f"- **MLflow training run**: [{run_id}]({registry.run_link(run_id)})")
+    decision = f"promoted to `{STAGING_ALIAS}`" if promoted else f"not promoted; `{STAGING_ALIAS}` stays v{served}"
+    compared = "; ".join(f"{k} {_number(v)}" for k, v in sorted((comparison or {}).items()))
+    lines.append(f"- **Promotion**: {decision} ({reason})." + (f" Compared: {compared}." if compared else ""))
+    return "\n".join(lines)
+
+
+def _gate_line(gate: Gate | None, model_ref: ArtifactRef, score_metadata: dict[str, Any]) -> str:
+    """``name`` passed/failed: observed value vs threshold (re-read on the model's committed summary)."""
+    if gate is None:
+        scores = ", ".join(
+            f"{k} = {_number(v)}"
+            + (f" (threshold {model_ref.metadata[k + '_threshold']})" if f"{k}_threshold" in model_ref.metadata else "")
+            for k, v in score_metadata.items()
+        )
+        return scores or "none recorded"
+    violations, observed = gate.rule(model_ref.asset_key, model_ref.partition_key, model_ref.metadata)
+    values = {k: v for k, v in observed.items() if k != "threshold"}  # the gated metric first, then its context
+    (metric, value), *context = values.items() or [("value", None)]
+    verdict = "passed" if not violations else "failed: " + "; ".join(violations)
+    line = f"`{gate.name}` {verdict}: observed {metric} = {_number(value)} vs threshold {observed.get('threshold')}"
+    if context:
+        line += " (" + ", ".join(f"{k} = {_number(v)}" for k, v in context) + ")"
+    return f"{line}. {gate.description}"
+
+
+def _number(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def _decide(context, registry, model_name, version, current, compare_with_champion) -> tuple[bool, str, dict]:
@@ -113,8 +242,9 @@ def _decide(context, registry, model_name, version, current, compare_with_champi
         return True, f"already `{STAGING_ALIAS}`", {}
     if current is None:
         return True, f"first `{STAGING_ALIAS}` version", {}
-    current_partition = registry.version_tags(model_name, current).get("mltrain.partition", "")
-    current_date = _date_in(current_partition) or current_partition
+    current_tags = registry.version_tags(model_name, current)
+    # `mltrain.date` on versions registered since it exists; older ones carry the date in their partition.
+    current_date = current_tags.get(DATE_TAG) or date_in(current_tags.get(PARTITION_TAG, "")) or ""
     if current_date > partition_date(context.partition_key):
         return (
             False,
@@ -125,14 +255,6 @@ def _decide(context, registry, model_name, version, current, compare_with_champi
         promoted, comparison = compare_with_champion(current)
         return promoted, ("challenger" if promoted else "champion") + f" wins against v{current}", comparison
     return True, f"replaces v{current} ({current_date})", {}
-
-
-def _date_in(partition: str) -> str | None:
-    """The date inside a partition tag: ``2026-11-27`` or a multi key like ``nyc|2026-11-27``."""
-    for part in partition.split("|"):
-        if len(part) == 10 and part[4] == "-" and part[7] == "-":
-            return part
-    return None
 
 
 def served_model_uri(registered: ArtifactRef) -> str:

@@ -1,8 +1,19 @@
-"""Daily UTC schedules: the fallback when a landing sensor missed a day (or is off)."""
+"""Daily UTC schedules: the fallback when a landing sensor missed a day (or is off).
+
+They are on by default (like the landing sensors): a tick with nothing to do skips with its
+reason (not landed yet, or already ingested), so running them costs nothing.
+"""
 
 import datetime as dt
 
-from dagster import AssetKey, RunRequest, ScheduleEvaluationContext, SkipReason, schedule
+from dagster import (
+    AssetKey,
+    DefaultScheduleStatus,
+    RunRequest,
+    ScheduleEvaluationContext,
+    SkipReason,
+    schedule,
+)
 
 from mltrain_assets.landing import day_status, success_uri
 from mltrain_assets.resources.storage import ArtifactStorage
@@ -14,6 +25,7 @@ def daily_fallback_schedule(dataset: str, asset_name: str, job, cron: str):
         job=job,
         cron_schedule=cron,
         execution_timezone="UTC",
+        default_status=DefaultScheduleStatus.RUNNING,
         description=f"Each day (UTC) ingests yesterday's {dataset} if the landing sensor has not; skips if not landed.",
     )
     def _schedule(context: ScheduleEvaluationContext, storage: ArtifactStorage):

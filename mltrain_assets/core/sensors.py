@@ -13,8 +13,9 @@ from mltrain_assets.core.partitions import PARTITIONS_START_DATE
 from mltrain_assets.landing import landed_days
 from mltrain_assets.resources.storage import ArtifactStorage
 
-# Landed days older than this (before today, UTC) are left alone: a first tick on a long-lived
-# landing zone must not replay years. Late days within it are picked up.
+# Landed days older than this (before today, UTC), or before the first partition
+# (MLTRAIN_PARTITIONS_START), are left alone: a first tick on a long-lived landing zone must not
+# replay years. Late days within it are picked up.
 LOOKBACK_DAYS = 120
 
 

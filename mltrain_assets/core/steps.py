@@ -6,6 +6,11 @@ fields, so a retry or a backfill of unchanged work finds the committed version a
 nothing. The step's gates are evaluated on what was committed: each yields a blocking
 ``AssetCheckResult`` and its violations travel in the reference (``gate_failures``), which
 the reference IO manager refuses to hand to any downstream asset.
+
+Every step records what it cost on its materialization: ``wall_s`` (seconds its launch ran; 0
+when the committed version was reused), ``cpu_s`` and ``peak_rss_mb`` of the workload's process
+tree (``None`` on ``k8s``, where the run worker cannot see the pod; ``cost_measured`` says how),
+``rows_in`` (the rows of its input references) and ``rows_out``.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from dagster import (
 from mltrain_assets.artifacts import ArtifactRef, compute_version
 from mltrain_assets.core.gates import Gate, GateOutcome
 from mltrain_assets.core.partitions import partition_path
-from mltrain_assets.resources.compute import ComputeBackend, WorkloadProfile
+from mltrain_assets.resources.compute import ComputeBackend, WorkloadProfile, WorkloadResult
 from mltrain_assets.resources.storage import GATE_FAILURES, ArtifactStorage
 from mltrain_assets.workloads.common.params import WorkloadParams
 
@@ -41,6 +46,57 @@ DATA_PLANE_RETRY = RetryPolicy(max_retries=3, delay=15, backoff=Backoff.EXPONENT
 
 # Small summary values that travel with a reference (the manifest holds everything).
 _REF_METADATA_LIMIT = 2_000
+# Summary keys a workload that reads from outside the store reports its input rows under.
+_ROWS_IN_KEYS = ("rows_in", "rows_landed")
+
+
+@dataclass
+class StepCost:
+    """What a step's data-plane launches cost. Nothing launched (a committed version reused): all zero."""
+
+    wall_s: float = 0.0
+    cpu_s: float | None = 0.0
+    peak_rss_mb: float | None = 0.0
+    launches: int = 0
+    measured: str = ""
+
+    def add(self, result: WorkloadResult) -> None:
+        self.launches += 1
+        self.wall_s += result.wall_s
+        self.cpu_s = None if self.cpu_s is None or result.cpu_s is None else self.cpu_s + result.cpu_s
+        self.peak_rss_mb = (
+            None
+            if self.peak_rss_mb is None or result.peak_rss_mb is None
+            else max(self.peak_rss_mb, result.peak_rss_mb)
+        )
+        self.measured = result.measured
+
+    def share(self, parts: int) -> StepCost:
+        """One partition's share of a launch that built ``parts`` partitions (time splits; the peak does not)."""
+        if parts <= 1:
+            return self
+        return StepCost(
+            wall_s=self.wall_s / parts,
+            cpu_s=None if self.cpu_s is None else self.cpu_s / parts,
+            peak_rss_mb=self.peak_rss_mb,
+            launches=self.launches,
+            measured=self.measured,
+        )
+
+    def metadata(self) -> dict[str, Any]:
+        metadata: dict[str, Any] = {
+            "wall_s": round(self.wall_s, 3),
+            "cpu_s": None if self.cpu_s is None else round(self.cpu_s, 3),
+            "peak_rss_mb": None if self.peak_rss_mb is None else round(self.peak_rss_mb, 1),
+        }
+        if self.launches:
+            metadata["cost_measured"] = self.measured
+        return metadata
+
+
+def rows_of(refs: Mapping[str, ArtifactRef | str]) -> int:
+    """The rows of the committed versions among ``refs`` (references to models and the like count 0)."""
+    return sum(int(ref.metadata.get("rows", 0) or 0) for ref in refs.values() if isinstance(ref, ArtifactRef))
 
 
 def asset_code_version(context: AssetExecutionContext) -> str:
@@ -75,7 +131,7 @@ def plan_version(
     return PlannedVersion(partition_key, version, uri, storage.committed_manifest(uri))
 
 
-def build_versions(
+def _build(
     context: AssetExecutionContext,
     *,
     storage: ArtifactStorage,
@@ -85,18 +141,15 @@ def build_versions(
     timeout_s: float,
     profile: WorkloadProfile = "default",
     gates: Sequence[Gate] = (),
-) -> tuple[dict[str, ArtifactRef], list[GateOutcome], int]:
-    """Commit every planned version that is missing (one launch), gate them all; ``(refs, outcomes, built)``.
-
-    ``params_for`` receives ``{partition: out_uri}`` of the missing versions and returns the
-    one workload launch that commits them.
-    """
+) -> tuple[dict[str, ArtifactRef], list[GateOutcome], int, StepCost]:
+    """``build_versions``, also returning what the launch cost (``StepCost()`` when nothing was launched)."""
     asset_key = context.asset_key.to_user_string()
     # A dry run (`mltrain manifests`) renders the launch even for a version already committed.
     missing = {str(p.partition_key): p.uri for p in planned if p.manifest is None or compute.dry_run}
     manifests = {str(p.partition_key): p.manifest for p in planned}
+    cost = StepCost()
     if missing:
-        compute.run(context, params_for(missing), timeout_s=timeout_s, profile=profile)
+        cost.add(compute.run(context, params_for(missing), timeout_s=timeout_s, profile=profile))
         for partition, uri in missing.items():
             manifests[partition] = storage.committed_manifest(uri)
             if manifests[partition] is None:
@@ -121,7 +174,52 @@ def build_versions(
         ref.metadata[GATE_FAILURES] = [
             v for outcome in outcomes for v in outcome.violations if v.startswith(f"{asset_key} {partition}:")
         ]
-    return refs, outcomes, len(missing)
+    return refs, outcomes, len(missing), cost
+
+
+def build_versions(
+    context: AssetExecutionContext,
+    *,
+    storage: ArtifactStorage,
+    compute: ComputeBackend,
+    planned: Sequence[PlannedVersion],
+    params_for: Callable[[dict[str, str]], WorkloadParams],
+    timeout_s: float,
+    profile: WorkloadProfile = "default",
+    gates: Sequence[Gate] = (),
+) -> tuple[dict[str, ArtifactRef], list[GateOutcome], int]:
+    """Commit every planned version that is missing (one launch), gate them all; ``(refs, outcomes, built)``.
+
+    ``params_for`` receives ``{partition: out_uri}`` of the missing versions and returns the
+    one workload launch that commits them. Each partition's materialization records its cost:
+    an equal share of the launch's time for the partitions it built, zero for those reused, and
+    its rows in (what the workload read from outside the store, e.g. ``rows_landed``) and out.
+    """
+    refs, outcomes, built, cost = _build(
+        context,
+        storage=storage,
+        compute=compute,
+        planned=planned,
+        params_for=params_for,
+        timeout_s=timeout_s,
+        profile=profile,
+        gates=gates,
+    )
+    partitioned = context.assets_def.partitions_def is not None
+    for p in planned:
+        ref = refs[str(p.partition_key)]
+        was_built = p.manifest is None or compute.dry_run
+        rows_in = next((ref.metadata[k] for k in _ROWS_IN_KEYS if isinstance(ref.metadata.get(k), int)), None)
+        metadata = {
+            **(cost.share(built) if was_built else StepCost()).metadata(),
+            "rows_out": int(ref.metadata.get("rows", 0) or 0),
+            **({"rows_in": rows_in} if rows_in is not None else {}),
+        }
+        if partitioned:
+            context.add_asset_metadata(metadata, partition_key=str(p.partition_key))
+        else:
+            context.add_output_metadata(metadata)
+    return refs, outcomes, built
 
 
 def run_versioned_step(
@@ -138,7 +236,7 @@ def run_versioned_step(
 ) -> Iterator[Output | AssetCheckResult]:
     """The committed version of this partition for these inputs and params (built now if missing), gated."""
     planned = plan_version(context, storage, context.partition_key, inputs, params.versioned_fields())
-    refs, outcomes, built = build_versions(
+    refs, outcomes, built, cost = _build(
         context,
         storage=storage,
         compute=compute,
@@ -152,7 +250,9 @@ def run_versioned_step(
     yield Output(
         ref,
         data_version=DataVersion(ref.version),
-        metadata=step_metadata(ref, reused=not built, extra=metadata(ref) if metadata else None),
+        metadata=step_metadata(
+            ref, reused=not built, extra=metadata(ref) if metadata else None, cost=cost, rows_in=rows_of(inputs)
+        ),
     )
     yield from check_results(outcomes)
 
@@ -189,14 +289,30 @@ def _ref_from_manifest(asset_key: str, partition_key: Any, version: str, uri: st
     )
 
 
-def step_metadata(ref: ArtifactRef, reused: bool, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """What the UI shows for a materialization: where, which version, whether work was done, key figures."""
+def step_metadata(
+    ref: ArtifactRef,
+    reused: bool,
+    extra: Mapping[str, Any] | None = None,
+    *,
+    cost: StepCost | None = None,
+    rows_in: int | None = None,
+) -> dict[str, Any]:
+    """What the UI shows for a materialization: where, which version, whether work was done, key figures.
+
+    With ``cost``: what the step's launch cost (``wall_s``, ``cpu_s``, ``peak_rss_mb``) and
+    ``rows_in`` / ``rows_out``.
+    """
     metadata: dict[str, Any] = {
         "uri": MetadataValue.path(ref.uri),
         "version": ref.version,
         "reused_committed_version": reused,
         "rows": int(ref.metadata.get("rows", 0)),
     }
+    if cost is not None:
+        metadata.update(cost.metadata())
+        metadata["rows_out"] = metadata["rows"]
+    if rows_in is not None:
+        metadata["rows_in"] = rows_in
     for key, value in ref.metadata.items():
         short_text = isinstance(value, str) and len(value) < 200
         if key not in metadata and (isinstance(value, (bool, int, float)) or short_text):

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -64,14 +65,34 @@ KILL_GRACE_S = 10.0
 WORKLOAD_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
 # Where `mltrain manifests` collects what a dry run would submit.
 RENDERED: list[dict[str, Any]] = []
+# After a workload's main process exits, how long to keep watching what it started and left running
+# (a local Spark JVM outlives its Python driver by a moment) to count its CPU.
+SETTLE_S = 5.0
+K8S_NOT_MEASURED = (
+    "not measured: the pod runs on a cluster node; its CPU and memory are the cluster's metrics "
+    "(metrics-server / cAdvisor: container_cpu_usage_seconds_total, container_memory_working_set_bytes)"
+)
 
 
 @dataclass
 class WorkloadResult:
-    """What a finished workload reported back through Pipes."""
+    """What a finished workload reported back through Pipes, and what running it cost.
+
+    ``cpu_s`` is user + system CPU seconds of every process the launch started (the workload and
+    everything below it; on k8s-local each pod's tree, summed); ``peak_rss_mb`` the largest resident
+    memory of one launched tree (one pod). Both are ``None`` where the run worker cannot see the
+    processes (``k8s``: see ``measured``).
+    """
 
     summary: dict[str, Any] = field(default_factory=dict)
-    elapsed_s: float = 0.0
+    wall_s: float = 0.0
+    cpu_s: float | None = None
+    peak_rss_mb: float | None = None
+    measured: str = ""  # how cpu_s and peak_rss_mb were measured, or why they were not
+
+    @property
+    def elapsed_s(self) -> float:
+        return self.wall_s
 
 
 class DryRun(Failure):
@@ -96,6 +117,7 @@ class ComputeBackend(ConfigurableResource):
     sql_engine: str = "spark"  # "spark" | "duckdb": the engine for SQL feature workloads
     mlflow_tracking_uri: str = ""
     mlflow_artifacts_uri: str = ""
+    dagster_ui_url: str = ""  # MLTRAIN_DAGSTER_UI_URL: MLflow runs link back to the Dagster run and partition
     # Distributed training: nodes x GPUs per node (0: CPU processes, gloo).
     train_nodes: str = "1"
     train_gpus_per_node: str = "0"
@@ -132,6 +154,7 @@ class ComputeBackend(ConfigurableResource):
             "sql_engine": EnvVar("MLTRAIN_SQL_ENGINE"),
             "mlflow_tracking_uri": EnvVar("MLFLOW_TRACKING_URI"),
             "mlflow_artifacts_uri": EnvVar("MLTRAIN_MLFLOW_ARTIFACTS_URI"),
+            "dagster_ui_url": EnvVar("MLTRAIN_DAGSTER_UI_URL"),
             "train_nodes": EnvVar("MLTRAIN_TRAIN_NODES"),
             "train_gpus_per_node": EnvVar("MLTRAIN_TRAIN_GPUS_PER_NODE"),
             "k8s_image": EnvVar("MLTRAIN_K8S_IMAGE"),
@@ -163,8 +186,17 @@ class ComputeBackend(ConfigurableResource):
             settings = dataclasses.replace(settings, conf={**defaults, **settings.conf})
         return settings
 
-    def mlflow_settings(self) -> MlflowSettings:
-        return MlflowSettings(tracking_uri=self.mlflow_tracking_uri, artifacts_uri=self.mlflow_artifacts_uri)
+    def mlflow_settings(self, context: AssetExecutionContext | None = None) -> MlflowSettings:
+        """The tracking store, and (launched from an asset) the Dagster run and partition to link MLflow runs to."""
+        links = {}
+        if context is not None:
+            links = {
+                "dagster_ui_url": self.dagster_ui_url,
+                "dagster_run_id": context.run_id,
+                "dagster_asset_key": context.asset_key.to_user_string(),
+                "dagster_partition_key": str(context.partition_key) if context.has_partition_key else "",
+            }
+        return MlflowSettings(tracking_uri=self.mlflow_tracking_uri, artifacts_uri=self.mlflow_artifacts_uri, **links)
 
     def topology(self) -> tuple[int, int]:
         """``(nodes, gpus_per_node)`` for distributed workloads."""
@@ -172,11 +204,11 @@ class ComputeBackend(ConfigurableResource):
         gpus = _positive_int("MLTRAIN_TRAIN_GPUS_PER_NODE", self.train_gpus_per_node, minimum=0)
         return nodes, gpus
 
-    def bind(self, params: WorkloadParams) -> WorkloadParams:
+    def bind(self, params: WorkloadParams, context: AssetExecutionContext | None = None) -> WorkloadParams:
         """The params with this deployment's runtime settings filled in (Spark, SQL engine, MLflow, topology)."""
         settings: dict[str, Any] = {
             "spark": self.spark_settings(),
-            "mlflow": self.mlflow_settings(),
+            "mlflow": self.mlflow_settings(context),
             "engine": self.sql_engine,
         }
         if isinstance(params, DistributedParams):
@@ -213,17 +245,18 @@ class ComputeBackend(ConfigurableResource):
                 description=f"MLTRAIN_COMPUTE={self.backend!r} is not a compute backend; use one of {BACKENDS}",
                 allow_retries=False,
             )
-        params = self.bind(params)
+        params = self.bind(params, context)
         workload = params.module
         started = time.monotonic()
         if self.dry_run:
             RENDERED.extend(self.manifests(context, params, timeout_s=timeout_s, profile=profile))
             raise DryRun(f"{workload}: rendered, not launched")
         context.log.info(f"launching {workload} on {self.backend} ({profile}), timeout {timeout_s:.0f}s")
+        usage: TreeUsage | None = None
         if self.backend == "local":
-            messages = self._run_local(context, workload, self.command(params), timeout_s=timeout_s)
+            messages, usage = self._run_local(context, workload, self.command(params), timeout_s=timeout_s)
         elif self.backend == "k8s-local":
-            messages = self._run_k8s_local(context, params, timeout_s=timeout_s, profile=profile)
+            messages, usage = self._run_k8s_local(context, params, timeout_s=timeout_s, profile=profile)
         else:
             messages = self._run_k8s(context, params, timeout_s=timeout_s, profile=profile)
         summary: dict[str, Any] = {}
@@ -237,9 +270,15 @@ class ComputeBackend(ConfigurableResource):
                 metadata={"rule_violation": MetadataValue.text(summary["data_rejected"])},
                 allow_retries=False,
             )
-        return WorkloadResult(summary=summary, elapsed_s=time.monotonic() - started)
+        return WorkloadResult(
+            summary=summary,
+            wall_s=time.monotonic() - started,
+            cpu_s=usage.cpu_s if usage else None,
+            peak_rss_mb=usage.peak_rss_mb if usage else None,
+            measured=usage.measured if usage else K8S_NOT_MEASURED,
+        )
 
-    def _run_local(self, context, workload, command, *, timeout_s) -> list[Any]:
+    def _run_local(self, context, workload, command, *, timeout_s) -> tuple[list[Any], TreeUsage]:
         with open_pipes_session(
             context=context,
             context_injector=PipesTempFileContextInjector(),
@@ -251,8 +290,8 @@ class ComputeBackend(ConfigurableResource):
                 **self.workload_env(),
                 **session.get_bootstrap_env_vars(),
             }
-            returncodes = _wait_all(context, workload, [(command, launch_env)], timeout_s=timeout_s)
-        return _checked(workload, returncodes, list(session.get_custom_messages()))
+            returncodes, usage = _wait_all(context, workload, [(command, launch_env)], timeout_s=timeout_s)
+        return _checked(workload, returncodes, list(session.get_custom_messages())), usage
 
     # ------------------------------------------------------------------ Kubernetes objects
 
@@ -343,7 +382,7 @@ class ComputeBackend(ConfigurableResource):
         )
         return list(invocation.get_custom_messages())
 
-    def _run_k8s_local(self, context, params, *, timeout_s, profile) -> list[Any]:
+    def _run_k8s_local(self, context, params, *, timeout_s, profile) -> tuple[list[Any], TreeUsage]:
         """Run exactly the rendered objects here: each pod's container as a local process.
 
         Pod env is resolved the way the kubelet would (downward-API pod IP -> 127.0.0.1, Secret
@@ -364,8 +403,8 @@ class ComputeBackend(ConfigurableResource):
                 (command, {**os.environ, **env, **(session.get_bootstrap_env_vars() if index == 0 else {})})
                 for index, (command, env) in enumerate(pods)
             ]
-            returncodes = _wait_all(context, workload, launches, timeout_s=timeout_s)
-        return _checked(workload, returncodes, list(session.get_custom_messages()))
+            returncodes, usage = _wait_all(context, workload, launches, timeout_s=timeout_s)
+        return _checked(workload, returncodes, list(session.get_custom_messages())), usage
 
 
 PIPES_PLACEHOLDERS = {
@@ -408,10 +447,15 @@ def local_pods(objects: list[dict[str, Any]], *, python: str, port: int) -> list
 
 def _wait_all(
     context, workload: str, launches: list[tuple[list[str], dict[str, str]]], *, timeout_s: float
-) -> list[int]:
-    """Start every process in its own process group; wait for all; on timeout or interrupt kill every group."""
-    processes = [subprocess.Popen(command, env=env, start_new_session=True) for command, env in launches]
+) -> tuple[list[int], TreeUsage]:
+    """Start every process in its own process group; wait for all; on timeout or interrupt kill every group.
+
+    Returns the exit codes and what the launched trees used (CPU seconds, peak memory).
+    """
+    processes = [_MeteredPopen(command, env=env, start_new_session=True) for command, env in launches]
+    meters = [_TreeMeter(process) for process in processes]
     deadline = time.monotonic() + timeout_s
+    poll_s = 0.05  # doubling to 0.5 s: a short workload is still sampled
     try:
         returncodes: list[int | None] = [None] * len(processes)
         while any(code is None for code in returncodes):
@@ -421,7 +465,9 @@ def _wait_all(
                     if remaining <= 0:
                         raise subprocess.TimeoutExpired(process.args, timeout_s)
                     with contextlib.suppress(subprocess.TimeoutExpired):
-                        returncodes[i] = process.wait(timeout=min(remaining, 0.5))
+                        returncodes[i] = process.wait(timeout=min(remaining, poll_s))
+            poll_s = min(poll_s * 2, 0.5)
+            _sample(meters)
             failed = [code for code in returncodes if code not in (None, 0, EXIT_DATA_REJECTED)]
             if failed and len(processes) > 1:
                 break  # one node failed: the others would wait for it at the rendezvous
@@ -438,7 +484,174 @@ def _wait_all(
     for process in processes:
         if process.poll() is None:
             _kill_group(process)
-    return [process.returncode for process in processes]
+    _settle(meters, until=min(time.monotonic() + SETTLE_S, deadline))
+    return [process.returncode for process in processes], TreeUsage.of(meters)
+
+
+# ------------------------------------------------------------------ what a launch cost
+
+_MAXRSS_UNIT_KB = 1 / 1024 if sys.platform == "darwin" else 1  # ru_maxrss: bytes on macOS, KiB on Linux
+
+
+@dataclass(frozen=True)
+class TreeUsage:
+    """CPU seconds and peak resident memory of the process trees one launch started."""
+
+    cpu_s: float
+    peak_rss_mb: float
+    measured: str
+
+    @classmethod
+    def of(cls, meters: list[_TreeMeter]) -> TreeUsage:
+        sampled = all(meter.sampled for meter in meters)
+        return cls(
+            cpu_s=round(sum(meter.cpu_s() for meter in meters), 3),
+            peak_rss_mb=round(max((meter.peak_kb() for meter in meters), default=0) / 1024, 1),
+            measured="wait4 + /proc" if sampled else "wait4",
+        )
+
+
+class _MeteredPopen(subprocess.Popen):
+    """A ``Popen`` that keeps the kernel's resource usage of the process when it reaps it (``wait4``).
+
+    That usage includes every descendant reaped below it (a torchrun worker, a ``subprocess.run``),
+    and its ``ru_maxrss`` is the largest of their peak resident sets. Only the reaping call differs
+    from ``Popen`` (CPython's POSIX ``_try_wait``), so waiting, timeouts and interrupts behave as before.
+    """
+
+    rusage: Any = None
+
+    def _try_wait(self, wait_flags):
+        try:
+            pid, status, rusage = os.wait4(self.pid, wait_flags)
+        except ChildProcessError:  # as Popen: SIGCHLD ignored, the status is lost
+            return (self.pid, 0)
+        if pid == self.pid:
+            self.rusage = rusage
+        return (pid, status)
+
+
+class _TreeMeter:
+    """What one launched process tree used: ``wait4`` for the leader, ``/proc`` for what nobody reaps.
+
+    CPU: ``wait4`` misses a descendant no process of the tree waits for: a local Spark JVM that
+    outlives its Python driver, a grandchild whose parent died first. Such a process is re-parented
+    outside the tree; each launch is its own session, so ``/proc`` finds it by session id and its
+    CPU (with that of the children it reaped) at its last sighting is added.
+
+    Memory: the largest per-process high-water mark (``VmHWM``) or sum of the tree's resident sets
+    seen while sampling (every ~0.5 s). The leader's ``ru_maxrss`` counts only when it exceeds
+    the run worker's own peak: Linux carries the parent's peak into a forked child's ``ru_maxrss``
+    until ``exec``, so below that it may be the run worker's memory, not the workload's. Without
+    ``/proc`` (macOS) only the ``wait4`` figures count.
+    """
+
+    def __init__(self, process: _MeteredPopen):
+        self.process = process
+        self.sid = process.pid  # start_new_session: the leader's pid is the session id
+        # The run worker's peak so far: the most a forked child's ru_maxrss can carry over from it.
+        self.parent_maxrss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _MAXRSS_UNIT_KB
+        self.orphans: dict[int, float] = {}  # pid -> CPU seconds at its last sighting outside the tree
+        self.leader_cpu = 0.0  # the leader's own + reaped children's CPU at its last sighting
+        self.hwm_kb = 0
+        self.tree_rss_kb = 0
+        self.live = True  # some process of the session still runs
+        self.sampled = False
+
+    def observe(self, members: dict[int, _Proc]) -> None:
+        self.sampled = True
+        running = {pid for pid, proc in members.items() if proc.state not in ("Z", "X")}
+        self.live = bool(running)
+        self.tree_rss_kb = max(self.tree_rss_kb, sum(members[pid].rss_kb for pid in running))
+        for pid, proc in members.items():
+            self.hwm_kb = max(self.hwm_kb, proc.hwm_kb)
+            if pid == self.sid:
+                self.leader_cpu = proc.cpu_s
+            elif proc.ppid not in running or pid in self.orphans:
+                # Its parent is gone: nobody in the tree will reap it, wait4 will not count it.
+                self.orphans[pid] = proc.cpu_s
+
+    def cpu_s(self) -> float:
+        usage = self.process.rusage
+        leader = usage.ru_utime + usage.ru_stime if usage is not None else self.leader_cpu
+        return leader + sum(self.orphans.values())
+
+    def peak_kb(self) -> float:
+        usage = self.process.rusage
+        leader = usage.ru_maxrss * _MAXRSS_UNIT_KB if usage is not None else 0
+        if leader <= self.parent_maxrss_kb:
+            leader = 0  # possibly the run worker's peak carried over by fork, not the workload's
+        return max(leader, self.hwm_kb, self.tree_rss_kb)
+
+
+@dataclass(frozen=True)
+class _Proc:
+    ppid: int
+    state: str
+    cpu_s: float  # own user + system, plus that of the children it reaped
+    rss_kb: int
+    hwm_kb: int
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_PAGE_KB = (os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096) // 1024
+
+
+def _sample(meters: list[_TreeMeter]) -> None:
+    """One pass over ``/proc``: each meter sees the processes of its session."""
+    sessions = _sessions({meter.sid for meter in meters if meter.live})
+    if sessions is None:
+        return
+    for meter in meters:
+        if meter.live:
+            meter.observe(sessions.get(meter.sid, {}))
+
+
+def _settle(meters: list[_TreeMeter], until: float) -> None:
+    """Keep sampling while processes a finished leader left behind still run (bounded by ``until``)."""
+    _sample(meters)
+    while any(meter.live and meter.sampled for meter in meters) and time.monotonic() < until:
+        time.sleep(0.1)
+        _sample(meters)
+
+
+def _sessions(sids: set[int]) -> dict[int, dict[int, _Proc]] | None:
+    """``{sid: {pid: _Proc}}`` for the processes of these sessions; ``None`` without ``/proc``."""
+    if not sids:
+        return {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    found: dict[int, dict[int, _Proc]] = {}
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                stat = handle.read()
+            # After "(comm)": state ppid pgrp session ... utime(14) stime cutime cstime ... rss(24)
+            fields = stat[stat.rindex(b")") + 2 :].split()
+            sid = int(fields[3])
+            if sid not in sids:
+                continue
+            hwm_kb = 0
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/status", "rb") as handle:
+                for line in handle:
+                    if line.startswith(b"VmHWM:"):
+                        hwm_kb = int(line.split()[1])
+                        break
+        except (OSError, ValueError, IndexError):
+            continue  # exited while we looked
+        ticks = sum(int(value) for value in fields[11:15])
+        found.setdefault(sid, {})[int(entry)] = _Proc(
+            ppid=int(fields[1]),
+            state=fields[0].decode(),
+            cpu_s=ticks / _CLOCK_TICKS,
+            rss_kb=int(fields[21]) * _PAGE_KB,
+            hwm_kb=hwm_kb,
+        )
+    return found
 
 
 def _checked(workload: str, returncodes: list[int], messages: list[Any]) -> list[Any]:

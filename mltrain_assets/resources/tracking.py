@@ -2,18 +2,40 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from dagster import ConfigurableResource
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from mltrain_assets.settings import DEFAULT_DAGSTER_UI_URL, DEFAULT_MLFLOW_UI_URL
+from mltrain_assets.workloads.common.tracking import (
+    DAGSTER_ASSET_URL_TAG,
+    DAGSTER_RUN_ID_TAG,
+    DAGSTER_RUN_URL_TAG,
+    DATE_TAG,
+    PARTITION_TAG,
+    dagster_tags,
+    mlflow_model_version_url,
+    mlflow_run_artifact_url,
+    mlflow_run_url,
+)
+
 LINEAGE_KEY_TAG = "mltrain.artifact_version"
+CODE_COMMIT_TAG = "mltrain.code_commit"
+SNAPSHOT_ID_TAG = "mltrain.data_snapshot_id"
+SNAPSHOT_URI_TAG = "mltrain.data_snapshot_uri"
+# The full data snapshot (input URIs and versions, and what those were built from), as an
+# artifact of the model's training run, named by its id: one click from the version page, kept
+# with the model, never overwritten.
+SNAPSHOT_FOLDER = "lineage"
 
 
 @dataclass(frozen=True)
@@ -50,6 +72,9 @@ class ModelRegistry(ConfigurableResource):
     """
 
     tracking_uri: str
+    # Where a person opens the UIs (MLTRAIN_MLFLOW_UI_URL, MLTRAIN_DAGSTER_UI_URL); see mlflow_ui/dagster_ui.
+    ui_url: str = ""
+    dagster_ui_url: str = ""
 
     @cached_property
     def client(self) -> MlflowClient:
@@ -66,9 +91,19 @@ class ModelRegistry(ConfigurableResource):
         return min((str(v.version) for v in versions), key=int, default=None)
 
     def register(
-        self, name: str, model_uri: str, run_id: str | None, lineage_key: str, tags: dict[str, str]
+        self,
+        name: str,
+        model_uri: str,
+        run_id: str | None,
+        lineage_key: str,
+        tags: dict[str, str],
+        description: str | None = None,
     ) -> RegisteredVersion:
-        """Register ``model_uri`` under ``name`` unless this lineage already is (idempotent)."""
+        """Register ``model_uri`` under ``name`` unless this lineage already is (idempotent).
+
+        A ``runs:/<run>/<name>`` URI naming a model logged by that run is registered as the
+        logged model itself (``models:/m-<id>``), so the version links to it in the MLflow UI.
+        """
         existing = self.find_version(name, lineage_key)
         if existing is not None:
             return RegisteredVersion(name, existing, False, model_uri, run_id)
@@ -78,12 +113,46 @@ class ModelRegistry(ConfigurableResource):
             if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
                 raise
         all_tags = {**{k: str(v) for k, v in tags.items()}, LINEAGE_KEY_TAG: lineage_key}
+        model_uri = self.logged_model_uri(model_uri)
         # MLflow 3 logged models ("models:/m-<id>") must name their model id to a tracking server.
         model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
         version = self.client.create_model_version(
-            name=name, source=model_uri, run_id=run_id, tags=all_tags, model_id=model_id
+            name=name, source=model_uri, run_id=run_id, tags=all_tags, model_id=model_id, description=description
         )
         return RegisteredVersion(name, str(version.version), True, model_uri, run_id)
+
+    def logged_model_uri(self, model_uri: str) -> str:
+        """``models:/m-<id>`` for a ``runs:/<run>/<name>`` URI whose run logged a model ``name``; else unchanged.
+
+        A run that only holds raw artifacts under that path (older recommender versions) keeps its URI.
+        """
+        if not model_uri.startswith("runs:/"):
+            return model_uri
+        run_id, _, name = model_uri.removeprefix("runs:/").strip("/").partition("/")
+        if not name or "/" in name:
+            return model_uri
+        try:
+            run = self.client.get_run(run_id)
+            models = self.client.search_logged_models(
+                experiment_ids=[run.info.experiment_id],
+                filter_string=f"name = '{name}' AND source_run_id = '{run_id}'",
+            )
+        except MlflowException:
+            return model_uri
+        matched = [m for m in models if m.source_run_id == run_id]
+        return f"models:/{matched[0].model_id}" if matched else model_uri
+
+    def record_snapshot(self, run_id: str, snapshot: dict[str, Any]) -> str:
+        """Store the full data snapshot as an artifact of the model's run; returns its ``runs:/`` URI."""
+        path = snapshot_artifact(snapshot)
+        self.client.log_text(run_id, json.dumps(snapshot, indent=2, sort_keys=True), path)
+        return f"runs:/{run_id}/{path}"
+
+    def set_description(self, name: str, version: str, description: str) -> None:
+        self.client.update_model_version(name, version, description=description)
+
+    def description(self, name: str, version: str) -> str:
+        return self.client.get_model_version(name, version).description or ""
 
     def alias_version(self, name: str, alias: str) -> str | None:
         try:
@@ -100,18 +169,90 @@ class ModelRegistry(ConfigurableResource):
     def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
         self.client.set_model_version_tag(name, version, key, value)
 
-    def run_link(self, run_id: str) -> str:
-        """A link a person can open: the server UI for http stores, else the run id."""
+    # ------------------------------------------------------------------ links a person can open
+
+    @property
+    def mlflow_ui(self) -> str:
+        """The MLflow UI: ``ui_url``, else an http(s) tracking server itself, else the environment's setting."""
+        if self.ui_url:
+            return self.ui_url.rstrip("/")
         if self.tracking_uri.startswith(("http://", "https://")):
-            run = self.client.get_run(run_id)
-            return f"{self.tracking_uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
-        return f"mlflow run {run_id} in {self.tracking_uri}"
+            return self.tracking_uri.rstrip("/")
+        return (os.environ.get("MLTRAIN_MLFLOW_UI_URL") or DEFAULT_MLFLOW_UI_URL).rstrip("/")
+
+    @property
+    def dagster_ui(self) -> str:
+        """The Dagster UI: ``dagster_ui_url``, else the environment's setting."""
+        configured = self.dagster_ui_url or os.environ.get("MLTRAIN_DAGSTER_UI_URL") or DEFAULT_DAGSTER_UI_URL
+        return configured.rstrip("/")
+
+    def run_link(self, run_id: str) -> str:
+        """The run's page in the MLflow UI."""
+        run = self.client.get_run(run_id)
+        return mlflow_run_url(self.mlflow_ui, run.info.experiment_id, run_id)
+
+    def run_artifact_link(self, run_id: str, path: str) -> str:
+        run = self.client.get_run(run_id)
+        return mlflow_run_artifact_url(self.mlflow_ui, run.info.experiment_id, run_id, path)
+
+    def version_link(self, name: str, version: str) -> str:
+        """The registered model version's page in the MLflow UI."""
+        return mlflow_model_version_url(self.mlflow_ui, name, version)
 
 
-LINEAGE_TAGS = ("mltrain.code_commit", "mltrain.data_snapshot", "mltrain.dagster_run_id", "mltrain.partition")
+# Every registered version carries these (same keys for all models); see lineage_tags.
+LINEAGE_TAGS = (
+    CODE_COMMIT_TAG,
+    SNAPSHOT_ID_TAG,
+    SNAPSHOT_URI_TAG,
+    DAGSTER_RUN_ID_TAG,
+    DAGSTER_RUN_URL_TAG,
+    DAGSTER_ASSET_URL_TAG,
+    PARTITION_TAG,
+    DATE_TAG,
+)
 
 
-def lineage_tags(*, code_commit_sha: str, data_snapshot: dict, run_id: str, partition: str) -> dict[str, str]:
-    """The lineage every registered version carries (same keys for all models)."""
-    values = (code_commit_sha, json.dumps(data_snapshot, sort_keys=True), run_id, partition)
-    return dict(zip(LINEAGE_TAGS, values, strict=True))
+def snapshot_id(snapshot: dict[str, Any]) -> str:
+    """A short content hash of a data snapshot: equal snapshots, equal ids."""
+    return hashlib.sha256(json.dumps(snapshot, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def snapshot_artifact(snapshot: dict[str, Any]) -> str:
+    """The run-relative artifact path of a snapshot: ``lineage/data_snapshot-<id>.json``."""
+    return f"{SNAPSHOT_FOLDER}/data_snapshot-{snapshot_id(snapshot)}.json"
+
+
+def run_artifact_path(runs_uri: str) -> str:
+    """``lineage/x.json`` of ``runs:/<run id>/lineage/x.json``."""
+    return runs_uri.removeprefix("runs:/").partition("/")[2]
+
+
+def lineage_tags(
+    *,
+    code_commit_sha: str,
+    data_snapshot: dict[str, Any],
+    run_id: str,
+    partition: str,
+    date: str | None = None,
+    data_snapshot_uri: str = "",
+    dagster_ui_url: str = "",
+    asset_key: str = "",
+) -> dict[str, str]:
+    """The lineage every registered version carries (short values: the full snapshot is an artifact)."""
+    tags = {
+        CODE_COMMIT_TAG: code_commit_sha,
+        SNAPSHOT_ID_TAG: snapshot_id(data_snapshot),
+        SNAPSHOT_URI_TAG: data_snapshot_uri,
+        DATE_TAG: date or date_in(partition) or "",
+        **dagster_tags(ui_url=dagster_ui_url, run_id=run_id, asset_key=asset_key, partition_key=partition),
+    }
+    return {k: tags[k] for k in LINEAGE_TAGS if tags.get(k)}
+
+
+def date_in(partition: str) -> str | None:
+    """The date inside a partition key: ``2026-11-27`` or a multi key like ``nyc|2026-11-27``."""
+    for part in partition.split("|"):
+        if len(part) == 10 and part[4] == "-" and part[7] == "-":
+            return part
+    return None

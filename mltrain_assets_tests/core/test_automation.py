@@ -17,7 +17,7 @@ from mltrain_assets.core.automation import when_upstream_ready
 from mltrain_assets.core.partitions import daily_partitions
 
 LATEST = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()  # the last complete UTC day
-OLD = "2025-03-01"
+OLD = "2026-03-01"
 
 
 @asset(partitions_def=daily_partitions)

@@ -1,8 +1,9 @@
-"""Landing gates through Dagster: a day that has not landed, and a day whose schema is wrong."""
+"""Landing gates through Dagster: a day that has not landed, a day whose schema is wrong, and a range of days
+ingested in one run, each day with its own figures."""
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from dagster import DagsterEventType, DagsterInstance
+from dagster import AssetKey, DagsterEventType, DagsterInstance
 from mlflow.tracking import MlflowClient
 
 from mltrain_assets.artifacts import filesystem, join_uri
@@ -25,6 +26,48 @@ def test_day_without_success_marker_fails_naming_partition_and_rule(mltrain_home
     assert f"ride_events {DATE}: rule landing_complete: no _SUCCESS marker" in outcome.error
     assert "0/24 hourly buckets present" in outcome.error
     assert _retries(outcome.run_id) == 0
+
+
+def test_a_range_run_gives_each_day_its_own_figures_and_named_check_results(mltrain_home):
+    days = ["2026-02-03", "2026-02-04", "2026-02-05"]
+    landing = f"file://{mltrain_home}/landing"
+    for day, volume in zip(days, (2_000, 3_000, 4_000), strict=True):
+        simulate("rides", landing, day, day, volume=volume)
+    outcome = demo.execute("ride_events_job", "ride_events", partition_range=(days[0], days[-1]))
+    assert outcome.success, outcome.error
+
+    instance = DagsterInstance.get()
+    events = instance.get_records_for_run(outcome.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION).records
+    by_day = {}
+    for record in events:
+        materialization = record.event_log_entry.dagster_event.step_materialization_data.materialization
+        by_day[materialization.partition] = {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
+    assert sorted(by_day) == days
+    rows = [by_day[d]["rows"] for d in days]
+    assert len(set(rows)) == 3 and rows == sorted(rows), f"each day its own rows, not the batch's sum: {rows}"
+    for day in days:
+        figures = by_day[day]
+        assert figures["partition"] == day and figures["hours_present"] == 24
+        assert figures["uri"].endswith(f"/ride_events/{day}/v={figures['version']}")
+        assert figures["reused_committed_version"] is False
+        assert {"duplicates_removed", "rows_rejected", "rejected_by_rule"} <= set(figures)
+        assert figures["dates_in_run"] == 3 and figures["dates_ingested_now"] == 3
+        assert figures["rows_in_run"] == sum(rows)
+        # The IO manager still wrote one reference per day.
+        assert (mltrain_home / "storage" / "_refs" / "ride_events" / f"{day}.json").exists()
+    assert set(instance.get_materialized_partitions(AssetKey("ride_events"))) == set(days)
+
+    # Passing checks name each day and its observed values.
+    described = outcome.check_descriptions["ride_events:landed_complete"]
+    for day in days:
+        assert f"{day}: 24/24 hourly buckets, {by_day[day]['rows']:,} rows >= 1,000" in described
+    assert all(outcome.checks.values())
+    assert f"{days[0]}: schema ok, " in outcome.check_descriptions["ride_events:matches_contract"]
+
+    # Run again: every day is found committed, and says so on its own materialization.
+    again = demo.execute("ride_events_job", "ride_events", partition_range=(days[0], days[-1]))
+    assert again.success and again.materializations["ride_events"]["reused_committed_version"] is True
+    assert again.materializations["ride_events"]["dates_ingested_now"] == 0
 
 
 def test_bad_schema_is_rejected_without_retry_and_nothing_downstream(mltrain_home):

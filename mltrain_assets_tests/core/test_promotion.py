@@ -2,19 +2,32 @@
 
 Register once per lineage; the first version becomes `staging`; a challenger moves `staging`
 only if it beats or ties the champion; an older date never demotes a newer date's `staging`;
-re-running a lineage replays its recorded decision and registers nothing.
+re-running a lineage replays its recorded decision and registers nothing. Every version links
+to the Dagster run and asset partition that registered it, says in its description what data,
+gate and decision made it, and the materialization links to the MLflow run and version.
 """
 
 import json
 
 import mlflow
+import mlflow.artifacts
 import mlflow.pyfunc
 import pandas as pd
 import pytest
-from dagster import AssetExecutionContext, Config, asset, materialize
+from dagster import (
+    AssetExecutionContext,
+    Config,
+    MultiPartitionKey,
+    MultiPartitionsDefinition,
+    StaticPartitionsDefinition,
+    UrlMetadataValue,
+    asset,
+    materialize,
+)
 from mlflow.tracking import MlflowClient
 
 from mltrain_assets.artifacts import ArtifactRef
+from mltrain_assets.core.gates import metric_above
 from mltrain_assets.core.partitions import daily_partitions
 from mltrain_assets.core.promotion import (
     COMPARISON_TAG,
@@ -24,7 +37,11 @@ from mltrain_assets.core.promotion import (
     STAGING_ALIAS,
     register_and_promote,
 )
-from mltrain_assets.resources.tracking import LINEAGE_KEY_TAG, ModelRegistry
+from mltrain_assets.resources.tracking import LINEAGE_KEY_TAG, LINEAGE_TAGS, ModelRegistry
+
+MLFLOW_UI = "http://mlflow.example:5000"
+DAGSTER_UI = "http://dagster.example:3000"
+AUC_GATE = metric_above("auc_above_threshold", "auc", 0.6, "AUC on the held-out day > 0.6.")
 
 EVAL_FRAME = pd.DataFrame({"x": [0.0, 1.0]})
 
@@ -68,8 +85,24 @@ class Candidate(Config):
     lineage: str  # the trained model's artifact version: one registration per lineage
 
 
-def _candidate_asset(comparisons: list):
-    @asset(partitions_def=daily_partitions, name="registered_model")
+def _snapshot(partition: str) -> dict:
+    """A data snapshot as the assets build it: dozens of URIs, far too long for a tag."""
+    return {
+        "eval": {"uri": f"file:///eval/{partition}", "version": "e1"},
+        "model": {
+            "uri": f"file:///models/{partition}",
+            "version": "m1",
+            "inputs": {f"user_interactions/{k}": f"file:///storage/user_interactions/{k}/v=abc" for k in range(40)},
+        },
+    }
+
+
+def _registry(uri: str) -> ModelRegistry:
+    return ModelRegistry(tracking_uri=uri, ui_url=MLFLOW_UI, dagster_ui_url=DAGSTER_UI)
+
+
+def _candidate_asset(comparisons: list, partitions_def=daily_partitions):
+    @asset(partitions_def=partitions_def, name="registered_model")
     def registered_model(context: AssetExecutionContext, config: Candidate, registry: ModelRegistry):
         def compare_with_champion(champion_version: str):
             champion = auc_of(f"models:/{config.model_name}/{champion_version}")
@@ -81,12 +114,13 @@ def _candidate_asset(comparisons: list):
                 "challenger_auc": challenger,
             }
 
+        auc = auc_of(config.model_uri)
         model_ref = ArtifactRef(
             "model",
-            context.partition_key,
+            str(context.partition_key),
             config.lineage,
             f"file:///models/v={config.lineage}",
-            {"mlflow_run_id": config.run_id},
+            {"mlflow_run_id": config.run_id, "auc": auc},
         )
         return register_and_promote(
             context,
@@ -94,9 +128,10 @@ def _candidate_asset(comparisons: list):
             model_name=config.model_name,
             model_ref=model_ref,
             model_uri=config.model_uri,
-            data_snapshot={"eval": {"uri": f"file:///eval/{context.partition_key}", "version": "e1"}},
-            score_metadata={"auc": auc_of(config.model_uri)},
+            data_snapshot=_snapshot(str(context.partition_key)),
+            score_metadata={"auc": auc},
             compare_with_champion=compare_with_champion,
+            gate=AUC_GATE,
         )
 
     return registered_model
@@ -111,17 +146,21 @@ class Registry:
         self.client = MlflowClient(self.uri)
         self.comparisons: list[str] = []
 
-    def promote(self, date: str, auc: float, lineage: str) -> dict:
+    def promote(self, date: str, auc: float, lineage: str, partitions_def=daily_partitions, partition_key=None) -> dict:
         run_id, model_uri = self.models[auc]
         config = {"model_name": self.name, "run_id": run_id, "model_uri": model_uri, "lineage": lineage}
         result = materialize(
-            [_candidate_asset(self.comparisons)],
-            partition_key=date,
-            resources={"registry": ModelRegistry(tracking_uri=self.uri)},
+            [_candidate_asset(self.comparisons, partitions_def)],
+            partition_key=partition_key or date,
+            resources={"registry": _registry(self.uri)},
             run_config={"ops": {"registered_model": {"config": config}}},
         )
         (materialization,) = result.asset_materializations_for_node("registered_model")
+        self.raw_metadata = materialization.metadata
         return {k: getattr(v, "value", v) for k, v in materialization.metadata.items()} | {"run_id": result.run_id}
+
+    def version(self, version: str):
+        return self.client.get_model_version(self.name, version)
 
     def staging(self) -> str:
         return str(self.client.get_model_version_by_alias(self.name, STAGING_ALIAS).version)
@@ -200,3 +239,74 @@ def test_rerunning_a_lineage_replays_its_decision_and_registers_nothing(tracking
     assert registry.staging() == "3", "a replayed decision moves nothing"
     assert registry.comparisons == ["1", "1"], "nothing re-evaluated"
     assert registry.tags("2")[SERVED_TAG] == "1"
+
+
+def test_a_version_links_to_dagster_and_describes_its_data_gate_and_decision(tracking):
+    registry = Registry(tracking, "linked")
+    first = registry.promote("2026-01-01", 0.8, lineage="a1")
+    run_id, _ = registry.models[0.8]
+    version = registry.version("1")
+    tags = version.tags
+    # One meaning per tag: the Dagster partition key, the date, the Dagster run and its pages.
+    assert tags["mltrain.partition"] == "2026-01-01" and tags["mltrain.date"] == "2026-01-01"
+    assert tags["mltrain.dagster_run_id"] == first["run_id"]
+    assert tags["mltrain.dagster_run_url"] == f"{DAGSTER_UI}/runs/{first['run_id']}"
+    assert (
+        tags["mltrain.dagster_asset_url"]
+        == f"{DAGSTER_UI}/assets/registered_model?view=partitions&partition=2026-01-01"
+    )
+    assert set(LINEAGE_TAGS) <= set(tags)
+
+    # Lineage stays short: an id and a pointer; the full snapshot is an artifact of the model's run.
+    assert all(len(tags[k]) < 100 for k in LINEAGE_TAGS), {k: len(tags[k]) for k in LINEAGE_TAGS}
+    assert "mltrain.data_snapshot" not in tags
+    snapshot_id = tags["mltrain.data_snapshot_id"]
+    assert len(snapshot_id) == 12
+    assert tags["mltrain.data_snapshot_uri"] == f"runs:/{run_id}/lineage/data_snapshot-{snapshot_id}.json"
+    stored = json.loads(mlflow.artifacts.load_text(tags["mltrain.data_snapshot_uri"]))
+    assert stored == _snapshot("2026-01-01")
+
+    # The description says what data, which gate with its value vs threshold, which run, and the decision.
+    description = version.description
+    assert "**2026-01-01**" in description and f"`{tags['mltrain.data_snapshot_id']}`" in description
+    assert "`auc_above_threshold` passed: observed auc = 0.8000 vs threshold 0.6" in description
+    assert f"[{first['run_id'][:8]}]({DAGSTER_UI}/runs/{first['run_id']})" in description
+    assert f"({MLFLOW_UI}/#/experiments/" in description and f"/runs/{run_id})" in description
+    assert "**Promotion**: promoted to `staging` (first `staging` version)." in description
+
+    # The materialization links to the MLflow run and the version.
+    metadata = registry.raw_metadata
+    assert isinstance(metadata["mlflow_run"], UrlMetadataValue)
+    experiment_id = registry.client.get_run(run_id).info.experiment_id
+    assert metadata["mlflow_run"].url == f"{MLFLOW_UI}/#/experiments/{experiment_id}/runs/{run_id}"
+    assert isinstance(metadata["mlflow_model_version"], UrlMetadataValue)
+    assert metadata["mlflow_model_version"].url == f"{MLFLOW_UI}/#/models/linked/versions/1"
+    assert metadata["data_snapshot"].url == (
+        f"{MLFLOW_UI}/#/experiments/{experiment_id}/runs/{run_id}/artifactPath/lineage/data_snapshot-{snapshot_id}.json"
+    )
+
+    lost = registry.promote("2026-01-02", 0.7, lineage="a2")
+    assert lost["promoted_to_staging"] is False
+    assert (
+        "**Promotion**: not promoted; `staging` stays v1 (champion wins against v1). "
+        "Compared: challenger_auc 0.7000; champion_auc 0.8000; champion_version 1." in registry.version("2").description
+    )
+
+
+def test_date_by_city_versions_carry_the_dagster_partition_key_and_the_date(tracking):
+    partitions = MultiPartitionsDefinition(
+        {"date": daily_partitions, "city": StaticPartitionsDefinition(["nyc", "sf"])}
+    )
+    registry = Registry(tracking, "by-city")
+    key = MultiPartitionKey({"date": "2026-01-05", "city": "nyc"})
+    registry.promote("2026-01-05", 0.8, lineage="c5", partitions_def=partitions, partition_key=key)
+    tags = registry.tags("1")
+    assert tags["mltrain.partition"] == "nyc|2026-01-05" and tags["mltrain.date"] == "2026-01-05"
+    assert tags["mltrain.dagster_asset_url"].endswith(
+        "/assets/registered_model?view=partitions&partition=nyc%7C2026-01-05"
+    )
+    # An older date never demotes it: the decision reads the `mltrain.date` tag.
+    older = MultiPartitionKey({"date": "2026-01-03", "city": "nyc"})
+    backfilled = registry.promote("2026-01-03", 0.9, lineage="c3", partitions_def=partitions, partition_key=older)
+    assert backfilled["promoted_to_staging"] is False
+    assert backfilled["promotion_reason"] == "`staging` is v1 for newer date 2026-01-05; a backfill does not demote it"

@@ -2,7 +2,7 @@
 
 import datetime as dt
 
-from dagster import AssetMaterialization, build_schedule_context, instance_for_test
+from dagster import AssetMaterialization, DefaultScheduleStatus, build_schedule_context, instance_for_test
 
 from mltrain_assets.definitions import defs
 from mltrain_assets.resources.storage import ArtifactStorage
@@ -16,6 +16,7 @@ def test_schedule_skips_until_landed_then_requests_yesterday(mltrain_home):
     storage = ArtifactStorage(base_uri=f"file://{mltrain_home}/storage", landing_uri=f"file://{mltrain_home}/landing")
     schedule = defs.resolve_schedule_def("rides_daily_schedule")
     assert schedule.cron_schedule == "30 3 * * *" and schedule.execution_timezone == "UTC"
+    assert schedule.default_status == DefaultScheduleStatus.RUNNING
     with instance_for_test() as instance:
         context = build_schedule_context(
             instance=instance,
@@ -37,3 +38,9 @@ def test_schedule_skips_until_landed_then_requests_yesterday(mltrain_home):
         result = schedule.evaluate_tick(context)
         assert not result.run_requests
         assert result.skip_message == f"ride_events {YESTERDAY} is already materialized (the landing sensor ran it)"
+
+
+def test_every_daily_fallback_schedule_is_on_by_default():
+    """The README calls them the fallback: a fresh install runs them (a tick with nothing due skips with a reason)."""
+    for name in ("rides_daily_schedule", "interactions_daily_schedule"):
+        assert defs.resolve_schedule_def(name).default_status == DefaultScheduleStatus.RUNNING, name

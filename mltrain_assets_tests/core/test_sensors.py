@@ -2,9 +2,14 @@
 
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
 
+import pytest
 from dagster import AssetMaterialization, DagsterInstance, build_sensor_context
 
+from mltrain_assets.core.partitions import DEFAULT_PARTITIONS_START, PARTITIONS_START_DATE, partitions_start_date
 from mltrain_assets.core.sensors import plan_landing_runs
 from mltrain_assets.definitions import defs
 from mltrain_assets.landing import LandedDay, landed_days
@@ -40,6 +45,32 @@ def test_days_beyond_the_lookback_are_left_alone():
     requests, cursor = plan_landing_runs("rides", _days(("2025-06-01", "a"), ("2026-05-20", "b")), {}, today=today)
     assert [r.run_key for r in requests] == ["rides:2026-05-20"]
     assert "2025-06-01" not in cursor
+
+
+def test_days_before_the_first_partition_are_left_alone():
+    start = dt.date.fromisoformat(PARTITIONS_START_DATE)
+    before, first = (start - dt.timedelta(days=1)).isoformat(), start.isoformat()
+    requests, _ = plan_landing_runs("rides", _days((before, "a"), (first, "b")), {}, today=start + dt.timedelta(days=5))
+    assert [r.partition_key for r in requests] == [first]
+
+
+def test_the_first_partition_is_a_setting(monkeypatch):
+    monkeypatch.delenv("MLTRAIN_PARTITIONS_START", raising=False)
+    assert partitions_start_date() == DEFAULT_PARTITIONS_START == "2026-01-01"
+    monkeypatch.setenv("MLTRAIN_PARTITIONS_START", "March")
+    with pytest.raises(ValueError, match=r"MLTRAIN_PARTITIONS_START='March' is not a date \(YYYY-MM-DD\)"):
+        partitions_start_date()
+    # Every process reads it when it loads the definitions: the partitions and the sensors' horizon follow it.
+    code = (
+        "from mltrain_assets.core.partitions import daily_partitions; from mltrain_assets.core.sensors import "
+        "plan_landing_runs; from mltrain_assets.landing import LandedDay; import datetime as dt; "
+        "print(daily_partitions.start.date()); "
+        "r, _ = plan_landing_runs('rides', [LandedDay('rides', d, d) for d in ('2026-02-28', '2026-03-01')], {}, "
+        "today=dt.date(2026, 3, 5)); print([x.partition_key for x in r])"
+    )
+    env = {**os.environ, "MLTRAIN_PARTITIONS_START": "2026-03-01", "PYTHONWARNINGS": "ignore"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[:2] == ["2026-03-01", "['2026-03-01']"]
 
 
 def test_days_already_ingested_are_adopted_not_rerun():

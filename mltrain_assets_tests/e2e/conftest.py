@@ -71,5 +71,7 @@ def history(e2e_env):
 def stack(e2e_env, history):
     from mltrain_assets.cli.devstack import DevStack
 
-    with DevStack(dagster_port=free_port(), mlflow_ui=False) as running:
+    # The MLflow UI too: the browser test follows the links between the two UIs. The stack gives its
+    # processes (hence the runs the daemon launches) the UI addresses it serves.
+    with DevStack(dagster_port=free_port(), mlflow_port=free_port(), mlflow_ui=True) as running:
         yield running

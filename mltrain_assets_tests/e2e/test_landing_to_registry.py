@@ -44,7 +44,12 @@ def test_landed_day_is_ingested_by_sensor_and_flows_to_registered_models(stack, 
     )
     for versions in [*demand, recsys]:
         tags = versions[0].tags
-        assert {"mltrain.code_commit", "mltrain.data_snapshot", "mltrain.dagster_run_id"} <= set(tags)
+        assert {
+            "mltrain.code_commit",
+            "mltrain.data_snapshot_id",
+            "mltrain.data_snapshot_uri",
+            "mltrain.dagster_run_id",
+        } <= set(tags)
     assert client.get_model_version_by_alias("recommender", "staging").version == recsys[0].version
 
     def inference_done():

@@ -1,10 +1,14 @@
 """A tiny params-based workload for exercising the compute backend.
 
 ``mode``: ``ok`` reports a summary, ``echo`` reports the params it parsed, ``commit`` commits a
-version at ``out_uri`` whose summary holds ``score``, ``reject`` rejects its data, ``crash``
-fails, ``hang`` starts a child that ignores SIGINT and SIGTERM (as a busy Spark JVM or torchrun
-worker may), writes the child's PID to ``pid_file`` and sleeps. Every launch appends a line to
-``launch_log`` when set.
+version at ``out_uri`` whose summary holds ``score`` (with a table of ``rows`` rows when > 0),
+``reject`` rejects its data, ``crash`` fails, ``hang`` starts a child that ignores SIGINT and
+SIGTERM (as a busy Spark JVM or torchrun worker may), writes the child's PID to ``pid_file`` and
+sleeps. Every launch appends a line to ``launch_log`` when set.
+
+Any mode first does the work ``burn_s``/``alloc_mb``/``orphan_burn_s`` ask for: hold ``alloc_mb`` MiB
+resident while burning ``burn_s`` CPU seconds, and start a child that burns ``orphan_burn_s`` CPU
+seconds and is never waited for (it outlives the workload, as a local Spark JVM outlives its driver).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import dataclasses
 import subprocess
 import sys
 import time
+
+import pyarrow as pa
 
 from mltrain_assets.artifacts import ArtifactWriter
 from mltrain_assets.workloads.common.params import MlflowSettings, WorkloadParams, runtime
@@ -31,6 +37,14 @@ os.replace(path + ".tmp", path)
 time.sleep(120)
 """
 
+# Burns CPU for argv[1] seconds of its own CPU time; nobody waits for it.
+_ORPHAN_BURNER = """
+import sys, time
+started = time.process_time()
+while time.process_time() - started < float(sys.argv[1]):
+    pass
+"""
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SampleParams(WorkloadParams):
@@ -42,15 +56,32 @@ class SampleParams(WorkloadParams):
     mode: str = "ok"
     city: str = "nyc"
     score: float = 0.0
+    rows: int = 0
     pid_file: str = runtime(default="")
     launch_log: str = runtime(default="")
+    # Work to do (how much it costs, never what it outputs): see the module docstring.
+    burn_s: float = runtime(default=0.0)
+    alloc_mb: int = runtime(default=0)
+    orphan_burn_s: float = runtime(default=0.0)
     engine: str = runtime(default="spark")
     spark: SparkSettings = runtime(default_factory=SparkSettings)
     mlflow: MlflowSettings = runtime(default_factory=MlflowSettings)
 
 
+def burn(params: SampleParams) -> None:
+    if params.orphan_burn_s:
+        subprocess.Popen([sys.executable, "-c", _ORPHAN_BURNER, str(params.orphan_burn_s)])
+    held = bytearray(params.alloc_mb * 1024 * 1024)  # zero-filled: every page is touched, so resident
+    started = time.process_time()
+    total = 0
+    while time.process_time() - started < params.burn_s:
+        total += sum(range(10_000))
+    del held
+
+
 def body(params: SampleParams, reporter: Reporter) -> dict:
     reporter.info(f"mode={params.mode}")
+    burn(params)
     if params.launch_log:
         with open(params.launch_log, "a") as log:
             log.write(f"{params.mode} {params.city} {params.out_uri}\n")
@@ -64,6 +95,8 @@ def body(params: SampleParams, reporter: Reporter) -> dict:
     if params.mode == "commit":
         writer = ArtifactWriter(params.out_uri, producer=SampleParams.module, code_version="sample-1")
         writer.write_json("result.json", {"city": params.city, "score": params.score})
+        if params.rows:
+            writer.write_table("table.parquet", pa.table({"n": list(range(params.rows))}))
         return writer.commit(summary={"city": params.city, "score": params.score})["summary"]
     if params.mode == "echo":
         return {"params": params.to_dict()}

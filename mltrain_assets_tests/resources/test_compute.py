@@ -1,5 +1,6 @@
 """The compute backend: Pipes subprocesses (report, rejection, timeout, interrupt) and the k8s pod it submits."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -25,7 +26,6 @@ from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR
 from mltrain_assets.resources import compute as compute_module
 from mltrain_assets.resources.compute import ComputeBackend
 from mltrain_assets.resources.spark import SparkConfig
-from mltrain_assets.workloads.common.params import MlflowSettings
 from mltrain_assets.workloads.common.spark import SparkSettings
 from mltrain_assets_tests.resources.sample_workload import SampleParams
 
@@ -120,9 +120,10 @@ def test_local_backend_fills_runtime_settings_into_the_params():
     assert received.city == "sf" and received.mode == "echo"
     assert received.engine == "duckdb"
     assert received.spark == SparkSettings(master="spark://spark-master:7077")
-    assert received.mlflow == MlflowSettings(
-        tracking_uri="http://mlflow:5000", artifacts_uri="s3://mltrain/mlartifacts"
-    )
+    assert received.mlflow.tracking_uri == "http://mlflow:5000"
+    assert received.mlflow.artifacts_uri == "s3://mltrain/mlartifacts"
+    # Launched from an asset: the MLflow run can link back to this Dagster run and partition.
+    assert received.mlflow.dagster_run_id == result.run_id and received.mlflow.dagster_asset_key == "probe"
 
 
 def test_data_rejection_fails_without_retry_and_names_the_rule():
@@ -237,8 +238,12 @@ def test_k8s_backend_submits_a_valid_pod_running_the_same_params(profile, monkey
     spec = manifest["spec"]
     container = spec["containers"][0]
     assert container["image"] == "registry.example.com/mltrain:1.2.3"
-    assert container["args"] == backend.command(backend.bind(params))
     assert container["args"][:4] == ["python", "-m", SampleParams.module, "--params"]
+    submitted_params = SampleParams.from_json(container["args"][-1])
+    assert submitted_params.mlflow.dagster_run_id and submitted_params.mlflow.dagster_asset_key == "probe"
+    # Everything else is exactly what bind() fills in, and the command is the backend's own.
+    bound = dataclasses.replace(backend.bind(params), mlflow=submitted_params.mlflow)
+    assert container["args"] == backend.command(bound)
     assert container["envFrom"] == [{"secretRef": {"name": "mltrain-aws"}}]
     env = {e["name"]: e["value"] for e in container["env"]}
     # The environment is passed explicitly: the same settings the local backend adds to its subprocess.
@@ -266,5 +271,39 @@ def test_k8s_backend_submits_a_valid_pod_running_the_same_params(profile, monkey
     in_pod = SampleParams.from_json(container["args"][-1])
     local_result, local = _run(params, backend=ComputeBackend(**SETTINGS))
     assert local_result.success
-    assert in_pod == SampleParams.from_dict(local.summary["params"])
+    local_params = SampleParams.from_dict(local.summary["params"])
+    assert dataclasses.replace(in_pod, mlflow=local_params.mlflow) == local_params
+    assert (in_pod.mlflow.tracking_uri, in_pod.mlflow.artifacts_uri) == (
+        local_params.mlflow.tracking_uri,
+        local_params.mlflow.artifacts_uri,
+    )
     assert in_pod.spark.master == "spark://spark-master:7077" and in_pod.engine == "duckdb"
+
+
+@pytest.mark.parametrize("backend", ["local", "k8s-local"])
+def test_a_launch_reports_the_cpu_and_peak_memory_of_its_whole_process_tree(backend):
+    """CPU of the workload and of a child nobody waits for (as a Spark JVM outlives its driver); peak RSS."""
+    params = SampleParams(mode="ok", burn_s=1.0, alloc_mb=150, orphan_burn_s=0.8)
+    result, workload = _run(params, backend=ComputeBackend(backend=backend), retries=0)
+    assert result.success and workload.summary == {"answer": 42, "mode": "ok"}
+    assert workload.cpu_s >= 1.0 + 0.8, "the orphan's CPU is counted too"
+    assert workload.wall_s >= 1.0 and workload.cpu_s <= workload.wall_s * (os.cpu_count() or 1)
+    assert 150 <= workload.peak_rss_mb < 4_096
+    assert workload.measured == "wait4 + /proc"
+
+
+def test_k8s_pods_are_not_metered_by_the_run_worker_and_it_says_so(monkeypatch):
+    monkeypatch.setattr(ComputeBackend, "_run_k8s", lambda self, context, params, **kw: [{"answer": 42}])
+    result, workload = _run(SampleParams(mode="ok"), backend=ComputeBackend(backend="k8s"), retries=0)
+    assert result.success and workload.summary == {"answer": 42}
+    assert workload.cpu_s is None and workload.peak_rss_mb is None
+    assert "not measured" in workload.measured and "metrics" in workload.measured
+    assert workload.wall_s >= 0
+
+
+def test_peak_memory_is_the_workloads_not_the_run_workers():
+    """Linux carries a parent's peak RSS into a forked child's ru_maxrss: a big run worker must not show."""
+    held = bytearray(768 * 1024 * 1024)  # the run worker's memory, resident (zero-filled pages are touched)
+    result, workload = _run(SampleParams(mode="ok", burn_s=0.5), retries=0)
+    assert result.success and len(held) > 0
+    assert 0 < workload.peak_rss_mb < 700, workload.peak_rss_mb

@@ -127,6 +127,7 @@ def registered_demand_model(
         model_ref=city_demand_model,
         model_uri=city_demand_model.metadata["mlflow_model_uri"],
         data_snapshot=snapshot,
+        gate=MAPE_GATE,
         score_metadata={"mape": city_demand_model.metadata.get("mape")},
     )
 

@@ -3,7 +3,7 @@
 from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
 
 from mltrain_assets.core.partitions import daily_partitions
-from mltrain_assets.core.pipeline import Pipeline, Stage
+from mltrain_assets.core.pipeline import Pipeline, QualitySpec, Stage
 from mltrain_assets.core.schedules import daily_fallback_schedule
 from mltrain_assets.core.sensors import landing_sensor
 from mltrain_assets.pipelines.demand import report
@@ -60,4 +60,15 @@ pipeline = Pipeline(
     ),
     report_metrics=("mape", "naive_mape"),
     summary=report.summary,
+    quality=QualitySpec(
+        model_asset="city_demand_model",
+        registered_asset="registered_demand_model",
+        metric="mape",
+        baseline="naive_mape",
+        threshold=contract.MAPE_THRESHOLD,
+        lower_is_better=True,
+        gate="mape_below_threshold",
+        model_name=contract.registered_model_name,
+        title="Demand forecasting",
+    ),
 )

@@ -30,6 +30,6 @@ def summary(date: str) -> str:
         mape = tags.get("mltrain.metric.mape", "")
         mape = f"{float(mape):.3f}" if mape else "-"
         lines.append(
-            f"{name:<26}{version.version:>8}{mape:>8}  {tags.get('mltrain.partition', ''):<22}{len(lineage)}/4 tags"
+            f"{name:<26}{version.version:>8}{mape:>8}  {tags.get('mltrain.partition', ''):<22}{len(lineage)}/{len(LINEAGE_TAGS)} tags"
         )
     return "\n".join(lines)

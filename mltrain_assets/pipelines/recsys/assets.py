@@ -174,6 +174,7 @@ def registered_recommender(
         model_ref=recommender_model,
         model_uri=recommender_model.metadata["model_artifact_uri"],
         data_snapshot=snapshot,
+        gate=AUC_GATE,
         score_metadata={"auc": recommender_model.metadata.get("auc")},
         compare_with_champion=compare_with_champion,
     )

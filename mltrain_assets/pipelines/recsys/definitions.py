@@ -3,7 +3,7 @@
 from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
 
 from mltrain_assets.core.partitions import daily_partitions
-from mltrain_assets.core.pipeline import Pipeline, Stage
+from mltrain_assets.core.pipeline import Pipeline, QualitySpec, Stage
 from mltrain_assets.core.schedules import daily_fallback_schedule
 from mltrain_assets.core.sensors import landing_sensor
 from mltrain_assets.pipelines.recsys import report
@@ -52,4 +52,14 @@ pipeline = Pipeline(
     ),
     report_metrics=("auc", "users", "items"),
     summary=report.summary,
+    quality=QualitySpec(
+        model_asset="recommender_model",
+        registered_asset="registered_recommender",
+        metric="auc",
+        threshold=contract.AUC_THRESHOLD,
+        lower_is_better=False,
+        gate="auc_above_threshold",
+        model_name=lambda _key: contract.REGISTERED_MODEL_NAME,
+        title="Recommendations",
+    ),
 )

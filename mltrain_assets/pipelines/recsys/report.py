@@ -22,5 +22,5 @@ def summary(date: str) -> str:
     return (
         f"recommendations, {date}: {REGISTERED_MODEL_NAME} v{version.version} is `staging` "
         f"(AUC {float(tags.get('mltrain.metric.auc', 'nan')):.3f}, partition {tags.get('mltrain.partition')}, "
-        f"{lineage}/4 lineage tags; {tags.get('mltrain.promotion', '')})"
+        f"{lineage}/{len(LINEAGE_TAGS)} lineage tags; {tags.get('mltrain.promotion', '')})"
     )

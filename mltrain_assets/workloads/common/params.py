@@ -107,6 +107,12 @@ class MlflowSettings:
 
     tracking_uri: str = ""  # empty: MLflow's own default ($MLFLOW_TRACKING_URI)
     artifacts_uri: str = ""  # artifact root for experiments created on a local (non-server) store
+    # The Dagster launch this workload runs for (filled by the compute resource; empty when run
+    # standalone): training runs carry them as tags and links back to the Dagster UI.
+    dagster_ui_url: str = ""  # MLTRAIN_DAGSTER_UI_URL
+    dagster_run_id: str = ""
+    dagster_asset_key: str = ""  # user string, e.g. "city_demand_model"
+    dagster_partition_key: str = ""  # exactly as Dagster writes it, e.g. "nyc|2026-11-27"
 
 
 # Kubernetes sets this in every pod of an Indexed Job: the pod's index, 0..completions-1.

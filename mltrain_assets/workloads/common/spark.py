@@ -3,15 +3,75 @@
 ``SparkSettings`` travels inside the workload's params (never through the environment),
 so a pod runs with exactly the master and conf the control plane chose. pyspark is
 imported lazily: the control plane imports this module for the settings class only.
+
+Logging: the driver JVM logs with ``LOG4J2_PROPERTIES`` (written next to the logs): the console
+(the workload's stderr, i.e. the demo, the Dagster run log, ``kubectl logs``) gets ERROR and
+above only; everything from INFO up goes to one rolling file per session under
+``$MLTRAIN_HOME/logs/spark/`` (``<app>-<UTC time>-<pid>.log``). Spark's "Setting default log
+level" banner and the py4j chatter are gone with it. A deployment that brings its own log4j2
+configuration sets ``spark.driver.extraJavaOptions`` with ``-Dlog4j2.configurationFile=...`` in
+``MLTRAIN_SPARK_CONF``, which is then left alone.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import tempfile
+import time
+from pathlib import Path
 from typing import Any
 
 LOOPBACK = "127.0.0.1"
+LOG_DIR_ENV = "MLTRAIN_SPARK_LOG_DIR"
+LOG_FILE_PROPERTY = "mltrain.spark.logFile"
+# Session logs older than this are removed when a new session starts.
+LOG_RETENTION_DAYS = 14
+
+# log4j2 for the driver: console at ERROR, a rolling file at INFO (path from -Dmltrain.spark.logFile).
+LOG4J2_PROPERTIES = f"""\
+# Written by mltrain_assets/workloads/common/spark.py; edits are overwritten.
+status = error
+name = mltrain-spark
+
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{{yy/MM/dd HH:mm:ss}} %p %c{{1}}: %m%n%ex
+appender.console.filter.threshold.type = ThresholdFilter
+appender.console.filter.threshold.level = error
+
+appender.file.type = RollingFile
+appender.file.name = file
+appender.file.fileName = ${{sys:{LOG_FILE_PROPERTY}}}
+appender.file.filePattern = ${{sys:{LOG_FILE_PROPERTY}}}.%i.gz
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = %d{{ISO8601}} %p %c: %m%n%ex
+appender.file.policies.type = Policies
+appender.file.policies.size.type = SizeBasedTriggeringPolicy
+appender.file.policies.size.size = 64MB
+appender.file.strategy.type = DefaultRolloverStrategy
+appender.file.strategy.max = 5
+
+rootLogger.level = info
+rootLogger.appenderRef.console.ref = console
+rootLogger.appenderRef.file.ref = file
+
+# PySpark's driver counts as Spark's interactive shell: unless the logger of its entry class has a
+# level of its own, Spark lowers the root logger to WARN and prints "Setting default log level".
+logger.pyspark.name = org.apache.spark.api.python.PythonGatewayServer
+logger.pyspark.level = info
+
+# Chatty at INFO without telling anything about the job.
+logger.jetty.name = org.sparkproject.jetty
+logger.jetty.level = warn
+logger.parquet.name = org.apache.parquet
+logger.parquet.level = warn
+logger.codegen.name = org.apache.spark.sql.catalyst.expressions.codegen
+logger.codegen.level = warn
+"""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -22,16 +82,56 @@ class SparkSettings:
     conf: dict[str, str] = dataclasses.field(default_factory=dict)  # extra spark.* settings
     s3a: bool = False  # the cluster has hadoop-aws: read s3:// inputs as s3a://
     driver_host: str = ""  # empty: $SPARK_DRIVER_HOST, else $SPARK_LOCAL_IP, else loopback
+    log_dir: str = ""  # driver logs; empty: $MLTRAIN_SPARK_LOG_DIR, else $MLTRAIN_HOME/logs/spark
 
     def resolved_driver_host(self) -> str:
         return self.driver_host or os.environ.get("SPARK_DRIVER_HOST") or os.environ.get("SPARK_LOCAL_IP") or LOOPBACK
+
+    def resolved_log_dir(self) -> Path:
+        if self.log_dir or os.environ.get(LOG_DIR_ENV):
+            return Path(self.log_dir or os.environ[LOG_DIR_ENV]).expanduser()
+        home = os.environ.get("MLTRAIN_HOME") or os.path.join(tempfile.gettempdir(), "mltrain")
+        return Path(home).expanduser() / "logs" / "spark"
+
+
+def driver_logging(settings: SparkSettings, app_name: str) -> tuple[dict[str, str], Path | None]:
+    """``({spark conf}, log file)`` that route the driver's log4j2 output: ERROR to the console, INFO to a file.
+
+    Nothing (``({}, None)``) when the deployment's conf names its own log4j2 configuration.
+    """
+    user_options = settings.conf.get("spark.driver.extraJavaOptions", "")
+    if "log4j2.configurationFile" in user_options or "log4j.configurationFile" in user_options:
+        return {}, None
+    log_dir = settings.resolved_log_dir()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    _prune_old_logs(log_dir)
+    config = log_dir / "log4j2.properties"
+    if not config.exists() or config.read_text() != LOG4J2_PROPERTIES:
+        partial = config.with_name(f".{config.name}.{os.getpid()}")
+        partial.write_text(LOG4J2_PROPERTIES)
+        partial.replace(config)  # atomic: a concurrent session never reads half a file
+    safe_app = "".join(c if c.isalnum() or c in "-_." else "_" for c in app_name)
+    log_file = log_dir / f"{safe_app}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}.log"
+    ours = f"-Dlog4j2.configurationFile={config.resolve().as_uri()} -D{LOG_FILE_PROPERTY}={log_file.resolve()}"
+    return {"spark.driver.extraJavaOptions": f"{user_options} {ours}".strip()}, log_file
+
+
+def _prune_old_logs(log_dir: Path) -> None:
+    cutoff = time.time() - LOG_RETENTION_DAYS * 86400
+    for path in log_dir.glob("*.log*"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+        except OSError:
+            pass  # another session pruned it first
 
 
 def spark_session(settings: SparkSettings, app_name: str, shuffle_partitions: int = 8) -> tuple[Any, bool]:
     """``(session, owned)``: the active session if the process has one (tests), else a new one.
 
     A new session binds its driver to the resolved driver host (loopback here, so traffic
-    stays on this machine; the pod IP in a cluster), turns the UI off and uses UTC.
+    stays on this machine; the pod IP in a cluster), turns the UI off, uses UTC, and logs
+    ERROR to the console and INFO to a file under the log dir (``driver_logging``).
     """
     from pyspark.sql import SparkSession
 
@@ -40,7 +140,9 @@ def spark_session(settings: SparkSettings, app_name: str, shuffle_partitions: in
         active.conf.set("spark.sql.session.timeZone", "UTC")
         return active, False
     os.environ.setdefault("SPARK_LOCAL_IP", LOOPBACK)
+    logging.getLogger("py4j").setLevel(logging.WARNING)  # py4j logs every gateway call at INFO/DEBUG
     host = settings.resolved_driver_host()
+    logging_conf, log_file = driver_logging(settings, app_name)  # a deployment's own log4j2 file is left alone
     builder = (
         SparkSession.builder.master(settings.master)
         .appName(app_name)
@@ -53,10 +155,11 @@ def spark_session(settings: SparkSettings, app_name: str, shuffle_partitions: in
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.driver.memory", "2g")
     )
-    for key, value in settings.conf.items():  # the deployment's conf overrides the defaults above
+    for key, value in {**settings.conf, **logging_conf}.items():  # the deployment's conf overrides the defaults above
         builder = builder.config(key, value)
     session = builder.getOrCreate()
-    session.sparkContext.setLogLevel("ERROR")
+    if log_file is not None:
+        session.conf.set("mltrain.spark.log_file", str(log_file))  # where to look, for the workload and tests
     return session, True
 
 

@@ -13,10 +13,13 @@
   yesterday" forecast, ``demand_lag_24h``), ``wape``, ``rmse``, ``naive_wape``, ``n_train``,
   ``n_holdout``.
 - MLflow (the tracking store the params' ``MlflowSettings`` name; MLflow's default when empty):
-  run ``demand-<city>-<date>`` in the params' experiment, tags ``mltrain.city`` /
-  ``mltrain.partition`` / ``mltrain.features_uri``, params, metrics, the training and holdout
-  datasets (``mlflow.log_input``), and the model with the lightgbm flavor (a native LightGBM text
-  model, never a pickle) with signature and input example.
+  run ``demand-<city>-<date>`` in the params' experiment, tags ``mltrain.city`` / ``mltrain.date`` /
+  ``mltrain.features_uri`` and, launched by Dagster, ``mltrain.partition`` (``<city>|<date>``),
+  ``mltrain.dagster_run_id`` and links to the Dagster run and asset partition
+  (``mltrain.dagster_run_url``, ``mltrain.dagster_asset_url``); params, metrics (one value
+  each, no curves), the training and holdout datasets (``mlflow.log_input``), and the model with
+  the lightgbm flavor (a native LightGBM text model, never a pickle) with signature and input
+  example.
 - Output version: ``model.txt`` (LightGBM native), ``metrics.json``, ``feature_importance.json``,
   ``holdout.parquet`` (city, ts, demand, forecast, naive). The summary carries
   ``mlflow_model_uri``: the ``models:/m-<model id>`` URI MLflow 3 returns for the logged model,
@@ -27,6 +30,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 
 import lightgbm as lgb
 import numpy as np
@@ -100,8 +104,12 @@ def train_city(
     experiment: str = EXPERIMENT_NAME,
     seed: int = 0,
     reporter: Reporter | None = None,
+    run_tags: Mapping[str, str] | None = None,
 ) -> dict:
-    """Train, evaluate, log to MLflow and commit one city's model; returns the summary."""
+    """Train, evaluate, log to MLflow and commit one city's model; returns the summary.
+
+    ``run_tags``: extra MLflow run tags (the Dagster launch's id, partition and links).
+    """
     import mlflow
     import mlflow.lightgbm
     from mlflow.models import infer_signature
@@ -156,10 +164,11 @@ def train_city(
         mlflow.set_tags(
             {
                 "mltrain.city": city,
-                "mltrain.partition": date,
+                "mltrain.date": date,
                 "mltrain.features_uri": features_uri,
                 "mltrain.out_uri": out_uri,
                 "mltrain.code_version": TRAIN_CODE_VERSION,
+                **(run_tags or {}),
             }
         )
         mlflow.log_params(
@@ -236,11 +245,18 @@ def train_city(
 
 
 def run(params: TrainParams, reporter: Reporter) -> dict:
-    from mltrain_assets.workloads.common.tracking import use_tracking
+    from mltrain_assets.workloads.common.tracking import run_tags, use_tracking
 
     use_tracking(params.mlflow)  # train_city selects (creating if needed) params.experiment in that store
     return train_city(
-        params.features_uri, params.city, params.date, params.out_uri, params.experiment, params.seed, reporter
+        params.features_uri,
+        params.city,
+        params.date,
+        params.out_uri,
+        params.experiment,
+        params.seed,
+        reporter,
+        run_tags=run_tags(params.mlflow),
     )
 
 

@@ -3,8 +3,9 @@
 ``python -m mltrain_assets.workloads.recsys.evaluate --params JSON`` (``EvaluateParams``).
 
 ``model_uri`` is an MLflow model URI (``models:/recommender/3``, ``models:/recommender@staging``,
-``runs:/<run_id>/model``), or a model directory (local path, ``file://`` or ``s3://``, e.g. a
-committed ``recommender_model`` version). The control plane scores the current ``staging``
+``runs:/<run_id>/model``, ``models:/m-<id>``), or a model directory (local path, ``file://`` or
+``s3://``, e.g. a committed ``recommender_model`` version). An MLflow URI is downloaded: the
+pyfunc model's ``model_dir`` artifact, or the bare model directory older versions registered. The control plane scores the current ``staging``
 model and the challenger on the same day to decide a promotion.
 """
 
@@ -25,7 +26,7 @@ from mltrain_assets.artifacts import read_table
 from mltrain_assets.workloads.common.runtime import DataRejected, Reporter, workload_main
 from mltrain_assets.workloads.common.tracking import use_tracking
 from mltrain_assets.workloads.ingest.params import EVENTS_FILE
-from mltrain_assets.workloads.recsys.model import load_model_dir, score
+from mltrain_assets.workloads.recsys.model import load_model_dir, resolve_model_dir, score
 from mltrain_assets.workloads.recsys.params import EvaluateParams
 
 EVAL_COLUMNS = ["user_id", "item_id", "device", "position", "event_at", "clicked"]
@@ -45,7 +46,7 @@ def model_directory(model_uri: str) -> Iterator[str]:
     import mlflow
 
     with tempfile.TemporaryDirectory(prefix="recommender-model-") as tmp:
-        yield mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
+        yield resolve_model_dir(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
 
 
 def auc_of(labels: np.ndarray, scores: np.ndarray, what: str = "eval day") -> float:

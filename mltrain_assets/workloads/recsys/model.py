@@ -10,13 +10,17 @@ travel as parquet.
 
 A model directory holds ``weights.pt`` (a ``state_dict``: tensors only), ``config.json``,
 ``user_factors.parquet`` and ``item_factors.parquet``. Loading uses
-``torch.load(weights_only=True)``: nothing is ever unpickled.
+``torch.load(weights_only=True)``: nothing is ever unpickled. In MLflow the directory travels
+inside a ``pyfunc`` model logged from code (``pyfunc.py``), as its artifact ``model_dir``;
+``resolve_model_dir`` finds it in a downloaded MLflow model (and accepts a bare directory, as
+older versions were registered).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,6 +45,11 @@ DEVICES = ("ios", "android", "web")
 FEATURE_VERSION = 1
 CTR_PRIOR_WEIGHT = 20.0  # pseudo-impressions pulling a sparse click rate towards the global one
 SCORE_CHUNK = 262_144
+# The MLflow pyfunc model: its artifact holding the model directory, its input and output columns.
+MODEL_DIR_ARTIFACT = "model_dir"
+INPUT_COLUMNS = ("user_id", "item_id", "device", "position", "hour")
+OUTPUT_COLUMN = "click_probability"
+MLMODEL_FILE = "MLmodel"
 
 
 def feature_dim(rank: int, max_position: int = contract.MAX_POSITION) -> int:
@@ -312,6 +321,51 @@ def load_model_dir(model_dir: str) -> ModelBundle:
         # An Arrow-owned copy: see ``artifacts.arrow_buffer`` (a model folder has no manifest to check).
         tables[name] = pq.read_table(pa.BufferReader(arrow_buffer(fs.cat_file(posixpath.join(root, name)))))
     return make_bundle(model, config, tables[USER_FACTORS_FILE], tables[ITEM_FACTORS_FILE])
+
+
+def resolve_model_dir(local_path: str) -> str:
+    """The model directory inside a downloaded MLflow model (``MLmodel`` + artifacts), or ``local_path`` itself.
+
+    A bare model directory (versions registered before the pyfunc model) is returned as is. A
+    version whose source is ``runs:/<run>/model`` naming a *logged* model downloads, in MLflow 3,
+    into a ``model/`` folder under the destination: the one sub-folder holding ``MLmodel`` is used.
+    """
+    if not os.path.exists(os.path.join(local_path, MLMODEL_FILE)):
+        if all(os.path.exists(os.path.join(local_path, name)) for name in MODEL_FILES) or not os.path.isdir(local_path):
+            return local_path
+        nested = [
+            os.path.join(local_path, child)
+            for child in sorted(os.listdir(local_path))
+            if os.path.exists(os.path.join(local_path, child, MLMODEL_FILE))
+        ]
+        if len(nested) != 1:
+            return local_path  # load_model_dir names what is missing
+        local_path = nested[0]
+    from mlflow.models import Model
+
+    flavor = Model.load(os.path.join(local_path, MLMODEL_FILE)).flavors.get("python_function", {})
+    artifact = (flavor.get("artifacts") or {}).get(MODEL_DIR_ARTIFACT)
+    if not artifact:
+        raise FileNotFoundError(f"{local_path}: an MLflow model without the {MODEL_DIR_ARTIFACT!r} artifact")
+    return os.path.join(local_path, artifact["path"])
+
+
+def example_input(bundle: ModelBundle, rows: int = 5) -> pd.DataFrame:
+    """A few impressions in the pyfunc model's input schema (known users and items, typical context)."""
+    n = max(1, rows)
+    users = bundle.users.ids[:n] if len(bundle.users.ids) else np.zeros(n, np.int64)
+    items = bundle.items.ids[:n] if len(bundle.items.ids) else np.zeros(n, np.int64)
+    n = min(n, len(users), len(items))
+    return pd.DataFrame(
+        {
+            "user_id": np.asarray(users[:n], dtype=np.int64),
+            "item_id": np.asarray(items[:n], dtype=np.int64),
+            "device": [DEVICES[i % len(DEVICES)] for i in range(n)],
+            "position": np.arange(n, dtype=np.int64),
+            "hour": np.linspace(8.0, 20.0, n, dtype=np.float64),
+        },
+        columns=list(INPUT_COLUMNS),
+    )
 
 
 @torch.no_grad()

@@ -1,7 +1,10 @@
 """Batch inference: the top-K items for every known user from a registered recommender model.
 
 ``python -m mltrain_assets.workloads.recsys.recommend --params JSON`` (``RecommendParams``), e.g.
-``model_uri`` ``models:/recommender/<version>``, ``top_k``, ``users_limit``.
+``model_uri`` ``models:/recommender/<version>``, ``top_k``, ``users_limit``. The model folder is
+read from the version's pyfunc model (its ``model_dir`` artifact) or, for versions registered
+before it, the raw folder (``evaluate.model_directory``), and loaded with ``load_model_dir``
+(weights only); batch scoring skips pyfunc's per-row schema checks.
 
 Candidates are every item the model knows, scored for every user the model knows in a
 reference context (``device``, ``position``, ``hour``: the slot being filled), in

@@ -8,6 +8,7 @@ a failed gate stops everything downstream.
 import datetime as dt
 import json
 
+import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -71,7 +72,8 @@ def test_models_registered_with_lineage_and_aliased_staging(pipeline_home):
         assert tags["mltrain.partition"] == str(city_partition_key(DATE, city))
         assert tags["mltrain.dagster_run_id"] == city_runs[city].run_id
         assert len(tags["mltrain.code_commit"]) >= 7 and tags["mltrain.code_commit"] != "unknown"
-        snapshot = json.loads(tags["mltrain.data_snapshot"])
+        assert len(tags["mltrain.data_snapshot_uri"]) < 100 and len(tags["mltrain.data_snapshot_id"]) == 12
+        snapshot = json.loads(mlflow.artifacts.load_text(tags["mltrain.data_snapshot_uri"]))
         features = snapshot["city_demand_features"]
         assert read_manifest(features["uri"]) is not None and features["uri"].endswith(f"v={features['version']}")
         assert snapshot["city_demand_model"]["uri"].startswith(env["MLTRAIN_STORAGE_URI"])

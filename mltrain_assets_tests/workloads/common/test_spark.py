@@ -1,10 +1,25 @@
-"""Spark settings travel in the params: the driver host they resolve to, the paths Spark reads."""
+"""Spark settings travel in the params: the driver host they resolve to, the paths Spark reads, where the driver logs."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
-from mltrain_assets.workloads.common.spark import LOOPBACK, SparkSettings, spark_path, spark_session
+from mltrain_assets.workloads.common.spark import (
+    LOG4J2_PROPERTIES,
+    LOG_FILE_PROPERTY,
+    LOG_RETENTION_DAYS,
+    LOOPBACK,
+    SparkSettings,
+    driver_logging,
+    spark_path,
+    spark_session,
+)
 
 
 @pytest.fixture
@@ -59,7 +74,8 @@ def test_other_schemes_are_refused_even_with_the_connector():
 
 
 @pytest.mark.slow
-def test_a_new_session_follows_the_settings(no_host_env):
+def test_a_new_session_follows_the_settings(no_host_env, tmp_path):
+    no_host_env.setenv("MLTRAIN_SPARK_LOG_DIR", str(tmp_path))
     from pyspark.sql import SparkSession
 
     if SparkSession.getActiveSession() is not None:
@@ -77,3 +93,72 @@ def test_a_new_session_follows_the_settings(no_host_env):
         assert again is session and not owned_again  # the active session is reused
     finally:
         session.stop()
+
+
+def test_driver_logging_sends_info_to_a_file_and_only_errors_to_the_console(tmp_path):
+    conf, log_file = driver_logging(SparkSettings(log_dir=str(tmp_path / "logs")), "mltrain demand/features")
+    config = tmp_path / "logs" / "log4j2.properties"
+    assert config.read_text() == LOG4J2_PROPERTIES
+    assert "appender.console.filter.threshold.level = error" in LOG4J2_PROPERTIES
+    assert "rootLogger.level = info" in LOG4J2_PROPERTIES
+    assert log_file.parent == tmp_path / "logs" and log_file.name.startswith("mltrain_demand_features-")
+    options = conf["spark.driver.extraJavaOptions"]
+    assert f"-Dlog4j2.configurationFile={config.resolve().as_uri()}" in options
+    assert f"-D{LOG_FILE_PROPERTY}={log_file.resolve()}" in options
+
+
+def test_the_log_dir_defaults_under_mltrain_home(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLTRAIN_SPARK_LOG_DIR", raising=False)
+    monkeypatch.setenv("MLTRAIN_HOME", str(tmp_path))
+    assert SparkSettings().resolved_log_dir() == tmp_path / "logs" / "spark"
+    assert SparkSettings(log_dir="/var/log/x").resolved_log_dir() == Path("/var/log/x")
+
+
+def test_the_deployments_java_options_are_kept_and_its_own_log4j_file_wins(tmp_path):
+    settings = SparkSettings(log_dir=str(tmp_path), conf={"spark.driver.extraJavaOptions": "-XX:+UseG1GC"})
+    conf, _ = driver_logging(settings, "app")
+    assert conf["spark.driver.extraJavaOptions"].startswith("-XX:+UseG1GC -Dlog4j2.configurationFile=")
+    own = SparkSettings(log_dir=str(tmp_path), conf={"spark.driver.extraJavaOptions": "-Dlog4j2.configurationFile=x"})
+    assert driver_logging(own, "app") == ({}, None)
+
+
+def test_old_session_logs_are_pruned(tmp_path):
+    old, recent = tmp_path / "features-old.log", tmp_path / "features-new.log"
+    for path in (old, recent):
+        path.write_text("x")
+    stale = time.time() - (LOG_RETENTION_DAYS + 1) * 86400
+    os.utime(old, (stale, stale))
+    driver_logging(SparkSettings(log_dir=str(tmp_path)), "app")
+    assert not old.exists() and recent.exists()
+
+
+SESSION_SCRIPT = """
+import sys
+from mltrain_assets.workloads.common.spark import SparkSettings, spark_session
+session, owned = spark_session(SparkSettings(master="local[1]", log_dir=sys.argv[1]), "mltrain-test-logging")
+assert owned
+assert session.range(100).groupBy().count().collect()[0][0] == 100
+print("LOG_FILE=" + session.conf.get("mltrain.spark.log_file"))
+session.stop()
+"""
+
+
+@pytest.mark.slow
+def test_a_session_from_the_builder_logs_info_to_its_file_and_nothing_to_the_console(tmp_path, no_host_env):
+    """A fresh driver JVM (its own process: log4j2 is configured when the JVM starts) as a workload starts one."""
+    done = subprocess.run(
+        [sys.executable, "-c", SESSION_SCRIPT, str(tmp_path / "logs")],
+        env={**os.environ, "SPARK_LOCAL_IP": LOOPBACK},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    log_file = Path(done.stdout.split("LOG_FILE=", 1)[1].strip())
+    assert log_file.parent == tmp_path / "logs" and log_file.exists()
+    logged = log_file.read_text()
+    assert " INFO org.apache.spark.SparkContext: Running Spark version " in logged
+    assert " INFO org.apache.spark.scheduler.DAGScheduler: Job 0 finished" in logged
+    console = done.stderr
+    for chatter in (" INFO ", " WARN ", "Setting default log level", "Using Spark's default log4j profile"):
+        assert chatter not in console, f"{chatter!r} reached the console:\n{console}"

@@ -49,10 +49,15 @@ def test_the_run_is_logged_to_mlflow_with_metrics_tags_inputs_and_model(demand_w
     run = client.get_run(summary["mlflow_run_id"])
     assert run.info.run_name == f"demand-nyc-{demand_world.date}"
     assert run.data.tags["mltrain.city"] == "nyc"
-    assert run.data.tags["mltrain.partition"] == demand_world.date
+    assert run.data.tags["mltrain.date"] == demand_world.date
+    # Trained outside Dagster: no partition key, no Dagster run, no links (nothing made up).
+    assert not {"mltrain.partition", "mltrain.dagster_run_id", "mltrain.dagster_run_url"} & set(run.data.tags)
     assert run.data.tags["mltrain.features_uri"] == demand_world.features_uri
     assert run.data.metrics["mape"] == pytest.approx(summary["mape"])
     assert run.data.metrics["naive_mape"] == pytest.approx(summary["naive_mape"])
+    # One value per metric: no duplicate point that would draw a curve from step 0.
+    for key in run.data.metrics:
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [0], key
     assert run.data.params["objective"] == "poisson" and run.data.params["deterministic"] == "True"
     contexts = {
         tag.value for dataset in run.inputs.dataset_inputs for tag in dataset.tags if tag.key == "mlflow.data.context"
@@ -115,7 +120,12 @@ def test_the_entry_point_tracks_where_its_params_say_not_where_the_environment_d
         features_uri=demand_world.features_uri,
         experiment="demand-forecast-params",
         mlflow=MlflowSettings(
-            tracking_uri=demand_world.tracking_uri, artifacts_uri=demand_world.uri("mlartifacts-params")
+            tracking_uri=demand_world.tracking_uri,
+            artifacts_uri=demand_world.uri("mlartifacts-params"),
+            dagster_ui_url="http://dagster.example:3000/",
+            dagster_run_id="0a1b2c3d-run",
+            dagster_asset_key="city_demand_model",
+            dagster_partition_key=f"austin|{demand_world.date}",
         ),
     ).with_output(out)
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLTRAIN_MLFLOW_ARTIFACTS_URI")}
@@ -129,3 +139,11 @@ def test_the_entry_point_tracks_where_its_params_say_not_where_the_environment_d
     experiment = MlflowClient(demand_world.tracking_uri).get_experiment(run.info.experiment_id)
     assert experiment.name == "demand-forecast-params"
     assert experiment.artifact_location.startswith(demand_world.uri("mlartifacts-params"))
+    # Launched for a Dagster run: the run links back to it and to the asset partition it built.
+    tags = run.data.tags
+    assert tags["mltrain.partition"] == f"austin|{demand_world.date}" and tags["mltrain.date"] == demand_world.date
+    assert tags["mltrain.dagster_run_id"] == "0a1b2c3d-run"
+    assert tags["mltrain.dagster_run_url"] == "http://dagster.example:3000/runs/0a1b2c3d-run"
+    assert tags["mltrain.dagster_asset_url"] == (
+        f"http://dagster.example:3000/assets/city_demand_model?view=partitions&partition=austin%7C{demand_world.date}"
+    )

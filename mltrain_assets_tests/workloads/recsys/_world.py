@@ -134,8 +134,17 @@ def build_world(root: Path) -> RecsysWorld:
     return world
 
 
+# The Dagster launch the uninterrupted training pretends to run for: its MLflow run links back to it.
+DAGSTER_LINKS = {
+    "dagster_ui_url": "http://dagster.example:3000",
+    "dagster_run_id": "5f0c6a8e-training-run",
+    "dagster_asset_key": "recommender_model",
+    "dagster_partition_key": DATE,
+}
+
+
 def train_uninterrupted(world: RecsysWorld) -> dict[str, Any]:
     """The committed manifest of one uninterrupted training run (good labels) on the world."""
     out_uri = world.uri("recommender_model", DATE, "v=uninterrupted")
-    world.run(world.train_params(out_uri))
+    world.run(world.train_params(out_uri, mlflow=dataclasses.replace(world.mlflow, **DAGSTER_LINKS)))
     return read_manifest(out_uri)

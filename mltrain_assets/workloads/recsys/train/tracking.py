@@ -1,21 +1,51 @@
-"""MLflow for the recommender training: one run per trained model, found again on a retry."""
+"""MLflow for the recommender training: one run per trained model, found again on a retry.
+
+The run ``recommender-<date>`` holds params, the loss curves (``train_loss``/``val_loss`` at
+``step=epoch``, 1..epochs, nothing else under those names), one-value metrics (``auc``,
+``final_train_loss``, ``final_val_loss``, …), the training and evaluation datasets, and the model:
+a ``pyfunc`` logged from code (``recsys/pyfunc.py``) with the model directory as its artifact and
+a signature (impression columns -> ``click_probability``). ``runs:/<run>/model`` resolves to it.
+Tags: ``mltrain.date``, ``mltrain.out_uri``, ``mltrain.weights_sha256`` and, launched by Dagster,
+``mltrain.partition``, ``mltrain.dagster_run_id`` and links to the Dagster run and asset partition.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import warnings
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 import mlflow
 import pandas as pd
 
-from mltrain_assets.workloads.common.tracking import ensure_experiment, use_tracking
+from mltrain_assets.workloads.common.tracking import ensure_experiment, run_tags, use_tracking
 from mltrain_assets.workloads.recsys import contract
-from mltrain_assets.workloads.recsys.model import RecsysNet
+from mltrain_assets.workloads.recsys.model import (
+    MODEL_DIR_ARTIFACT,
+    OUTPUT_COLUMN,
+    RecsysNet,
+    example_input,
+    load_model_dir,
+    score,
+)
 from mltrain_assets.workloads.recsys.params import TrainParams
 
-AGGREGATE_METRICS = ("auc", "n_train", "n_eval", "final_loss", "val_loss", "base_rate_val_loss", "skill_nats")
+# One value each (step 0). The curves are train_loss/val_loss per epoch; their last values are the final_* here.
+AGGREGATE_METRICS = {
+    "auc": "auc",
+    "n_train": "n_train",
+    "n_eval": "n_eval",
+    "final_train_loss": "final_loss",
+    "final_val_loss": "val_loss",
+    "base_rate_val_loss": "base_rate_val_loss",
+    "skill_nats": "skill_nats",
+}
+# The pyfunc model's code (MLflow "models from code"): its source is logged, never a pickle.
+PYFUNC_CODE = Path(__file__).resolve().parents[1] / "pyfunc.py"
+PYFUNC_REQUIREMENTS = ("torch", "numpy", "pandas", "pyarrow", "fsspec", "mlflow")
 
 
 def weights_digest(model: RecsysNet) -> str:
@@ -63,6 +93,7 @@ def log_training_run(
                 "mltrain.date": params.date,
                 "mltrain.weights_sha256": digest,
                 "mltrain.shuffled_labels": str(bool(params.shuffle_labels)).lower(),
+                **run_tags(params.mlflow),
             }
         )
         mlflow.log_params({
@@ -78,7 +109,7 @@ def log_training_run(
             zip(metrics["loss_history"], metrics["val_loss_history"], strict=True), start=1
         ):
             mlflow.log_metrics({"train_loss": loss, "val_loss": val_loss}, step=epoch)
-        mlflow.log_metrics({key: float(metrics[key]) for key in AGGREGATE_METRICS})
+        mlflow.log_metrics({name: float(metrics[key]) for name, key in AGGREGATE_METRICS.items()})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # source-resolution and integer-schema hints
             train_ds = mlflow.data.from_pandas(
@@ -89,5 +120,39 @@ def log_training_run(
             )
             mlflow.log_input(train_ds, context="training")
             mlflow.log_input(eval_ds, context="evaluation")
-        mlflow.log_artifacts(model_dir, artifact_path=contract.MODEL_ARTIFACT_PATH)
+        log_pyfunc_model(model_dir)
         return run.info.run_id
+
+
+def log_pyfunc_model(model_dir: str) -> Any:
+    """Log the model directory as the run's ``model``: a pyfunc from code, with signature and input example."""
+    from mlflow.models import infer_signature
+
+    bundle = load_model_dir(model_dir)
+    example = example_input(bundle)
+    # What RecommenderModel.predict returns for the example (without importing the models-from-code file).
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        signature = infer_signature(example, pd.DataFrame({OUTPUT_COLUMN: score(bundle, example).astype("float64")}))
+    with warnings.catch_warnings():
+        # The ids are integers and never missing: MLflow's hint about integer columns does not apply.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        return mlflow.pyfunc.log_model(
+            name=contract.MODEL_ARTIFACT_PATH,
+            python_model=str(PYFUNC_CODE),
+            artifacts={MODEL_DIR_ARTIFACT: model_dir},
+            signature=signature,
+            input_example=example,
+            # Explicit requirements: inferring them would load the model in a subprocess.
+            pip_requirements=_requirements(),
+        )
+
+
+def _requirements() -> list[str]:
+    pins = []
+    for name in PYFUNC_REQUIREMENTS:
+        try:
+            pins.append(f"{name}=={version(name).split('+')[0]}")
+        except PackageNotFoundError:
+            pins.append(name)
+    return pins

@@ -12,6 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+import mlflow.models
+import mlflow.pyfunc
+import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -28,12 +31,13 @@ from mltrain_assets.artifacts import (
 )
 from mltrain_assets.workloads.common.params import MlflowSettings
 from mltrain_assets.workloads.recsys import contract
-from mltrain_assets.workloads.recsys.model import MODEL_FILES
+from mltrain_assets.workloads.recsys.model import MODEL_FILES, load_model_dir, score
 from mltrain_assets.workloads.recsys.params import TrainParams
 from mltrain_assets.workloads.recsys.train import worker
 from mltrain_assets.workloads.recsys.train.checkpoints import list_checkpoints, training_fingerprint
+from mltrain_assets.workloads.recsys.train.data import load_events
 from mltrain_assets.workloads.recsys.train.launcher import torchrun_command, validate, worker_environment
-from mltrain_assets_tests.workloads.recsys._world import DATE, REPO, TRAIN_EPOCHS, TRAIN_NPROC
+from mltrain_assets_tests.workloads.recsys._world import DAGSTER_LINKS, DATE, REPO, TRAIN_EPOCHS, TRAIN_NPROC
 
 PARAMS = TrainParams(
     date=DATE,
@@ -166,11 +170,36 @@ def test_good_labels_train_a_model_that_passes_the_gate_and_is_logged_to_mlflow(
     assert run.data.params["world_size"] == str(TRAIN_NPROC) and run.data.params["nnodes"] == "1"
     assert run.data.tags["mltrain.out_uri"] == manifest["uri"]
     assert run.data.tags["mltrain.weights_sha256"] == summary["weights_sha256"]
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == list(
-        range(1, TRAIN_EPOCHS + 1)
-    )
-    assert {f.path for f in client.list_artifacts(run.info.run_id, "model")} == {f"model/{n}" for n in MODEL_FILES}
+    # Loss curves: one point per epoch at step=epoch, and nothing else under those names (no point at step 0).
+    for name, history in (("train_loss", metrics["loss_history"]), ("val_loss", metrics["val_loss_history"])):
+        points = client.get_metric_history(run.info.run_id, name)
+        assert [m.step for m in points] == list(range(1, TRAIN_EPOCHS + 1)), name
+        assert [m.value for m in points] == pytest.approx(history), name
+    assert run.data.metrics["final_val_loss"] == pytest.approx(metrics["val_loss_history"][-1])
+    assert run.data.metrics["final_train_loss"] == pytest.approx(metrics["loss_history"][-1])
+    assert "final_loss" not in run.data.metrics
     assert {i.tags[0].value for i in run.inputs.dataset_inputs} == {"training", "evaluation"}
+    # Launched for a Dagster run: tags name it and link back to it and to the asset partition.
+    assert run.data.tags["mltrain.date"] == DATE and run.data.tags["mltrain.partition"] == DATE
+    assert run.data.tags["mltrain.dagster_run_id"] == DAGSTER_LINKS["dagster_run_id"]
+    assert run.data.tags["mltrain.dagster_run_url"] == "http://dagster.example:3000/runs/5f0c6a8e-training-run"
+    assert run.data.tags["mltrain.dagster_asset_url"] == (
+        f"http://dagster.example:3000/assets/recommender_model?view=partitions&partition={DATE}"
+    )
+
+    # The model is a pyfunc with a signature, loaded by URI, scoring like the committed model folder.
+    model_uri = summary["model_artifact_uri"]
+    impressions = load_events([recsys_world.eval_uri]).head(500)
+    rows = impressions.assign(hour=impressions["event_at"].dt.hour + impressions["event_at"].dt.minute / 60.0)
+    rows = rows[["user_id", "item_id", "device", "position", "hour"]].astype({"position": "int64"})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", recsys_world.mlflow.tracking_uri)
+        signature = mlflow.models.get_model_info(model_uri).signature
+        predicted = mlflow.pyfunc.load_model(model_uri).predict(rows)["click_probability"].to_numpy()
+    assert [c.name for c in signature.inputs.inputs] == ["user_id", "item_id", "device", "position", "hour"]
+    assert [c.name for c in signature.outputs.inputs] == ["click_probability"]
+    expected = score(load_model_dir(manifest["uri"]), rows)
+    np.testing.assert_allclose(predicted, expected, rtol=1e-5)
 
 
 @pytest.mark.slow

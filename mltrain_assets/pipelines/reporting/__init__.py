@@ -1,0 +1,1 @@
+"""Cross-pipeline reporting: the model quality report over every registered pipeline (not a pipeline itself)."""

@@ -1,0 +1,247 @@
+"""What the model quality report shows, read from where it is recorded.
+
+- quality: each pipeline's gated model asset's materialization metadata (the metric, a baseline)
+  and its blocking check's result in the same run; the registration asset's metadata (version,
+  promoted or not);
+- cost: every materialization of the date's partitions of the pipeline's assets (``wall_s``,
+  ``cpu_s``, ``peak_rss_mb``, which ``core.steps`` records);
+- staleness: the newest date on or before the report date whose version was promoted (the
+  registration metadata over a look-back window, else the registry's ``staging`` tags), the
+  registry's ``staging`` version now, and when each landed day's ``_SUCCESS`` marker appeared.
+
+Reading the instance rather than loading inputs keeps the report whole when some partitions
+(a city, a failed gate) are missing: a missing one is a row that says so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance, MultiPartitionKey
+
+from mltrain_assets.core.pipeline import Pipeline, QualitySpec
+from mltrain_assets.core.promotion import STAGING_ALIAS
+from mltrain_assets.core.report import (
+    CostRow,
+    LandingRow,
+    ModelRow,
+    ModelSection,
+    QualityReport,
+    days_between,
+    history_dates,
+    landing_arrival,
+)
+from mltrain_assets.resources.tracking import ModelRegistry
+
+# How far back the last promotion is looked for in the instance before asking the registry.
+STALENESS_LOOKBACK_DAYS = 60
+_PAGE = 1000
+
+
+def quality_spec(pipeline: Pipeline) -> QualitySpec | None:
+    """What the report reads for a pipeline's model: its own declaration (``Pipeline.quality``)."""
+    return pipeline.quality
+
+
+def collect_report(
+    instance: DagsterInstance,
+    date: str,
+    pipelines: Sequence[Pipeline],
+    *,
+    landing_uri: str,
+    registry: ModelRegistry | None,
+    history_days: int,
+    grace_hours: float,
+) -> QualityReport:
+    """The report for ``date`` from the instance's records, the landing zone and the registry."""
+    dates = history_dates(date, history_days)
+    sections = []
+    for pipeline in pipelines:
+        spec = quality_spec(pipeline)
+        if spec is not None:
+            sections.append(_section(instance, pipeline, spec, date, dates, registry))
+    costs = [_cost(instance, pipeline, date) for pipeline in pipelines]
+    datasets = list(dict.fromkeys(pipeline.landing_dataset for pipeline in pipelines))
+    landings: list[LandingRow] = [
+        landing_arrival(landing_uri, dataset, day, grace_hours) for dataset in datasets for day in dates
+    ]
+    return QualityReport(
+        date=date,
+        history_days=len(dates),
+        grace_hours=grace_hours,
+        sections=sections,
+        costs=costs,
+        landings=landings,
+    )
+
+
+# ------------------------------------------------------------------ instance records
+
+
+def _partitions(pipeline: Pipeline, asset: str, dates: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """``{partition key: (date, key)}`` of ``asset`` for these dates (every configured key if keyed)."""
+    if asset in pipeline.keyed_assets:
+        keys = pipeline.keys() if pipeline.keys else []
+        return {
+            str(MultiPartitionKey({"date": day, pipeline.key_dimension: key})): (day, key)
+            for day in dates
+            for key in keys
+        }
+    return {day: (day, "") for day in dates}
+
+
+def _records(instance: DagsterInstance, asset: str, partitions: Iterable[str]) -> list[Any]:
+    """Every materialization record of these partitions of ``asset``, newest first."""
+    partitions = list(partitions)
+    if not partitions:
+        return []
+    records: list[Any] = []
+    cursor = None
+    while True:
+        result = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=AssetKey(asset), asset_partitions=partitions), limit=_PAGE, cursor=cursor
+        )
+        records += result.records
+        if not result.has_more:
+            return records
+        cursor = result.cursor
+
+
+def _latest(records: Iterable[Any]) -> dict[str, Any]:
+    latest: dict[str, Any] = {}
+    for record in records:  # newest first
+        latest.setdefault(record.partition_key, record)
+    return latest
+
+
+def _metadata(record: Any) -> dict[str, Any]:
+    return {k: getattr(v, "value", v) for k, v in record.asset_materialization.metadata.items()}
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        return None
+    return float(value)
+
+
+def _gate_passed(instance: DagsterInstance, record: Any, spec: QualitySpec, value: float | None) -> bool | None:
+    """The gate's check result in the run that materialized ``record``; else the rule applied to the metric."""
+    for event in instance.all_logs(record.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = event.dagster_event.event_specific_data
+        if (
+            evaluation.asset_key == AssetKey(spec.model_asset)
+            and evaluation.check_name == spec.gate
+            and getattr(evaluation, "partition", None) in (None, record.partition_key)
+        ):
+            return bool(evaluation.passed)
+    if value is None:
+        return None
+    return value < spec.threshold if spec.lower_is_better else value > spec.threshold
+
+
+# ------------------------------------------------------------------ sections
+
+
+def _section(
+    instance: DagsterInstance,
+    pipeline: Pipeline,
+    spec: QualitySpec,
+    date: str,
+    dates: list[str],
+    registry: ModelRegistry | None,
+) -> ModelSection:
+    keyed = spec.model_asset in pipeline.keyed_assets
+    model_partitions = _partitions(pipeline, spec.model_asset, dates)
+    models = _latest(_records(instance, spec.model_asset, model_partitions))
+    history: dict[str, dict[str, float]] = {}
+    for partition, (day, key) in model_partitions.items():
+        history.setdefault(key, {})
+        if partition in models:
+            value = _number(_metadata(models[partition]).get(spec.metric))
+            if value is not None:
+                history[key][day] = value
+
+    lookback = history_dates(date, STALENESS_LOOKBACK_DAYS)
+    registered_partitions = _partitions(pipeline, spec.registered_asset, lookback)
+    registered = _latest(_records(instance, spec.registered_asset, registered_partitions))
+    promoted_on: dict[str, str] = {}
+    for partition, record in registered.items():
+        day, key = registered_partitions[partition]
+        if _metadata(record).get("promoted_to_staging") is True and day > promoted_on.get(key, ""):
+            promoted_on[key] = day
+
+    rows = []
+    for partition, (day, key) in model_partitions.items():
+        if day != date:
+            continue
+        model = models.get(partition)
+        metadata = _metadata(model) if model else {}
+        value = _number(metadata.get(spec.metric))
+        reg = registered.get(partition)
+        reg_metadata = _metadata(reg) if reg else {}
+        staging_version, staging_date = _staging(registry, spec.model_name(key))
+        last = promoted_on.get(key)
+        if last is None and staging_date and staging_date <= date:
+            last = staging_date  # promoted before the look-back window
+        rows.append(
+            ModelRow(
+                key=key,
+                model_name=spec.model_name(key),
+                value=value,
+                baseline=_number(metadata.get(spec.baseline)) if spec.baseline else None,
+                gate_passed=_gate_passed(instance, model, spec, value) if model else None,
+                version=str(reg_metadata["model_version"]) if "model_version" in reg_metadata else None,
+                promoted=reg_metadata.get("promoted_to_staging") if reg else None,
+                reason=str(reg_metadata.get("promotion_reason", "")),
+                last_promoted=last,
+                days_since_promotion=days_between(last, date) if last else None,
+                staging_now=f"v{staging_version} ({staging_date or '?'})" if staging_version else None,
+            )
+        )
+    return ModelSection(
+        pipeline=pipeline.name,
+        title=spec.title or pipeline.name,
+        metric=spec.metric,
+        threshold=spec.threshold,
+        lower_is_better=spec.lower_is_better,
+        key_label=pipeline.key_dimension if keyed else "model",
+        rows=rows,
+        history=history,
+        baseline=spec.baseline,
+    )
+
+
+def _staging(registry: ModelRegistry | None, model_name: str) -> tuple[str | None, str | None]:
+    """The registry's `staging` version of ``model_name`` and the date it was trained for."""
+    if registry is None:
+        return None, None
+    version = registry.alias_version(model_name, STAGING_ALIAS)
+    if version is None:
+        return None, None
+    partition = registry.version_tags(model_name, version).get("mltrain.partition", "")
+    day = next((p for p in partition.split("|") if len(p) == 10 and p[4] == "-" and p[7] == "-"), None)
+    return version, day
+
+
+def _cost(instance: DagsterInstance, pipeline: Pipeline, date: str) -> CostRow:
+    totals = {"materializations": 0, "launched": 0, "reused": 0, "unmeasured": 0}
+    wall = cpu = 0.0
+    peak: float | None = None
+    for asset in pipeline.assets():
+        for record in _records(instance, asset, _partitions(pipeline, asset, [date])):
+            metadata = _metadata(record)
+            totals["materializations"] += 1
+            reused = metadata.get("reused_committed_version")
+            totals["launched"] += reused is False
+            totals["reused"] += reused is True
+            wall += _number(metadata.get("wall_s")) or 0.0
+            measured = _number(metadata.get("cpu_s"))
+            cpu += measured or 0.0
+            if "cpu_s" in metadata and measured is None and reused is False:
+                totals["unmeasured"] += 1
+            rss = _number(metadata.get("peak_rss_mb"))
+            if rss is not None:
+                peak = max(peak or 0.0, rss)
+    return CostRow(pipeline=pipeline.name, wall_s=round(wall, 3), cpu_s=round(cpu, 3), peak_rss_mb=peak, **totals)

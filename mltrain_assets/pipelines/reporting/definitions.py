@@ -1,0 +1,23 @@
+"""The reporting definitions the code location merges next to the pipelines' (``mltrain_assets/definitions.py``).
+
+Not a pipeline of ``registry.PIPELINES``: it lands no data and has no stages; it reads every
+registered pipeline's shape (``Pipeline.quality``) and records.
+"""
+
+from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
+
+from mltrain_assets.core.partitions import daily_partitions
+from mltrain_assets.core.pipeline import all_pipelines
+from mltrain_assets.pipelines.reporting.assets import ASSET, quality_report_asset
+
+model_quality_report = quality_report_asset(all_pipelines())
+
+model_quality_report_job = define_asset_job(
+    "model_quality_report_job",
+    selection=AssetSelection.assets(ASSET),
+    partitions_def=daily_partitions,
+    executor_def=in_process_executor,
+    description="Render the model quality, cost and staleness report for a date.",
+)
+
+defs = Definitions(assets=[model_quality_report], jobs=[model_quality_report_job])

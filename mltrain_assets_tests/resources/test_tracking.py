@@ -1,0 +1,177 @@
+"""The registry resource and the links between Dagster and MLflow: tag names, URL shapes, settings.
+
+URL shapes were read off the UIs' own routes (Dagster 1.13: ``/runs/:runId``, an asset's
+``?view=partitions&partition=<key>``; MLflow 3.17: ``#/experiments/:id/runs/:run``,
+``#/models/:name/versions/:version``) and are followed in a real browser by the e2e test.
+"""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import mlflow.artifacts
+import mlflow.pyfunc
+import pytest
+from mlflow.tracking import MlflowClient
+
+from mltrain_assets.cli.devstack import DevStack
+from mltrain_assets.resources.tracking import (
+    LINEAGE_TAGS,
+    ModelRegistry,
+    lineage_tags,
+    run_artifact_path,
+    snapshot_id,
+)
+from mltrain_assets.settings import apply_defaults
+from mltrain_assets.workloads.common.params import MlflowSettings
+from mltrain_assets.workloads.common.tracking import (
+    dagster_asset_url,
+    mlflow_model_version_url,
+    mlflow_run_url,
+    run_tags,
+)
+
+SNAPSHOT = {
+    "city_demand_model": {
+        "uri": "s3://mltrain/storage/city_demand_model/nyc/2026-11-27/v=0123456789ab",
+        "version": "0123456789ab",
+        "inputs": {
+            f"ride_events/2026-11-{d:02d}": f"s3://mltrain/storage/ride_events/2026-11-{d:02d}" for d in range(1, 28)
+        },
+    }
+}
+
+
+class Constant(mlflow.pyfunc.PythonModel):
+    def predict(self, context, model_input, params=None):
+        return [0.5] * len(model_input)
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    experiment = MlflowClient(uri).create_experiment("links", artifact_location=f"file://{tmp_path}/artifacts")
+    return uri, experiment
+
+
+def test_lineage_tags_are_short_and_each_name_has_one_meaning():
+    tags = lineage_tags(
+        code_commit_sha="0123456789abcdef0123456789abcdef01234567",
+        data_snapshot=SNAPSHOT,
+        data_snapshot_uri="runs:/0123456789abcdef0123456789abcdef/lineage/data_snapshot-0123456789ab.json",
+        run_id="7c4e0c3e-5d6a-4a57-9b3c-0e6f3f1f8a11",
+        partition="nyc|2026-11-27",
+        dagster_ui_url="http://127.0.0.1:3000/",
+        asset_key="registered_demand_model",
+    )
+    assert tuple(tags) == LINEAGE_TAGS
+    assert tags["mltrain.partition"] == "nyc|2026-11-27"  # the Dagster partition key, as Dagster writes it
+    assert tags["mltrain.date"] == "2026-11-27"  # the date, whatever the partitioning
+    assert tags["mltrain.data_snapshot_id"] == snapshot_id(SNAPSHOT) and len(snapshot_id(SNAPSHOT)) == 12
+    assert tags["mltrain.dagster_run_url"] == "http://127.0.0.1:3000/runs/7c4e0c3e-5d6a-4a57-9b3c-0e6f3f1f8a11"
+    assert tags["mltrain.dagster_asset_url"] == (
+        "http://127.0.0.1:3000/assets/registered_demand_model?view=partitions&partition=nyc%7C2026-11-27"
+    )
+    assert len(json.dumps(SNAPSHOT)) > 1000 and max(len(v) for v in tags.values()) < 100
+    # The id is a content hash: the same snapshot, in any key order, has the same id.
+    assert snapshot_id(json.loads(json.dumps(SNAPSHOT, sort_keys=True))) == snapshot_id(SNAPSHOT)
+    assert snapshot_id({**SNAPSHOT, "eval": {}}) != snapshot_id(SNAPSHOT)
+
+
+def test_run_tags_link_a_workload_run_to_its_dagster_launch_and_stay_empty_standalone():
+    assert run_tags(MlflowSettings(tracking_uri="sqlite:///x.db")) == {}
+    settings = MlflowSettings(
+        dagster_ui_url="https://dagster.example.com",
+        dagster_run_id="r-1",
+        dagster_asset_key="group/recommender_model",
+        dagster_partition_key="2026-11-27",
+    )
+    assert run_tags(settings) == {
+        "mltrain.partition": "2026-11-27",
+        "mltrain.dagster_run_id": "r-1",
+        "mltrain.dagster_run_url": "https://dagster.example.com/runs/r-1",
+        "mltrain.dagster_asset_url": "https://dagster.example.com/assets/group/recommender_model"
+        "?view=partitions&partition=2026-11-27",
+    }
+    assert dagster_asset_url("http://d:3000", "ride_events") == "http://d:3000/assets/ride_events"
+    assert mlflow_run_url("http://m:5000/", "3", "abc") == "http://m:5000/#/experiments/3/runs/abc"
+    assert mlflow_model_version_url("http://m:5000", "demand forecast/nyc", "7") == (
+        "http://m:5000/#/models/demand%20forecast%2Fnyc/versions/7"
+    )
+
+
+def test_the_mlflow_ui_is_the_setting_else_the_tracking_server_else_the_environment(monkeypatch):
+    monkeypatch.setenv("MLTRAIN_MLFLOW_UI_URL", "http://from-env:5000")
+    monkeypatch.setenv("MLTRAIN_DAGSTER_UI_URL", "http://dagster-env:3000/")
+    assert ModelRegistry(tracking_uri="sqlite:///x.db").mlflow_ui == "http://from-env:5000"
+    assert ModelRegistry(tracking_uri="http://mlflow:5000/").mlflow_ui == "http://mlflow:5000"
+    assert (
+        ModelRegistry(tracking_uri="http://mlflow:5000", ui_url="https://ml.example/").mlflow_ui == "https://ml.example"
+    )
+    assert ModelRegistry(tracking_uri="sqlite:///x.db").dagster_ui == "http://dagster-env:3000"
+    assert ModelRegistry(tracking_uri="x", dagster_ui_url="https://d.example").dagster_ui == "https://d.example"
+
+
+def test_settings_default_to_the_local_uis_and_mltrain_dev_sets_the_ports_it_serves(tmp_path, monkeypatch):
+    for name in ("MLTRAIN_MLFLOW_UI_URL", "MLTRAIN_DAGSTER_UI_URL", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLTRAIN_HOME", str(tmp_path))
+    effective = apply_defaults()
+    assert effective["MLTRAIN_MLFLOW_UI_URL"] == "http://127.0.0.1:5000"
+    assert effective["MLTRAIN_DAGSTER_UI_URL"] == "http://127.0.0.1:3000"
+    monkeypatch.delenv("MLTRAIN_MLFLOW_UI_URL")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://mlflow.example.com")
+    assert apply_defaults()["MLTRAIN_MLFLOW_UI_URL"] == "https://mlflow.example.com"  # a server serves its UI
+
+    assert DevStack(dagster_port=3100, mlflow_port=5100).link_settings() == {
+        "MLTRAIN_DAGSTER_UI_URL": "http://127.0.0.1:3100",
+        "MLTRAIN_MLFLOW_UI_URL": "http://127.0.0.1:5100",
+    }
+    assert DevStack(dagster_port=3100, mlflow_ui=False).link_settings() == {
+        "MLTRAIN_DAGSTER_UI_URL": "http://127.0.0.1:3100"
+    }
+
+
+def test_a_run_uri_is_registered_as_the_model_the_run_logged_and_raw_artifacts_keep_their_uri(store, tmp_path):
+    uri, experiment = store
+    with mlflow.start_run(experiment_id=experiment) as logged:
+        info = mlflow.pyfunc.log_model(name="model", python_model=Constant(), pip_requirements=[])
+    raw_dir = tmp_path / "raw"
+    raw_dir.mkdir()
+    (raw_dir / "config.json").write_text("{}")
+    with mlflow.start_run(experiment_id=experiment) as raw:
+        mlflow.log_artifacts(str(raw_dir), artifact_path="model")
+
+    registry = ModelRegistry(tracking_uri=uri, ui_url="http://mlflow.example")
+    assert registry.logged_model_uri(f"runs:/{logged.info.run_id}/model") == info.model_uri
+    assert registry.logged_model_uri(f"runs:/{raw.info.run_id}/model") == f"runs:/{raw.info.run_id}/model"
+    assert registry.logged_model_uri(info.model_uri) == info.model_uri
+
+    first = registry.register(
+        "linked", f"runs:/{logged.info.run_id}/model", logged.info.run_id, "k1", {"a": "b"}, description="**hi**"
+    )
+    version = registry.client.get_model_version("linked", first.version)
+    # The version's source is the logged model itself (its page in the MLflow UI), not a run path.
+    assert version.source == info.model_uri and version.description == "**hi**"
+    assert (
+        registry.version_link("linked", first.version)
+        == f"http://mlflow.example/#/models/linked/versions/{first.version}"
+    )
+    assert (
+        registry.run_link(logged.info.run_id)
+        == f"http://mlflow.example/#/experiments/{experiment}/runs/{logged.info.run_id}"
+    )
+
+
+def test_the_full_snapshot_is_an_artifact_of_the_models_run(store):
+    uri, experiment = store
+    with mlflow.start_run(experiment_id=experiment) as run:
+        pass
+    registry = ModelRegistry(tracking_uri=uri)
+    snapshot_uri = registry.record_snapshot(run.info.run_id, SNAPSHOT)
+    assert snapshot_uri == f"runs:/{run.info.run_id}/lineage/data_snapshot-{snapshot_id(SNAPSHOT)}.json"
+    assert len(snapshot_uri) < 100
+    assert json.loads(mlflow.artifacts.load_text(snapshot_uri)) == SNAPSHOT
+    assert run_artifact_path(snapshot_uri) == f"lineage/data_snapshot-{snapshot_id(SNAPSHOT)}.json"
