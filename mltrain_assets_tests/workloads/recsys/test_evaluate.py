@@ -18,7 +18,9 @@ pytestmark = pytest.mark.slow  # every test here needs the trained model (Spark,
 
 def test_evaluating_the_committed_model_reproduces_the_training_auc(recsys_world, trained_model):
     result = evaluate(trained_model["uri"], recsys_world.eval_uri)
-    assert result["auc"] == pytest.approx(trained_model["summary"]["auc"], abs=1e-12)
+    # In this (pytest) process torch may use another thread count than the workload did: float32 scores
+    # can differ in the last bits and flip a near-tie (seen: 1.5e-9 in AUC). Workload vs workload is exact below.
+    assert result["auc"] == pytest.approx(trained_model["summary"]["auc"], abs=1e-6)
     assert result["n"] == trained_model["summary"]["n_eval"] == 40_000
     assert 0 < result["positives"] < result["n"]
 
