@@ -8,30 +8,15 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pyspark
 
+from mltrain_assets.loopback import free_port, wait_for_port
+
 SPARK_CLASS = Path(pyspark.__file__).parent / "bin" / "spark-class"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for_port(port: int, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"Spark master not listening on 127.0.0.1:{port} after {timeout_s:.0f}s")
 
 
 class LocalSparkCluster:
@@ -58,7 +43,7 @@ class LocalSparkCluster:
 
     def __enter__(self) -> str:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        port = _free_port()
+        port = free_port()
         env = {
             **os.environ,
             "SPARK_LOCAL_IP": "127.0.0.1",
@@ -66,13 +51,13 @@ class LocalSparkCluster:
             "SPARK_WORKER_DIR": str(self.log_dir / "work"),
         }
         master = ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port)]
-        self._start("master", [*master, "--webui-port", str(_free_port())], env)
+        self._start("master", [*master, "--webui-port", str(free_port())], env)
         try:
-            _wait_for_port(port, self.timeout_s)
+            wait_for_port(port, self.timeout_s)
             self.url = f"spark://127.0.0.1:{port}"
             worker = ["org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", str(self.cores)]
             log = self._start(
-                "worker", [*worker, "--memory", self.memory, "--webui-port", str(_free_port()), self.url], env
+                "worker", [*worker, "--memory", self.memory, "--webui-port", str(free_port()), self.url], env
             )
             deadline = time.monotonic() + self.timeout_s
             while "Successfully registered with master" not in log.read_text():

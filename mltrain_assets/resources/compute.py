@@ -14,7 +14,6 @@ import json
 import os
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from dagster import (
 )
 from dagster_k8s.pipes import get_pod_name
 
+from mltrain_assets.loopback import free_port
 from mltrain_assets.resources.k8s import (
     PodTemplate,
     command_params,
@@ -391,7 +391,7 @@ class ComputeBackend(ConfigurableResource):
         talks to Dagster (locally through a temp file rather than pod logs).
         """
         objects = self.manifests(context, params, timeout_s=timeout_s, profile=profile, pipes_env={})
-        pods = local_pods(objects, python=self.python_executable or sys.executable, port=_free_port())
+        pods = local_pods(objects, python=self.python_executable or sys.executable, port=free_port())
         workload = params.module
         context.log.info(f"k8s-local: {len(pods)} pod(s) from {[o['kind'] for o in objects]}")
         with open_pipes_session(
@@ -683,12 +683,6 @@ def _json_setting(name: str, value: str, kind: type) -> Any:
     if not isinstance(parsed, kind):
         raise Failure(description=f"{name} must be a JSON {kind.__name__}, got {value!r}", allow_retries=False)
     return parsed
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _kill_group(
