@@ -13,7 +13,8 @@ import os
 import posixpath
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -128,6 +129,18 @@ class _HashingFile:
             self.closed = True
 
 
+class ParquetSink:
+    """What ``ArtifactWriter.parquet_file`` yields: write tables one after another; rows are counted."""
+
+    def __init__(self, writer: pq.ParquetWriter):
+        self._writer = writer
+        self.rows = 0
+
+    def write(self, table: pa.Table, row_group_size: int | None = None) -> None:
+        self._writer.write_table(table, row_group_size=row_group_size)
+        self.rows += table.num_rows
+
+
 def _schema_description(schema: pa.Schema) -> list[dict[str, str]]:
     return [{"name": f.name, "type": str(f.type)} for f in schema]
 
@@ -172,6 +185,24 @@ class ArtifactWriter:
         }
         self.files[name] = entry
         return entry
+
+    @contextmanager
+    def parquet_file(self, name: str, schema: pa.Schema, **parquet_kwargs) -> Iterator[ParquetSink]:
+        """Stream a parquet file of ``schema`` into ``name`` table by table (bounded memory); listed on exit."""
+        sink = self._open(name)
+        writer = pq.ParquetWriter(sink, schema, compression=parquet_kwargs.pop("compression", "zstd"), **parquet_kwargs)
+        parquet = ParquetSink(writer)
+        try:
+            yield parquet
+        finally:
+            writer.close()
+            sink.close()
+        self.files[name] = {
+            "rows": parquet.rows,
+            "bytes": sink.size,
+            "sha256": sink.sha256.hexdigest(),
+            "schema": _schema_description(schema),
+        }
 
     def write_bytes(self, name: str, data: bytes) -> dict[str, Any]:
         sink = self._open(name)

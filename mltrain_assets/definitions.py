@@ -1,7 +1,7 @@
 """The one ``Definitions`` object of the ``mltrain_assets`` code location: each registered pipeline's
 definitions merged with the shared resources, automation and reporting. Assembled, no logic."""
 
-from dagster import Definitions, EnvVar
+from dagster import Definitions, EnvVar, in_process_executor
 
 from mltrain_assets.core.automation import automation_sensor
 from mltrain_assets.core.pipeline import all_pipelines
@@ -15,6 +15,9 @@ apply_defaults()
 
 defs = Definitions.merge(
     Definitions(
+        # What the UI's Materialize launches (the implicit asset job): its steps run in the run worker, like the
+        # pipelines' own jobs, rather than in one process per step that imports these definitions again.
+        executor=in_process_executor,
         sensors=[automation_sensor],
         resources={
             "storage": ArtifactStorage(

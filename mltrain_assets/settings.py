@@ -36,6 +36,8 @@ def default_environment() -> dict[str, str]:
         "MLTRAIN_TRAIN_NODES": "1",
         "MLTRAIN_TRAIN_GPUS_PER_NODE": "0",
         "MLTRAIN_SQL_ENGINE": "spark",
+        "MLTRAIN_ENGINE_PARITY": "true",
+        "MLTRAIN_AUTOMATION_LOOKBACK_DAYS": "3",
         "MLTRAIN_K8S_IMAGE": "mltrain:latest",
         "MLTRAIN_K8S_NAMESPACE": "mltrain",
         "MLTRAIN_K8S_SERVICE_ACCOUNT": "",

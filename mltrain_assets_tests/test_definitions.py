@@ -33,3 +33,26 @@ def test_every_registered_pipeline_is_merged(mltrain_home):
             assert defs.resolve_job_def(stage.job).name == stage.job
     sensors = {s.name for s in defs.sensors}
     assert {"rides_landing_sensor", "interactions_landing_sensor", "mltrain_automation_sensor"} <= sensors
+
+
+def test_ui_launches_run_their_steps_in_the_run_worker(mltrain_home):
+    """The implicit asset job (the UI's Materialize) runs in process: no step process importing the definitions again."""
+    from mltrain_assets.definitions import defs
+
+    repository = defs.get_repository_def()
+    for job_name in repository.job_names:
+        assert repository.get_job(job_name).executor_def.name == "in_process", job_name
+
+
+def test_the_daemon_dequeues_within_a_second(tmp_path):
+    """dagster.yaml's run queue settings reach Dagster's queued run coordinator (not its 5 s default)."""
+    import shutil
+
+    from dagster import DagsterInstance
+    from dagster._core.run_coordinator import QueuedRunCoordinator
+
+    shutil.copy(REPO / "dagster.yaml", tmp_path / "dagster.yaml")
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        coordinator = instance.run_coordinator
+        assert isinstance(coordinator, QueuedRunCoordinator)
+        assert coordinator.dequeue_interval_seconds == 1 and coordinator.dequeue_use_threads

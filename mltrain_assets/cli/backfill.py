@@ -42,8 +42,8 @@ FINISHED = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CAN
 def partitions_by_assets(pipeline_name: str, start: str, end: str, keys: list[str] | None = None) -> list[dict]:
     """The GraphQL ``partitionsByAssets`` selection for a pipeline over ``start..end`` (inclusive).
 
-    The ingestion asset reaches back as far as the pipeline's landing window; keyed assets
-    (date x city) get one contiguous range per key.
+    The ingestion asset, and the per-day assets built from each landed day, reach back as far as
+    the pipeline's landing window; keyed assets (date x city) get one contiguous range per key.
     """
     if end < start:
         raise ValueError(f"--end {end} is before --start {start}")
@@ -51,11 +51,10 @@ def partitions_by_assets(pipeline_name: str, start: str, end: str, keys: list[st
     require_partitions_from(
         pipeline.landing_window.first(start), f"a {pipeline_name} backfill from {start} ({pipeline.ingestion_asset})"
     )
+    landed = {"ranges": [{"start": pipeline.landing_window.first(start), "end": end}]}
     selection = [
-        {
-            "assetKey": {"path": [pipeline.ingestion_asset]},
-            "partitions": {"ranges": [{"start": pipeline.landing_window.first(start), "end": end}]},
-        }
+        {"assetKey": {"path": [name]}, "partitions": landed}
+        for name in (pipeline.ingestion_asset, *pipeline.landing_day_assets)
     ]
     for name in pipeline.daily_assets:
         selection.append({"assetKey": {"path": [name]}, "partitions": {"ranges": [{"start": start, "end": end}]}})

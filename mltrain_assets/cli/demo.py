@@ -242,11 +242,6 @@ def materialize(
                     f"($MLTRAIN_PARTITIONS_START) to yesterday, UTC)"
                 ) from None
     label = f"{','.join(names)} {partition or '...'.join(partition_range or ())}".strip()
-    # The implicit asset job's default executor starts a process per step; like the pipeline's own
-    # jobs, run the (few, pool-limited) steps in the run's process.
-    in_process = (
-        {"execution": {"config": {"in_process": {}}}} if job.executor_def.name == "multi_or_in_process_executor" else {}
-    )
     return execute(
         job.name,
         label,
@@ -254,7 +249,6 @@ def materialize(
         partition_range=partition_range,
         assets=names,
         launched_by="mltrain materialize",
-        run_config=in_process,
     )
 
 
@@ -284,7 +278,8 @@ def run_pipeline(pipeline: Pipeline, date: str, *, parallel: int = 2, started: f
         require_partitions_from(dates[0], f"the {pipeline.name} pipeline for {date} ({pipeline.ingestion_asset})")
     except ValueError as refused:
         raise SystemExit(f"mltrain demo: {refused}") from None
-    _say(f"{pipeline.ingestion_asset} {dates[0]}..{dates[-1]} (one run over {len(dates)} days)", started)
+    per_day = " + ".join((pipeline.ingestion_asset, *pipeline.landing_day_assets))
+    _say(f"{per_day} {dates[0]}..{dates[-1]} (one run over {len(dates)} days)", started)
     outcomes = [execute(pipeline.ingestion_job, pipeline.ingestion_asset, partition_range=(dates[0], dates[-1]))]
     _report(pipeline, outcomes[-1], started)
     for stage in pipeline.stages:
@@ -337,13 +332,18 @@ def _report(pipeline: Pipeline, outcome: RunOutcome, started: float) -> None:
         _say(f"  error: {outcome.error}", started)
 
 
+# What a run over a range of dates says it built (ingestion, aggregates): one count for the whole run.
+RANGE_BUILT_KEYS = ("dates_ingested_now", "dates_aggregated_now")
+
+
 def data_plane_work(outcomes: list[RunOutcome]) -> int:
     """How many versions were built now (0 when everything was already committed)."""
     work = 0
     for outcome in outcomes:
         for metadata in outcome.materializations.values():
-            if "dates_ingested_now" in metadata:
-                work += int(metadata["dates_ingested_now"])
+            range_count = next((metadata[key] for key in RANGE_BUILT_KEYS if key in metadata), None)
+            if range_count is not None:
+                work += int(range_count)
             elif metadata.get("reused_committed_version") is False:
                 work += 1
     return work

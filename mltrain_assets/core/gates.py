@@ -216,3 +216,51 @@ def _metric_gate(
         return f"{shown_as} {_fmt(observed.get(metric))} {sign} {_fmt(threshold)}" + (f" ({beside})" if beside else "")
 
     return Gate(check_name, description, rule, finding)
+
+
+# ------------------------------------------------------------------ engine parity (SQL outputs)
+
+
+def _engine_parity(asset: str, partition: str, summary: Mapping[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    report = summary.get("engine_parity") or {}
+    if not report.get("checked"):
+        return [], {"checked": False, "reason": report.get("reason", "not checked")}
+    engines = " vs ".join(report["engines"])
+    observed = {
+        "checked": True,
+        "engines": engines,
+        "cells_compared": int(report["cells_compared"]),
+        "cells_differing": int(report["cells_differing"]),
+        "max_relative_diff": float(report["max_relative_diff"]),
+        "tolerance": float(report["tolerance"]),
+    }
+    violations = []
+    if report["cells_differing"] or not report["cells_compared"]:
+        shown = "; ".join(
+            f"{m.get('column')} at " + ", ".join(f"{k}={v}" for k, v in m.items() if k != "column")
+            for m in report.get("mismatches", [])
+        )
+        violations.append(
+            f"{asset} {partition}: rule engine_parity: {engines} differ on {report['cells_differing']:,} of "
+            f"{report['cells_compared']:,} cells beyond {report['tolerance']:g} (max relative difference "
+            f"{report['max_relative_diff']:.3g}){f': {shown}' if shown else ''}"
+        )
+    return violations, observed
+
+
+def _parity_finding(observed: Mapping[str, Any]) -> str:
+    if not observed.get("checked"):
+        return f"not checked ({observed.get('reason')})"
+    return (
+        f"{observed['engines']}: {_fmt(observed['cells_compared'])} cells, max relative difference "
+        f"{observed['max_relative_diff']:.1e} <= {observed['tolerance']:g}"
+    )
+
+
+ENGINE_PARITY = Gate(
+    "engine_parity",
+    "The same SQL recomputed on the other engine (Spark vs DuckDB) gives the same numbers, cell by cell, "
+    "within 1e-9 (relative; absolute below 1): engine drift or a dialect slip never reaches training.",
+    _engine_parity,
+    _parity_finding,
+)

@@ -6,11 +6,9 @@ import json
 from dagster import (
     AssetExecutionContext,
     BackfillPolicy,
-    DataVersion,
     Failure,
     FreshnessPolicy,
     MetadataValue,
-    Output,
     asset,
 )
 
@@ -23,7 +21,7 @@ from mltrain_assets.core.steps import (
     check_results,
     gate_specs,
     plan_version,
-    step_metadata,
+    versions_output,
 )
 from mltrain_assets.landing import day_status, success_uri
 from mltrain_assets.resources.compute import ComputeBackend
@@ -40,20 +38,17 @@ def landing_fingerprint(status: dict) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def partition_metadata(ref: ArtifactRef, reused: bool) -> dict:
-    """One ingested day as its materialization shows it: where, which version, and its own figures."""
+def partition_metadata(ref: ArtifactRef) -> dict:
+    """One ingested day's own figures on its materialization (``build_versions`` adds where and which version)."""
     summary = ref.metadata
     hours = summary.get("hours_present")
-    metadata = step_metadata(ref, reused=reused)
-    metadata.update(
-        {
-            "partition": ref.partition_key,
-            "hours_present": len(hours) if isinstance(hours, list) else int(hours or 0),
-            "duplicates_removed": int(summary.get("duplicates_removed", 0)),
-            "rows_rejected": int(summary.get("rows_rejected", 0)),
-            "rejected_by_rule": MetadataValue.json(summary.get("rejected_by_rule") or {}),
-        }
-    )
+    metadata = {
+        "partition": ref.partition_key,
+        "hours_present": len(hours) if isinstance(hours, list) else int(hours or 0),
+        "duplicates_removed": int(summary.get("duplicates_removed", 0)),
+        "rows_rejected": int(summary.get("rows_rejected", 0)),
+        "rejected_by_rule": MetadataValue.json(summary.get("rejected_by_rule") or {}),
+    }
     if summary.get("rows_by_city"):
         metadata["rows_by_city"] = MetadataValue.json(summary["rows_by_city"])
     return metadata
@@ -115,24 +110,14 @@ def landing_ingestion_asset(
             timeout_s=INGEST_TIMEOUT_S,
             gates=gates,
         )
-        # Each partition's materialization carries its own figures; the Output's metadata is the run's.
-        for p in planned:
-            date = str(p.partition_key)
-            context.add_asset_metadata(
-                partition_metadata(refs[date], reused=p.manifest is not None and not compute.dry_run),
-                partition_key=date,
-            )
+        for date, ref in refs.items():
+            context.add_asset_metadata(partition_metadata(ref), partition_key=date)
         run_metadata = {
             "dates_in_run": len(dates),
             "dates_ingested_now": built,
             "rows_in_run": sum(int(r.metadata.get("rows", 0)) for r in refs.values()),
         }
-        if len(dates) == 1:
-            ref = refs[dates[0]]
-            yield Output(ref, data_version=DataVersion(ref.version), metadata=run_metadata)
-        else:
-            # One output covers the range; the IO manager writes each partition's reference.
-            yield Output(refs, metadata=run_metadata)
+        yield versions_output(refs, run_metadata)
         yield from check_results(outcomes)
 
     return _ingest

@@ -53,6 +53,11 @@ def window_input(window: Window) -> AssetIn:
     )
 
 
+def same_days_input() -> AssetIn:
+    """An upstream's partitions for the very days being built, always as ``{date: ref}`` (one day, or a range run's)."""
+    return window_input(Window(days=1))
+
+
 def partition_path(partition_key: str | MultiPartitionKey) -> str:
     """The storage path segment for a partition: ``2026-11-27``, or ``nyc/2026-11-27`` for date x city.
 

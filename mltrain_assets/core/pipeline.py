@@ -56,6 +56,8 @@ class Pipeline:
     ingestion_job: str
     landing_window: Window  # the landed days one date needs, oldest first
     daily_assets: tuple[str, ...]  # downstream assets partitioned by date
+    # Per-day assets built from each landed day alone (in the ingestion job, over the landing window).
+    landing_day_assets: tuple[str, ...] = ()
     keyed_assets: tuple[str, ...] = ()  # downstream assets partitioned by date x key
     keys: Callable[[], list[str]] | None = None  # the key dimension's values (e.g. configured cities)
     key_dimension: str = ""
@@ -66,7 +68,7 @@ class Pipeline:
 
     def assets(self) -> tuple[str, ...]:
         """Every asset of the pipeline, ingestion first."""
-        return (self.ingestion_asset, *self.daily_assets, *self.keyed_assets)
+        return (self.ingestion_asset, *self.landing_day_assets, *self.daily_assets, *self.keyed_assets)
 
 
 def load_pipeline(name: str) -> Pipeline:

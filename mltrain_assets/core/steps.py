@@ -37,7 +37,7 @@ from mltrain_assets.artifacts import ArtifactRef, compute_version
 from mltrain_assets.core.gates import Gate, GateOutcome
 from mltrain_assets.core.partitions import partition_path
 from mltrain_assets.resources.compute import ComputeBackend, WorkloadProfile, WorkloadResult
-from mltrain_assets.resources.storage import GATE_FAILURES, ArtifactStorage
+from mltrain_assets.resources.storage import BUILT_FROM, GATE_FAILURES, ArtifactStorage
 from mltrain_assets.workloads.common.params import WorkloadParams
 
 # Every data-plane step: 3 retries, 15 s doubling, with jitter so a fleet of retries doesn't stampede.
@@ -110,12 +110,13 @@ def gate_specs(asset: str, gates: Sequence[Gate]) -> list[AssetCheckSpec]:
 
 @dataclass(frozen=True)
 class PlannedVersion:
-    """Where one partition's version lives, and its manifest if it is already committed."""
+    """Where one partition's version lives, its manifest if it is already committed, and what it is built from."""
 
     partition_key: Any
     version: str
     uri: str
     manifest: dict | None
+    built_from: tuple[dict[str, str], ...] = ()  # the input references' asset, partition and version
 
 
 def plan_version(
@@ -128,7 +129,12 @@ def plan_version(
     versions = {k: (v.version if isinstance(v, ArtifactRef) else v) for k, v in inputs.items()}
     version = compute_version(asset_code_version(context), versions, params)
     uri = storage.version_uri(context.asset_key.to_user_string(), partition_key, version)
-    return PlannedVersion(partition_key, version, uri, storage.committed_manifest(uri))
+    built_from = tuple(
+        {"asset": ref.asset_key, "partition": ref.partition_key, "version": ref.version}
+        for ref in inputs.values()
+        if isinstance(ref, ArtifactRef)
+    )
+    return PlannedVersion(partition_key, version, uri, storage.committed_manifest(uri), built_from)
 
 
 def _build(
@@ -164,7 +170,7 @@ def _build(
             )
     refs = {
         str(p.partition_key): _ref_from_manifest(
-            asset_key, p.partition_key, p.version, p.uri, manifests[str(p.partition_key)]
+            asset_key, p.partition_key, p.version, p.uri, manifests[str(p.partition_key)], p.built_from
         )
         for p in planned
     }
@@ -191,7 +197,8 @@ def build_versions(
     """Commit every planned version that is missing (one launch), gate them all; ``(refs, outcomes, built)``.
 
     ``params_for`` receives ``{partition: out_uri}`` of the missing versions and returns the
-    one workload launch that commits them. Each partition's materialization records its cost:
+    one workload launch that commits them. Each partition's materialization records where its
+    version is and whether it was reused (``step_metadata``), and its cost:
     an equal share of the launch's time for the partitions it built, zero for those reused, and
     its rows in (what the workload read from outside the store, e.g. ``rows_landed``) and out.
     """
@@ -211,6 +218,7 @@ def build_versions(
         was_built = p.manifest is None or compute.dry_run
         rows_in = next((ref.metadata[k] for k in _ROWS_IN_KEYS if isinstance(ref.metadata.get(k), int)), None)
         metadata = {
+            **step_metadata(ref, reused=not was_built),
             **(cost.share(built) if was_built else StepCost()).metadata(),
             "rows_out": int(ref.metadata.get("rows", 0) or 0),
             **({"rows_in": rows_in} if rows_in is not None else {}),
@@ -257,6 +265,17 @@ def run_versioned_step(
     yield from check_results(outcomes)
 
 
+def versions_output(refs: Mapping[str, ArtifactRef], metadata: Mapping[str, Any]) -> Output:
+    """The one Output of a run over one partition (its reference, with its data version) or a range.
+
+    A range's output is ``{partition: ref}``; the reference IO manager writes each partition's own.
+    """
+    if len(refs) == 1:
+        ref = next(iter(refs.values()))
+        return Output(ref, data_version=DataVersion(ref.version), metadata=dict(metadata))
+    return Output(dict(refs), metadata=dict(metadata))
+
+
 def check_results(outcomes: Sequence[GateOutcome]) -> Iterator[AssetCheckResult]:
     for outcome in outcomes:
         observed = next(iter(outcome.observed.values())) if len(outcome.observed) == 1 else outcome.observed
@@ -277,15 +296,17 @@ def check_results(outcomes: Sequence[GateOutcome]) -> Iterator[AssetCheckResult]
         )
 
 
-def _ref_from_manifest(asset_key: str, partition_key: Any, version: str, uri: str, manifest: dict) -> ArtifactRef:
-    """The reference to a committed version, carrying its small summary values."""
+def _ref_from_manifest(
+    asset_key: str, partition_key: Any, version: str, uri: str, manifest: dict, built_from: Sequence[dict] = ()
+) -> ArtifactRef:
+    """The reference to a committed version, carrying its small summary values and the inputs it was built from."""
     summary = {k: v for k, v in (manifest.get("summary") or {}).items() if len(repr(v)) <= _REF_METADATA_LIMIT}
     return ArtifactRef(
         asset_key=asset_key,
         partition_key=str(partition_key),
         version=version,
         uri=uri,
-        metadata={**summary, "rows": manifest.get("rows", 0)},
+        metadata={**summary, "rows": manifest.get("rows", 0), BUILT_FROM: list(built_from)},
     )
 
 

@@ -30,7 +30,6 @@ from dagster import (
     PipesTempFileMessageReader,
     open_pipes_session,
 )
-from dagster_k8s.pipes import get_pod_name
 
 from mltrain_assets.loopback import free_port
 from mltrain_assets.resources.k8s import (
@@ -115,6 +114,7 @@ class ComputeBackend(ConfigurableResource):
     backend: str = "local"  # "local" | "k8s" | "k8s-local" (a plain str so it can come from EnvVar)
     spark: SparkConfig | None = None  # the one Spark configuration (default: local[*])
     sql_engine: str = "spark"  # "spark" | "duckdb": the engine for SQL feature workloads
+    engine_parity: str = "true"  # "true" | "false": SQL workloads recheck their output on the other engine
     mlflow_tracking_uri: str = ""
     mlflow_artifacts_uri: str = ""
     dagster_ui_url: str = ""  # MLTRAIN_DAGSTER_UI_URL: MLflow runs link back to the Dagster run and partition
@@ -152,6 +152,7 @@ class ComputeBackend(ConfigurableResource):
                 s3a=EnvVar("MLTRAIN_SPARK_S3A"),
             ),
             "sql_engine": EnvVar("MLTRAIN_SQL_ENGINE"),
+            "engine_parity": EnvVar("MLTRAIN_ENGINE_PARITY"),
             "mlflow_tracking_uri": EnvVar("MLFLOW_TRACKING_URI"),
             "mlflow_artifacts_uri": EnvVar("MLTRAIN_MLFLOW_ARTIFACTS_URI"),
             "dagster_ui_url": EnvVar("MLTRAIN_DAGSTER_UI_URL"),
@@ -210,6 +211,7 @@ class ComputeBackend(ConfigurableResource):
             "spark": self.spark_settings(),
             "mlflow": self.mlflow_settings(context),
             "engine": self.sql_engine,
+            "parity": _bool_setting("MLTRAIN_ENGINE_PARITY", self.engine_parity),
         }
         if isinstance(params, DistributedParams):
             nodes, gpus = self.topology()
@@ -340,6 +342,9 @@ class ComputeBackend(ConfigurableResource):
         pipes_env: dict[str, str] | None = None,
     ) -> list[dict[str, Any]]:
         """The Kubernetes objects this launch submits (Pipes bootstrap values as placeholders unless given)."""
+        # dagster_k8s pulls in the Kubernetes client (~0.4 s): only a k8s backend that renders pays for it.
+        from dagster_k8s.pipes import get_pod_name
+
         template = self.pod_template(profile, timeout_s)
         pipes_env = pipes_env if pipes_env is not None else dict(PIPES_PLACEHOLDERS)
         partition = str(context.partition_key) if context.has_partition_key else ""
@@ -673,6 +678,13 @@ def _positive_int(name: str, value: str | int, *, minimum: int) -> int:
     if number is None or number < minimum:
         raise Failure(description=f"{name}={value!r}: expected an integer >= {minimum}", allow_retries=False)
     return number
+
+
+def _bool_setting(name: str, value: str | bool) -> bool:
+    text = str(value).strip().lower()
+    if text not in ("true", "false"):
+        raise Failure(description=f"{name}={value!r}: expected true or false", allow_retries=False)
+    return text == "true"
 
 
 def _json_setting(name: str, value: str, kind: type) -> Any:

@@ -14,9 +14,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import kubernetes
-from dagster_k8s.pipes import build_pod_body
-
 PART_OF = {"app.kubernetes.io/part-of": "mltrain"}
 CONTAINER = "workload"
 SCRATCH = "/tmp"
@@ -90,6 +87,10 @@ def pod_meta(template: PodTemplate) -> dict[str, Any]:
 
 def render_pod(template: PodTemplate, *, name: str, command: list[str], env: dict[str, str]) -> dict[str, Any]:
     """The Pod exactly as ``PipesK8sClient.run`` builds it (same ``build_pod_body``, same inputs)."""
+    # The Kubernetes client costs ~0.4 s to import: only rendering a Pod pays for it, not loading the definitions.
+    import kubernetes
+    from dagster_k8s.pipes import build_pod_body
+
     pod = build_pod_body(
         pod_name=name,
         image=template.image,

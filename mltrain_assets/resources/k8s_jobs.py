@@ -14,10 +14,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from dagster import Failure, PipesEnvContextInjector, open_pipes_session
-from dagster_k8s.client import DagsterKubernetesClient, WaitForPodState
-from dagster_k8s.pipes import PipesK8sPodLogsMessageReader
 
 if TYPE_CHECKING:
+    from dagster_k8s.client import DagsterKubernetesClient
+
     from mltrain_assets.resources.compute import ComputeBackend
     from mltrain_assets.workloads.common.params import DistributedParams
 
@@ -33,6 +33,10 @@ def run_indexed_job(
     profile: str,
     client: DagsterKubernetesClient | None = None,
 ) -> list[Any]:
+    # dagster_k8s pulls in the Kubernetes client (~0.4 s): imported when a Job is launched, not with the definitions.
+    from dagster_k8s.client import DagsterKubernetesClient, WaitForPodState
+    from dagster_k8s.pipes import PipesK8sPodLogsMessageReader
+
     if client is None:
         _load_kube_config()
         client = DagsterKubernetesClient.production_client()

@@ -1,9 +1,10 @@
 """The one Spark configuration every Spark workload receives, shown in the Dagster UI.
 
-It is dagster-pyspark's ``LazyPySparkResource`` (its ``spark_config`` shape), used only as
-configuration: the run worker never touches ``.spark_session``, so no session starts in the
-control plane. Workloads get it as ``SparkSettings`` inside their params and build their
-session with ``workloads/common/spark.py``.
+It has the ``spark_config`` shape of dagster-pyspark's ``LazyPySparkResource`` but is plain
+configuration: no session ever starts in the control plane, so it does not subclass that
+resource, whose module imports pyspark (~0.15 s in every run and step process). Workloads get
+it as ``SparkSettings`` inside their params and build their session with
+``workloads/common/spark.py``.
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from dagster_pyspark import LazyPySparkResource
+from dagster import ConfigurableResource
 
 from mltrain_assets.workloads.common.spark import SparkSettings
 
 TRUE = ("1", "true", "yes")
 
 
-class SparkConfig(LazyPySparkResource):
+class SparkConfig(ConfigurableResource):
     """Master, ``spark.*`` conf, s3a and driver host for every Spark workload (local, cluster or k8s://)."""
 
     spark_config: dict[str, Any] = {}

@@ -1,8 +1,10 @@
 """Where versioned artifacts live, and the IO manager that persists only their references.
 
 The IO manager is also where gates are enforced for every consumer: it refuses to load a
-reference whose producing step recorded failed gates, and a trailing window with missing
-partitions, so no asset body has to remember either check.
+reference whose producing step recorded failed gates, a trailing window with missing
+partitions, and a reference built from an input version that is no longer the input's current
+one (a re-landed day whose aggregates were not rebuilt yet), so no asset body has to remember
+any of these checks.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from mltrain_assets.artifacts import ArtifactRef, join_uri, read_manifest, stora
 from mltrain_assets.core.partitions import WINDOW_INPUT, partition_path
 
 GATE_FAILURES = "gate_failures"
+# The input references a version was built from (asset, partition, version): checked on every load.
+BUILT_FROM = "built_from"
 
 
 class ArtifactStorage(ConfigurableResource):
@@ -74,7 +78,9 @@ class ArtifactRefIOManager(UPathIOManager):
             ) from None
         is_window = bool((context.definition_metadata or {}).get(WINDOW_INPUT))
         if not is_window:
-            _refuse_failed_gates(consumer, [loaded] if isinstance(loaded, ArtifactRef) else list(loaded.values()))
+            refs = [loaded] if isinstance(loaded, ArtifactRef) else list(loaded.values())
+            _refuse_failed_gates(consumer, refs)
+            self._refuse_stale(consumer, refs)
             return loaded
         expected = [str(k) for k in context.asset_partition_keys]
         refs = loaded if isinstance(loaded, dict) else {expected[0]: loaded}
@@ -89,7 +95,33 @@ class ArtifactRefIOManager(UPathIOManager):
             )
         window = {k: refs[k] for k in expected}
         _refuse_failed_gates(consumer, list(window.values()))
+        self._refuse_stale(consumer, list(window.values()))
         return window
+
+    def _current_ref(self, asset_key: str, partition_key: str) -> ArtifactRef | None:
+        path = self._base_path / asset_key / f"{partition_key.replace('|', '/')}{self.extension}"
+        return self.load_from_path(None, path) if path.exists() else None
+
+    def _refuse_stale(self, consumer: str, refs: list[ArtifactRef]) -> None:
+        """A version built from an input version that is no longer current is not built on: rebuild it first."""
+        problems = []
+        for ref in refs:
+            for source in ref.metadata.get(BUILT_FROM, []):
+                current = self._current_ref(source["asset"], source["partition"])
+                if current is None or current.version == source["version"]:
+                    continue
+                gated = current.metadata.get(GATE_FAILURES) or []
+                problems.append(
+                    f"{ref.asset_key} {ref.partition_key} was built from {source['asset']} {source['partition']} "
+                    f"v={source['version']}, which is now v={current.version}"
+                    + (f" and failed its gates ({'; '.join(gated)})" if gated else "")
+                    + f": materialize {ref.asset_key} {ref.partition_key} again first"
+                )
+        if problems:
+            raise Failure(
+                description=f"{consumer} is blocked by out-of-date inputs: " + "; ".join(problems[:5]),
+                allow_retries=False,
+            )
 
     def handle_output(self, context: OutputContext, obj: Any) -> None:
         if isinstance(obj, dict):

@@ -9,11 +9,9 @@ import subprocess
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagster import ConfigurableResource
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 from mltrain_assets.settings import DEFAULT_DAGSTER_UI_URL, DEFAULT_MLFLOW_UI_URL
 from mltrain_assets.workloads.common.tracking import (
@@ -27,6 +25,11 @@ from mltrain_assets.workloads.common.tracking import (
     mlflow_run_artifact_url,
     mlflow_run_url,
 )
+
+# MLflow costs ~1 s to import: it is imported inside the methods that call the registry, so every
+# run and step process that loads the definitions without touching the registry skips it.
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 LINEAGE_KEY_TAG = "mltrain.artifact_version"
 CODE_COMMIT_TAG = "mltrain.code_commit"
@@ -78,10 +81,14 @@ class ModelRegistry(ConfigurableResource):
 
     @cached_property
     def client(self) -> MlflowClient:
+        from mlflow.tracking import MlflowClient
+
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     def find_version(self, name: str, lineage_key: str) -> str | None:
         """The version of ``name`` already registered for this lineage, if any."""
+        from mlflow.exceptions import MlflowException
+
         try:
             versions = self.client.search_model_versions(
                 f"name = '{name}' and tags.`{LINEAGE_KEY_TAG}` = '{lineage_key}'"
@@ -104,6 +111,8 @@ class ModelRegistry(ConfigurableResource):
         A ``runs:/<run>/<name>`` URI naming a model logged by that run is registered as the
         logged model itself (``models:/m-<id>``), so the version links to it in the MLflow UI.
         """
+        from mlflow.exceptions import MlflowException
+
         existing = self.find_version(name, lineage_key)
         if existing is not None:
             return RegisteredVersion(name, existing, False, model_uri, run_id)
@@ -126,6 +135,8 @@ class ModelRegistry(ConfigurableResource):
 
         A run that only holds raw artifacts under that path (older recommender versions) keeps its URI.
         """
+        from mlflow.exceptions import MlflowException
+
         if not model_uri.startswith("runs:/"):
             return model_uri
         run_id, _, name = model_uri.removeprefix("runs:/").strip("/").partition("/")
@@ -155,6 +166,8 @@ class ModelRegistry(ConfigurableResource):
         return self.client.get_model_version(name, version).description or ""
 
     def alias_version(self, name: str, alias: str) -> str | None:
+        from mlflow.exceptions import MlflowException
+
         try:
             return str(self.client.get_model_version_by_alias(name, alias).version)
         except MlflowException:

@@ -35,7 +35,9 @@ import datetime as dt
 import hashlib
 import io
 import json
+import os
 import posixpath
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -298,17 +300,53 @@ def simulate_rides_day(
     date: str, rides_per_day: int = 100_000, cities: Sequence[str] = CITIES, seed: int = 0
 ) -> pa.Table:
     """One UTC day of ride events for ``cities`` (duplicates included), sorted by request time."""
+    table = pa.concat_tables([_city_rides(date, city, rides_per_day, seed) for city in _known_cities(cities)])
+    return table.sort_by(_EVENT_ORDER)
+
+
+_EVENT_ORDER = [("requested_at", "ascending"), ("ride_id", "ascending")]
+
+
+def _known_cities(cities: Sequence[str]) -> list[str]:
     unknown = sorted(set(cities) - set(CITY_MODELS))
     if unknown:
         raise ValueError(f"unknown cities {unknown}; known: {list(CITY_MODELS)}")
-    table = pa.concat_tables([_city_rides(date, city, rides_per_day, seed) for city in sorted(set(cities))])
-    return table.sort_by([("requested_at", "ascending"), ("ride_id", "ascending")])
+    return sorted(set(cities))
 
 
 def _parquet_bytes(table: pa.Table) -> bytes:
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd")
     return sink.getvalue()
+
+
+def _spill_city_hours(date: str, cities: list[str], rides_per_day: int, seed: int, spill: str) -> dict[str, dict]:
+    """Generate one city at a time and spill its rows by UTC hour (Arrow IPC); returns per-city figures.
+
+    Only one city's rides are in memory at once, so a 50M-ride day fits in a few GB; each city is
+    generated exactly as ``simulate_rides_day`` does, so the files written are the same bytes.
+    """
+    hour_starts = (_day_number(date) * 24 + np.arange(25, dtype=np.int64)) * HOUR_US
+    figures = {}
+    for city in cities:
+        table = _city_rides(date, city, rides_per_day, seed).sort_by(_EVENT_ORDER)
+        bounds = np.searchsorted(table.column("requested_at").cast(pa.int64()).to_numpy(), hour_starts)
+        for hour in range(24):
+            path = os.path.join(spill, f"{hour:02d}-{city}.arrow")
+            with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, RIDES_SCHEMA) as writer:
+                writer.write_table(table.slice(bounds[hour], bounds[hour + 1] - bounds[hour]))
+        figures[city] = {
+            "rows": table.num_rows,
+            "duplicates": table.num_rows - pc.count_distinct(table.column("ride_id")).as_py(),
+            "cancelled": pc.sum(pc.equal(table.column("status"), "cancelled")).as_py() or 0,
+        }
+        del table
+    return figures
+
+
+def _hour_from_spill(spill: str, hour: int, cities: list[str]) -> pa.Table:
+    parts = [pa.ipc.open_file(pa.memory_map(os.path.join(spill, f"{hour:02d}-{c}.arrow"))).read_all() for c in cities]
+    return pa.concat_tables(parts).sort_by(_EVENT_ORDER)
 
 
 def write_rides_day(
@@ -318,38 +356,39 @@ def write_rides_day(
     cities: Sequence[str] = CITIES,
     seed: int = 0,
 ) -> dict:
-    """Write one day under the landing contract (24 hourly part files, then ``_SUCCESS``); returns a summary."""
+    """Write one day under the landing contract (24 hourly part files, then ``_SUCCESS``); returns a summary.
+
+    Memory stays bounded by the largest city (or hour) rather than the day: the rides are generated
+    city by city, spilled by hour to a scratch folder, and each hour's file is written from there.
+    """
     dt.date.fromisoformat(date)
-    table = simulate_rides_day(date, rides_per_day, cities, seed)
+    cities = _known_cities(cities)
     fs, marker_path = filesystem(success_uri(landing_uri, DATASET, date))
     if fs.exists(marker_path):
         fs.rm(marker_path)  # the day is being rewritten: not complete until the new marker lands
-    hour_starts = (_day_number(date) * 24 + np.arange(25, dtype=np.int64)) * HOUR_US
-    requested = table.column("requested_at").cast(pa.int64()).to_numpy()
-    bounds = np.searchsorted(requested, hour_starts)
     fingerprint = hashlib.sha256()
     files = {}
-    for hour in range(24):
-        part = table.slice(bounds[hour], bounds[hour + 1] - bounds[hour])
-        data = _parquet_bytes(part)
-        _, folder = filesystem(hour_uri(landing_uri, DATASET, date, hour))
-        fs.makedirs(folder, exist_ok=True)
-        fs.pipe_file(posixpath.join(folder, PART_NAME), data)
-        fingerprint.update(hashlib.sha256(data).digest())
-        files[f"hour={hour:02d}/{PART_NAME}"] = part.num_rows
-    marker = {"dataset": DATASET, "date": date, "rows": table.num_rows, "files": len(files)}
+    with tempfile.TemporaryDirectory(prefix="mltrain-simulate-") as spill:
+        by_city = _spill_city_hours(date, cities, rides_per_day, seed, spill)
+        for hour in range(24):
+            part = _hour_from_spill(spill, hour, cities)
+            data = _parquet_bytes(part)
+            _, folder = filesystem(hour_uri(landing_uri, DATASET, date, hour))
+            fs.makedirs(folder, exist_ok=True)
+            fs.pipe_file(posixpath.join(folder, PART_NAME), data)
+            fingerprint.update(hashlib.sha256(data).digest())
+            files[f"hour={hour:02d}/{PART_NAME}"] = part.num_rows
+    rows = sum(files.values())
+    marker = {"dataset": DATASET, "date": date, "rows": rows, "files": len(files)}
     marker["sha256"] = fingerprint.hexdigest()
     fs.pipe_file(marker_path, json.dumps(marker, sort_keys=True).encode())
-
-    ids = table.column("ride_id")
-    by_city = pc.value_counts(table.column("city")).to_pylist()
     return {
         "date": date,
         "uri": day_uri(landing_uri, DATASET, date),
-        "rows": table.num_rows,
-        "rows_by_city": {item["values"]: item["counts"] for item in sorted(by_city, key=lambda i: i["values"])},
-        "duplicates": table.num_rows - pc.count_distinct(ids).as_py(),
-        "cancelled": pc.sum(pc.equal(table.column("status"), "cancelled")).as_py() or 0,
+        "rows": rows,
+        "rows_by_city": {city: by_city[city]["rows"] for city in cities},
+        "duplicates": sum(f["duplicates"] for f in by_city.values()),
+        "cancelled": sum(f["cancelled"] for f in by_city.values()),
         "files": len(files),
         "fingerprint": marker["sha256"],
     }

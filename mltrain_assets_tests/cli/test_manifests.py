@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 # Asset -> the workload module its launch runs.
 LAUNCHES = {
     "ride_events": "mltrain_assets.workloads.ingest.workload",
+    "city_hour_aggregates": "mltrain_assets.workloads.demand.aggregates",
     "city_demand_features": "mltrain_assets.workloads.demand.features",
     "city_demand_model": "mltrain_assets.workloads.demand.train",
     "demand_forecasts": "mltrain_assets.workloads.demand.forecast",
@@ -45,6 +46,7 @@ def upstream(mltrain_home):
     storage = os.environ["MLTRAIN_STORAGE_URI"]
     for k in range(35):
         _write_ref(storage, "ride_events", shift(DATE, -k))
+        _write_ref(storage, "city_hour_aggregates", shift(DATE, -k))
     for k in range(8):
         _write_ref(storage, "user_interactions", shift(DATE, -k))
     _write_ref(storage, "city_demand_features", DATE)

@@ -33,7 +33,9 @@ def test_a_range_run_gives_each_day_its_own_figures_and_named_check_results(mltr
     landing = f"file://{mltrain_home}/landing"
     for day, volume in zip(days, (2_000, 3_000, 4_000), strict=True):
         simulate("rides", landing, day, day, volume=volume)
-    outcome = demo.execute("ride_events_job", "ride_events", partition_range=(days[0], days[-1]))
+    outcome = demo.execute(
+        "ride_events_job", "ride_events", partition_range=(days[0], days[-1]), assets=["ride_events"]
+    )
     assert outcome.success, outcome.error
 
     instance = DagsterInstance.get()
@@ -65,7 +67,7 @@ def test_a_range_run_gives_each_day_its_own_figures_and_named_check_results(mltr
     assert f"{days[0]}: schema ok, " in outcome.check_descriptions["ride_events:matches_contract"]
 
     # Run again: every day is found committed, and says so on its own materialization.
-    again = demo.execute("ride_events_job", "ride_events", partition_range=(days[0], days[-1]))
+    again = demo.execute("ride_events_job", "ride_events", partition_range=(days[0], days[-1]), assets=["ride_events"])
     assert again.success and again.materializations["ride_events"]["reused_committed_version"] is True
     assert again.materializations["ride_events"]["dates_ingested_now"] == 0
 

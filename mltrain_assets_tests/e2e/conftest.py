@@ -26,6 +26,10 @@ def e2e_env(tmp_path_factory):
     mp.setenv("MLTRAIN_CITIES", E2E_CITIES)
     # The orchestration is under test here; Spark SQL features are proven in the pipeline tests.
     mp.setenv("MLTRAIN_SQL_ENGINE", "duckdb")
+    # Engine parity starts Spark beside DuckDB in every SQL step; it is proven in the demand pipeline tests.
+    mp.setenv("MLTRAIN_ENGINE_PARITY", "false")
+    # NEW_DAY lies 20 days back (clear of the UI's "Latest"): automation must reach it.
+    mp.setenv("MLTRAIN_AUTOMATION_LOOKBACK_DAYS", "30")
     from mltrain_assets.settings import apply_defaults
 
     for name, value in apply_defaults().items():

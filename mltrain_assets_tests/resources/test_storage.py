@@ -1,5 +1,6 @@
-"""The reference IO manager enforces gates for every consumer: a gated reference, or a window with
-missing days, fails the consumer once (no retry), naming what is wrong."""
+"""The reference IO manager enforces gates for every consumer: a gated reference, a window with
+missing days, or a reference built from an input version that has since changed, fails the
+consumer once (no retry), naming what is wrong."""
 
 from pathlib import Path
 
@@ -45,7 +46,24 @@ def window_consumer(context: AssetExecutionContext, scored: dict[str, ArtifactRe
     context.add_output_metadata({"dates": list(scored)})
 
 
-ASSETS = [scored, consumer, window_consumer]
+@asset(partitions_def=daily_partitions)
+def derived(context: AssetExecutionContext, scored: ArtifactRef, storage: ArtifactStorage, compute: ComputeBackend):
+    yield from run_versioned_step(
+        context,
+        storage=storage,
+        compute=compute,
+        params=SampleParams(mode="commit", score=0.0),
+        inputs={"scored": scored},
+        timeout_s=60,
+    )
+
+
+@asset(partitions_def=daily_partitions, retry_policy=RETRIES)
+def derived_consumer(context: AssetExecutionContext, derived: ArtifactRef) -> None:
+    context.add_output_metadata({"derived_version": derived.version})
+
+
+ASSETS = [scored, consumer, window_consumer, derived, derived_consumer]
 
 
 def _materialize(tmp_path: Path, selection: str, partition: str, score: float | None = None):
@@ -115,3 +133,28 @@ def test_window_holding_a_gated_day_is_refused(tmp_path):
         "scored 2026-01-02: rule score < 0.5: observed score=0.7"
     ) in _failure_text(refused)
     assert _retries(refused) == 0
+
+
+def test_a_reference_built_from_an_input_that_changed_is_refused_until_rebuilt(tmp_path):
+    day = "2026-01-05"
+    assert _materialize(tmp_path, "scored", day, score=0.1).success
+    assert _materialize(tmp_path, "derived", day).success
+    assert _materialize(tmp_path, "derived_consumer", day).success
+    refs = tmp_path / "storage" / "_refs"
+    old = ArtifactRef.from_json((refs / "scored" / f"{day}.json").read_text()).version
+
+    # The input changes (a re-landed day, say) and fails its gate; derived was not rebuilt.
+    _materialize(tmp_path, "scored", day, score=0.8)
+    new = ArtifactRef.from_json((refs / "scored" / f"{day}.json").read_text()).version
+    stale = _materialize(tmp_path, "derived_consumer", day)
+    assert not stale.success and _retries(stale) == 0
+    assert (
+        f"derived_consumer {day} is blocked by out-of-date inputs: derived {day} was built from scored {day} "
+        f"v={old}, which is now v={new} and failed its gates (scored {day}: rule score < 0.5: observed score=0.8): "
+        f"materialize derived {day} again first"
+    ) in _failure_text(stale)
+
+    # Once the input is good again and derived is rebuilt from it, its consumer runs.
+    assert _materialize(tmp_path, "scored", day, score=0.2).success
+    assert _materialize(tmp_path, "derived", day).success
+    assert _materialize(tmp_path, "derived_consumer", day).success

@@ -1,4 +1,4 @@
-"""Demand forecasting: ride events -> city-hour features -> LightGBM per city -> registry -> forecasts.
+"""Demand forecasting: ride events -> city-hour aggregates -> features -> LightGBM per city -> registry -> forecasts.
 
 Thin control-plane assets: each builds its workload's typed params from input references and
 hands them to ``run_versioned_step``. Windows, thresholds, names and code versions come from
@@ -6,21 +6,29 @@ the pipeline contract (``workloads/demand/contract.py``); the heavy code is in
 ``workloads/demand``.
 """
 
-from dagster import AssetExecutionContext, asset
+from dagster import AssetExecutionContext, BackfillPolicy, asset
 
 from mltrain_assets.artifacts import ArtifactRef
-from mltrain_assets.core.automation import when_upstream_ready
-from mltrain_assets.core.gates import metric_below
+from mltrain_assets.core.automation import when_landed_day_ready, when_upstream_ready
+from mltrain_assets.core.gates import ENGINE_PARITY, metric_below
 from mltrain_assets.core.ingestion import landing_ingestion_asset
-from mltrain_assets.core.partitions import daily_partitions, window_input
+from mltrain_assets.core.partitions import daily_partitions, same_days_input, window_input
 from mltrain_assets.core.promotion import register_and_promote, served_model_uri, snapshot_with_upstream
-from mltrain_assets.core.steps import DATA_PLANE_RETRY, gate_specs, run_versioned_step
+from mltrain_assets.core.steps import (
+    DATA_PLANE_RETRY,
+    build_versions,
+    check_results,
+    gate_specs,
+    plan_version,
+    run_versioned_step,
+    versions_output,
+)
 from mltrain_assets.pipelines.demand.partitions import daily_city_partitions
 from mltrain_assets.resources.compute import ComputeBackend
 from mltrain_assets.resources.storage import ArtifactStorage
 from mltrain_assets.resources.tracking import ModelRegistry
 from mltrain_assets.workloads.demand import contract
-from mltrain_assets.workloads.demand.params import FeaturesParams, ForecastParams, TrainParams
+from mltrain_assets.workloads.demand.params import AggregatesParams, FeaturesParams, ForecastParams, TrainParams
 
 GROUP = "demand_forecasting"
 
@@ -42,33 +50,81 @@ ride_events = landing_ingestion_asset(
 
 @asset(
     partitions_def=daily_partitions,
-    ins={"ride_events": window_input(contract.FEATURES_WINDOW)},
+    ins={"ride_events": same_days_input()},
+    backfill_policy=BackfillPolicy.single_run(),
+    code_version=contract.AGGREGATES_CODE_VERSION,
+    group_name=GROUP,
+    kinds={"spark", "sql"},
+    pool="spark",
+    retry_policy=DATA_PLANE_RETRY,
+    automation_condition=when_landed_day_ready(),
+    check_specs=gate_specs("city_hour_aggregates", [ENGINE_PARITY]),
+    description=(
+        "One day of ride_events reduced to city-hour aggregates (Spark SQL or DuckDB, same SQL), once: "
+        "every features partition whose window holds the day reads these rows, never the raw events."
+    ),
+)
+def city_hour_aggregates(
+    context: AssetExecutionContext,
+    ride_events: dict[str, ArtifactRef],
+    storage: ArtifactStorage,
+    compute: ComputeBackend,
+):
+    # A range run (backfill, demo) aggregates every date in one launch, each raw day once.
+    params = AggregatesParams()
+    planned = [
+        plan_version(context, storage, date, {"ride_events": ride_events[date]}, params.versioned_fields())
+        for date in context.partition_keys
+    ]
+    refs, outcomes, built = build_versions(
+        context,
+        storage=storage,
+        compute=compute,
+        planned=planned,
+        params_for=lambda targets: AggregatesParams(
+            rides_uris={date: ride_events[date].uri for date in targets}, targets=targets
+        ),
+        timeout_s=3600,
+        profile="spark",
+        gates=[ENGINE_PARITY],
+    )
+    yield versions_output(refs, {"dates_in_run": len(planned), "dates_aggregated_now": built})
+    yield from check_results(outcomes)
+
+
+@asset(
+    partitions_def=daily_partitions,
+    ins={"city_hour_aggregates": window_input(contract.FEATURES_WINDOW)},
     code_version=contract.FEATURES_CODE_VERSION,
     group_name=GROUP,
     kinds={"spark", "sql"},
     pool="spark",
     retry_policy=DATA_PLANE_RETRY,
     automation_condition=when_upstream_ready(),
+    check_specs=gate_specs("city_demand_features", [ENGINE_PARITY]),
     description=(
-        f"~200 features per city-hour over a trailing {contract.FEATURES_WINDOW.days}-day window of ride_events "
-        "(Spark SQL)."
+        f"~200 features per city-hour over a trailing {contract.FEATURES_WINDOW.days}-day window of "
+        "city_hour_aggregates (Spark SQL or DuckDB, same SQL)."
     ),
 )
 def city_demand_features(
     context: AssetExecutionContext,
-    ride_events: dict[str, ArtifactRef],
+    city_hour_aggregates: dict[str, ArtifactRef],
     storage: ArtifactStorage,
     compute: ComputeBackend,
 ):
-    dates = list(ride_events)
+    dates = list(city_hour_aggregates)
     yield from run_versioned_step(
         context,
         storage=storage,
         compute=compute,
-        params=FeaturesParams(date=context.partition_key, rides_uris=tuple(ref.uri for ref in ride_events.values())),
-        inputs={f"ride_events/{d}": ref for d, ref in ride_events.items()},
+        params=FeaturesParams(
+            date=context.partition_key, aggregates_uris=tuple(ref.uri for ref in city_hour_aggregates.values())
+        ),
+        inputs={f"city_hour_aggregates/{d}": ref for d, ref in city_hour_aggregates.items()},
         timeout_s=3600,
         profile="spark",
+        gates=[ENGINE_PARITY],
         metadata=lambda _: {"window": f"{dates[0]}..{dates[-1]}"},
     )
 
@@ -163,4 +219,11 @@ def demand_forecasts(
     )
 
 
-demand_assets = [ride_events, city_demand_features, city_demand_model, registered_demand_model, demand_forecasts]
+demand_assets = [
+    ride_events,
+    city_hour_aggregates,
+    city_demand_features,
+    city_demand_model,
+    registered_demand_model,
+    demand_forecasts,
+]

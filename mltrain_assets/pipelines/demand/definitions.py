@@ -14,17 +14,17 @@ from mltrain_assets.workloads.demand import contract
 # Each job's steps form a chain, so they run in the run worker's process (no per-step start-up).
 ride_events_job = define_asset_job(
     "ride_events_job",
-    selection=AssetSelection.assets("ride_events"),
+    selection=AssetSelection.assets("ride_events", "city_hour_aggregates"),
     partitions_def=daily_partitions,
     executor_def=in_process_executor,
-    description="Ingest one or more days of rides (a range runs as one run).",
+    description="Ingest one or more landed days of rides and aggregate each to city-hours (a range runs as one run).",
 )
 demand_features_job = define_asset_job(
     "demand_features_job",
     selection=AssetSelection.assets("city_demand_features"),
     partitions_def=daily_partitions,
     executor_def=in_process_executor,
-    description="City-hour features for one day (Spark).",
+    description="City-hour features for one day from the window's aggregates (Spark SQL or DuckDB).",
 )
 demand_city_model_job = define_asset_job(
     "demand_city_model_job",
@@ -48,6 +48,7 @@ pipeline = Pipeline(
     ingestion_asset="ride_events",
     ingestion_job=ride_events_job.name,
     landing_window=contract.LANDING_WINDOW,
+    landing_day_assets=("city_hour_aggregates",),
     daily_assets=("city_demand_features",),
     keyed_assets=("city_demand_model", "registered_demand_model", "demand_forecasts"),
     keys=configured_cities,

@@ -15,8 +15,6 @@ from __future__ import annotations
 import os
 from urllib.parse import quote
 
-import mlflow
-
 from mltrain_assets.workloads.common.params import MlflowSettings
 
 PARTITION_TAG = "mltrain.partition"
@@ -99,6 +97,8 @@ def ensure_experiment(name: str) -> str:
     rather than a ``mlruns/`` folder in whatever the working directory is; a
     tracking server decides its own artifact root.
     """
+    import mlflow  # here, not at module scope: the control plane imports this module for its tag names
+
     tracking_uri = mlflow.get_tracking_uri()
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:

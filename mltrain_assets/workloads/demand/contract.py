@@ -4,9 +4,12 @@ Assets, workloads, the demo, backfill and CLI all derive from this module (dagst
 
 Windows (in days, ``D`` is the features partition):
 
+- ``city_hour_aggregates[D]`` reduces ``ride_events[D]`` (only) to city-hour aggregates: each raw
+  day is read once, whatever the windows.
 - ``city_demand_features[D]`` holds labelled rows for days ``D-FRAME_DAYS+1 .. D`` plus the 24
   unlabelled scoring rows of ``D+1``; its features look back up to ``LAG_DAYS`` days, so it
-  reads the ``ride_events`` partitions ``D-(FRAME_DAYS+LAG_DAYS-1) .. D`` (``INPUT_DAYS`` of them).
+  reads the ``city_hour_aggregates`` partitions ``D-(FRAME_DAYS+LAG_DAYS-1) .. D`` (``INPUT_DAYS``
+  of them).
 - ``city_demand_model[D, city]`` trains on the first ``FRAME_DAYS-HOLDOUT_DAYS`` labelled days and
   measures MAPE on the last ``HOLDOUT_DAYS``.
 
@@ -33,12 +36,13 @@ CITIES = ("nyc", "sf", "chicago", "la", "seattle", "austin", "boston", "miami")
 LAG_DAYS = 8
 FRAME_DAYS = 27
 HOLDOUT_DAYS = 7
-INPUT_DAYS = FRAME_DAYS + LAG_DAYS  # ride_events partitions one features partition reads
-FEATURES_WINDOW = Window(days=INPUT_DAYS)  # ride_events D-34 .. D for city_demand_features[D]
+INPUT_DAYS = FRAME_DAYS + LAG_DAYS  # city_hour_aggregates partitions one features partition reads
+FEATURES_WINDOW = Window(days=INPUT_DAYS)  # city_hour_aggregates D-34 .. D for city_demand_features[D]
 HOLDOUT_WINDOW = Window(days=HOLDOUT_DAYS)  # the labelled days D-6 .. D city_demand_model[D] is judged on
 MIN_LAG_HOURS = 24  # we forecast all of D+1 at the end of D: no feature may look closer than this
 
-FEATURES_CODE_VERSION = "demand-features-1"
+AGGREGATES_CODE_VERSION = "demand-aggregates-1"
+FEATURES_CODE_VERSION = "demand-features-2"  # 2: reads city_hour_aggregates instead of raw ride_events
 TRAIN_CODE_VERSION = "demand-train-1"
 FORECAST_CODE_VERSION = "demand-forecast-1"
 
@@ -97,7 +101,7 @@ def is_holiday(day: dt.date) -> bool:
 
 
 def input_dates(date: str) -> list[str]:
-    """The ``ride_events`` partitions ``city_demand_features[date]`` reads, oldest first."""
+    """The (aggregated) days ``city_demand_features[date]`` reads, oldest first."""
     return FEATURES_WINDOW.dates(date)
 
 

@@ -1,12 +1,16 @@
 """The city-hour demand features, defined once as SQL text that runs unchanged on Spark SQL and DuckDB.
 
-Inputs (set up by the engine adapter in ``features``, the only engine-specific part):
+Two statements, in two steps (set up by the engine adapter in ``sql_engines``, the only
+engine-specific part):
 
-- ``rides``: one row per ride event with ``city``, ``hour_idx`` (BIGINT: whole hours since
-  1970-01-01 00:00 UTC of ``requested_at``), ``status``, ``fare_usd``, ``distance_km``,
-  ``temperature_c``, ``precipitation_mm``;
-- ``hour_grid``: every (``city``, ``hour_idx``) to produce, history included, so hours without
-  rides are zero-demand rows and ``LAG(x, n)`` over a city's rows is "n hours earlier".
+- ``HOURLY_SQL`` (``city_hour_aggregates``, once per day) reads ``rides``: one row per ride event
+  with ``city``, ``hour_idx`` (BIGINT: whole hours since 1970-01-01 00:00 UTC of
+  ``requested_at``), ``status``, ``fare_usd``, ``distance_km``, ``temperature_c``,
+  ``precipitation_mm``; it writes one row per city-hour with rides.
+- ``feature_sql`` (``city_demand_features``) reads ``hourly``, those aggregates over the window's
+  days, and ``hour_grid``: every (``city``, ``hour_idx``) to produce, history included, so hours
+  without rides are zero-demand rows and ``LAG(x, n)`` over a city's rows is "n hours earlier".
+  An hour lies within one UTC day, so the per-day aggregates are exactly the window's.
 
 Rules the definitions follow:
 
@@ -265,9 +269,31 @@ def _utc_offset_sql(city_column: str) -> str:
     return f"CASE {city_column} {whens} ELSE 0 END"
 
 
+# The city-hour aggregates of ``rides``: computed once per day (``city_hour_aggregates``), they are
+# all the features read, so a features partition never re-reads raw events.
+HOURLY_SQL = """
+SELECT
+  city,
+  hour_idx,
+  COUNT(*) AS rides,
+  SUM(CASE WHEN status = 'cancelled' THEN 1 ELSE 0 END) AS cancelled,
+  SUM(CASE WHEN status = 'completed' THEN 1 ELSE 0 END) AS completed,
+  SUM(CASE WHEN status = 'completed' THEN fare_usd ELSE 0 END) AS fare_sum,
+  SUM(CASE WHEN status = 'completed' THEN distance_km ELSE 0 END) AS distance_sum,
+  AVG(temperature_c) AS temperature,
+  AVG(precipitation_mm) AS precipitation
+FROM rides
+GROUP BY city, hour_idx
+ORDER BY city, hour_idx
+"""
+HOURLY_KEY = ("city", "hour_idx")
+HOURLY_VALUES = ("rides", "cancelled", "completed", "fare_sum", "distance_sum", "temperature", "precipitation")
+
+
 def feature_sql(frame_start_hour: int, label_end_hour: int, frame_end_hour: int) -> str:
     """One SELECT producing ``city, hour_idx, demand`` and every feature for hours in the frame.
 
+    It reads ``hourly`` (the ``HOURLY_SQL`` aggregates of the window's days) and ``hour_grid``.
     ``demand`` is the number of rides requested in the city-hour for rows up to
     ``label_end_hour`` and NULL after it (the scoring rows).
     """
@@ -279,21 +305,7 @@ def feature_sql(frame_start_hour: int, label_end_hour: int, frame_end_hour: int)
     calendar_names = ", ".join(name for name, _ in CALENDAR_COLUMNS)
     holidays = holiday_day_numbers(frame_start_hour, frame_end_hour)
     sql = f"""
-WITH hourly AS (
-  SELECT
-    city,
-    hour_idx,
-    COUNT(*) AS rides,
-    SUM(CASE WHEN status = 'cancelled' THEN 1 ELSE 0 END) AS cancelled,
-    SUM(CASE WHEN status = 'completed' THEN 1 ELSE 0 END) AS completed,
-    SUM(CASE WHEN status = 'completed' THEN fare_usd ELSE 0 END) AS fare_sum,
-    SUM(CASE WHEN status = 'completed' THEN distance_km ELSE 0 END) AS distance_sum,
-    AVG(temperature_c) AS temperature,
-    AVG(precipitation_mm) AS precipitation
-  FROM rides
-  GROUP BY city, hour_idx
-),
-series AS (
+WITH series AS (
   SELECT
     g.city,
     g.hour_idx,

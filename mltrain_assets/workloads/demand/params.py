@@ -12,14 +12,30 @@ SQL_ENGINES = ("spark", "duckdb")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class AggregatesParams(WorkloadParams):
+    """City-hour aggregates of one or more days of ride_events, one version per date (each raw day read once)."""
+
+    module = "mltrain_assets.workloads.demand.aggregates"
+    commits = False  # commits one version per entry of targets
+
+    rides_uris: dict[str, str] = input_uri(default_factory=dict)  # {date: committed ride_events version}
+    engine: str = runtime(default="spark")  # "spark" | "duckdb": same SQL text, same numbers
+    parity: bool = runtime(default=True)  # recompute a sample on the other engine (the engine_parity gate)
+    spark: SparkSettings = runtime(default_factory=SparkSettings)
+    # {date: version folder to commit}: one launch aggregates every date of a range not yet committed.
+    targets: dict[str, str] = dataclasses.field(default_factory=dict, metadata={"versioned": False, "role": "output"})
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class FeaturesParams(WorkloadParams):
-    """~200 features per city-hour for one date from a trailing window of ride_events versions."""
+    """~200 features per city-hour for one date from a trailing window of city-hour aggregates."""
 
     module = "mltrain_assets.workloads.demand.features"
 
     date: str
-    rides_uris: tuple[str, ...] = input_uri(default=())
+    aggregates_uris: tuple[str, ...] = input_uri(default=())
     engine: str = runtime(default="spark")  # "spark" | "duckdb": same SQL text, same numbers
+    parity: bool = runtime(default=True)  # recompute on the other engine (the engine_parity gate)
     spark: SparkSettings = runtime(default_factory=SparkSettings)
 
 

@@ -3,10 +3,11 @@
 ``python -m mltrain_assets.workloads.ingest.workload --params JSON`` (``IngestParams``: ``dataset``,
 ``landing_uri``, ``targets`` ``{"YYYY-MM-DD": "<versioned out uri>", ...}``).
 
-Per date, one day in memory at a time:
+Per date, out of core (DuckDB reads the landed files in place and spills past its memory limit;
+the events are written an hour at a time), so a 50M-row day runs in a few GB:
 
 1. list the day's part files (``{landing}/{dataset}/date=D/hour=HH/*.parquet``);
-2. check every file's schema against ``registry.landing_dataset(dataset).schema`` (names and types;
+2. check every file's schema (from its footer) against ``registry.landing_dataset(dataset).schema`` (names and types;
    nullability is checked per row) -> ``DataRejected`` naming the date, rule ``schema`` and
    the missing / extra / mistyped columns;
 3. label each row with the first rule it breaks: the dataset's ``row_rules`` (DuckDB SQL), then
@@ -15,7 +16,8 @@ Per date, one day in memory at a time:
    breaking rows are quarantined in ``rejected.parquet`` (with a ``rule`` column);
 4. drop duplicate ids (redelivered events), keeping the first by event time (ties broken by every
    other column, so the pick does not depend on file order);
-5. write ``events.parquet`` sorted by (event time, id) and commit the version.
+5. write ``events.parquet`` sorted by (event time, id), one UTC hour after another (row groups of
+   ``EVENTS_ROW_GROUP`` rows, so readers prune by time), and commit the version.
 
 Completeness (24 hourly buckets, plausible counts, ``min_rows_per_day``) is not refused here: the
 summary reports it (``rows_by_hour``, ``hours_present``, ``rows``, ``success_marker``) and the
@@ -31,16 +33,15 @@ from __future__ import annotations
 import datetime as dt
 import posixpath
 
-import duckdb
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mltrain_assets.artifacts import ArtifactWriter, arrow_buffer, filesystem, read_manifest
+from mltrain_assets.artifacts import ArtifactWriter, filesystem, join_uri, read_manifest
 from mltrain_assets.landing import day_status, day_uri
 from mltrain_assets.registry import landing_dataset
 from mltrain_assets.schemas import DatasetSpec
+from mltrain_assets.workloads.common.duck import DEFAULT_MEMORY_LIMIT, duckdb_connection, duckdb_path, sql_list
 from mltrain_assets.workloads.common.runtime import DataRejected, Reporter, workload_main
 from mltrain_assets.workloads.ingest.params import EVENTS_FILE, INGEST_CODE_VERSION, REJECTED_FILE, IngestParams
 
@@ -49,6 +50,7 @@ MAX_REJECTED_FRACTION = 0.01
 RULE_COLUMN = "rule"
 EVENT_TIME_RULE = "event_time_in_date"
 NOT_NULL_RULE = "required_not_null"
+EVENTS_ROW_GROUP = 1 << 20  # rows per row group of events.parquet: readers prune by event time
 
 
 def _quote(name: str) -> str:
@@ -88,31 +90,48 @@ def row_rules(spec: DatasetSpec, date: str) -> dict[str, str]:
     return rules
 
 
-def _read_day(landing_uri: str, spec: DatasetSpec, date: str, files: list[str]) -> tuple[pa.Table, dict[int, int]]:
-    """All part files of a day as one table (contract column order, all nullable); rows per landed hour."""
+def _check_files(landing_uri: str, spec: DatasetSpec, date: str, files: list[str]) -> tuple[list[str], dict[int, int]]:
+    """Every part file's schema against the contract, from its footer only; ``(uris, rows per landed hour)``."""
     fs, root = filesystem(day_uri(landing_uri, spec.name, date))
-    processing_schema = pa.schema([f.with_nullable(True) for f in spec.schema])
     problems = []
-    tables = []
     rows_by_folder_hour: dict[int, int] = {}
     for rel in files:
-        parquet = pq.ParquetFile(pa.BufferReader(arrow_buffer(fs.cat_file(posixpath.join(root, rel)))))
-        file_problems = schema_problems(parquet.schema_arrow, spec.schema)
+        with fs.open(posixpath.join(root, rel), "rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            file_problems = schema_problems(parquet.schema_arrow, spec.schema)
+            rows = parquet.metadata.num_rows
         if file_problems:
             problems.append(f"{rel}: {', '.join(file_problems)}")
             continue
-        table = parquet.read()
-        tables.append(table.select(spec.schema.names).cast(processing_schema))
         hour = int(rel.split("/")[0].removeprefix("hour="))
-        rows_by_folder_hour[hour] = rows_by_folder_hour.get(hour, 0) + table.num_rows
+        rows_by_folder_hour[hour] = rows_by_folder_hour.get(hour, 0) + rows
     if problems:
         shown = problems[:3] + ([f"... and {len(problems) - 3} more files"] if len(problems) > 3 else [])
         raise DataRejected(f"partition {date}: rule schema: {'; '.join(shown)}")
-    return pa.concat_tables(tables), rows_by_folder_hour
+    return [join_uri(day_uri(landing_uri, spec.name, date), rel) for rel in files], rows_by_folder_hour
 
 
-def ingest_day(landing_uri: str, dataset: str, date: str, out_uri: str, reporter: Reporter | None = None) -> dict:
-    """Validate, quarantine, deduplicate and commit one landed day; returns the committed summary."""
+def _hour_bounds(spec: DatasetSpec, date: str, hour: int) -> str:
+    start = dt.datetime.combine(dt.date.fromisoformat(date), dt.time(hour), dt.UTC)
+    end = start + dt.timedelta(hours=1)
+    time_col = _quote(spec.time_column)
+    return f"{time_col} >= TIMESTAMPTZ '{start.isoformat()}' AND {time_col} < TIMESTAMPTZ '{end.isoformat()}'"
+
+
+def ingest_day(
+    landing_uri: str,
+    dataset: str,
+    date: str,
+    out_uri: str,
+    reporter: Reporter | None = None,
+    *,
+    memory_limit: str = DEFAULT_MEMORY_LIMIT,
+) -> dict:
+    """Validate, quarantine, deduplicate and commit one landed day; returns the committed summary.
+
+    Out of core: DuckDB reads the landed files in place and spills past ``memory_limit``; the
+    events are written hour by hour (each hour's rows sorted), so memory holds one hour, not the day.
+    """
     spec = landing_dataset(dataset)
     dt.date.fromisoformat(date)
     committed = read_manifest(out_uri)
@@ -127,19 +146,24 @@ def ingest_day(landing_uri: str, dataset: str, date: str, out_uri: str, reporter
         raise DataRejected(
             f"partition {date}: rule files_present: no part files under {day_uri(landing_uri, dataset, date)}"
         )
-    landed, rows_by_folder_hour = _read_day(landing_uri, spec, date, files)
-    rows_landed = landed.num_rows
+    file_uris, rows_by_folder_hour = _check_files(landing_uri, spec, date, files)
 
     rules = row_rules(spec, date)
     id_col, time_col = _quote(spec.id_column), _quote(spec.time_column)
     others = [_quote(f.name) for f in spec.schema if f.name not in (spec.id_column, spec.time_column)]
+    columns = ", ".join(_quote(name) for name in spec.schema.names)
     first_broken = " ".join(f"WHEN NOT COALESCE(({sql}), FALSE) THEN '{name}'" for name, sql in rules.items())
-    con = duckdb.connect()
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        con.register("landed", landed)
-        con.execute(f"CREATE TEMP TABLE labelled AS SELECT *, CASE {first_broken} END AS {RULE_COLUMN} FROM landed")
+    tiebreak = ", ".join(f"{c} ASC NULLS LAST" for c in others)
+    rows_by_hour = dict.fromkeys(range(24), 0)
+    rows_by_city: dict[str, int] = {}
+    with duckdb_connection(memory_limit) as con:
+        paths = sql_list([duckdb_path(con, uri) for uri in file_uris])
+        con.execute(
+            f"CREATE TEMP VIEW labelled AS SELECT {columns}, CASE {first_broken} END AS {RULE_COLUMN} "
+            f"FROM read_parquet({paths}, union_by_name = true)"
+        )
         counts = dict(con.sql(f"SELECT {RULE_COLUMN}, count(*) FROM labelled GROUP BY 1").fetchall())
+        rows_landed = sum(int(n) for n in counts.values())
         rejected_by_rule = {name: int(counts.get(name, 0)) for name in rules}
         rows_rejected = sum(rejected_by_rule.values())
         if rows_rejected > MAX_REJECTED_FRACTION * rows_landed:
@@ -151,60 +175,77 @@ def ingest_day(landing_uri: str, dataset: str, date: str, out_uri: str, reporter
                 f"landed rows ({100.0 * rows_rejected / rows_landed:.1f}%) break row rules, more than the "
                 f"{100 * MAX_REJECTED_FRACTION:g}% allowed ({breakdown})"
             )
-        tiebreak = ", ".join(f"{c} ASC NULLS LAST" for c in others)
-        events = con.sql(
-            f"SELECT * EXCLUDE ({RULE_COLUMN}, _keep) FROM ("
+        if reporter:
+            reporter.info(
+                f"{dataset} {date}: {rows_landed} rows landed in {len(files)} files, {rows_rejected} break rules"
+            )
+        writer = ArtifactWriter(
+            out_uri,
+            producer=PRODUCER,
+            code_version=INGEST_CODE_VERSION,
+            inputs={
+                "landing": day_uri(landing_uri, dataset, date),
+                "marker_sha256": status["marker_sha256"],
+                "files": status["files"],
+            },
+        )
+        # Duplicate ids, found by an 8-byte hash of the id (cheap to group); a collision only sends a
+        # unique id through the exact per-id pick below, which keeps it.
+        con.execute(
+            f"CREATE TEMP TABLE repeated AS SELECT hash({id_col}) AS id_hash FROM labelled "
+            f"WHERE {RULE_COLUMN} IS NULL GROUP BY 1 HAVING count(*) > 1"
+        )
+        # The kept copy of each repeated id: the first by event time, ties broken by every other column.
+        con.execute(
+            f"CREATE TEMP TABLE kept_repeats AS SELECT {columns} FROM ("
             f"  SELECT *, row_number() OVER (PARTITION BY {id_col} ORDER BY {time_col}, {tiebreak}) AS _keep"
-            f"  FROM labelled WHERE {RULE_COLUMN} IS NULL"
-            f") WHERE _keep = 1 ORDER BY {time_col}, {id_col}"
-        ).to_arrow_table()
-        rejected = con.sql(
-            f"SELECT * FROM labelled WHERE {RULE_COLUMN} IS NOT NULL ORDER BY ALL NULLS LAST"
-        ).to_arrow_table()
-    finally:
-        con.close()
-    events = events.cast(spec.schema)
+            f"  FROM labelled WHERE {RULE_COLUMN} IS NULL AND hash({id_col}) IN (SELECT id_hash FROM repeated)"
+            f") WHERE _keep = 1"
+        )
+        with writer.parquet_file(EVENTS_FILE, spec.schema) as events:
+            for hour in range(24):
+                in_hour = _hour_bounds(spec, date, hour)
+                table = con.sql(
+                    f"SELECT {columns} FROM labelled WHERE {RULE_COLUMN} IS NULL AND {in_hour} "
+                    f"AND hash({id_col}) NOT IN (SELECT id_hash FROM repeated) "
+                    f"UNION ALL SELECT {columns} FROM kept_repeats WHERE {in_hour} "
+                    f"ORDER BY {time_col}, {id_col}"
+                ).to_arrow_table()
+                events.write(table.cast(spec.schema), row_group_size=EVENTS_ROW_GROUP)
+                rows_by_hour[hour] = table.num_rows
+                if "city" in spec.schema.names:
+                    for item in pc.value_counts(table.column("city")).to_pylist():
+                        rows_by_city[item["values"]] = rows_by_city.get(item["values"], 0) + item["counts"]
+                if reporter and hour % 6 == 5:
+                    reporter.progress(hour + 1, 24, f"{dataset} {date} hours written")
+        if rows_rejected:
+            rejected = con.sql(
+                f"SELECT * FROM labelled WHERE {RULE_COLUMN} IS NOT NULL ORDER BY ALL NULLS LAST"
+            ).to_arrow_table()
+            writer.write_table(REJECTED_FILE, rejected)
+    rows = events.rows
     rows_valid = rows_landed - rows_rejected
-    hours = pc.hour(events.column(spec.time_column)).to_numpy(zero_copy_only=False).astype(np.int64)
-    rows_by_hour = {f"{h:02d}": int(n) for h, n in enumerate(np.bincount(hours, minlength=24))}
     summary = {
         "dataset": dataset,
         "date": date,
-        "rows": events.num_rows,
+        "rows": rows,
         "rows_landed": rows_landed,
-        "duplicates_removed": rows_valid - events.num_rows,
+        "duplicates_removed": rows_valid - rows,
         "rows_rejected": rows_rejected,
         "rejected_by_rule": rejected_by_rule,
         "hours_present": sorted(h for h, n in rows_by_folder_hour.items() if n > 0),
-        "rows_by_hour": rows_by_hour,
+        "rows_by_hour": {f"{h:02d}": n for h, n in rows_by_hour.items()},
         "success_marker": bool(status["success"]),
         "marker_sha256": status["marker_sha256"],
         "schema_ok": True,
         "files_landed": len(files),
     }
     if "city" in spec.schema.names:
-        by_city = pc.value_counts(events.column("city")).to_pylist()
-        summary["rows_by_city"] = {
-            item["values"]: item["counts"] for item in sorted(by_city, key=lambda i: i["values"])
-        }
-
-    writer = ArtifactWriter(
-        out_uri,
-        producer=PRODUCER,
-        code_version=INGEST_CODE_VERSION,
-        inputs={
-            "landing": day_uri(landing_uri, dataset, date),
-            "marker_sha256": status["marker_sha256"],
-            "files": status["files"],
-        },
-    )
-    writer.write_table(EVENTS_FILE, events)
-    if rejected.num_rows:
-        writer.write_table(REJECTED_FILE, rejected)
+        summary["rows_by_city"] = dict(sorted(rows_by_city.items()))
     writer.commit(summary)
     if reporter:
         reporter.info(
-            f"{dataset} {date}: {events.num_rows} rows committed ({summary['duplicates_removed']} duplicates, "
+            f"{dataset} {date}: {rows} rows committed ({summary['duplicates_removed']} duplicates, "
             f"{rows_rejected} quarantined) -> {out_uri}"
         )
     return summary

@@ -60,6 +60,24 @@ def test_every_run_succeeds_and_gates_pass(pipeline_home):
     checks = {name: passed for o in outcomes for name, passed in o.checks.items()}
     assert checks["ride_events:landed_complete"] and checks["ride_events:matches_contract"]
     assert checks["city_demand_model:mape_below_threshold"]
+    # Spark computed the SQL; DuckDB recomputed it (2 cities x 4 hours x 7 aggregates; all the features): equal.
+    assert checks["city_hour_aggregates:engine_parity"] and checks["city_demand_features:engine_parity"]
+    described = {name: text for o in outcomes for name, text in o.check_descriptions.items()}
+    assert f"{DATE}: spark vs duckdb: 56 cells" in described["city_hour_aggregates:engine_parity"]
+    assert f"{DATE}: spark vs duckdb: " in described["city_demand_features:engine_parity"]
+
+
+def test_each_raw_day_is_aggregated_once_and_features_read_only_aggregates(pipeline_home):
+    _, outcomes = pipeline_home
+    ingest = outcomes[0]
+    assert ingest.materializations["city_hour_aggregates"]["dates_in_run"] == INPUT_DAYS
+    assert ingest.materializations["city_hour_aggregates"]["dates_aggregated_now"] == INPUT_DAYS
+    features = outcomes[1].materializations["city_demand_features"]
+    manifest = read_manifest(features["uri"])
+    assert len(manifest["inputs"]) == INPUT_DAYS
+    assert all("/city_hour_aggregates/" in uri for uri in manifest["inputs"])
+    # A features partition reads a few hundred aggregate rows per day, not the raw rides.
+    assert features["rows_in"] <= INPUT_DAYS * len(CITIES) * 24 < ingest.materializations["ride_events"]["rows"]
 
 
 def test_models_registered_with_lineage_and_aliased_staging(pipeline_home):
@@ -128,9 +146,14 @@ def test_failed_landing_gate_stops_downstream_and_registers_nothing(pipeline_hom
     # Nothing is lost: the day is ingested and versioned; the gate's verdict travels with it.
     assert ingest.materializations["ride_events"]["rows"] > 0
 
+    # The day's aggregates are those of the day before it re-landed: features refuse to build on them.
     features = demo.execute("demand_features_job", "features", partition_key=DATE)
     assert not features.success
+    assert f"city_hour_aggregates {bad_day} was built from ride_events {bad_day}" in features.error
     assert f"ride_events {bad_day}: rule hourly_buckets_complete: missing hours [3, 4]" in features.error
+    # And the aggregates themselves refuse the gated day.
+    aggregates = demo.execute("ride_events_job", "aggregates", partition_key=bad_day, assets=["city_hour_aggregates"])
+    assert not aggregates.success and "blocked by failed upstream gates" in aggregates.error
     city = demo.execute("demand_city_model_job", "nyc", partition_key=city_partition_key(DATE, "nyc"))
     assert demo.new_registrations([city]) == 0
     assert len(client.search_model_versions("name = 'demand-forecast-nyc'")) == versions_before

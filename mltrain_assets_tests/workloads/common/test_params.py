@@ -12,7 +12,7 @@ import pytest
 
 from mltrain_assets.workloads.common.params import MlflowSettings, WorkloadParams, input_uri, runtime
 from mltrain_assets.workloads.common.spark import SparkSettings
-from mltrain_assets.workloads.demand.params import FeaturesParams, ForecastParams, TrainParams
+from mltrain_assets.workloads.demand.params import AggregatesParams, FeaturesParams, ForecastParams, TrainParams
 from mltrain_assets.workloads.ingest.params import IngestParams
 
 REPO = Path(__file__).resolve().parents[3]
@@ -33,7 +33,10 @@ class ExampleParams(WorkloadParams):
 
 FEATURES = FeaturesParams(
     date="2026-03-10",
-    rides_uris=("file:///data/ride_events/2026-03-09/v=a", "file:///data/ride_events/2026-03-10/v=b"),
+    aggregates_uris=(
+        "file:///data/city_hour_aggregates/2026-03-09/v=a",
+        "file:///data/city_hour_aggregates/2026-03-10/v=b",
+    ),
     engine="spark",
     spark=SparkSettings(
         master="spark://spark-master:7077",
@@ -59,6 +62,12 @@ FORECAST = ForecastParams(
     features_uri="file:///data/city_demand_features/2026-03-10/v=c",
     mlflow=MlflowSettings(tracking_uri="sqlite:///mlflow.db"),
 )
+AGGREGATES = AggregatesParams(
+    rides_uris={"2026-03-10": "s3://mltrain/ride_events/2026-03-10/v=e"},
+    targets={"2026-03-10": "s3://mltrain/city_hour_aggregates/2026-03-10/v=f"},
+    engine="duckdb",
+    parity=False,
+)
 INGEST = IngestParams(
     dataset="rides",
     landing_uri="s3://landing",
@@ -66,7 +75,7 @@ INGEST = IngestParams(
 )
 
 
-@pytest.mark.parametrize("params", [FEATURES, TRAIN, FORECAST, INGEST], ids=lambda p: type(p).__name__)
+@pytest.mark.parametrize("params", [FEATURES, AGGREGATES, TRAIN, FORECAST, INGEST], ids=lambda p: type(p).__name__)
 def test_json_round_trip_gives_equal_params(params):
     again = type(params).from_json(params.to_json())
     assert again == params
@@ -80,7 +89,7 @@ def test_nested_settings_and_tuples_come_back_typed():
         "spark.executor.memory": "4g",
         "spark.executor.cores": "2",
     }
-    assert isinstance(again.rides_uris, tuple)
+    assert isinstance(again.aggregates_uris, tuple)
     assert isinstance(TrainParams.from_json(TRAIN.to_json()).mlflow, MlflowSettings)
     # JSON holds a tuple as a list; an int where a float is declared becomes a float.
     example = ExampleParams.from_json('{"rate": 2, "limit": null, "sizes": [1, 2, 3]}')
@@ -92,13 +101,13 @@ def test_nested_settings_and_tuples_come_back_typed():
 def test_defaults_fill_what_the_json_leaves_out():
     params = FeaturesParams.from_json('{"date": "2026-03-10"}')
     assert params == FeaturesParams(date="2026-03-10")
-    assert params.engine == "spark" and params.spark == SparkSettings() and params.rides_uris == ()
+    assert params.engine == "spark" and params.spark == SparkSettings() and params.aggregates_uris == ()
 
 
 def test_unknown_fields_are_named():
     with pytest.raises(ValueError, match=r"FeaturesParams: unknown field\(s\) \['bogus'\]; expected \[") as error:
         FeaturesParams.from_json('{"date": "2026-03-10", "bogus": 1}')
-    assert "'rides_uris'" in str(error.value)
+    assert "'aggregates_uris'" in str(error.value)
     with pytest.raises(ValueError, match=r"FeaturesParams\.spark: unknown field\(s\) \['mastr'\]"):
         FeaturesParams.from_json('{"date": "2026-03-10", "spark": {"mastr": "local[2]"}}')
     with pytest.raises(ValueError, match=r"TrainParams\.mlflow: unknown field\(s\) \['uri'\]"):
@@ -121,12 +130,13 @@ def test_params_that_are_not_a_json_object_are_refused():
 
 def test_versioned_fields_leave_out_inputs_runtime_and_output():
     assert FEATURES.versioned_fields() == {"date": "2026-03-10"}
+    assert AGGREGATES.versioned_fields() == {}  # each date's version hashes its ride_events version alone
     assert TRAIN.versioned_fields() == {"date": "2026-03-10", "city": "nyc", "seed": 7}
     assert FORECAST.versioned_fields() == {"date": "2026-03-10", "city": "nyc"}
     assert INGEST.versioned_fields() == {"dataset": "rides"}
     assert ExampleParams(sizes=(1, 2)).versioned_fields() == {"rate": 1.0, "limit": None, "sizes": [1, 2]}
     # Where to read, run or write never changes the version.
-    moved = dataclasses.replace(FEATURES, rides_uris=(), engine="duckdb", spark=SparkSettings())
+    moved = dataclasses.replace(FEATURES, aggregates_uris=(), engine="duckdb", spark=SparkSettings())
     assert moved.with_output("file:///elsewhere").versioned_fields() == FEATURES.versioned_fields()
     assert json.loads(FEATURES.with_output("file:///x").to_json())["out_uri"] == "file:///x"
 
@@ -155,7 +165,7 @@ def test_the_cli_requires_params():
 
 
 def test_a_committing_workload_refuses_to_start_without_its_version_folder():
-    no_output = FeaturesParams(date="2026-03-10", rides_uris=("file:///x",))
+    no_output = FeaturesParams(date="2026-03-10", aggregates_uris=("file:///x",))
     result = subprocess.run(
         [sys.executable, "-m", FeaturesParams.module, *no_output.argv()],
         capture_output=True,

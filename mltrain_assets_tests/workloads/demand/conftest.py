@@ -1,9 +1,9 @@
 """Fixtures of the demand-forecasting workload tests.
 
 ``demand_world`` (once per session): the full trailing window of simulated rides for two cities
-at the default volume, landed, ingested by the real ingestion workload, turned into a committed
-``city_demand_features`` version (DuckDB engine), plus the landed day after (to score forecasts
-against), and an MLflow store of its own.
+at the default volume, landed, ingested by the real ingestion workload, aggregated per day and
+turned into a committed ``city_demand_features`` version (DuckDB engine), plus the landed day
+after (to score forecasts against), and an MLflow store of its own.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ class DemandWorld:
     cities: tuple[str, ...]
     landing_uri: str
     events: dict[str, str]  # date -> committed ride_events version
+    aggregates: dict[str, str]  # date -> committed city_hour_aggregates version
     features_uri: str
     tracking_uri: str
 
@@ -37,6 +38,7 @@ class DemandWorld:
 def demand_world(tmp_path_factory: pytest.TempPathFactory):
     from mltrain_assets.simulate.rides import write_rides_day
     from mltrain_assets.workloads.common.dates import shift
+    from mltrain_assets.workloads.demand.aggregates import build_aggregates
     from mltrain_assets.workloads.demand.contract import input_dates
     from mltrain_assets.workloads.demand.features import build_features
     from mltrain_assets.workloads.ingest.workload import ingest_dates
@@ -48,15 +50,23 @@ def demand_world(tmp_path_factory: pytest.TempPathFactory):
         write_rides_day(landing, date, cities=DEMAND_CITIES)
     events = {date: normalize_uri(str(root / "ride_events" / date / "v=test")) for date in dates}
     ingest_dates(landing, "rides", events)
+    aggregates = {date: normalize_uri(str(root / "city_hour_aggregates" / date / "v=test")) for date in dates}
+    build_aggregates(events, aggregates, "duckdb", check_parity_on_other_engine=False)
     features_uri = normalize_uri(str(root / "city_demand_features" / DEMAND_DATE / "v=test"))
-    build_features([events[d] for d in input_dates(DEMAND_DATE)], DEMAND_DATE, features_uri, engine="duckdb")
+    build_features(
+        [aggregates[d] for d in input_dates(DEMAND_DATE)],
+        DEMAND_DATE,
+        features_uri,
+        engine="duckdb",
+        check_parity_on_other_engine=False,
+    )
 
     tracking_uri = f"sqlite:///{root}/mlflow.db"
     patch = pytest.MonkeyPatch()
     patch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
     patch.setenv("MLTRAIN_MLFLOW_ARTIFACTS_URI", normalize_uri(str(root / "mlartifacts")))
     try:
-        yield DemandWorld(root, DEMAND_DATE, DEMAND_CITIES, landing, events, features_uri, tracking_uri)
+        yield DemandWorld(root, DEMAND_DATE, DEMAND_CITIES, landing, events, aggregates, features_uri, tracking_uri)
     finally:
         patch.undo()
 

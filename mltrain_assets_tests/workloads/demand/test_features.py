@@ -1,4 +1,4 @@
-"""City-hour demand features: the catalogue, the frame, no look-ahead, and one SQL on two engines."""
+"""City-hour demand features: the catalogue, the frame, no look-ahead, incremental by day, one SQL on two engines."""
 
 from __future__ import annotations
 
@@ -18,9 +18,16 @@ import pytest
 from mltrain_assets.artifacts import ArtifactWriter, join_uri, normalize_uri, read_manifest, read_table
 from mltrain_assets.simulate.rides import simulate_rides_day
 from mltrain_assets.workloads.common.spark import SparkSettings
+from mltrain_assets.workloads.demand.aggregates import AGGREGATES_FILE, build_aggregates
 from mltrain_assets.workloads.demand.contract import CITIES, FRAME_DAYS, INPUT_DAYS, LAG_DAYS, input_dates
 from mltrain_assets.workloads.demand.feature_sql import FEATURE_NAMES, LABEL, NAIVE_FEATURE, feature_sql
-from mltrain_assets.workloads.demand.features import build_features, compute_features, frame_hours, read_features
+from mltrain_assets.workloads.demand.features import (
+    build_features,
+    compute_features,
+    features_from_events,
+    frame_hours,
+    read_features,
+)
 from mltrain_assets.workloads.demand.params import FeaturesParams
 
 DATE = "2026-03-10"
@@ -46,17 +53,33 @@ def events(tmp_path_factory) -> dict[str, str]:
     }
 
 
+def _aggregate(root, versions: dict[str, str]) -> dict[str, str]:
+    """Committed ``city_hour_aggregates`` versions (date -> URI) of committed ride_events versions."""
+    targets = {date: normalize_uri(str(root / "aggregates" / date / uuid.uuid4().hex)) for date in versions}
+    build_aggregates(versions, targets, "duckdb", check_parity_on_other_engine=False)
+    return targets
+
+
+@pytest.fixture(scope="module")
+def aggregates(events, tmp_path_factory) -> dict[str, str]:
+    return _aggregate(tmp_path_factory.mktemp("city_hour_aggregates"), events)
+
+
 def _events(uri: str) -> pa.Table:
     return read_table(uri, "events.parquet")
 
 
-def _files(versions: list[str]) -> list[str]:
-    return [join_uri(uri, "events.parquet") for uri in versions]
+def _files(versions: list[str], name: str = AGGREGATES_FILE) -> list[str]:
+    return [join_uri(uri, name) for uri in versions]
+
+
+def _window(versions: dict[str, str], name: str = AGGREGATES_FILE) -> list[str]:
+    return _files([versions[d] for d in input_dates(DATE)], name)
 
 
 @pytest.fixture(scope="module")
-def duckdb_features(events) -> pd.DataFrame:
-    return compute_features(_files([events[d] for d in input_dates(DATE)]), DATE, "duckdb").to_pandas()
+def duckdb_features(aggregates) -> pd.DataFrame:
+    return compute_features(_window(aggregates), DATE, "duckdb").to_pandas()
 
 
 @pytest.fixture(scope="module")
@@ -115,26 +138,26 @@ def test_the_frame_has_every_city_hour_labelled_days_and_next_day_scoring_rows(d
     assert sf.loc[day + pd.Timedelta(hours=24 + 5), NAIVE_FEATURE] == sf.loc[day + pd.Timedelta(hours=5), LABEL]
 
 
-def test_hours_without_rides_are_zero_demand_rows(events, tmp_path):
+def test_hours_without_rides_are_zero_demand_rows(events, aggregates, tmp_path):
     quiet_day = input_dates(DATE)[-3]
     table = _events(events[quiet_day])
     without_austin = table.filter(pc.not_equal(table.column("city"), "austin"))
-    versions = dict(events)
-    versions[quiet_day] = _commit_events(tmp_path, quiet_day, without_austin)
-    frame = compute_features(_files([versions[d] for d in input_dates(DATE)]), DATE, "duckdb").to_pandas()
+    versions = dict(aggregates)
+    versions.update(_aggregate(tmp_path, {quiet_day: _commit_events(tmp_path, quiet_day, without_austin)}))
+    frame = compute_features(_window(versions), DATE, "duckdb").to_pandas()
     austin = frame[(frame.city == "austin") & (frame.ts.dt.date.astype(str) == quiet_day)]
     assert len(austin) == 24 and (austin[LABEL] == 0).all()
 
 
-def test_no_feature_changes_when_the_same_day_changes(events, duckdb_features, tmp_path):
+def test_no_feature_changes_when_the_same_day_changes(events, aggregates, duckdb_features, tmp_path):
     """Doubling one city's rides on day X changes no feature of any row up to the end of X."""
     day_x = input_dates(DATE)[-4]
     table = _events(events[day_x])
     sf = table.filter(pc.equal(table.column("city"), "sf"))
     extra = sf.set_column(0, sf.schema.field(0), pc.binary_join_element_wise(sf.column("ride_id"), "-again", ""))
-    versions = dict(events)
-    versions[day_x] = _commit_events(tmp_path, day_x, pa.concat_tables([table, extra]))
-    perturbed = compute_features(_files([versions[d] for d in input_dates(DATE)]), DATE, "duckdb").to_pandas()
+    versions = dict(aggregates)
+    versions.update(_aggregate(tmp_path, {day_x: _commit_events(tmp_path, day_x, pa.concat_tables([table, extra]))}))
+    perturbed = compute_features(_window(versions), DATE, "duckdb").to_pandas()
 
     end_of_x = pd.Timestamp(day_x, tz="UTC") + pd.Timedelta(days=1)
     before = duckdb_features.ts < end_of_x
@@ -147,23 +170,33 @@ def test_no_feature_changes_when_the_same_day_changes(events, duckdb_features, t
     assert (perturbed.loc[is_sf_next, NAIVE_FEATURE] > duckdb_features.loc[is_sf_next, NAIVE_FEATURE]).all()
 
 
-def test_scoring_rows_do_not_read_the_day_they_forecast(events, duckdb_features):
-    with_next_day = [events[d] for d in input_dates(DATE)] + [events[NEXT_DAY]]
-    frame = compute_features(_files(with_next_day), DATE, "duckdb").to_pandas()
+def test_scoring_rows_do_not_read_the_day_they_forecast(aggregates, duckdb_features):
+    with_next_day = _window(aggregates) + _files([aggregates[NEXT_DAY]])
+    frame = compute_features(with_next_day, DATE, "duckdb").to_pandas()
     _assert_same(duckdb_features, frame, [LABEL, *FEATURE_NAMES], tolerance=0.0)
 
 
+def test_features_from_daily_aggregates_equal_the_one_pass_features_over_raw_rides(events, duckdb_features):
+    """Incremental by day changes no number: per-day aggregates give the features of one pass over 35 raw days."""
+    one_pass = features_from_events(_window(events, "events.parquet"), DATE, "duckdb").to_pandas()
+    assert one_pass[["city", "ts"]].equals(duckdb_features[["city", "ts"]])
+    _assert_same(one_pass, duckdb_features, [LABEL, *FEATURE_NAMES], tolerance=1e-9)
+
+
 @pytest.mark.slow
-def test_duckdb_and_spark_compute_the_same_numbers(events, duckdb_features, spark):
-    frame = compute_features(_files([events[d] for d in input_dates(DATE)]), DATE, "spark").to_pandas()
+def test_duckdb_and_spark_compute_the_same_numbers(events, aggregates, duckdb_features, spark):
+    frame = compute_features(_window(aggregates), DATE, "spark").to_pandas()
     assert frame[["city", "ts"]].equals(duckdb_features[["city", "ts"]])
-    _assert_same(duckdb_features, frame, [LABEL, *FEATURE_NAMES], tolerance=1e-6)
+    _assert_same(duckdb_features, frame, [LABEL, *FEATURE_NAMES], tolerance=1e-9)
+    # The one-pass reference on Spark: the same numbers again.
+    one_pass = features_from_events(_window(events, "events.parquet"), DATE, "spark").to_pandas()
+    _assert_same(duckdb_features, one_pass, [LABEL, *FEATURE_NAMES], tolerance=1e-9)
 
 
-def test_build_features_commits_a_sorted_table_and_a_summary(events, tmp_path):
-    versions = [events[d] for d in input_dates(DATE)]
+def test_build_features_commits_a_sorted_table_and_a_summary(aggregates, tmp_path):
+    versions = [aggregates[d] for d in input_dates(DATE)]
     out = normalize_uri(str(tmp_path / "features"))
-    summary = build_features(versions, DATE, out, engine="duckdb")
+    summary = build_features(versions, DATE, out, engine="duckdb", check_parity_on_other_engine=False)
     table = read_features(out)
     manifest = read_manifest(out)
     assert manifest["summary"] == summary and manifest["code_version"].startswith("demand-features")
@@ -173,12 +206,38 @@ def test_build_features_commits_a_sorted_table_and_a_summary(events, tmp_path):
     assert summary["first_ts"].startswith((dt.date.fromisoformat(DATE) - dt.timedelta(days=FRAME_DAYS - 1)).isoformat())
     assert summary["last_ts"].startswith(f"{NEXT_DAY}T23:00")
     assert summary["n_inputs"] == INPUT_DAYS and summary["input_dates_missing"] == []
+    assert summary["engine_parity"] == {
+        "checked": False,
+        "reason": "engine parity is switched off (MLTRAIN_ENGINE_PARITY=false)",
+    }
     assert set(manifest["inputs"]) == set(versions)
     assert read_features(out, "nyc").num_rows == (FRAME_DAYS + 1) * 24
 
     # A partial window is computed (missing days count as zero demand) and said so.
-    partial = build_features(versions[1:], DATE, normalize_uri(str(tmp_path / "partial")), engine="duckdb")
+    partial = build_features(
+        versions[1:],
+        DATE,
+        normalize_uri(str(tmp_path / "partial")),
+        engine="duckdb",
+        check_parity_on_other_engine=False,
+    )
     assert partial["input_dates_missing"] == [input_dates(DATE)[0]]
+
+
+def test_features_refuse_inputs_that_are_not_aggregates(events, tmp_path):
+    with pytest.raises(FileNotFoundError, match="is it a city_hour_aggregates version"):
+        build_features([events[DATE]], DATE, normalize_uri(str(tmp_path / "f")), engine="duckdb")
+
+
+@pytest.mark.slow
+def test_build_features_checks_every_cell_on_the_other_engine(aggregates, duckdb_features, spark, tmp_path):
+    out = normalize_uri(str(tmp_path / "features"))
+    summary = build_features([aggregates[d] for d in input_dates(DATE)], DATE, out, engine="duckdb")
+    parity = summary["engine_parity"]
+    assert parity["checked"] and parity["engines"] == ["duckdb", "spark"]
+    assert parity["rows_compared"] == len(duckdb_features)
+    assert parity["cells_compared"] == len(duckdb_features) * (1 + len(FEATURE_NAMES))
+    assert parity["cells_differing"] == 0 and parity["max_relative_diff"] <= 1e-9 and parity["mismatches"] == []
 
 
 def test_the_frame_starts_on_the_first_day_of_the_input_window():
@@ -190,7 +249,7 @@ def test_the_frame_starts_on_the_first_day_of_the_input_window():
 
 
 def test_spark_refuses_s3_inputs_and_points_to_duckdb():
-    uri = "s3://mltrain/ride_events/x/events.parquet"
+    uri = "s3://mltrain/city_hour_aggregates/x/aggregates.parquet"
     with pytest.raises(ValueError, match="duckdb engine") as refused:
         compute_features([uri], DATE, "spark", SparkSettings(s3a=False))
     assert uri in str(refused.value)
@@ -201,10 +260,12 @@ def test_an_unknown_engine_is_refused():
         compute_features([], DATE, "polars")
 
 
-def test_the_entry_point_parses_params_and_commits(events, tmp_path):
+def test_the_entry_point_parses_params_and_commits(aggregates, tmp_path):
     """``python -m <module> --params JSON``, exactly as the control plane launches it."""
     out = normalize_uri(str(tmp_path / "features"))
-    params = FeaturesParams(date=DATE, rides_uris=tuple(events[d] for d in input_dates(DATE)), engine="duckdb")
+    params = FeaturesParams(
+        date=DATE, aggregates_uris=tuple(aggregates[d] for d in input_dates(DATE)), engine="duckdb", parity=False
+    )
     result = subprocess.run(
         params.with_output(out).command(sys.executable), capture_output=True, text=True, cwd=REPO, timeout=300
     )
@@ -216,16 +277,16 @@ def test_the_entry_point_parses_params_and_commits(events, tmp_path):
 
 
 @pytest.mark.slow
-def test_duckdb_reads_and_writes_s3(events, s3_endpoint, duckdb_features):
+def test_duckdb_reads_and_writes_s3(aggregates, s3_endpoint, duckdb_features):
     prefix = f"s3://mltrain/{uuid.uuid4().hex}"  # the S3 endpoint lives for the whole session
     s3_versions = []
     for date in input_dates(DATE):
-        uri = f"{prefix}/ride_events/{date}/v=test"
+        uri = f"{prefix}/city_hour_aggregates/{date}/v=test"
         writer = ArtifactWriter(uri, producer="tests", code_version="test")
-        writer.write_table("events.parquet", _events(events[date]))
+        writer.write_table(AGGREGATES_FILE, read_table(aggregates[date], AGGREGATES_FILE))
         writer.commit({"date": date})
         s3_versions.append(uri)
     out = f"{prefix}/city_demand_features/{DATE}/v=test"
-    summary = build_features(s3_versions, DATE, out, engine="duckdb")
+    summary = build_features(s3_versions, DATE, out, engine="duckdb", check_parity_on_other_engine=False)
     assert summary["rows"] == len(duckdb_features)
     _assert_same(duckdb_features, read_features(out).to_pandas(), [LABEL, *FEATURE_NAMES], tolerance=0.0)
