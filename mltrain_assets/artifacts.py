@@ -2,15 +2,22 @@
 
 Versioned layout: ``{base}/{asset_key}/{partition_path}/v={version}/...`` with
 ``_MANIFEST.json`` written last. A version folder without a manifest does not
-exist for readers. This module imports no ``dagster``: workloads use it too.
+exist for readers. Readers check every file against its manifest (size, SHA-256,
+rows); a version that fails is moved to ``{partition_path}/_quarantine/`` so it is
+rebuilt, not reused. This module imports no ``dagster``: workloads use it too.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import contextvars
 import hashlib
 import json
 import os
 import posixpath
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -25,6 +32,16 @@ import pyarrow.parquet as pq
 MANIFEST_NAME = "_MANIFEST.json"
 MANIFEST_FORMAT = 1
 VERSION_LENGTH = 12
+CLAIM_NAME = "_CLAIM.json"
+CLAIM_HEARTBEAT_S = 15.0
+CLAIM_STALE_S = 120.0  # a claim not refreshed for this long belongs to a writer that died elsewhere
+CLAIM_POLL_S = 2.0
+CLAIM_WAIT_S = 4 * 3600.0  # the longest a second writer waits for the first to commit
+QUARANTINE_FOLDER = "_quarantine"
+QUARANTINE_REASON = "_QUARANTINED.json"
+VERIFY_CHUNK = 1 << 20
+# The workload writing in this process (module, params), recorded in the manifests it commits.
+_WORKLOAD: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("mltrain_workload", default=None)
 
 
 class ArtifactNotCommitted(FileNotFoundError):
@@ -148,21 +165,37 @@ def _schema_description(schema: pa.Schema) -> list[dict[str, str]]:
 class ArtifactWriter:
     """Writes one version: data files first, the manifest last (the commit).
 
-    Opening a writer on a folder that holds a partial, uncommitted attempt clears
-    it first, so a retry never mixes files from two attempts.
+    One writer per version at a time: opening a writer claims the version folder (``_CLAIM.json``,
+    created exclusively; kept fresh by a heartbeat). A second writer of the same version — two
+    runs materializing one partition at once — waits for the first to commit and then adopts its
+    commit (``AlreadyCommitted`` carries the manifest) instead of overwriting it; a claim whose
+    owner died (its process is gone on this host, or its heartbeat is older than
+    ``CLAIM_STALE_S``) is broken. Once claimed, a partial, uncommitted attempt is cleared, so a
+    retry never mixes files from two attempts. The manifest itself is written exclusively too.
     """
 
-    def __init__(self, uri: str, *, producer: str, code_version: str, inputs: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        uri: str,
+        *,
+        producer: str,
+        code_version: str,
+        inputs: Mapping[str, Any] | None = None,
+        wait_s: float = CLAIM_WAIT_S,
+    ):
         self.uri = uri.rstrip("/")
         self.fs, self.path = filesystem(self.uri)
         self.producer = producer
         self.code_version = code_version
         self.inputs = dict(inputs or {})
         self.files: dict[str, dict[str, Any]] = {}
-        if self.fs.exists(posixpath.join(self.path, MANIFEST_NAME)):
-            raise FileExistsError(f"{self.uri} is already committed; versions are immutable")
-        if self.fs.exists(self.path):
-            self.fs.rm(self.path, recursive=True)
+        committed = read_manifest(self.uri)
+        if committed is not None:
+            raise AlreadyCommitted(self.uri, committed)
+        self._claim = _Claim.acquire(self.fs, self.path, self.uri, wait_s)
+        for entry in self.fs.ls(self.path, detail=False) if self.fs.exists(self.path) else []:
+            if posixpath.basename(entry.rstrip("/")) not in (CLAIM_NAME, MANIFEST_NAME):  # never a commit
+                self.fs.rm(entry, recursive=True)
         self.fs.makedirs(self.path, exist_ok=True)
 
     def _open(self, name: str) -> _HashingFile:
@@ -222,7 +255,10 @@ class ArtifactWriter:
             return self.write_bytes(name, handle.read())
 
     def commit(self, summary: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Write the manifest last; from now on readers see this version."""
+        """Write the manifest last; from now on readers see this version.
+
+        Raises ``AlreadyCommitted`` (with the winner's manifest) if another writer committed first.
+        """
         manifest = {
             "format": MANIFEST_FORMAT,
             "uri": self.uri,
@@ -234,16 +270,128 @@ class ArtifactWriter:
             "summary": dict(summary or {}),
             "committed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
+        if _WORKLOAD.get() is not None:
+            manifest["workload"] = _WORKLOAD.get()  # what rebuilds it: module and params (`mltrain reproduce`)
         body = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
-        final = posixpath.join(self.path, MANIFEST_NAME)
-        if self.fs.protocol in ("file", "local") or "file" in (self.fs.protocol or ()):
-            # Local rename is atomic: a reader sees the whole manifest or none.
-            tmp = posixpath.join(self.path, f".{MANIFEST_NAME}.{uuid.uuid4().hex}")
-            self.fs.pipe_file(tmp, body)
-            self.fs.mv(tmp, final)
-        else:
-            self.fs.pipe_file(final, body)  # an S3 PUT is atomic
+        try:
+            if not _create_exclusive(self.fs, posixpath.join(self.path, MANIFEST_NAME), body):
+                raise AlreadyCommitted(self.uri, require_manifest(self.uri))
+        finally:
+            self._claim.release()
         return manifest
+
+
+class AlreadyCommitted(FileExistsError):
+    """The version was committed by another writer (a concurrent run); ``manifest`` is its commit, to adopt."""
+
+    def __init__(self, uri: str, manifest: dict[str, Any]):
+        super().__init__(f"{uri} is already committed; versions are immutable")
+        self.uri = uri
+        self.manifest = manifest
+
+
+def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol or ())
+    return bool({"file", "local"} & set(protocols))
+
+
+def _create_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> bool:
+    """Write ``path`` whole, only if it does not exist (atomically); ``False`` if it did."""
+    if _is_local(fs):
+        tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        try:
+            os.link(tmp, path)  # atomic and never replaces: a reader sees the whole file or none
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+        return True
+    try:
+        fs.pipe_file(path, data, mode="create")  # S3: a conditional PUT (If-None-Match: *)
+    except FileExistsError:
+        return False
+    except OSError as error:
+        if "PreconditionFailed" in str(error) or "412" in str(error):
+            return False
+        raise
+    return True
+
+
+class _Claim:
+    """The exclusive right to write one version folder, kept fresh by a heartbeat until released."""
+
+    def __init__(self, fs, path: str, owner: dict[str, Any]):
+        self.fs, self.path, self.owner = fs, path, owner
+        self.file = posixpath.join(path, CLAIM_NAME)
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._heartbeat, name="mltrain-claim", daemon=True)
+        self._beat.start()
+        atexit.register(self.release)  # a workload that fails after claiming frees the version at once
+
+    @classmethod
+    def acquire(cls, fs, path: str, uri: str, wait_s: float) -> _Claim:
+        owner = {"id": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid()}
+        fs.makedirs(path, exist_ok=True)
+        deadline = time.monotonic() + wait_s
+        while True:
+            if _create_exclusive(fs, posixpath.join(path, CLAIM_NAME), _claim_body(owner)):
+                committed = read_manifest(uri)
+                if committed is None:
+                    return cls(fs, path, owner)
+                fs.rm(posixpath.join(path, CLAIM_NAME))  # the previous holder committed as it let go
+                raise AlreadyCommitted(uri, committed)
+            committed = read_manifest(uri)
+            if committed is not None:
+                raise AlreadyCommitted(uri, committed)
+            holder = _read_claim(fs, posixpath.join(path, CLAIM_NAME))
+            if holder is not None and _claim_is_stale(holder):
+                with contextlib.suppress(FileNotFoundError):
+                    fs.rm(posixpath.join(path, CLAIM_NAME))
+                continue
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{uri}: another writer ({holder}) has held it for over {wait_s:.0f}s without committing"
+                )
+            time.sleep(CLAIM_POLL_S)
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(CLAIM_HEARTBEAT_S):
+            with contextlib.suppress(OSError):
+                self.fs.pipe_file(self.file, _claim_body(self.owner))
+
+    def release(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        holder = _read_claim(self.fs, self.file)
+        if holder is not None and holder.get("id") == self.owner["id"]:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm(self.file)
+
+
+def _claim_body(owner: dict[str, Any]) -> bytes:
+    return json.dumps({**owner, "heartbeat": time.time()}).encode()
+
+
+def _read_claim(fs, path: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(fs.cat_file(path))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _claim_is_stale(holder: Mapping[str, Any]) -> bool:
+    """The holder is gone: its process died on this host, or it stopped beating (another host)."""
+    if holder.get("host") == socket.gethostname():
+        try:
+            os.kill(int(holder.get("pid", 0)), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, ValueError):
+            pass
+    return time.time() - float(holder.get("heartbeat", 0)) > CLAIM_STALE_S
 
 
 def read_manifest(uri: str) -> dict[str, Any] | None:
@@ -259,18 +407,87 @@ def read_manifest(uri: str) -> dict[str, Any] | None:
 def require_manifest(uri: str) -> dict[str, Any]:
     manifest = read_manifest(uri)
     if manifest is None:
+        quarantined = quarantine_reason(uri)
+        if quarantined:
+            raise ArtifactNotCommitted(
+                f"no committed version at {uri}: it was quarantined ({quarantined}); "
+                "materialize its asset partition again to rebuild it"
+            )
         raise ArtifactNotCommitted(f"no committed version at {uri} (missing {MANIFEST_NAME})")
     return manifest
 
 
-def read_table(uri: str, name: str, columns: Iterable[str] | None = None) -> pa.Table:
-    """Read one parquet file of a committed version; uncommitted versions are refused."""
-    manifest = require_manifest(uri)
+# ------------------------------------------------------------------ verified reads
+
+
+class ArtifactCorrupt(RuntimeError):
+    """A committed file differs from what its manifest recorded; the version was quarantined."""
+
+
+def _entry(manifest: Mapping[str, Any], uri: str, name: str) -> dict[str, Any]:
     if name not in manifest["files"]:
         raise FileNotFoundError(f"{name} is not listed in the manifest of {uri}")
+    return manifest["files"][name]
+
+
+def _refuse(uri: str, name: str, problem: str) -> None:
+    where = quarantine(uri, f"{name}: {problem}")
+    raise ArtifactCorrupt(
+        f"{uri}: {name} {problem}; the version was quarantined to {where}, so the next "
+        "materialization of its asset partition rebuilds it"
+    )
+
+
+def _check_bytes(uri: str, name: str, entry: Mapping[str, Any], size: int, sha256: str | None) -> None:
+    if "bytes" in entry and size != entry["bytes"]:
+        _refuse(uri, name, f"has {size:,} bytes, its manifest recorded {entry['bytes']:,}")
+    if sha256 is not None and "sha256" in entry and sha256 != entry["sha256"]:
+        _refuse(uri, name, f"has SHA-256 {sha256[:16]}…, its manifest recorded {entry['sha256'][:16]}…")
+
+
+def _check_rows(uri: str, name: str, entry: Mapping[str, Any], rows: int) -> None:
+    if "rows" in entry and rows != entry["rows"]:
+        _refuse(uri, name, f"has {rows:,} rows, its manifest recorded {entry['rows']:,}")
+
+
+def verified_file_uri(uri: str, name: str, manifest: Mapping[str, Any] | None = None) -> str:
+    """The URI of ``name`` in a committed version, after checking its size and SHA-256 against the manifest.
+
+    For readers that hand the file to an engine (DuckDB, Spark) rather than reading it here; the
+    bytes are streamed through the hash (about 1.6 GB/s), never held.
+    """
+    manifest = manifest or require_manifest(uri)
+    entry = _entry(manifest, uri, name)
     fs, path = filesystem(uri)
-    data = arrow_buffer(fs.cat_file(posixpath.join(path, name)))
-    return pq.read_table(pa.BufferReader(data), columns=list(columns) if columns else None)
+    digest, size = hashlib.sha256(), 0
+    try:
+        with fs.open(posixpath.join(path, name), "rb") as handle:
+            while chunk := handle.read(VERIFY_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+    except FileNotFoundError:
+        _refuse(uri, name, "is missing")
+    _check_bytes(uri, name, entry, size, digest.hexdigest())
+    return join_uri(uri, name)
+
+
+def _verified_bytes(uri: str, name: str) -> tuple[bytes, dict[str, Any]]:
+    entry = _entry(require_manifest(uri), uri, name)
+    fs, path = filesystem(uri)
+    try:
+        data = fs.cat_file(posixpath.join(path, name))
+    except FileNotFoundError:
+        _refuse(uri, name, "is missing")
+    _check_bytes(uri, name, entry, len(data), hashlib.sha256(data).hexdigest())
+    return data, entry
+
+
+def read_table(uri: str, name: str, columns: Iterable[str] | None = None) -> pa.Table:
+    """Read one parquet file of a committed version, checked against its manifest (size, SHA-256, rows)."""
+    data, entry = _verified_bytes(uri, name)
+    table = pq.read_table(pa.BufferReader(arrow_buffer(data)), columns=list(columns) if columns else None)
+    _check_rows(uri, name, entry, table.num_rows)
+    return table
 
 
 def arrow_buffer(data: bytes) -> pa.Buffer:
@@ -286,12 +503,59 @@ def arrow_buffer(data: bytes) -> pa.Buffer:
 
 
 def read_bytes(uri: str, name: str) -> bytes:
-    manifest = require_manifest(uri)
-    if name not in manifest["files"]:
-        raise FileNotFoundError(f"{name} is not listed in the manifest of {uri}")
-    fs, path = filesystem(uri)
-    return fs.cat_file(posixpath.join(path, name))
+    """One file of a committed version, checked against its manifest (size, SHA-256)."""
+    return _verified_bytes(uri, name)[0]
 
 
 def read_json(uri: str, name: str) -> Any:
     return json.loads(read_bytes(uri, name))
+
+
+# ------------------------------------------------------------------ quarantine
+
+
+def _quarantine_folder(uri: str) -> str:
+    parent, leaf = posixpath.split(uri.rstrip("/"))
+    return join_uri(parent, QUARANTINE_FOLDER, leaf)
+
+
+def quarantine(uri: str, reason: str) -> str:
+    """Move a committed version that failed verification aside (kept, with the reason); returns where.
+
+    Its folder becomes free, so the next materialization of the partition rebuilds the version
+    instead of reusing it (and failing) forever.
+    """
+    target = join_uri(_quarantine_folder(uri), time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()))
+    fs, path = filesystem(uri)
+    _, target_path = filesystem(target)
+    with contextlib.suppress(FileNotFoundError):  # another reader may have moved it first
+        fs.makedirs(posixpath.dirname(target_path), exist_ok=True)
+        fs.mv(path, target_path, recursive=True)
+        fs.pipe_file(posixpath.join(target_path, QUARANTINE_REASON), json.dumps({"reason": reason}).encode())
+    return target
+
+
+def quarantine_reason(uri: str) -> str | None:
+    """Why the version at ``uri`` was last quarantined, if it was."""
+    fs, path = filesystem(_quarantine_folder(uri))
+    try:
+        moves = sorted(fs.ls(path, detail=False))
+    except FileNotFoundError:
+        return None
+    for move in reversed(moves):
+        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+            return json.loads(fs.cat_file(posixpath.join(move, QUARANTINE_REASON)))["reason"]
+    return None
+
+
+# ------------------------------------------------------------------ which workload wrote a version
+
+
+@contextmanager
+def writing_for(module: str, params: Mapping[str, Any]) -> Iterator[None]:
+    """Within this block, committed manifests record the workload and params that built them (for rebuilds)."""
+    token = _WORKLOAD.set({"module": module, "params": dict(params)})
+    try:
+        yield
+    finally:
+        _WORKLOAD.reset(token)

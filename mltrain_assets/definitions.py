@@ -9,9 +9,10 @@ from mltrain_assets.pipelines.reporting import definitions as reporting
 from mltrain_assets.resources.compute import ComputeBackend
 from mltrain_assets.resources.storage import ArtifactRefIOManagerFactory, ArtifactStorage
 from mltrain_assets.resources.tracking import ModelRegistry
-from mltrain_assets.settings import apply_defaults
+from mltrain_assets.settings import apply_defaults, validate_settings
 
 apply_defaults()
+validate_settings()  # a typo in any setting fails the code location at load, naming the variable
 
 defs = Definitions.merge(
     Definitions(

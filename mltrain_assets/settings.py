@@ -6,8 +6,13 @@ the variables a user left unset so the same names work everywhere.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
+import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 DEFAULT_HOME = ".mltrain"
 DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
@@ -62,3 +67,135 @@ def apply_defaults() -> dict[str, str]:
             os.environ[name] = value
     Path(os.environ["MLTRAIN_HOME"]).mkdir(parents=True, exist_ok=True)
     return {name: os.environ[name] for name in default_environment()}
+
+
+# ------------------------------------------------------------------ validation at load
+
+
+class SettingsError(ValueError):
+    """One or more settings have values mltrain cannot use; the message names each variable and what it accepts."""
+
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_SPARK_MASTER = re.compile(
+    r"^(local(\[(\*|\d+)(,\d+)?\])?|spark://[^/\s:]+:\d+(,[^/\s:]+:\d+)*|k8s://https?://\S+|yarn|sc://\S+)$"
+)
+
+
+def _is_store(value: str) -> bool:
+    return value.startswith("file:///") or bool(re.match(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$", value))
+
+
+def _is_int(minimum: int) -> Callable[[str], bool]:
+    return lambda value: value.strip().lstrip("-").isdigit() and int(value) >= minimum
+
+
+def _is_json(kind: type, item: Callable[[Any], bool] = lambda _: True) -> Callable[[str], bool]:
+    def check(value: str) -> bool:
+        try:
+            parsed = json.loads(value or ("{}" if kind is dict else "[]"))
+        except json.JSONDecodeError:
+            return False
+        items = parsed.items() if isinstance(parsed, dict) else parsed
+        return isinstance(parsed, kind) and all(item(x) for x in items)
+
+    return check
+
+
+def _known_cities(value: str) -> bool:
+    from mltrain_assets.workloads.demand.contract import CITIES
+
+    cities = [c.strip() for c in value.split(",") if c.strip()]
+    return bool(cities) and set(cities) <= set(CITIES)
+
+
+def _is_date(value: str) -> bool:
+    try:
+        dt.date.fromisoformat(value.strip())
+    except ValueError:
+        return False
+    return True
+
+
+# Every setting's rule: (is the value usable?, what it accepts). Checked when the definitions load,
+# so a typo fails the code location at once, naming the variable, not a step hours later.
+SETTING_RULES: dict[str, tuple[Callable[[str], bool], str]] = {
+    "MLTRAIN_LANDING_URI": (_is_store, "file:///absolute/path or s3://bucket[/prefix]"),
+    "MLTRAIN_STORAGE_URI": (_is_store, "file:///absolute/path or s3://bucket[/prefix]"),
+    "MLTRAIN_MLFLOW_ARTIFACTS_URI": (_is_store, "file:///absolute/path or s3://bucket[/prefix]"),
+    "MLFLOW_TRACKING_URI": (
+        lambda v: bool(
+            re.match(r"^(sqlite:///\S+|https?://\S+|file:///\S+|(postgresql|mysql|mssql)(\+\w+)?://\S+)$", v)
+        ),
+        "sqlite:///path, http(s)://host[:port], file:///path or a database URL (postgresql://...)",
+    ),
+    "MLTRAIN_MLFLOW_UI_URL": (lambda v: bool(re.match(r"^https?://\S+$", v)), "http(s)://host[:port][/path]"),
+    "MLTRAIN_DAGSTER_UI_URL": (lambda v: bool(re.match(r"^https?://\S+$", v)), "http(s)://host[:port][/path]"),
+    "MLTRAIN_COMPUTE": (lambda v: v in ("local", "k8s", "k8s-local"), "local, k8s or k8s-local"),
+    "MLTRAIN_SPARK_MASTER": (
+        lambda v: bool(_SPARK_MASTER.match(v)),
+        "local, local[N], local[*], spark://host:port, k8s://https://api:port, yarn or sc://host:port",
+    ),
+    "MLTRAIN_SPARK_S3A": (lambda v: v in ("true", "false"), "true or false"),
+    "MLTRAIN_SPARK_CONF": (
+        _is_json(dict, lambda kv: kv[0].startswith("spark.") and isinstance(kv[1], (str, int, float, bool))),
+        'a JSON object of spark.* settings, e.g. {"spark.executor.memory": "4g"}',
+    ),
+    "MLTRAIN_TRAIN_NODES": (_is_int(1), "a whole number >= 1"),
+    "MLTRAIN_TRAIN_GPUS_PER_NODE": (_is_int(0), "a whole number >= 0"),
+    "MLTRAIN_SQL_ENGINE": (lambda v: v in ("spark", "duckdb"), "spark or duckdb"),
+    "MLTRAIN_ENGINE_PARITY": (lambda v: v in ("true", "false"), "true or false"),
+    "MLTRAIN_AUTOMATION_LOOKBACK_DAYS": (_is_int(1), "a whole number of days >= 1"),
+    "MLTRAIN_K8S_IMAGE": (
+        lambda v: bool(v.strip()) and " " not in v,
+        "an image reference, e.g. registry/mltrain@sha256:...",
+    ),
+    "MLTRAIN_K8S_NAMESPACE": (lambda v: bool(_DNS_LABEL.match(v)), "a Kubernetes namespace name (DNS label)"),
+    "MLTRAIN_K8S_SERVICE_ACCOUNT": (
+        lambda v: not v or bool(_DNS_SUBDOMAIN.match(v)),
+        "empty (the namespace default) or a service account name",
+    ),
+    "MLTRAIN_K8S_ENV_SECRET": (lambda v: not v or bool(_DNS_SUBDOMAIN.match(v)), "empty or a Secret name"),
+    "MLTRAIN_K8S_NODE_SELECTOR": (
+        _is_json(dict, lambda kv: isinstance(kv[1], str)),
+        'a JSON object of label: value, e.g. {"pool": "cpu"}',
+    ),
+    "MLTRAIN_K8S_TRAINING_NODE_SELECTOR": (
+        _is_json(dict, lambda kv: isinstance(kv[1], str)),
+        'a JSON object of label: value, e.g. {"nvidia.com/gpu.present": "true"}',
+    ),
+    "MLTRAIN_K8S_TRAINING_TOLERATIONS": (
+        _is_json(list, lambda t: isinstance(t, dict)),
+        'a JSON list of tolerations, e.g. [{"key": "nvidia.com/gpu", "operator": "Exists"}]',
+    ),
+    "MLTRAIN_CITIES": (
+        _known_cities,
+        "a comma-separated subset of nyc, sf, chicago, la, seattle, austin, boston, miami",
+    ),
+    "MLTRAIN_PARTITIONS_START": (_is_date, "a date, YYYY-MM-DD"),
+}
+
+
+def settings_problems(env: Mapping[str, str] | None = None) -> list[str]:
+    """Each set setting whose value its rule refuses, as ``NAME='value': expected ...``."""
+    env = os.environ if env is None else env
+    problems = []
+    for name, (usable, accepted) in SETTING_RULES.items():
+        value = env.get(name)
+        if value is None or (value == "" and name in _OPTIONAL_EMPTY):
+            continue
+        if not usable(value):
+            problems.append(f"{name}={value!r}: expected {accepted}")
+    return problems
+
+
+# Settings that may be set to the empty string (meaning "none" / "the default").
+_OPTIONAL_EMPTY = frozenset({"MLTRAIN_K8S_SERVICE_ACCOUNT", "MLTRAIN_K8S_ENV_SECRET", "MLTRAIN_CITIES"})
+
+
+def validate_settings(env: Mapping[str, str] | None = None) -> None:
+    """Refuse unusable settings, all of them at once, naming each variable and the values it accepts."""
+    problems = settings_problems(env)
+    if problems:
+        raise SettingsError("mltrain settings are not usable: " + "; ".join(problems))

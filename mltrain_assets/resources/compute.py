@@ -265,6 +265,13 @@ class ComputeBackend(ConfigurableResource):
         for message in messages:
             if isinstance(message, dict):
                 summary.update(message)
+        if "input_corrupt" in summary:
+            # A committed input failed verification and was quarantined: rebuilding it, not retrying, helps.
+            raise Failure(
+                description=f"{workload}: an input is corrupt: {summary['input_corrupt']}",
+                metadata={"input_corrupt": MetadataValue.text(summary["input_corrupt"])},
+                allow_retries=False,
+            )
         if "data_rejected" in summary:
             # Bad input does not get better on retry: fail once, with the workload's own words.
             raise Failure(

@@ -21,7 +21,14 @@ from dagster import (
 )
 from upath import UPath
 
-from mltrain_assets.artifacts import ArtifactRef, join_uri, read_manifest, storage_options_for, version_uri
+from mltrain_assets.artifacts import (
+    ArtifactRef,
+    join_uri,
+    quarantine_reason,
+    read_manifest,
+    storage_options_for,
+    version_uri,
+)
 from mltrain_assets.core.partitions import WINDOW_INPUT, partition_path
 
 GATE_FAILURES = "gate_failures"
@@ -81,6 +88,7 @@ class ArtifactRefIOManager(UPathIOManager):
             refs = [loaded] if isinstance(loaded, ArtifactRef) else list(loaded.values())
             _refuse_failed_gates(consumer, refs)
             self._refuse_stale(consumer, refs)
+            _refuse_uncommitted(consumer, refs)
             return loaded
         expected = [str(k) for k in context.asset_partition_keys]
         refs = loaded if isinstance(loaded, dict) else {expected[0]: loaded}
@@ -96,6 +104,7 @@ class ArtifactRefIOManager(UPathIOManager):
         window = {k: refs[k] for k in expected}
         _refuse_failed_gates(consumer, list(window.values()))
         self._refuse_stale(consumer, list(window.values()))
+        _refuse_uncommitted(consumer, list(window.values()))
         return window
 
     def _current_ref(self, asset_key: str, partition_key: str) -> ArtifactRef | None:
@@ -141,6 +150,21 @@ def _refuse_failed_gates(consumer: str, refs: list[ArtifactRef]) -> None:
             description=f"{consumer} is blocked by failed upstream gates: " + "; ".join(failures),
             allow_retries=False,
         )
+
+
+def _refuse_uncommitted(consumer: str, refs: list[ArtifactRef]) -> None:
+    """A reference to a version that is no longer committed (quarantined after failing verification) is refused."""
+    gone = []
+    for ref in refs:
+        if ref.uri.startswith(("file://", "s3://")) and read_manifest(ref.uri) is None:
+            reason = quarantine_reason(ref.uri)
+            gone.append(
+                f"{ref.asset_key} {ref.partition_key} v={ref.version} is not committed any more"
+                + (f" (quarantined: {reason})" if reason else "")
+                + f": materialize {ref.asset_key} {ref.partition_key} again to rebuild it"
+            )
+    if gone:
+        raise Failure(description=f"{consumer} cannot read its inputs: " + "; ".join(gone[:5]), allow_retries=False)
 
 
 class ArtifactRefIOManagerFactory(ConfigurableIOManagerFactory):

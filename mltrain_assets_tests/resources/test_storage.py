@@ -6,7 +6,7 @@ from pathlib import Path
 
 from dagster import AssetExecutionContext, Config, DagsterEventType, RetryPolicy, asset, materialize
 
-from mltrain_assets.artifacts import ArtifactRef
+from mltrain_assets.artifacts import ArtifactRef, quarantine
 from mltrain_assets.core.gates import metric_below
 from mltrain_assets.core.partitions import daily_partitions, window_input
 from mltrain_assets.core.steps import gate_specs, run_versioned_step
@@ -157,4 +157,25 @@ def test_a_reference_built_from_an_input_that_changed_is_refused_until_rebuilt(t
     # Once the input is good again and derived is rebuilt from it, its consumer runs.
     assert _materialize(tmp_path, "scored", day, score=0.2).success
     assert _materialize(tmp_path, "derived", day).success
+    assert _materialize(tmp_path, "derived_consumer", day).success
+
+
+def test_a_quarantined_input_is_refused_by_name_and_rebuilt_by_its_next_materialization(tmp_path):
+    day = "2026-01-06"
+    assert _materialize(tmp_path, "scored", day, score=0.1).success
+    assert _materialize(tmp_path, "derived", day).success
+    ref = ArtifactRef.from_json((tmp_path / "storage" / "_refs" / "derived" / f"{day}.json").read_text())
+    quarantine(ref.uri, "result.json: has SHA-256 0123…, its manifest recorded 4567…")
+
+    refused = _materialize(tmp_path, "derived_consumer", day)
+    assert not refused.success and _retries(refused) == 0
+    assert (
+        f"derived_consumer {day} cannot read its inputs: derived {day} v={ref.version} is not committed any more "
+        f"(quarantined: result.json: has SHA-256 0123…, its manifest recorded 4567…): materialize derived {day} again"
+    ) in _failure_text(refused)
+
+    rebuilt = _materialize(tmp_path, "derived", day)
+    (materialization,) = rebuilt.asset_materializations_for_node("derived")
+    assert materialization.metadata["reused_committed_version"].value is False
+    assert materialization.metadata["version"].value == ref.version  # the same version, rebuilt in place
     assert _materialize(tmp_path, "derived_consumer", day).success

@@ -92,6 +92,14 @@ class WorkloadParams:
             f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.metadata.get("versioned", True)
         }
 
+    def recorded_fields(self) -> dict[str, Any]:
+        """What a manifest records of the params that built it: all but the runtime fields (where and how to run)."""
+        return {
+            f.name: _plain(getattr(self, f.name))
+            for f in dataclasses.fields(self)
+            if f.metadata.get("role") != "runtime"
+        }
+
     def require_output(self) -> None:
         """A committing workload refuses to start without the version folder the control plane names."""
         if self.commits and not self.out_uri:

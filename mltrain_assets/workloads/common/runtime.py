@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, PipesContext, open_dagster_pipes
 
+from mltrain_assets.artifacts import AlreadyCommitted, ArtifactCorrupt, writing_for
 from mltrain_assets.workloads.common.params import WorkloadParams
 
 # Exit code meaning "the input data broke a rule": retrying cannot help.
@@ -69,13 +70,22 @@ def run_workload(
     params = params_type.parse_args(argv)
     params.require_output()
     name = params_type.module.removeprefix("mltrain_assets.workloads.")
-    with workload_session(name) as reporter:
+    with workload_session(name) as reporter, writing_for(params_type.module, params.recorded_fields()):
         try:
             summary = body(params, reporter)
         except DataRejected as exc:
             reporter.report({"data_rejected": str(exc)})
             print(f"DATA REJECTED: {exc}", file=sys.stderr, flush=True)
             return EXIT_DATA_REJECTED
+        except ArtifactCorrupt as exc:
+            # An input's files differ from their manifest: it is quarantined; retrying cannot help.
+            reporter.report({"input_corrupt": str(exc)})
+            print(f"INPUT CORRUPT: {exc}", file=sys.stderr, flush=True)
+            return EXIT_DATA_REJECTED
+        except AlreadyCommitted as exc:
+            # Another run committed this very version first: adopt its commit.
+            reporter.info(f"{exc.uri} was committed by another run meanwhile; adopting its commit")
+            summary = exc.manifest.get("summary", {})
         reporter.report(summary or {})
     return 0
 

@@ -30,7 +30,14 @@ from collections.abc import Mapping, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mltrain_assets.artifacts import ArtifactWriter, join_uri, read_manifest, read_table, require_manifest
+from mltrain_assets.artifacts import (
+    AlreadyCommitted,
+    ArtifactWriter,
+    read_manifest,
+    read_table,
+    require_manifest,
+    verified_file_uri,
+)
 from mltrain_assets.schemas import UTC_TS
 from mltrain_assets.workloads.common.runtime import DataRejected, Reporter, workload_main
 from mltrain_assets.workloads.demand import parity
@@ -129,7 +136,7 @@ def aggregate_day(
     reporter: Reporter | None,
 ) -> dict:
     """Aggregate and commit one day (checked on the other engine when ``check`` is given); returns its summary."""
-    events_uri = join_uri(rides_uri, EVENTS_FILE)
+    events_uri = verified_file_uri(rides_uri, EVENTS_FILE, manifest)
     started = time.monotonic()
     table = compute_aggregates(session, events_uri)
     seconds = time.monotonic() - started
@@ -206,9 +213,12 @@ def build_aggregates(
             for done, date in enumerate(pending):
                 if reporter and len(pending) > 1:
                     reporter.progress(done, len(pending), "dates aggregated")
-                summaries[date] = aggregate_day(
-                    session, check, rides_uris[date], manifests[date], date, targets[date], reporter
-                )
+                try:
+                    summaries[date] = aggregate_day(
+                        session, check, rides_uris[date], manifests[date], date, targets[date], reporter
+                    )
+                except AlreadyCommitted as adopted:  # a concurrent run committed this date first
+                    summaries[date] = adopted.manifest["summary"]
     return {"dates": summaries}
 
 

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mltrain_assets.artifacts import ArtifactWriter, join_uri, read_table, require_manifest
+from mltrain_assets.artifacts import ArtifactWriter, read_table, require_manifest, verified_file_uri
 from mltrain_assets.schemas import UTC_TS
 from mltrain_assets.workloads.common.runtime import Reporter, workload_main
 from mltrain_assets.workloads.common.spark import SparkSettings
@@ -120,7 +120,7 @@ def build_features(
         if missing:
             reporter.info(f"features {date}: no aggregates for {missing}: their hours count as zero demand")
 
-    files = [join_uri(uri, AGGREGATES_FILE) for uri in aggregates_uris]
+    files = [verified_file_uri(uri, AGGREGATES_FILE, manifests[uri]) for uri in aggregates_uris]
     started = time.monotonic()
     table = compute_features(files, date, engine, spark)
     seconds = time.monotonic() - started

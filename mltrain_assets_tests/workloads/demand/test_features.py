@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet
 import pytest
 
 from mltrain_assets.artifacts import ArtifactWriter, join_uri, normalize_uri, read_manifest, read_table
@@ -290,3 +291,22 @@ def test_duckdb_reads_and_writes_s3(aggregates, s3_endpoint, duckdb_features):
     summary = build_features(s3_versions, DATE, out, engine="duckdb", check_parity_on_other_engine=False)
     assert summary["rows"] == len(duckdb_features)
     _assert_same(duckdb_features, read_features(out).to_pandas(), [LABEL, *FEATURE_NAMES], tolerance=0.0)
+
+
+def test_an_aggregates_file_changed_after_its_commit_is_refused_and_quarantined(aggregates, tmp_path):
+    from mltrain_assets.artifacts import ArtifactCorrupt, filesystem, quarantine_reason
+
+    # The last day aggregated again, its file then overwritten in place by valid parquet with other values.
+    day = input_dates(DATE)[-1]
+    window = _aggregate(tmp_path, {day: _commit_events(tmp_path / "ev", day, simulate_rides_day(day, VOLUME))})
+    fs, path = filesystem(window[day])
+    table = read_table(window[day], AGGREGATES_FILE)
+    doubled = table.set_column(3, table.schema.field(3), pc.multiply(table.column("rides"), 2))
+    writer_sink = pa.BufferOutputStream()
+    pa.parquet.write_table(doubled, writer_sink)
+    fs.pipe_file(f"{path}/{AGGREGATES_FILE}", writer_sink.getvalue().to_pybytes())
+    versions = [aggregates[d] for d in input_dates(DATE)[:-1]] + [window[day]]
+    with pytest.raises(ArtifactCorrupt, match=rf"{window[day]}: aggregates\.parquet has .*the version was quarantined"):
+        build_features(versions, DATE, normalize_uri(str(tmp_path / "f")), engine="duckdb")
+    assert read_manifest(window[day]) is None and AGGREGATES_FILE in quarantine_reason(window[day])
+    assert read_manifest(normalize_uri(str(tmp_path / "f"))) is None

@@ -1,0 +1,106 @@
+"""Every setting is checked when the definitions load: a bad value names the variable and what it accepts."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mltrain_assets.settings import (
+    SETTING_RULES,
+    SettingsError,
+    default_environment,
+    settings_problems,
+    validate_settings,
+)
+
+BAD_VALUES = {
+    "MLTRAIN_LANDING_URI": "ftp://landing",
+    "MLTRAIN_STORAGE_URI": "ftp://x",
+    "MLTRAIN_MLFLOW_ARTIFACTS_URI": "relative/path",
+    "MLFLOW_TRACKING_URI": "mlflow.example.com:5000",
+    "MLTRAIN_MLFLOW_UI_URL": "127.0.0.1:5000",
+    "MLTRAIN_DAGSTER_UI_URL": "localhost",
+    "MLTRAIN_COMPUTE": "banana",
+    "MLTRAIN_SPARK_MASTER": "spark://master",
+    "MLTRAIN_SPARK_S3A": "yes",
+    "MLTRAIN_SPARK_CONF": '{"executor.memory": "4g"}',
+    "MLTRAIN_TRAIN_NODES": "0",
+    "MLTRAIN_TRAIN_GPUS_PER_NODE": "eight",
+    "MLTRAIN_SQL_ENGINE": "polars",
+    "MLTRAIN_ENGINE_PARITY": "maybe",
+    "MLTRAIN_AUTOMATION_LOOKBACK_DAYS": "0",
+    "MLTRAIN_K8S_IMAGE": "",
+    "MLTRAIN_K8S_NAMESPACE": "ML_Train",
+    "MLTRAIN_K8S_SERVICE_ACCOUNT": "Not A Name",
+    "MLTRAIN_K8S_ENV_SECRET": "s3/creds",
+    "MLTRAIN_K8S_NODE_SELECTOR": '["pool"]',
+    "MLTRAIN_K8S_TRAINING_NODE_SELECTOR": '{"gpu": true}',
+    "MLTRAIN_K8S_TRAINING_TOLERATIONS": '{"key": "nvidia.com/gpu"}',
+    "MLTRAIN_CITIES": "nyc,paris",
+    "MLTRAIN_PARTITIONS_START": "2026-02-30",
+}
+
+
+def test_every_rule_has_a_bad_value_here():
+    assert set(BAD_VALUES) == set(SETTING_RULES)
+
+
+def test_the_embedded_defaults_are_usable(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLTRAIN_HOME", str(tmp_path))
+    assert settings_problems(default_environment()) == []
+
+
+@pytest.mark.parametrize("name", sorted(BAD_VALUES))
+def test_a_bad_value_is_named_with_what_the_setting_accepts(name):
+    (problem,) = settings_problems({name: BAD_VALUES[name]})
+    assert problem == f"{name}={BAD_VALUES[name]!r}: expected {SETTING_RULES[name][1]}"
+
+
+def test_good_values_pass():
+    good = {
+        "MLTRAIN_STORAGE_URI": "s3://mltrain-prod/artifacts",
+        "MLFLOW_TRACKING_URI": "postgresql+psycopg2://u:p@db:5432/mlflow",
+        "MLTRAIN_SPARK_MASTER": "k8s://https://kubernetes.default.svc:443",
+        "MLTRAIN_SPARK_CONF": '{"spark.executor.instances": 4, "spark.executor.memory": "8g"}',
+        "MLTRAIN_K8S_TRAINING_TOLERATIONS": '[{"key": "nvidia.com/gpu", "operator": "Exists"}]',
+        "MLTRAIN_K8S_SERVICE_ACCOUNT": "",
+        "MLTRAIN_CITIES": "nyc,sf",
+    }
+    assert settings_problems(good) == []
+    for master in ("local", "local[2]", "local[*]", "spark://a:7077,b:7077", "yarn", "sc://spark-connect:15002"):
+        assert settings_problems({"MLTRAIN_SPARK_MASTER": master}) == [], master
+
+
+def test_every_bad_setting_is_reported_at_once():
+    with pytest.raises(SettingsError) as refused:
+        validate_settings({"MLTRAIN_STORAGE_URI": "ftp://x", "MLTRAIN_COMPUTE": "banana"})
+    assert "MLTRAIN_STORAGE_URI='ftp://x'" in str(refused.value) and "MLTRAIN_COMPUTE='banana'" in str(refused.value)
+
+
+def test_the_code_location_refuses_to_load_naming_the_variables(tmp_path):
+    env = {
+        **os.environ,
+        "MLTRAIN_HOME": str(tmp_path),
+        "DAGSTER_HOME": str(tmp_path / "dagster"),
+        "MLTRAIN_STORAGE_URI": "ftp://x",
+        "MLTRAIN_COMPUTE": "banana",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", "import mltrain_assets.definitions"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert (
+        "SettingsError: mltrain settings are not usable: MLTRAIN_STORAGE_URI='ftp://x': expected file:///absolute/path "
+        "or s3://bucket[/prefix]; MLTRAIN_COMPUTE='banana': expected local, k8s or k8s-local"
+    ) in result.stderr
+    cli = subprocess.run(
+        [sys.executable, "-m", "mltrain_assets.cli", "init"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert (
+        cli.returncode != 0 and "mltrain: mltrain settings are not usable: MLTRAIN_STORAGE_URI='ftp://x'" in cli.stderr
+    )
