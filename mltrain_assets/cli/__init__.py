@@ -30,9 +30,14 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _effective_env() -> dict[str, str]:
-    from mltrain_assets.settings import apply_defaults
+    from mltrain_assets.settings import SettingsError, apply_defaults, validate_settings
 
-    return apply_defaults()
+    env = apply_defaults()
+    try:
+        validate_settings()
+    except SettingsError as refused:
+        raise SystemExit(f"mltrain: {refused}") from None
+    return env
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -46,9 +51,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     def progress(date: str, summary: dict) -> None:
         nonlocal total
-        total += int(summary.get("rows", 0))
+        rows = summary.get("rows", summary.get("events"))  # rides count rows, interactions events
+        total += int(rows or 0)
         print(
-            f"[simulate +{time.monotonic() - started:5.1f}s] {args.dataset} {date}: {summary.get('rows', summary.get('skipped'))}",
+            f"[simulate +{time.monotonic() - started:5.1f}s] {args.dataset} {date}: {rows or summary.get('skipped')}",
             flush=True,
         )
 
@@ -59,6 +65,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         args.end or args.start,
         volume=args.volume,
         cities=cities,
+        users=args.users,
+        items=args.items,
         skip_landed=args.skip_landed,
         progress=progress,
     )
@@ -261,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--end", help="last date, inclusive (default: --start)")
     sim.add_argument("--rides-per-day", "--events-per-day", dest="volume", type=int, help="rows per day (all cities)")
     sim.add_argument("--cities", help="comma-separated subset of cities (rides)")
+    sim.add_argument("--users", type=int, help="users in the simulated world (interactions; default 10,000)")
+    sim.add_argument("--items", type=int, help="items in the simulated world (interactions; default 1,000)")
     sim.add_argument("--landing-uri", help="default: $MLTRAIN_LANDING_URI")
     sim.add_argument("--skip-landed", action="store_true", help="keep days whose _SUCCESS already exists")
     sim.set_defaults(func=_cmd_simulate)

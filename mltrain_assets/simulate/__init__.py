@@ -23,12 +23,22 @@ def simulate(
     *,
     volume: int | None = None,
     cities: list[str] | None = None,
+    users: int | None = None,
+    items: int | None = None,
     skip_landed: bool = False,
     progress: Callable[[str, dict], None] | None = None,
 ) -> list[dict]:
-    """Write every day from ``start`` to ``end`` (inclusive) of ``dataset`` into the landing zone."""
+    """Write every day from ``start`` to ``end`` (inclusive) of ``dataset`` into the landing zone.
+
+    ``volume`` is rows per day; ``users`` and ``items`` size the interactions world (``None``: the defaults).
+    """
     from mltrain_assets.landing import day_status
 
+    if dataset != "interactions" and (users is not None or items is not None):
+        raise ValueError(f"users/items size the interactions world; dataset {dataset!r} has neither")
+    for name, value in (("users", users), ("items", items)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be a positive number, got {value}")
     if dataset == "rides":
         from mltrain_assets.simulate.rides import write_rides_day as write_day
 
@@ -38,7 +48,8 @@ def simulate(
     elif dataset == "interactions":
         from mltrain_assets.simulate.interactions import write_interactions_day as write_day
 
-        kwargs = {"events_per_day": volume} if volume else {}
+        sizes = {"events_per_day": volume or None, "n_users": users, "n_items": items}
+        kwargs = {name: value for name, value in sizes.items() if value is not None}
     else:
         raise ValueError(f"unknown dataset {dataset!r}; expected 'rides' or 'interactions'")
     summaries = []

@@ -121,3 +121,50 @@ def test_writes_a_day_to_s3(s3_endpoint):
     status = day_status(landing, "interactions", "2026-03-01")
     assert status["success"] and status["hours"] == list(range(24))
     assert summary["events"] == 2_002
+
+
+def test_world_and_day_sizes_are_honoured_from_the_cli(tmp_path):
+    from mltrain_assets.cli import main
+
+    landing = normalize_uri(str(tmp_path / "landing"))
+    argv = ["simulate", "--dataset", "interactions", "--start", "2026-03-01", "--users", "300", "--items", "40",
+            "--events-per-day", "3000", "--landing-uri", landing]  # fmt: skip
+    assert main(argv) == 0
+    marker = json.loads(Path(filesystem(success_uri(landing, "interactions", "2026-03-01"))[1]).read_bytes())
+    assert (marker["n_users"], marker["n_items"], marker["events"]) == (300, 40, 3000 + 3)
+    events = pq.read_table(tmp_path / "landing/interactions/date=2026-03-01").to_pandas()
+    assert len(events) == 3003 and events["event_id"].nunique() == 3000
+    assert events["user_id"].between(0, 299).all() and events["item_id"].between(0, 39).all()
+    assert events["item_id"].nunique() == 40  # 3,000 impressions reach every one of 40 items
+
+
+def test_users_and_items_size_the_interactions_world_only(tmp_path):
+    from mltrain_assets.simulate import simulate
+
+    with pytest.raises(ValueError, match="users/items size the interactions world; dataset 'rides' has neither"):
+        simulate("rides", normalize_uri(str(tmp_path)), "2026-03-01", "2026-03-01", users=10)
+    with pytest.raises(ValueError, match="items must be a positive number, got 0"):
+        simulate("interactions", normalize_uri(str(tmp_path)), "2026-03-01", "2026-03-01", items=0)
+
+
+def test_chunked_features_and_arrow_event_ids_leave_the_day_unchanged(monkeypatch):
+    import mltrain_assets.simulate.interactions as interactions
+
+    whole, _ = simulate_day("2026-03-03", **SMALL)
+    monkeypatch.setattr(interactions, "AFFINITY_CHUNK", 1_234)  # many chunks, one ragged
+    chunked, _ = simulate_day("2026-03-03", **SMALL)
+    assert chunked.equals(whole)
+    # The ids are what a Python f-string per event gave, whatever the number of digits.
+    numbers = np.array([0, 7, 12_345_678, 123_456_789])
+    expected = [f"ix-20260303-s0-{n:08d}" for n in numbers]
+    assert interactions._event_ids("ix-20260303-s0-", numbers).to_pylist() == expected
+
+
+def test_a_large_world_honours_its_sizes():
+    # 200k users x 20k items: the world is O(users + items), a day O(impressions); no users x items array.
+    table, stats = simulate_day("2026-03-01", events_per_day=50_000, n_users=200_000, n_items=20_000)
+    assert table.num_rows == 50_050 and stats["unique_events"] == 50_000
+    assert pc.max(table.column("user_id")).as_py() < 200_000 and pc.max(table.column("item_id")).as_py() < 20_000
+    w = world(200_000, 20_000, 0)
+    assert w.n_users == 200_000 and w.n_items == 20_000
+    assert w.user_base.nbytes + w.item_vec.nbytes < 20 * 2**20

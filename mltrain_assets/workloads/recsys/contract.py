@@ -30,7 +30,15 @@ ALS_ALPHA = 10.0
 # confident "no": preference 0 with confidence 1 + alpha*|r|).
 ALS_DWELL_LOG_SCALE = 4.0
 ALS_NEGATIVE_WEIGHT = 1.5
-ALS_BLOCKS = 4  # fixed user/item block count: part of the determinism contract
+# The ALS plan (embeddings.als_plan): user/item blocks and checkpointing from the input's size
+# alone (never the machine's), so the same window gives the same factors everywhere. Today's
+# sizes (~0.9M ratings) keep ALS_BLOCKS and no checkpointing.
+ALS_BLOCKS = 4  # the fewest blocks
+ALS_MAX_BLOCKS = 64
+ALS_RATINGS_PER_BLOCK = 2_000_000  # (user, item) ratings one block's normal equations sum over
+ALS_ENTITIES_PER_BLOCK = 250_000  # users (items) one block solves
+ALS_CHECKPOINT_MIN_RATINGS = 4_000_000  # from here the plan checkpoints the item factors ...
+ALS_CHECKPOINT_INTERVAL = 5  # ... every this many iterations (cuts lineage, frees old shuffle files)
 
 # PyTorch training (DistributedDataParallel under torchrun).
 TRAIN_EPOCHS = 4
@@ -52,6 +60,12 @@ MAX_POSITION = 19  # positions above are clipped into the last bucket
 # Gate and inference.
 AUC_THRESHOLD = 0.82  # the promotion gate: held-out AUC must be above it
 TOP_K = 20
+# Top-K inference (recommend.py): a catalogue of at most RECOMMEND_CANDIDATES items is scored
+# whole for every user (today's 1k); a larger one is narrowed per user to that many candidates,
+# RECOMMEND_POPULAR of them the window's most clicked items, the rest by ALS dot product. Both
+# change the output: bump RECOMMEND_CODE_VERSION with them.
+RECOMMEND_CANDIDATES = 1_000
+RECOMMEND_POPULAR = 100
 
 EXPERIMENT_NAME = "recommender"
 REGISTERED_MODEL_NAME = "recommender"

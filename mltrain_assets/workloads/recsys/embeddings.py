@@ -7,13 +7,23 @@ and deduplicated). Output: ``user_factors.parquet`` and ``item_factors.parquet``
 ``(user_id|item_id, factors list<float32>, impressions, clicks)``.
 
 Determinism: the implicit rating is summed in integer micro-units (exact whatever the
-shuffle order), the ratings are hash-partitioned into a fixed number of blocks and sorted
-within them, ALS runs with a fixed seed, fixed block counts and no checkpointing, so two
-fits of the same inputs give equal factors.
+shuffle order), the ratings are hash-partitioned into the plan's number of blocks and sorted
+within them, and ALS runs with a fixed seed and the plan's block count, so two fits of the
+same inputs give equal factors. The plan (``als_plan``) is a function of the input's size
+only; checkpointing writes and rereads the item factors unchanged, so it never changes them.
+
+Scale: checkpoints go to a scratch folder of this workload (a temp folder on a local master,
+``spark.checkpoint.dir`` from the Spark conf on a cluster, whose executors need shared
+storage), never into the version folder. The factors come back to the driver as Arrow
+(``DataFrame.toArrow``) and are aligned with the window's ids by a vectorized join.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -49,20 +59,68 @@ def spark_events_path(uri: str, settings: SparkSettings) -> str:
     return join_uri(path, EVENTS_FILE)
 
 
-def _factors_table(frame, id_column: str, counts, rank: int) -> pa.Table:
-    """Every id of the window, sorted, with its ALS vector (zeros when ALS left it out) and window counts."""
-    pdf = frame.toPandas()
-    vectors = dict(zip(pdf["id"].astype(np.int64), pdf["features"], strict=True))
-    counts = counts.sort_values(id_column, kind="stable")
-    ids = counts[id_column].to_numpy(dtype=np.int64)
-    zeros = np.zeros(rank, np.float32)
-    features = [np.asarray(vectors.get(int(i), zeros), dtype=np.float32) for i in ids]
+@dataclasses.dataclass(frozen=True)
+class AlsPlan:
+    """How ALS runs over one window: its rank, user/item block count and checkpoint interval (-1: none)."""
+
+    rank: int
+    blocks: int
+    checkpoint_interval: int
+
+    def as_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+def als_plan(ratings: int, users: int, items: int, rank: int = contract.ALS_RANK) -> AlsPlan:
+    """The ALS settings for ``ratings`` (user, item) pairs over ``users`` users and ``items`` items.
+
+    Blocks: enough that one block's normal equations sum over at most ``ALS_RATINGS_PER_BLOCK``
+    ratings and solve at most ``ALS_ENTITIES_PER_BLOCK`` users (items), rounded up to a power of
+    two (the plan changes only when the input doubles) and kept within
+    ``[ALS_BLOCKS, ALS_MAX_BLOCKS]``. They depend on the input only, never on the machine's
+    cores: the block count decides how each user's and item's sums are grouped, hence the
+    factors' last bits, and the output is versioned by its inputs and code alone; blocks taken
+    from the cores would give the same version different factors on another machine.
+
+    Checkpointing: from ``ALS_CHECKPOINT_MIN_RATINGS`` ratings, every
+    ``ALS_CHECKPOINT_INTERVAL`` iterations (Spark checkpoints the item factors, truncating
+    the lineage a lost block would be recomputed through, and deletes older shuffle files).
+
+    Rank is the params' (a modelling choice, the ranker's feature width), not a scaling one:
+    ALS's cost grows with rank squared per rating, and the plan never trades quality for time.
+    Today's sizes (~0.9M ratings, 10k users, 1k items) give 4 blocks and no checkpointing.
+    """
+    if min(ratings, users, items) < 0:
+        raise ValueError(f"als_plan: sizes must be >= 0, got ratings={ratings} users={users} items={items}")
+    needed = max(1.0, ratings / contract.ALS_RATINGS_PER_BLOCK, max(users, items) / contract.ALS_ENTITIES_PER_BLOCK)
+    blocks = min(max(contract.ALS_BLOCKS, 1 << math.ceil(math.log2(needed))), contract.ALS_MAX_BLOCKS)
+    checkpoint_interval = contract.ALS_CHECKPOINT_INTERVAL if ratings >= contract.ALS_CHECKPOINT_MIN_RATINGS else -1
+    return AlsPlan(rank=rank, blocks=blocks, checkpoint_interval=checkpoint_interval)
+
+
+def _factors_table(factors: pa.Table, counts: pa.Table, id_column: str, rank: int) -> pa.Table:
+    """Every id of the window (``counts``), sorted, with its ALS vector (zeros when ALS left it out) and counts.
+
+    ``factors`` is ALS's ``(id, features)`` as Arrow; the join is a ``searchsorted`` over the
+    sorted window ids, so a million ids cost a few vectors, not a Python object each.
+    """
+    counts = counts.sort_by(id_column)
+    ids = counts.column(id_column).to_numpy().astype(np.int64)
+    fitted_ids = factors.column("id").to_numpy().astype(np.int64)
+    vectors = np.zeros((len(ids), rank), np.float32)
+    if len(fitted_ids):
+        at = np.searchsorted(ids, fitted_ids)
+        if (at >= len(ids)).any() or (ids[np.minimum(at, len(ids) - 1)] != fitted_ids).any():
+            raise RuntimeError(f"interaction_embeddings: ALS returned {id_column}s that are not in the window")
+        flat = factors.column("features").combine_chunks()
+        vectors[at] = flat.flatten().to_numpy().reshape(len(fitted_ids), rank)
+    offsets = pa.array(np.arange(0, (len(ids) + 1) * rank, rank, dtype=np.int32))
     return pa.table(
         {
             id_column: pa.array(ids, pa.int64()),
-            "factors": pa.array(features, pa.list_(pa.float32())),
-            "impressions": pa.array(counts["impressions"].to_numpy(dtype=np.int64)),
-            "clicks": pa.array(counts["clicks"].to_numpy(dtype=np.int64)),
+            "factors": pa.ListArray.from_arrays(offsets, pa.array(vectors.reshape(-1))),
+            "impressions": pa.array(counts.column("impressions").to_numpy().astype(np.int64)),
+            "clicks": pa.array(counts.column("clicks").to_numpy().astype(np.int64)),
         }
     )
 
@@ -78,9 +136,14 @@ def fit_embeddings(
     seed: int = 0,
     negative_weight: float = contract.ALS_NEGATIVE_WEIGHT,
     dwell_log_scale: float = contract.ALS_DWELL_LOG_SCALE,
-    blocks: int = contract.ALS_BLOCKS,
+    plan: AlsPlan | None = None,
+    checkpoint_dir: str | None = None,
 ) -> dict[str, Any]:
     """Fit implicit ALS on the events at ``events_paths``; returns factor tables and fit statistics.
+
+    ``plan``: ``None`` chooses it from the window's ratings, users and items (``als_plan``).
+    ``checkpoint_dir``: where Spark checkpoints when the plan asks for it; without one ALS runs
+    uncheckpointed (same factors, longer lineage), and the stats say so.
 
     Returns ``{"user_factors": pa.Table, "item_factors": pa.Table, "stats": {...}}``.
     """
@@ -131,8 +194,6 @@ def fit_embeddings(
             "impressions",
             "clicks",
         )
-        .repartition(blocks, "user")
-        .sortWithinPartitions("user", "item")
         .cache()
     )
     # A net rating of exactly 0 means "no information" to implicit ALS, and Spark divides by
@@ -142,19 +203,24 @@ def fit_embeddings(
     # at least one positive rating; the others keep their window counts and a zero vector.
     nonzero = pairs.where(F.col("w") != 0)
     positive = nonzero.where(F.col("w") > 0)
-    ratings = (
+    rated = (
         nonzero.join(positive.select("user").distinct(), "user", "left_semi")
         .join(positive.select("item").distinct(), "item", "left_semi")
         .select("user", "item", (F.col("w") / F.lit(float(_MICRO))).cast("float").alias("rating"))
-        .repartition(blocks, "user")
-        .sortWithinPartitions("user", "item")
-        .cache()
     )
+    user_counts = _window_counts(pairs, "user", "user_id")
+    item_counts = _window_counts(pairs, "item", "item_id")
     n_pairs = pairs.count()
     lap("aggregate_s")
 
+    if plan is None:
+        plan = als_plan(n_pairs, user_counts.num_rows, item_counts.num_rows, rank)
+    ratings = rated.repartition(plan.blocks, "user").sortWithinPartitions("user", "item").cache()
+    checkpointing = plan.checkpoint_interval > 0 and checkpoint_dir is not None
+    if checkpointing:
+        spark.sparkContext.setCheckpointDir(checkpoint_dir)
     als = ALS(
-        rank=rank,
+        rank=plan.rank,
         maxIter=iterations,
         regParam=reg,
         alpha=alpha,
@@ -163,9 +229,9 @@ def fit_embeddings(
         itemCol="item",
         ratingCol="rating",
         seed=seed,
-        numUserBlocks=blocks,
-        numItemBlocks=blocks,
-        checkpointInterval=-1,
+        numUserBlocks=plan.blocks,
+        numItemBlocks=plan.blocks,
+        checkpointInterval=plan.checkpoint_interval if checkpointing else -1,
         nonnegative=False,
         coldStartStrategy="nan",
     )
@@ -183,24 +249,22 @@ def fit_embeddings(
     ).first()
     lap("loss_s")
 
-    user_counts = pairs.groupBy("user").agg(F.sum("impressions").alias("impressions"), F.sum("clicks").alias("clicks"))
-    item_counts = pairs.groupBy("item").agg(F.sum("impressions").alias("impressions"), F.sum("clicks").alias("clicks"))
-    user_counts = user_counts.withColumnRenamed("user", "user_id").toPandas()
-    item_counts = item_counts.withColumnRenamed("item", "item_id").toPandas()
-    user_factors = _factors_table(model.userFactors, "user_id", user_counts, rank)
-    item_factors = _factors_table(model.itemFactors, "item_id", item_counts, rank)
+    user_factors = _factors_table(model.userFactors.toArrow(), user_counts, "user_id", plan.rank)
+    item_factors = _factors_table(model.itemFactors.toArrow(), item_counts, "item_id", plan.rank)
     n_rated = ratings.count()
     users_fitted, items_fitted = model.userFactors.count(), model.itemFactors.count()
     ratings.unpersist()
     pairs.unpersist()
     lap("collect_s")
     stats = {
-        "rank": rank,
+        "rank": plan.rank,
         "iterations": iterations,
         "reg": reg,
         "alpha": alpha,
         "seed": seed,
         "negative_weight": negative_weight,
+        "als_plan": plan.as_dict(),
+        "checkpointed": checkpointing,
         "users": user_factors.num_rows,
         "items": item_factors.num_rows,
         "interactions": int(bounds["n"]),
@@ -212,6 +276,26 @@ def fit_embeddings(
         "timings_s": timings,
     }
     return {"user_factors": user_factors, "item_factors": item_factors, "stats": stats}
+
+
+def _window_counts(pairs, column: str, id_column: str) -> pa.Table:
+    """Impressions and clicks per ``column`` over the window, collected as Arrow (one row per id)."""
+    from pyspark.sql import functions as F
+
+    counts = pairs.groupBy(column).agg(F.sum("impressions").alias("impressions"), F.sum("clicks").alias("clicks"))
+    return counts.withColumnRenamed(column, id_column).toArrow()
+
+
+def checkpoint_dir_for(settings: SparkSettings, scratch: str) -> str | None:
+    """Where ALS checkpoints: ``spark.checkpoint.dir`` from the conf, else ``scratch`` on a local master.
+
+    A cluster's executors write checkpoints where the driver reads them back, so there only a
+    shared location (the conf's) works; without one ALS runs uncheckpointed (``None``).
+    """
+    configured = settings.conf.get("spark.checkpoint.dir")
+    if configured:
+        return configured
+    return scratch if settings.master.startswith("local") else None
 
 
 def embed_window(
@@ -235,6 +319,7 @@ def embed_window(
     paths = [spark_events_path(u, settings) for u in uris]
     if reporter is not None:
         reporter.info(f"ALS rank={rank} iterations={iterations} over {len(paths)} days for {date}")
+    scratch = tempfile.mkdtemp(prefix="mltrain-als-")  # this workload's own: checkpoints, never the version folder
     spark, owned = spark_session(settings, "mltrain-interaction-embeddings", SHUFFLE_PARTITIONS)
     try:
         result = fit_embeddings(
@@ -246,10 +331,14 @@ def embed_window(
             alpha=alpha,
             seed=seed,
             negative_weight=negative_weight,
+            checkpoint_dir=checkpoint_dir_for(settings, scratch),
         )
     finally:
         if owned:
             spark.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+    if reporter is not None:
+        reporter.info(f"ALS plan {result['stats']['als_plan']} (checkpointed: {result['stats']['checkpointed']})")
     writer = ArtifactWriter(
         out_uri, producer=PRODUCER, code_version=contract.EMBEDDINGS_CODE_VERSION, inputs={"user_interactions": uris}
     )

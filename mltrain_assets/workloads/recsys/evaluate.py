@@ -20,16 +20,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from sklearn.metrics import roc_auc_score
 
-from mltrain_assets.artifacts import read_table
 from mltrain_assets.workloads.common.runtime import DataRejected, Reporter, workload_main
 from mltrain_assets.workloads.common.tracking import use_tracking
-from mltrain_assets.workloads.ingest.params import EVENTS_FILE
 from mltrain_assets.workloads.recsys.model import load_model_dir, resolve_model_dir, score
 from mltrain_assets.workloads.recsys.params import EvaluateParams
+from mltrain_assets.workloads.recsys.train.data import click_labels, read_events
 
-EVAL_COLUMNS = ["user_id", "item_id", "device", "position", "event_at", "clicked"]
 MLFLOW_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/")
 
 
@@ -57,18 +56,19 @@ def auc_of(labels: np.ndarray, scores: np.ndarray, what: str = "eval day") -> fl
     return float(roc_auc_score(labels, scores))
 
 
-def evaluate_model_dir(model_dir: str, eval_df: pd.DataFrame) -> float:
-    """ROC AUC of the model in ``model_dir`` on the impressions of ``eval_df`` (label ``clicked``)."""
+def evaluate_model_dir(model_dir: str, impressions: pd.DataFrame | pa.Table) -> float:
+    """ROC AUC of the model in ``model_dir`` on ``impressions`` (pandas or Arrow, label ``clicked``)."""
     bundle = load_model_dir(model_dir)
-    return auc_of(eval_df["clicked"].to_numpy(), score(bundle, eval_df))
+    labels = click_labels(impressions) if isinstance(impressions, pa.Table) else impressions["clicked"].to_numpy()
+    return auc_of(labels, score(bundle, impressions))
 
 
 def evaluate(model_uri: str, eval_uri: str) -> dict[str, Any]:
     """``{auc, n, positives, model_uri, eval_uri}`` of ``model_uri`` on the committed day at ``eval_uri``."""
-    eval_df = read_table(eval_uri, EVENTS_FILE, EVAL_COLUMNS).to_pandas()
+    held_out = read_events(eval_uri)  # Arrow: scored without a pandas copy of the day
     with model_directory(model_uri) as model_dir:
-        auc = evaluate_model_dir(model_dir, eval_df)
-    return {"auc": auc, "n": len(eval_df), "positives": int(eval_df["clicked"].sum()), "model_uri": model_uri,
+        auc = evaluate_model_dir(model_dir, held_out)
+    return {"auc": auc, "n": held_out.num_rows, "positives": int(click_labels(held_out).sum()), "model_uri": model_uri,
             "eval_uri": eval_uri}  # fmt: skip
 
 

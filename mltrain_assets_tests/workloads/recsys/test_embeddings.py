@@ -14,7 +14,14 @@ from mltrain_assets.workloads.common.spark import SparkSettings, spark_session
 from mltrain_assets.workloads.ingest.params import EVENTS_FILE
 from mltrain_assets.workloads.recsys import contract
 from mltrain_assets.workloads.recsys.contract import INTERACTIONS_SCHEMA, ITEM_FACTORS_FILE, USER_FACTORS_FILE
-from mltrain_assets.workloads.recsys.embeddings import fit_embeddings, spark_events_path
+from mltrain_assets.workloads.recsys.embeddings import (
+    AlsPlan,
+    _factors_table,
+    als_plan,
+    checkpoint_dir_for,
+    fit_embeddings,
+    spark_events_path,
+)
 from mltrain_assets_tests.workloads.recsys._world import DATE
 
 LOCAL = SparkSettings(master="local[2]")
@@ -62,6 +69,9 @@ def test_workload_commits_factors_that_rank_the_held_out_days_clicks(recsys_worl
     assert summary["rank"] == contract.ALS_RANK and summary["iterations"] == contract.ALS_ITERATIONS
     assert summary["days"] == 7 and summary["date"] == DATE
     assert summary["users"] > 2_500 and summary["items"] == 300 and summary["elapsed_s"] > 0
+    # The plan for this small window is today's fixed settings, recorded with the factors.
+    assert summary["als_plan"] == {"rank": contract.ALS_RANK, "blocks": 4, "checkpoint_interval": -1}
+    assert summary["checkpointed"] is False
 
     users = read_table(recsys_world.embeddings_uri, USER_FACTORS_FILE).to_pandas().set_index("user_id")
     items = read_table(recsys_world.embeddings_uri, ITEM_FACTORS_FILE).to_pandas().set_index("item_id")
@@ -117,3 +127,66 @@ def test_inputs_spark_cannot_read_fail_clearly(tmp_path):
         spark_events_path("s3://bucket/user_interactions/2026-03-01/v=abc", LOCAL)
     with pytest.raises(ArtifactNotCommitted):
         spark_events_path(normalize_uri(str(tmp_path / "not_committed")), LOCAL)
+
+
+def test_the_plan_for_todays_sizes_is_todays_settings():
+    # The default demo's window: 888,845 (user, item) pairs over 9,969 users and 1,000 items.
+    assert als_plan(888_845, 9_969, 1_000) == AlsPlan(rank=12, blocks=4, checkpoint_interval=-1)
+    assert als_plan(0, 0, 0) == AlsPlan(rank=12, blocks=4, checkpoint_interval=-1)
+
+
+def test_the_plan_grows_with_the_input_in_powers_of_two_up_to_a_cap():
+    seed = als_plan(18_000_000, 650_000, 50_000)  # ~20M impressions over 1M users x 50k items
+    assert seed.blocks == 16 and seed.checkpoint_interval == contract.ALS_CHECKPOINT_INTERVAL
+    assert seed.rank == contract.ALS_RANK  # rank is the params', never traded for time
+    assert als_plan(18_000_000, 650_000, 50_000, rank=8).rank == 8
+    # Many users with few ratings need blocks too (each block solves at most ALS_ENTITIES_PER_BLOCK).
+    assert als_plan(1_000_000, 3_000_000, 1_000).blocks == 16
+    assert als_plan(10**12, 10**9, 10**6).blocks == contract.ALS_MAX_BLOCKS
+    sizes = [10**5 * 2**i for i in range(14)]
+    blocks = [als_plan(n, n // 20, 50_000).blocks for n in sizes]
+    assert blocks == sorted(blocks) and all(b & (b - 1) == 0 for b in blocks)  # monotone, powers of two
+    assert als_plan(contract.ALS_CHECKPOINT_MIN_RATINGS - 1, 1, 1).checkpoint_interval == -1
+    with pytest.raises(ValueError, match="sizes must be >= 0"):
+        als_plan(-1, 0, 0)
+
+
+def test_checkpoints_go_to_the_workloads_scratch_locally_and_to_shared_storage_on_a_cluster():
+    assert checkpoint_dir_for(SparkSettings(master="local[2]"), "/tmp/scratch") == "/tmp/scratch"
+    assert checkpoint_dir_for(SparkSettings(master="spark://m:7077"), "/tmp/scratch") is None
+    shared = SparkSettings(master="k8s://api", conf={"spark.checkpoint.dir": "s3a://b/ckpt"})
+    assert checkpoint_dir_for(shared, "/tmp/scratch") == "s3a://b/ckpt"
+
+
+def test_factors_join_the_window_ids_by_vector_not_by_python_dict():
+    factors = pa.table(
+        {"id": pa.array([7, 3], pa.int32()), "features": pa.array([[1.0, 2.0], [3.0, 4.0]], pa.list_(pa.float32()))}
+    )
+    counts = pa.table({"item_id": [9, 7, 3], "impressions": [5, 6, 7], "clicks": [0, 1, 2]})
+    table = _factors_table(factors, counts, "item_id", rank=2)
+    assert table.column("item_id").to_pylist() == [3, 7, 9]  # every id of the window, sorted
+    assert table.column("factors").to_pylist() == [[3.0, 4.0], [1.0, 2.0], [0.0, 0.0]]  # 9: no ALS vector
+    assert table.column("impressions").to_pylist() == [7, 6, 5] and table.column("clicks").to_pylist() == [2, 1, 0]
+    assert table.schema.field("factors").type == pa.list_(pa.float32())
+    stray = pa.table({"id": pa.array([4], pa.int32()), "features": pa.array([[1.0, 2.0]], pa.list_(pa.float32()))})
+    with pytest.raises(RuntimeError, match="ALS returned item_ids that are not in the window"):
+        _factors_table(stray, counts, "item_id", rank=2)
+
+
+@pytest.mark.slow
+def test_checkpointing_leaves_the_factors_unchanged(spark, recsys_world, tmp_path):
+    paths = [spark_events_path(uri, LOCAL) for uri in recsys_world.train_uris[-2:]]
+    plain = fit_embeddings(spark, paths, rank=6, iterations=4, plan=AlsPlan(rank=6, blocks=4, checkpoint_interval=-1))
+    checkpointed = fit_embeddings(
+        spark,
+        paths,
+        rank=6,
+        iterations=4,
+        plan=AlsPlan(rank=6, blocks=4, checkpoint_interval=1),
+        checkpoint_dir=str(tmp_path / "checkpoints"),
+    )
+    assert checkpointed["stats"]["checkpointed"] and not plain["stats"]["checkpointed"]
+    assert checkpointed["stats"]["als_plan"] == {"rank": 6, "blocks": 4, "checkpoint_interval": 1}
+    assert any((tmp_path / "checkpoints").rglob("*"))  # Spark wrote there
+    assert checkpointed["user_factors"].equals(plain["user_factors"])
+    assert checkpointed["item_factors"].equals(plain["item_factors"])

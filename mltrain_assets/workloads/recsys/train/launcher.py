@@ -37,7 +37,7 @@ from mltrain_assets.workloads.recsys.evaluate import auc_of, evaluate_model_dir
 from mltrain_assets.workloads.recsys.model import MODEL_FILES, RecsysNet, make_bundle, save_model_dir, score
 from mltrain_assets.workloads.recsys.params import TrainParams
 from mltrain_assets.workloads.recsys.train import checkpoints, worker
-from mltrain_assets.workloads.recsys.train.data import load_events, load_factors, threads_per_worker
+from mltrain_assets.workloads.recsys.train.data import click_labels, load_factors, read_events, threads_per_worker
 from mltrain_assets.workloads.recsys.train.tracking import log_training_run, weights_digest
 
 METRICS_FILE = "metrics.json"
@@ -142,15 +142,14 @@ def evaluate_and_commit(
     skill = float(final["base_val_loss"]) - val_history[-1]
     no_skill = skill < contract.MIN_SKILL_NATS
     user_factors, item_factors = load_factors(params.embeddings_uri)
-    train_df = load_events(params.interactions_uris)
-    eval_df = load_events([params.eval_uri])
+    held_out = read_events(params.eval_uri)  # Arrow: the day is scored without a pandas copy
     network_auc = None
     if no_skill:
         # Without skill the network's output varies by numerical noise, and AUC (scale-free) would
         # rank by that noise; ship the constant base-rate predictor instead: it ranks nothing. The
         # network's own AUC is kept in the metrics for the record.
         bundle = make_bundle(model, config, user_factors, item_factors)
-        network_auc = auc_of(eval_df["clicked"].to_numpy(), score(bundle, eval_df))
+        network_auc = auc_of(click_labels(held_out), score(bundle, held_out))
         reporter.info(
             f"validation skill {skill:.2e} nats < {contract.MIN_SKILL_NATS}: shipping the base-rate predictor "
             f"(the network's own AUC on {params.date}: {network_auc:.4f})"
@@ -161,13 +160,13 @@ def evaluate_and_commit(
     with tempfile.TemporaryDirectory(prefix="recommender-") as tmp:
         model_dir = os.path.join(tmp, "model")
         save_model_dir(model_dir, model, config, user_factors, item_factors)
-        auc = evaluate_model_dir(model_dir, eval_df)
+        auc = evaluate_model_dir(model_dir, held_out)
         reporter.info(f"AUC on {params.date} (held out): {auc:.4f}")
         metrics = {
             "auc": auc,
             "n_train": int(final["n_train"]),
             "n_validation": int(final["n_validation"]),
-            "n_eval": len(eval_df),
+            "n_eval": held_out.num_rows,
             "epochs": params.epochs,
             "resumed_from_epoch": resumed_from,
             "final_loss": loss_history[-1],
@@ -182,7 +181,7 @@ def evaluate_and_commit(
             "shuffled_labels": bool(params.shuffle_labels),
             "weights_sha256": trained_digest,
         }
-        run_id = log_training_run(params, model_dir, metrics, trained_digest, train_df, eval_df)
+        run_id = log_training_run(params, model_dir, metrics, trained_digest)
         writer = ArtifactWriter(
             params.out_uri,
             producer=PRODUCER,
@@ -208,7 +207,7 @@ def evaluate_and_commit(
             "mlflow_run_id": run_id,
             "model_artifact_uri": model_uri,
             "n_train": int(final["n_train"]),
-            "n_eval": len(eval_df),
+            "n_eval": held_out.num_rows,
             "shuffled_labels": bool(params.shuffle_labels),
             "date": params.date,
             "nproc": params.world_size,

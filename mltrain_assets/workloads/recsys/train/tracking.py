@@ -19,7 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.digest_utils import MAX_ROWS, get_normalized_md5_digest
+from mlflow.data.pandas_dataset import PandasDataset
 
 from mltrain_assets.workloads.common.tracking import ensure_experiment, run_tags, use_tracking
 from mltrain_assets.workloads.recsys import contract
@@ -32,6 +36,7 @@ from mltrain_assets.workloads.recsys.model import (
     score,
 )
 from mltrain_assets.workloads.recsys.params import TrainParams
+from mltrain_assets.workloads.recsys.train.data import window_head, window_rows
 
 # One value each (step 0). The curves are train_loss/val_loss per epoch; their last values are the final_* here.
 AGGREGATE_METRICS = {
@@ -58,6 +63,46 @@ def weights_digest(model: RecsysNet) -> str:
     return digest.hexdigest()
 
 
+class WindowDataset(PandasDataset):
+    """MLflow's pandas dataset of a window too large to hold as pandas: its first ``MAX_ROWS`` rows stand in.
+
+    ``from_pandas`` digests a frame's first ``MAX_ROWS`` rows, its length and column names, takes
+    the schema from the dtypes and the profile from the shape, and (to pick the string columns)
+    calls ``type`` on every cell, minutes at 20M rows. The same digest, schema and profile come
+    from the head and the true row count, so the logged record is the one ``from_pandas`` of the
+    whole window would log (a test holds the two equal).
+    """
+
+    def __init__(self, head: pd.DataFrame, n_rows: int, source: str, targets: str, name: str):
+        self._n_rows = n_rows
+        super().__init__(
+            head.head(MAX_ROWS),
+            source=resolve_dataset_source(source),
+            targets=targets,
+            name=name,
+            digest=_window_digest(head.head(MAX_ROWS), n_rows),
+        )
+
+    @property
+    def profile(self) -> dict[str, int]:
+        return {"num_rows": self._n_rows, "num_elements": self._n_rows * len(self.df.columns)}
+
+
+def _window_digest(head: pd.DataFrame, n_rows: int) -> str:
+    """``mlflow.data.digest_utils.compute_pandas_digest`` of a frame whose first rows are ``head`` and length ``n_rows``."""
+    string_columns = head.columns[head.map(lambda value: type(value) is str).all(0)]
+    numeric_columns = head.select_dtypes(include=[np.number]).columns
+    hashed = head[string_columns.union(numeric_columns)]
+    return get_normalized_md5_digest(
+        [pd.util.hash_pandas_object(hashed).values, np.int64(n_rows)] + [str(x).encode() for x in head.columns]
+    )
+
+
+def window_dataset(uris: list[str], source: str, name: str) -> WindowDataset:
+    """The committed days at ``uris`` as an MLflow dataset, read no further than its first ``MAX_ROWS`` rows."""
+    return WindowDataset(window_head(uris, MAX_ROWS), sum(window_rows(uris)), source, "clicked", name)
+
+
 def existing_run(out_uri: str, digest: str) -> str | None:
     """A finished run that already logged these very weights for this output (a retry after logging, before commit)."""
     runs = mlflow.search_runs(
@@ -76,8 +121,6 @@ def log_training_run(
     model_dir: str,
     metrics: dict[str, Any],
     digest: str,
-    train_df: pd.DataFrame,
-    eval_df: pd.DataFrame,
 ) -> str:
     """One MLflow run ``recommender-<date>``: params, per-epoch losses, AUC, inputs, the model directory."""
     use_tracking(params.mlflow)
@@ -112,12 +155,8 @@ def log_training_run(
         mlflow.log_metrics({name: float(metrics[key]) for name, key in AGGREGATE_METRICS.items()})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # source-resolution and integer-schema hints
-            train_ds = mlflow.data.from_pandas(
-                train_df, source=uris[-1], targets="clicked", name=f"user_interactions[{len(uris)}d<{params.date}]"
-            )
-            eval_ds = mlflow.data.from_pandas(
-                eval_df, source=params.eval_uri, targets="clicked", name=f"user_interactions[{params.date}]"
-            )
+            train_ds = window_dataset(uris, uris[-1], f"user_interactions[{len(uris)}d<{params.date}]")
+            eval_ds = window_dataset([params.eval_uri], params.eval_uri, f"user_interactions[{params.date}]")
             mlflow.log_input(train_ds, context="training")
             mlflow.log_input(eval_ds, context="evaluation")
         log_pyfunc_model(model_dir)

@@ -53,14 +53,11 @@ def train(params: TrainParams) -> int:
     import torch
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
-    from torch.utils.data.distributed import DistributedSampler
 
     from mltrain_assets.workloads.recsys.model import (
-        EncodedRows,
         RecsysNet,
         default_config,
         encode,
-        encode_rows,
         feature_statistics,
         global_click_rate,
         make_bundle,
@@ -73,8 +70,9 @@ def train(params: TrainParams) -> int:
         write_checkpoint,
     )
     from mltrain_assets.workloads.recsys.train.data import (
-        load_events,
+        epoch_order,
         load_factors,
+        load_window,
         threads_per_worker,
         training_labels,
         validation_split,
@@ -99,28 +97,26 @@ def train(params: TrainParams) -> int:
     try:
         fingerprint = training_fingerprint(params)
         started = time.monotonic()
-        events = load_events(params.interactions_uris)
         user_factors, item_factors = load_factors(params.embeddings_uri)
         rank_dim = len(user_factors.column("factors")[0])
         config = default_config(rank_dim, global_ctr=global_click_rate(item_factors))
         bundle = make_bundle(RecsysNet.from_config(config), config, user_factors, item_factors)
         users, items = bundle.users, bundle.items
         max_position = config["max_position"]
-        rows = encode_rows(events, users, items, max_position)
-        labels = training_labels(events["clicked"].to_numpy(), params.shuffle_labels, params.seed)
-        del events
+        # Compact rows and int8 labels, read a day at a time (train/data.py); features are built per batch.
+        rows, clicked = load_window(params.interactions_uris, users, items, max_position)
+        labels = training_labels(clicked, params.shuffle_labels, params.seed)
+        del clicked
         train_index, val_index = validation_split(len(rows), params.seed)
         base_rate = float(labels[train_index].double().mean())
 
         torch.manual_seed(params.seed)
         model = RecsysNet.from_config(config)
-        model.set_standardization(*feature_statistics(rows.take(train_index), users, items, max_position))
+        model.set_standardization(*feature_statistics(rows, users, items, max_position, index=train_index))
         model.init_output(base_rate)
         model = model.to(device)
         if device.type != "cpu":
-            rows = EncodedRows(
-                *(t.to(device) for t in (rows.user_row, rows.item_row, rows.device, rows.position, rows.hour))
-            )
+            rows = rows.to(device)
             labels = labels.to(device)
             train_index, val_index = train_index.to(device), val_index.to(device)
             users.vectors, users.stats = users.vectors.to(device), users.stats.to(device)
@@ -140,7 +136,7 @@ def train(params: TrainParams) -> int:
                     logits = torch.full((len(index),), constant_logit, device=device)
                 totals += torch.stack(
                     [
-                        loss_fn(logits, labels[index]).double(),
+                        loss_fn(logits, labels[index].float()).double(),
                         torch.tensor(float(len(index)), dtype=torch.float64, device=device),
                     ]
                 )
@@ -181,19 +177,17 @@ def train(params: TrainParams) -> int:
             )
 
         ddp = DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
-        sampler = DistributedSampler(
-            range(len(train_index)), num_replicas=world_size, rank=rank, shuffle=True, seed=params.seed
-        )
         for epoch in range(start_epoch + 1, params.epochs + 1):
             epoch_started = time.monotonic()
-            sampler.set_epoch(epoch)  # data order depends on (seed, epoch) only
-            order = train_index[torch.tensor(list(sampler), dtype=torch.int64, device=device)]
+            # Data order depends on (seed, epoch) only: DistributedSampler's, as one tensor.
+            positions = epoch_order(len(train_index), world_size, rank, params.seed, epoch)
+            order = train_index[positions.to(device)]
             ddp.train()
             totals = torch.zeros(2, dtype=torch.float64, device=device)
             for begin in range(0, len(order), params.batch_size):
                 index = order[begin : begin + params.batch_size]
                 features = encode(rows.take(index), users, items, max_position)
-                loss_sum = loss_fn(ddp(features), labels[index])
+                loss_sum = loss_fn(ddp(features), labels[index].float())
                 optimizer.zero_grad(set_to_none=True)
                 (loss_sum / len(index)).backward()
                 optimizer.step()

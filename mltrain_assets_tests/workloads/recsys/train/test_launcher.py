@@ -35,7 +35,7 @@ from mltrain_assets.workloads.recsys.model import MODEL_FILES, load_model_dir, s
 from mltrain_assets.workloads.recsys.params import TrainParams
 from mltrain_assets.workloads.recsys.train import worker
 from mltrain_assets.workloads.recsys.train.checkpoints import list_checkpoints, training_fingerprint
-from mltrain_assets.workloads.recsys.train.data import load_events
+from mltrain_assets.workloads.recsys.train.data import read_events
 from mltrain_assets.workloads.recsys.train.launcher import torchrun_command, validate, worker_environment
 from mltrain_assets_tests.workloads.recsys._world import DAGSTER_LINKS, DATE, REPO, TRAIN_EPOCHS, TRAIN_NPROC
 
@@ -189,7 +189,7 @@ def test_good_labels_train_a_model_that_passes_the_gate_and_is_logged_to_mlflow(
 
     # The model is a pyfunc with a signature, loaded by URI, scoring like the committed model folder.
     model_uri = summary["model_artifact_uri"]
-    impressions = load_events([recsys_world.eval_uri]).head(500)
+    impressions = read_events(recsys_world.eval_uri).to_pandas().head(500)
     rows = impressions.assign(hour=impressions["event_at"].dt.hour + impressions["event_at"].dt.minute / 60.0)
     rows = rows[["user_id", "item_id", "device", "position", "hour"]].astype({"position": "int64"})
     with pytest.MonkeyPatch.context() as mp:

@@ -1,0 +1,252 @@
+"""The recommendations pipeline at seed scale: 1M users x 50k items x ~2.86M impressions/day.
+
+    .venv/bin/python bench/seed_recsys.py [--quick] [--users N --items M --events-per-day K]
+        [--scratch DIR] [--steps als,train,topk,recall] [--recall-users 2000] [--driver-memory 4g]
+
+Simulates the 8 landing days of one partition (7 for ALS and training, the held-out day D),
+ingests them with ``ingest_day``, then runs each step the way the compute backend launches it
+(``python -m <workload module> --params JSON``, one process each): ALS embeddings (Spark
+``local[2]``), 2-worker DDP training (MLflow on a sqlite store in the scratch folder), top-K for
+every user; last, recall@K of the two-stage top-K against exhaustive scoring on a sample of
+users. ``--quick``: 100k users x 5k items x 300k impressions/day, a few minutes. ``--steps``
+runs only those steps; the others' latest outputs in ``--scratch`` are used.
+
+Each step's wall time and peak RSS, summed over the step's whole process tree (the Spark JVM,
+torchrun and its workers included), sampled every ``SAMPLE_S``. Prints one JSON line per figure
+(``{"bench": "seed_recsys_<step>", ...}``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from mltrain_assets.artifacts import read_manifest, version_uri
+from mltrain_assets.workloads.common.params import MlflowSettings
+from mltrain_assets.workloads.common.spark import SparkSettings
+from mltrain_assets.workloads.recsys import contract
+from mltrain_assets.workloads.recsys.params import EmbeddingsParams, RecommendParams, TrainParams
+
+REPO = Path(__file__).resolve().parents[1]
+SEED = {"users": 1_000_000, "items": 50_000, "events_per_day": 2_860_000}
+QUICK = {"users": 100_000, "items": 5_000, "events_per_day": 300_000}
+DATE = "2026-03-08"
+SAMPLE_S = 0.25
+STEPS = ("simulate", "ingest", "als", "train", "topk", "recall")
+EPOCH_SECONDS = re.compile(r"epochs \(loss [\d.]+, validation [\d.]+, ([\d.]+)s\)")
+PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
+
+INGEST = """
+import json, sys, time
+from mltrain_assets.workloads.ingest.workload import ingest_day
+landing, days = sys.argv[1], json.loads(sys.argv[2])
+for date, out_uri in days:
+    started = time.monotonic()
+    summary = ingest_day(landing, "interactions", date, out_uri)
+    print(json.dumps({"date": date, "rows": summary.get("rows"), "seconds": round(time.monotonic() - started, 1)}))
+"""
+
+RECALL = """
+import json, sys, time
+import numpy as np
+import torch
+from mltrain_assets.workloads.recsys import contract
+from mltrain_assets.workloads.recsys.model import load_model_dir
+from mltrain_assets.workloads.recsys.recommend import EXHAUSTIVE, TWO_STAGE, recommend
+bundle = load_model_dir(sys.argv[1])
+n_users = int(sys.argv[2])
+timings, tops = {}, {}
+for mode in (TWO_STAGE, EXHAUSTIVE):
+    started = time.monotonic()
+    table = recommend(bundle, contract.TOP_K, users_limit=n_users, mode=mode)
+    timings[mode] = round(time.monotonic() - started, 1)
+    tops[mode] = table.column("item_id").to_numpy().reshape(-1, min(contract.TOP_K, len(bundle.items.ids)))
+hits = np.array([len(set(a) & set(b)) / len(b) for a, b in zip(tops[TWO_STAGE], tops[EXHAUSTIVE])])
+users = torch.from_numpy(bundle.users.rows(bundle.users.ids[:n_users]).astype(np.int64))
+cold = (bundle.users.vectors[users] == 0).all(dim=1).numpy()
+print(json.dumps({"users": len(hits), "cold_users": int(cold.sum()), "recall_at_k": round(float(hits.mean()), 4),
+                  "recall_warm_users": round(float(hits[~cold].mean()), 4),
+                  "recall_cold_users": round(float(hits[cold].mean()), 4) if cold.any() else None,
+                  "two_stage_s": timings[TWO_STAGE], "exhaustive_s": timings[EXHAUSTIVE]}))
+"""
+
+
+def _process_table() -> dict[int, tuple[int, int]]:
+    """``pid -> (parent pid, RSS pages)`` of every process now."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended while listed
+        table[int(entry)] = (int(fields[1]), int(fields[21]))  # ppid, rss (fields 4 and 24 of stat)
+    return table
+
+
+def tree_rss_mb(root: int) -> float:
+    """RSS of ``root`` and all its descendants, in MB."""
+    table = _process_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    total, stack = 0, [root]
+    while stack:
+        pid = stack.pop()
+        total += table.get(pid, (0, 0))[1]
+        stack.extend(children.get(pid, []))
+    return total * PAGE_MB
+
+
+def measured(command: list[str], env: dict[str, str], log: Path) -> dict:
+    """Run ``command`` to the end; its wall time and the peak RSS of its process tree (sampled)."""
+    started = time.monotonic()
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        peak = [0.0]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(SAMPLE_S):
+                peak[0] = max(peak[0], tree_rss_mb(process.pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        status = process.wait()
+        done.set()
+        sampler.join()
+    seconds = round(time.monotonic() - started, 1)
+    if status != 0:
+        raise SystemExit(f"{' '.join(command[:3])} failed ({status}); see {log}:\n{log.read_text()[-4000:]}")
+    return {"seconds": seconds, "peak_rss_mb": round(peak[0])}
+
+
+def emit(bench: str, **figures) -> None:
+    print(json.dumps({"bench": f"seed_recsys_{bench}", **figures}), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK} instead of the seed scale {SEED}")
+    parser.add_argument("--users", type=int)
+    parser.add_argument("--items", type=int)
+    parser.add_argument("--events-per-day", type=int)
+    parser.add_argument("--date", default=DATE, help="the partition D (held out); D-7..D-1 are learned from")
+    parser.add_argument("--scratch", help="working folder (default: a new temp folder, removed at the end)")
+    parser.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}")
+    parser.add_argument("--epochs", type=int, default=contract.TRAIN_EPOCHS)
+    parser.add_argument("--recall-users", type=int, default=2_000)
+    parser.add_argument("--driver-memory", help="spark.driver.memory of the ALS step (default: the session's, 2g)")
+    args = parser.parse_args()
+    sizes = dict(QUICK if args.quick else SEED)
+    sizes.update({k: v for k, v in (("users", args.users), ("items", args.items),
+                                    ("events_per_day", args.events_per_day)) if v})  # fmt: skip
+    if args.scratch:
+        Path(args.scratch).mkdir(parents=True, exist_ok=True)
+        run(Path(args.scratch).resolve(), sizes, args)
+    else:
+        with tempfile.TemporaryDirectory(prefix="seed-recsys-") as tmp:
+            run(Path(tmp), sizes, args)
+
+
+def latest(storage: str, asset: str, date: str) -> str:
+    """The newest committed ``v=bench-*`` version of ``asset`` for ``date`` (a step skipped with ``--steps``)."""
+    folder = Path(storage.removeprefix("file://")) / asset / date
+    for version in sorted(folder.glob("v=bench-*"), reverse=True):
+        uri = f"file://{version}"  # as_uri() would escape the "=" of v=
+        if read_manifest(uri):
+            return uri
+    raise SystemExit(f"no committed {asset} for {date} under {folder}: run its step first")
+
+
+def run(scratch: Path, sizes: dict, args: argparse.Namespace) -> None:
+    steps = set(args.steps.split(","))
+    if steps - set(STEPS):
+        raise SystemExit(f"--steps: unknown {sorted(steps - set(STEPS))}; choose from {','.join(STEPS)}")
+    tag = f"{sizes['users']}x{sizes['items']}x{sizes['events_per_day']}"
+    root = scratch / tag
+    landing, storage = f"file://{root}/landing", f"file://{root}/storage"
+    logs = root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    day = dt.date.fromisoformat(args.date)
+    dates = [(day - dt.timedelta(days=k)).isoformat() for k in range(contract.TRAIN_WINDOW_DAYS, -1, -1)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "MLFLOW_", "MLTRAIN_"))}
+    env.update({"SPARK_LOCAL_IP": "127.0.0.1", "MLTRAIN_HOME": str(root / "home"), "PYTHONUNBUFFERED": "1"})
+    python = sys.executable
+    run_id = f"bench-{time.strftime('%Y%m%dT%H%M%S')}"
+    mlflow = MlflowSettings(tracking_uri=f"sqlite:///{root}/mlflow.db", artifacts_uri=f"file://{root}/mlartifacts")
+
+    # 1. Landing days (mltrain simulate) and 2. their ingestion (ingest_day), each day's version "bench".
+    if "simulate" in steps:
+        simulate = [python, "-m", "mltrain_assets.cli", "simulate", "--dataset", "interactions",
+                    "--start", dates[0], "--end", dates[-1], "--users", str(sizes["users"]),
+                    "--items", str(sizes["items"]), "--events-per-day", str(sizes["events_per_day"]),
+                    "--landing-uri", landing]  # fmt: skip
+        emit("simulate", days=len(dates), **sizes, **measured(simulate, env, logs / "simulate.log"))
+    interactions = [version_uri(storage, "user_interactions", d, "bench") for d in dates]
+    if "ingest" in steps:
+        days = list(zip(dates, interactions, strict=True))
+        figures = measured([python, "-c", INGEST, landing, json.dumps(days)], env, logs / "ingest.log")
+        per_day = [json.loads(line) for line in (logs / "ingest.log").read_text().splitlines() if line.startswith("{")]
+        emit("ingest", days=len(per_day), rows=sum(d["rows"] or 0 for d in per_day), **figures,
+             per_day_s=[d["seconds"] for d in per_day])  # fmt: skip
+    train_uris, eval_uri = tuple(interactions[:-1]), interactions[-1]
+
+    # 3. ALS embeddings over D-7..D-1 (Spark local[2]).
+    if "als" in steps:
+        embeddings_uri = version_uri(storage, "interaction_embeddings", args.date, run_id)
+        conf = {"spark.driver.memory": args.driver_memory} if args.driver_memory else {}
+        spark = SparkSettings(master="local[2]", conf=conf)
+        als = EmbeddingsParams(date=args.date, interactions_uris=train_uris, spark=spark, out_uri=embeddings_uri)
+        figures = measured(als.command(python), env, logs / "als.log")
+        summary = read_manifest(embeddings_uri)["summary"]
+        emit("als", **figures, interactions=summary["interactions"], users=summary["users"], items=summary["items"],
+             ratings=summary["rated_pairs"], plan=summary["als_plan"], checkpointed=summary["checkpointed"],
+             driver_memory=args.driver_memory or "2g (default)", timings_s=summary["timings_s"])  # fmt: skip
+    else:
+        embeddings_uri = latest(storage, "interaction_embeddings", args.date)
+
+    # 4. DDP training, 2 workers on this node, AUC on day D (launcher), MLflow on sqlite.
+    if "train" in steps:
+        model_uri = version_uri(storage, "recommender_model", args.date, run_id)
+        train = TrainParams(date=args.date, epochs=args.epochs, interactions_uris=train_uris, eval_uri=eval_uri,
+                            embeddings_uri=embeddings_uri, mlflow=mlflow, out_uri=model_uri)  # fmt: skip
+        figures = measured(train.command(python), env, logs / "train.log")
+        summary = read_manifest(model_uri)["summary"]
+        emit("train", **figures, rows=summary["n_train"], eval_rows=summary["n_eval"], epochs=summary["epochs"],
+             world_size=summary["world_size"], auc=round(summary["auc"], 4),
+             epoch_s=[float(s) for s in EPOCH_SECONDS.findall((logs / "train.log").read_text())])  # fmt: skip
+    else:
+        model_uri = latest(storage, "recommender_model", args.date)
+
+    # 5. Top-K for every user the model knows.
+    if "topk" in steps:
+        recs_uri = version_uri(storage, "recommendations", args.date, run_id)
+        recommend = RecommendParams(model_uri=model_uri, out_uri=recs_uri, mlflow=mlflow)
+        figures = measured(recommend.command(python), env, logs / "topk.log")
+        summary = read_manifest(recs_uri)["summary"]
+        emit("topk", **figures, users=summary["users"], items=summary["candidate_items"], mode=summary["mode"],
+             candidates=summary["candidate_budget"], popular=summary["popular_candidates"], rows=summary["rows"],
+             ms_per_user=round(1000 * figures["seconds"] / summary["users"], 3))  # fmt: skip
+
+    # 6. Recall@K of two-stage against exhaustive scoring, on the first --recall-users users.
+    if "recall" in steps:
+        figures = measured([python, "-c", RECALL, model_uri, str(args.recall_users)], env, logs / "recall.log")
+        recall = json.loads((logs / "recall.log").read_text().strip().splitlines()[-1])
+        emit("recall", **recall, k=contract.TOP_K, items=sizes["items"], candidates=contract.RECOMMEND_CANDIDATES,
+             popular=contract.RECOMMEND_POPULAR, peak_rss_mb=figures["peak_rss_mb"])  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
