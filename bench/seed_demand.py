@@ -124,11 +124,13 @@ def parity_cost(home: Path, date: str, scratch: Path) -> None:
     from mltrain_assets.workloads.demand.contract import input_dates
     from mltrain_assets.workloads.demand.params import AggregatesParams, FeaturesParams
 
-    refs = home / "storage" / "_refs"
-    events = ArtifactRef.from_json((refs / "ride_events" / f"{date}.json").read_text()).uri
-    windows = [
-        ArtifactRef.from_json((refs / "city_hour_aggregates" / f"{d}.json").read_text()).uri for d in input_dates(date)
-    ]
+    refs, root = home / "storage" / "_refs", f"file://{home}/storage"
+
+    def uri_of(asset: str, partition: str) -> str:
+        return ArtifactRef.from_json((refs / asset / f"{partition}.json").read_text()).resolved(root).uri
+
+    events = uri_of("ride_events", date)
+    windows = [uri_of("city_hour_aggregates", d) for d in input_dates(date)]
     spark = SparkSettings(master="local[2]")
     for engine in ("duckdb", "spark"):
         out = f"file://{scratch}/parity-{engine}/aggregates"

@@ -3,7 +3,8 @@
     .venv/bin/python bench/seed_recsys.py [--quick] [--users N --items M --events-per-day K]
         [--scratch DIR] [--steps als,train,topk,recall] [--recall-users 2000] [--driver-memory 4g]
 
-Simulates the 8 landing days of one partition (7 for ALS and training, the held-out day D),
+Simulates the 15 landing days of one partition (D-14..D-8 for ALS, D-7..D-1 for training, the
+held-out day D),
 ingests them with ``ingest_day``, then runs each step the way the compute backend launches it
 (``python -m <workload module> --params JSON``, one process each): ALS embeddings (Spark
 ``local[2]``), 2-worker DDP training (MLflow on a sqlite store in the scratch folder), top-K for
@@ -19,7 +20,6 @@ torchrun and its workers included), sampled every ``SAMPLE_S``. Prints one JSON 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import re
@@ -179,8 +179,7 @@ def run(scratch: Path, sizes: dict, args: argparse.Namespace) -> None:
     landing, storage = f"file://{root}/landing", f"file://{root}/storage"
     logs = root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    day = dt.date.fromisoformat(args.date)
-    dates = [(day - dt.timedelta(days=k)).isoformat() for k in range(contract.TRAIN_WINDOW_DAYS, -1, -1)]
+    dates = contract.LANDING_WINDOW.dates(args.date)  # D-14..D: embeddings D-14..D-8, training D-7..D-1, eval D
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "MLFLOW_", "MLTRAIN_"))}
     env.update({"SPARK_LOCAL_IP": "127.0.0.1", "MLTRAIN_HOME": str(root / "home"), "PYTHONUNBUFFERED": "1"})
     python = sys.executable
@@ -201,14 +200,16 @@ def run(scratch: Path, sizes: dict, args: argparse.Namespace) -> None:
         per_day = [json.loads(line) for line in (logs / "ingest.log").read_text().splitlines() if line.startswith("{")]
         emit("ingest", days=len(per_day), rows=sum(d["rows"] or 0 for d in per_day), **figures,
              per_day_s=[d["seconds"] for d in per_day])  # fmt: skip
-    train_uris, eval_uri = tuple(interactions[:-1]), interactions[-1]
+    uri_of = dict(zip(dates, interactions, strict=True))
+    als_uris = tuple(uri_of[d] for d in contract.EMBEDDINGS_WINDOW.dates(args.date))
+    train_uris, eval_uri = tuple(uri_of[d] for d in contract.MODEL_WINDOW.dates(args.date)[:-1]), uri_of[args.date]
 
-    # 3. ALS embeddings over D-7..D-1 (Spark local[2]).
+    # 3. ALS embeddings over D-14..D-8 (Spark local[2]).
     if "als" in steps:
         embeddings_uri = version_uri(storage, "interaction_embeddings", args.date, run_id)
         conf = {"spark.driver.memory": args.driver_memory} if args.driver_memory else {}
         spark = SparkSettings(master="local[2]", conf=conf)
-        als = EmbeddingsParams(date=args.date, interactions_uris=train_uris, spark=spark, out_uri=embeddings_uri)
+        als = EmbeddingsParams(date=args.date, interactions_uris=als_uris, spark=spark, out_uri=embeddings_uri)
         figures = measured(als.command(python), env, logs / "als.log")
         summary = read_manifest(embeddings_uri)["summary"]
         emit("als", **figures, interactions=summary["interactions"], users=summary["users"], items=summary["items"],

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import contextvars
+import dataclasses
 import hashlib
 import json
 import os
@@ -114,6 +115,19 @@ class ArtifactRef:
 
     def file_uri(self, name: str) -> str:
         return join_uri(self.uri, name)
+
+    def relative_to(self, root: str) -> ArtifactRef:
+        """The reference as stored: a version under ``root`` by its path below it (so a moved store still resolves)."""
+        prefix = root.rstrip("/") + "/"
+        if not self.uri.startswith(prefix):
+            return self
+        return dataclasses.replace(self, uri=self.uri[len(prefix) :])
+
+    def resolved(self, root: str) -> ArtifactRef:
+        """The reference as used: a stored relative path made absolute under today's ``root``."""
+        if "://" in self.uri or ":" in self.uri.split("/", 1)[0]:
+            return self  # absolute (file://, s3://) or not a storage path (models:/...)
+        return dataclasses.replace(self, uri=join_uri(root, self.uri))
 
 
 class _HashingFile:

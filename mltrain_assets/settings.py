@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,17 @@ def apply_defaults() -> dict[str, str]:
     for name, value in defaults.items():
         if not os.environ.get(name):
             os.environ[name] = value
-    Path(os.environ["MLTRAIN_HOME"]).mkdir(parents=True, exist_ok=True)
+    home = Path(os.environ["MLTRAIN_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    from mltrain_assets.relocate import adopt_moved_home
+
+    moved = adopt_moved_home(home, os.environ["MLFLOW_TRACKING_URI"])
+    if moved:
+        print(
+            f"mltrain: MLTRAIN_HOME moved from {moved['from']} to {moved['to']}: "
+            f"{moved['mlflow_rows']} MLflow artifact locations now point into it",
+            file=sys.stderr,
+        )
     return {name: os.environ[name] for name in default_environment()}
 
 

@@ -52,18 +52,25 @@ class ArtifactStorage(ConfigurableResource):
 class ArtifactRefIOManager(UPathIOManager):
     """Persists ``ArtifactRef`` JSON (never the data) under ``{base}/_refs/{asset}/{partition}.json``.
 
+    A reference stores its version's location relative to the storage root, so a copied or moved
+    store (another ``MLTRAIN_HOME``, a bucket migrated to another name) keeps resolving.
+
     A single-run backfill over a range of partitions returns ``{partition_key: ref}``;
     each ref is written to its own partition's path.
     """
 
     extension = ".json"
 
+    def __init__(self, base_path: UPath, storage_root: str):
+        super().__init__(base_path=base_path)
+        self.storage_root = storage_root
+
     def dump_to_path(self, context: OutputContext, obj: ArtifactRef, path: UPath) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(obj.to_json())
+        path.write_text(obj.relative_to(self.storage_root).to_json())
 
     def load_from_path(self, context: InputContext, path: UPath) -> ArtifactRef:
-        return ArtifactRef.from_json(path.read_text())
+        return ArtifactRef.from_json(path.read_text()).resolved(self.storage_root)
 
     def load_input(self, context: InputContext) -> ArtifactRef | dict[str, ArtifactRef]:
         upstream = context.asset_key.to_user_string()
@@ -174,4 +181,4 @@ class ArtifactRefIOManagerFactory(ConfigurableIOManagerFactory):
 
     def create_io_manager(self, context) -> ArtifactRefIOManager:
         uri = join_uri(self.base_uri, "_refs")
-        return ArtifactRefIOManager(base_path=UPath(uri, **storage_options_for(uri)))
+        return ArtifactRefIOManager(base_path=UPath(uri, **storage_options_for(uri)), storage_root=self.base_uri)

@@ -1,5 +1,6 @@
 """``mltrain manifests``: the exact objects the k8s backend would submit, for every asset that launches work."""
 
+import json
 import os
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from mltrain_assets.artifacts import ArtifactRef, join_uri
+from mltrain_assets.artifacts import MANIFEST_NAME, ArtifactRef, join_uri
 from mltrain_assets.resources.k8s import command_params
 from mltrain_assets.simulate import simulate
 from mltrain_assets.workloads.common.dates import shift
@@ -38,6 +39,10 @@ def _write_ref(storage: str, asset: str, partition_path: str, **metadata) -> Non
     uri = join_uri(storage, asset, partition_path, "v=0123456789ab")
     partition = partition_path.replace("/", "|")
     path.write_text(ArtifactRef(asset, partition, "0123456789ab", uri, {"rows": 1, **metadata}).to_json())
+    # The version it points to is committed (readers refuse references to versions that are not).
+    version = Path(uri.removeprefix("file://"))
+    version.mkdir(parents=True, exist_ok=True)
+    (version / MANIFEST_NAME).write_text(json.dumps({"files": {}, "rows": 1, "summary": metadata}))
 
 
 @pytest.fixture
@@ -47,7 +52,7 @@ def upstream(mltrain_home):
     for k in range(35):
         _write_ref(storage, "ride_events", shift(DATE, -k))
         _write_ref(storage, "city_hour_aggregates", shift(DATE, -k))
-    for k in range(8):
+    for k in range(15):
         _write_ref(storage, "user_interactions", shift(DATE, -k))
     _write_ref(storage, "city_demand_features", DATE)
     _write_ref(storage, "city_demand_model", f"{CITY}/{DATE}", mape=0.1, mlflow_model_uri="models:/m-1")

@@ -64,8 +64,8 @@ def history(e2e_env):
     ):
         outcome = demo.execute(job, "history", partition_range=(first, end))
         assert outcome.success, outcome.error
-    # Steady state: a day's embeddings need only the 7 days before it, so they were built when the
-    # previous day landed; once NEW_DAY lands, training is what remains.
+    # Steady state: a day's embeddings read D-14..D-8, so they were built a week before; once
+    # NEW_DAY lands, training is what remains.
     embeddings = demo.execute("recommender_job", "embeddings", partition_key=NEW_DAY, assets=["interaction_embeddings"])
     assert embeddings.success, embeddings.error
     return {"rides_first": rides_first, "interactions_first": interactions_first, "last": last, "latest": latest}

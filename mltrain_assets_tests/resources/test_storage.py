@@ -2,6 +2,8 @@
 missing days, or a reference built from an input version that has since changed, fails the
 consumer once (no retry), naming what is wrong."""
 
+import json
+import shutil
 from pathlib import Path
 
 from dagster import AssetExecutionContext, Config, DagsterEventType, RetryPolicy, asset, materialize
@@ -165,6 +167,7 @@ def test_a_quarantined_input_is_refused_by_name_and_rebuilt_by_its_next_material
     assert _materialize(tmp_path, "scored", day, score=0.1).success
     assert _materialize(tmp_path, "derived", day).success
     ref = ArtifactRef.from_json((tmp_path / "storage" / "_refs" / "derived" / f"{day}.json").read_text())
+    ref = ref.resolved(f"file://{tmp_path}/storage")
     quarantine(ref.uri, "result.json: has SHA-256 0123…, its manifest recorded 4567…")
 
     refused = _materialize(tmp_path, "derived_consumer", day)
@@ -179,3 +182,16 @@ def test_a_quarantined_input_is_refused_by_name_and_rebuilt_by_its_next_material
     assert materialization.metadata["reused_committed_version"].value is False
     assert materialization.metadata["version"].value == ref.version  # the same version, rebuilt in place
     assert _materialize(tmp_path, "derived_consumer", day).success
+
+
+def test_references_locate_versions_relative_to_the_storage_root_so_a_moved_store_works(tmp_path):
+    day = "2026-01-07"
+    assert _materialize(tmp_path / "old", "scored", day, score=0.1).success
+    stored = json.loads((tmp_path / "old" / "storage" / "_refs" / "scored" / f"{day}.json").read_text())
+    assert stored["uri"].startswith(f"scored/{day}/v=") and "://" not in stored["uri"]
+
+    shutil.move(str(tmp_path / "old"), str(tmp_path / "moved"))  # the whole home, somewhere else
+    moved = _materialize(tmp_path / "moved", "derived", day)
+    assert moved.success
+    (materialization,) = moved.asset_materializations_for_node("derived")
+    assert materialization.metadata["uri"].value.startswith(f"file://{tmp_path}/moved/storage/derived/{day}/v=")

@@ -1,7 +1,8 @@
 """Recommendations: interactions -> Spark ALS embeddings -> DDP-trained ranker -> champion/challenger -> top-K.
 
-Timeline for partition D: embeddings and the model learn from the 7 days before D; day D
-is held out to measure AUC, so nothing learns from the day it is judged on. Windows,
+Timeline for partition D: embeddings (ALS factors, window counts) learn from D-14..D-8, the model
+from D-7..D-1 over those frozen features, so no row's features carry its own click; day D is
+held out to measure AUC, so nothing learns from the day it is judged on. Windows,
 thresholds, names and code versions come from ``workloads/recsys/contract.py``.
 """
 
@@ -56,8 +57,8 @@ user_interactions = landing_ingestion_asset(
     retry_policy=DATA_PLANE_RETRY,
     automation_condition=when_upstream_ready(),
     description=(
-        f"User and item ALS factors (Spark MLlib, implicit feedback) over the {contract.EMBEDDINGS_WINDOW.days} "
-        "days before the date."
+        f"User and item ALS factors (Spark MLlib, implicit feedback) over {contract.EMBEDDINGS_WINDOW.days} days "
+        "ending the week before the model's training window (D-14..D-8)."
     ),
 )
 def interaction_embeddings(
@@ -127,6 +128,7 @@ def recommender_model(
     code_version="1",
     group_name=GROUP,
     kinds={"mlflow"},
+    pool="registry",  # one slot (resources/tracking.py REGISTRY_POOL): registrations and promotions never overlap
     retry_policy=DATA_PLANE_RETRY,
     automation_condition=when_upstream_ready(),
     description=(
