@@ -334,7 +334,13 @@ class ComputeBackend(ConfigurableResource):
             service_account=self.k8s_service_account,
             env_secret=self.k8s_env_secret,
             env=self.workload_env(),
-            pod_ip_env=("SPARK_DRIVER_HOST",) if profile == "spark" and spark.runs_driver_in_pod else (),
+            pod_ip_env=(
+                ("SPARK_DRIVER_HOST",)
+                if profile == "spark" and spark.runs_driver_in_pod
+                else ("MLTRAIN_POD_IP",)  # a training node binds its rendezvous to its pod IP only
+                if profile == "training"
+                else ()
+            ),
             deadline_s=int(timeout_s),
             labels={"mltrain/profile": profile},
         )
@@ -462,42 +468,160 @@ def _wait_all(
 ) -> tuple[list[int], TreeUsage]:
     """Start every process in its own process group; wait for all; on timeout or interrupt kill every group.
 
+    The workloads do not outlive the run worker: each leader is SIGKILLed by the kernel when the
+    thread that started it exits (``PR_SET_PDEATHSIG``; with Dagster's in-process executor that is
+    the run worker's main thread, which waits here), and a guard process kills their whole groups
+    and sessions (a torchrun agent, a Spark JVM) once the run worker is gone (``_RunWorkerGuard``).
+    A leader that failed (killed, crashed) has the rest of its group killed too.
+
     Returns the exit codes and what the launched trees used (CPU seconds, peak memory).
     """
-    processes = [_MeteredPopen(command, env=env, start_new_session=True) for command, env in launches]
-    meters = [_TreeMeter(process) for process in processes]
-    deadline = time.monotonic() + timeout_s
-    poll_s = 0.05  # doubling to 0.5 s: a short workload is still sampled
-    try:
-        returncodes: list[int | None] = [None] * len(processes)
-        while any(code is None for code in returncodes):
-            for i, process in enumerate(processes):
-                if returncodes[i] is None:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise subprocess.TimeoutExpired(process.args, timeout_s)
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        returncodes[i] = process.wait(timeout=min(remaining, poll_s))
-            poll_s = min(poll_s * 2, 0.5)
-            _sample(meters)
-            failed = [code for code in returncodes if code not in (None, 0, EXIT_DATA_REJECTED)]
-            if failed and len(processes) > 1:
-                break  # one node failed: the others would wait for it at the rendezvous
-    except subprocess.TimeoutExpired as timeout:
+    with _RunWorkerGuard() as guard:
+        processes: list[_MeteredPopen] = []
+        try:
+            for command, env in launches:
+                processes.append(
+                    _MeteredPopen(command, env=env, start_new_session=True, preexec_fn=_die_with_parent_thread)
+                )
+                guard.watch(processes[-1].pid)
+        except BaseException:
+            for process in processes:
+                _kill_group(process, grace_s=0)
+            raise
+        meters = [_TreeMeter(process) for process in processes]
+        deadline = time.monotonic() + timeout_s
+        poll_s = 0.05  # doubling to 0.5 s: a short workload is still sampled
+        try:
+            returncodes: list[int | None] = [None] * len(processes)
+            while any(code is None for code in returncodes):
+                for i, process in enumerate(processes):
+                    if returncodes[i] is None:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            raise subprocess.TimeoutExpired(process.args, timeout_s)
+                        with contextlib.suppress(subprocess.TimeoutExpired):
+                            returncodes[i] = process.wait(timeout=min(remaining, poll_s))
+                poll_s = min(poll_s * 2, 0.5)
+                _sample(meters)
+                failed = [code for code in returncodes if code not in (None, 0, EXIT_DATA_REJECTED)]
+                if failed and len(processes) > 1:
+                    break  # one node failed: the others would wait for it at the rendezvous
+        except subprocess.TimeoutExpired as timeout:
+            for process in processes:
+                _kill_group(process)
+            raise Failure(
+                description=f"{workload} timed out after {timeout_s:.0f}s and was killed", allow_retries=True
+            ) from timeout
+        except DagsterExecutionInterruptedError:
+            for process in processes:
+                _kill_group(process, first=signal.SIGINT)
+            raise
         for process in processes:
-            _kill_group(process)
-        raise Failure(
-            description=f"{workload} timed out after {timeout_s:.0f}s and was killed", allow_retries=True
-        ) from timeout
-    except DagsterExecutionInterruptedError:
-        for process in processes:
-            _kill_group(process, first=signal.SIGINT)
-        raise
-    for process in processes:
-        if process.poll() is None:
-            _kill_group(process)
-    _settle(meters, until=min(time.monotonic() + SETTLE_S, deadline))
+            if process.poll() is None or (
+                process.returncode not in (0, EXIT_DATA_REJECTED) and _group_alive(process.pid)
+            ):
+                _kill_group(process)  # still running, or what a failed leader left behind
+        _settle(meters, until=min(time.monotonic() + SETTLE_S, deadline))
     return [process.returncode for process in processes], TreeUsage.of(meters)
+
+
+# ------------------------------------------------------------------ workloads die with their run worker
+
+_PR_SET_PDEATHSIG = 1
+_LIBC_PRCTL = None
+if sys.platform.startswith("linux"):
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        _LIBC_PRCTL = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the child only calls it
+
+
+def _die_with_parent_thread() -> None:
+    """``preexec_fn``: in the child, before exec, ask the kernel to SIGKILL it when its parent thread exits.
+
+    Only an already-resolved C call between fork and exec (no imports, no locks). A session leader
+    is no exception; the kernel sends the signal when the thread that forked it exits, here the
+    one waiting in ``_wait_all``, so in practice when the run worker dies.
+    """
+    if _LIBC_PRCTL is not None:
+        _LIBC_PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+# The guard: reads one process-group id per line from the run worker; on "done" it exits; on EOF
+# without "done" (the run worker died: the kernel closed its end of the pipe) it SIGKILLs those
+# groups and every process left in their sessions. Plain stdlib, no site: it starts in ~20 ms.
+_GUARD = r"""
+import os, signal, sys
+leaders = []
+while True:
+    line = sys.stdin.buffer.readline()
+    if not line:
+        break
+    if line.strip() == b"done":
+        sys.exit(0)
+    leaders.append(int(line))
+for pgid in leaders:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+    if entry.isdigit():
+        try:
+            with open("/proc/%s/stat" % entry, "rb") as f:
+                stat = f.read()
+            if int(stat[stat.rindex(b")") + 2 :].split()[3]) in leaders:
+                os.kill(int(entry), signal.SIGKILL)
+        except (OSError, ValueError, IndexError):
+            pass
+"""
+
+
+class _RunWorkerGuard:
+    """A small process, in a session of its own, that kills the workloads when the run worker dies.
+
+    The run worker holds the only write end of the guard's stdin: when it dies (SIGKILL included)
+    the kernel closes it and the guard sees EOF. A run worker that finishes normally says ``done``
+    first. If the guard cannot start, the workloads still die with the run worker through
+    ``PR_SET_PDEATHSIG`` (the leaders only).
+    """
+
+    def __init__(self):
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> _RunWorkerGuard:
+        with contextlib.suppress(OSError):
+            self.process = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _GUARD],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,  # not in the run worker's group: a kill of that group does not reach it
+            )
+        return self
+
+    def watch(self, pgid: int) -> None:
+        self._say(f"{pgid}\n".encode())
+
+    def _say(self, data: bytes) -> None:
+        if self.process is None or self.process.stdin is None:
+            return
+        try:
+            self.process.stdin.write(data)
+            self.process.stdin.flush()
+        except (BrokenPipeError, ValueError):
+            pass  # the guard died (someone killed it): the leaders still die with the run worker
+
+    def __exit__(self, *exc) -> None:
+        if self.process is None:
+            return
+        self._say(b"done\n")
+        with contextlib.suppress(BrokenPipeError, OSError):
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 # ------------------------------------------------------------------ what a launch cost

@@ -97,6 +97,10 @@ def test_cli_prints_the_indexed_job_for_eight_gpu_nodes(upstream):
         "MLTRAIN_TRAIN_NODES": "8",
         "MLTRAIN_TRAIN_GPUS_PER_NODE": "8",
         "MLTRAIN_K8S_ENV_SECRET": "aws",
+        # Credentials on the rendering machine must never reach a manifest.
+        "AWS_ACCESS_KEY_ID": "AKIAEXAMPLEKEYID0000",
+        "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI-example-secret-value",
+        "MLTRAIN_PG_PASSWORD": "pg-example-password",
     }
     result = subprocess.run(
         [sys.executable, "-m", "mltrain_assets.cli", "manifests", "--asset", "recommender_model", "--partition", DATE],
@@ -107,12 +111,16 @@ def test_cli_prints_the_indexed_job_for_eight_gpu_nodes(upstream):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    for secret in ("AKIAEXAMPLEKEYID0000", "wJalrXUtnFEMI-example-secret-value", "pg-example-password"):
+        assert secret not in result.stdout
     service, job = yaml.safe_load_all(result.stdout)
     assert (service["kind"], service["spec"]["clusterIP"]) == ("Service", "None")
     assert (job["kind"], job["spec"]["completionMode"], job["spec"]["completions"]) == ("Job", "Indexed", 8)
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "8"
     assert container["envFrom"] == [{"secretRef": {"name": "aws"}}]
+    # Each node binds its rendezvous to its own pod IP (the pod network), never to every interface.
+    assert {"name": "MLTRAIN_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} in container["env"]
     params = command_params(container["args"])
     assert (params["backend"], params["device"], params["nnodes"], params["nproc_per_node"]) == ("nccl", "cuda", 8, 8)
     name = job["metadata"]["name"]

@@ -3,8 +3,10 @@
 ``python -m mltrain_assets.workloads.recsys.train.launcher --params JSON`` (``TrainParams``).
 
 This process (launched by Dagster Pipes like any workload) checks that its inputs are committed,
-starts ``torchrun --standalone --nnodes 1 --nproc-per-node N -m mltrain_assets.workloads.recsys.train.worker
---params JSON`` with the very params it received, relays the workers' progress, then (node 0 only)
+starts torchrun (``agent.py``: torchrun whose stores listen on loopback, or the pod's IP on a
+multi-node Job, never on every interface) ``--standalone --nnodes 1 --nproc-per-node N -m
+mltrain_assets.workloads.recsys.train.worker --params JSON`` with the very params it received,
+relays the workers' progress, then (node 0 only)
 evaluates AUC on the held-out day, logs the run to MLflow and commits the model directory plus
 ``metrics.json`` into ``out_uri``.
 
@@ -36,11 +38,13 @@ from mltrain_assets.workloads.recsys import contract
 from mltrain_assets.workloads.recsys.evaluate import auc_of, evaluate_model_dir
 from mltrain_assets.workloads.recsys.model import MODEL_FILES, RecsysNet, make_bundle, save_model_dir, score
 from mltrain_assets.workloads.recsys.params import TrainParams
-from mltrain_assets.workloads.recsys.train import checkpoints, worker
+from mltrain_assets.workloads.recsys.train import agent, checkpoints, worker
 from mltrain_assets.workloads.recsys.train.data import click_labels, load_factors, read_events, threads_per_worker
 from mltrain_assets.workloads.recsys.train.tracking import log_training_run, weights_digest
 
 METRICS_FILE = "metrics.json"
+LOOPBACK = "127.0.0.1"
+POD_IP_ENV = "MLTRAIN_POD_IP"  # set from status.podIP in the training pods (resources/compute.py)
 PRODUCER = "mltrain_assets.workloads.train_recommender"
 BACKENDS = ("gloo", "nccl")
 DEVICES = ("cpu", "cuda")
@@ -80,14 +84,36 @@ def torchrun_command(params: TrainParams, python: str = sys.executable) -> list[
     else:
         # --standalone picks a free port itself: no MASTER_PORT to manage, no clash with a killed run.
         rendezvous = ["--standalone", "--nnodes", "1"]
-    return [python, "-m", "torch.distributed.run", *rendezvous, "--nproc-per-node", str(params.nproc_per_node),
-            "--max-restarts", "0", "-m", worker.MODULE, *params.argv()]  # fmt: skip
+    # The agent is torchrun with its stores listening on the bind address only (agent.py).
+    return [python, "-m", agent.__name__, *rendezvous, "--local-addr", rendezvous_bind_address(params),
+            "--nproc-per-node", str(params.nproc_per_node), "--max-restarts", "0",
+            "-m", worker.MODULE, *params.argv()]  # fmt: skip
+
+
+def rendezvous_bind_address(params: TrainParams) -> str:
+    """Where this node's rendezvous and worker sockets listen: loopback for one node, else the pod's IP."""
+    if params.nnodes == 1:
+        return LOOPBACK
+    pod_ip = os.environ.get(POD_IP_ENV)
+    if not pod_ip:
+        raise ValueError(
+            f"{params.nnodes}-node training needs ${POD_IP_ENV} (the pod's IP, from the downward API) to bind its "
+            "rendezvous to the pod network"
+        )
+    return pod_ip
 
 
 def worker_environment(params: TrainParams) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_PIPES_")}  # workers do not talk to Dagster
     env["OMP_NUM_THREADS"] = str(threads_per_worker(params.nproc_per_node))
     env["PYTHONUNBUFFERED"] = "1"
+    address = rendezvous_bind_address(params)
+    env[agent.BIND_ENV] = address
+    interface = agent.interface_of(address)
+    if interface:
+        # Gloo's and NCCL's pair sockets on the rendezvous' interface too (a deployment's own choice wins).
+        env.setdefault("GLOO_SOCKET_IFNAME", interface)
+        env.setdefault("NCCL_SOCKET_IFNAME", interface)
     if params.device == "cuda":
         env.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     return env

@@ -7,6 +7,7 @@ import dataclasses
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -33,7 +34,7 @@ from mltrain_assets.workloads.common.params import MlflowSettings
 from mltrain_assets.workloads.recsys import contract
 from mltrain_assets.workloads.recsys.model import MODEL_FILES, load_model_dir, score
 from mltrain_assets.workloads.recsys.params import TrainParams
-from mltrain_assets.workloads.recsys.train import worker
+from mltrain_assets.workloads.recsys.train import agent, worker
 from mltrain_assets.workloads.recsys.train.checkpoints import list_checkpoints, training_fingerprint
 from mltrain_assets.workloads.recsys.train.data import read_events
 from mltrain_assets.workloads.recsys.train.launcher import torchrun_command, validate, worker_environment
@@ -68,6 +69,36 @@ def _processes_mentioning(text: str) -> list[int]:
     return found
 
 
+def _listening_addresses(session: int) -> set[str]:
+    """``address:port`` of every TCP socket listening in a process session (the launch and all it started)."""
+    inodes = set()
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit() or int((entry / "stat").read_text().rsplit(")", 1)[1].split()[3]) != session:
+                continue
+            for fd in (entry / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                raw, port = fields[1].split(":")
+                if len(raw) == 8:
+                    address = socket.inet_ntoa(bytes.fromhex(raw)[::-1])
+                else:
+                    words = bytes.fromhex(raw)
+                    address = socket.inet_ntop(
+                        socket.AF_INET6, b"".join(words[i : i + 4][::-1] for i in range(0, 16, 4))
+                    )
+                found.add(f"{address}:{int(port, 16)}")
+    return found
+
+
 # --------------------------------------------------------------------------- the command line (fast)
 
 
@@ -80,9 +111,12 @@ def _processes_mentioning(text: str) -> list[int]:
     ids=["standalone", "multi-node"],
 )
 def test_torchrun_hands_every_worker_the_params_the_launcher_received(layout, monkeypatch):
+    monkeypatch.setenv("MLTRAIN_POD_IP", "10.0.0.7")
     params = dataclasses.replace(PARAMS, **layout)
     command = torchrun_command(params, python="/venv/bin/python")
-    assert command[:3] == ["/venv/bin/python", "-m", "torch.distributed.run"]
+    assert command[:3] == ["/venv/bin/python", "-m", agent.__name__]  # torchrun, its stores bound (agent.py)
+    bound = command[command.index("--local-addr") + 1]
+    assert bound == ("10.0.0.7" if params.nnodes > 1 else "127.0.0.1")
 
     # torchrun's own parser reads the layout we asked for ...
     config, _python, worker_args = config_from_args(torchrun_parse_args(command[3:]))
@@ -110,6 +144,15 @@ def test_worker_environment_leaves_dagster_out_and_sizes_threads(monkeypatch):
     assert "DAGSTER_PIPES_CONTEXT" not in env
     assert env["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // PARAMS.nproc_per_node))
     assert "CUBLAS_WORKSPACE_CONFIG" in worker_environment(dataclasses.replace(PARAMS, device="cuda"))
+    # One node: the stores and the gloo pairs listen on loopback only.
+    assert env["MLTRAIN_RDZV_BIND"] == "127.0.0.1" and env["GLOO_SOCKET_IFNAME"] == "lo"
+
+
+def test_multi_node_training_without_its_pod_ip_is_refused_naming_it(monkeypatch):
+    monkeypatch.delenv("MLTRAIN_POD_IP", raising=False)
+    params = dataclasses.replace(PARAMS, nnodes=2, nproc_per_node=1, node_rank=0, rdzv_endpoint="job-0.job:29400")
+    with pytest.raises(ValueError, match=r"2-node training needs \$MLTRAIN_POD_IP"):
+        torchrun_command(params)
 
 
 def test_params_that_cannot_train_are_refused_before_any_worker_starts(tmp_path):
@@ -232,10 +275,14 @@ def test_a_killed_training_resumes_from_its_checkpoint_to_bit_identical_weights(
         start_new_session=True,
     )
     deadline = time.monotonic() + 180
+    listening: set[str] = set()
     while not (checkpoints / "epoch=002.pt").exists():
         assert process.poll() is None, "training ended before the epoch-2 checkpoint"
         assert time.monotonic() < deadline, "no epoch-2 checkpoint within 180 s"
+        listening |= _listening_addresses(process.pid)
         time.sleep(0.01)
+    # The rendezvous store, the workers' store and gloo's pairs listened on loopback, never every interface.
+    assert listening and {address.rsplit(":", 1)[0] for address in listening} == {"127.0.0.1"}
     os.killpg(process.pid, signal.SIGKILL)  # the launcher, torchrun and (through PDEATHSIG) the workers
     process.wait()
     time.sleep(0.5)
