@@ -24,3 +24,6 @@ class DatasetSpec:
     # SQL predicates (DuckDB dialect) a valid row satisfies, by rule name.
     row_rules: dict[str, str]
     min_rows_per_day: int
+    # Repeats of an id (redelivered events) are dropped, keeping the first; a day in which more than
+    # this share of the landed rows repeat an id is rejected (rule ``duplicate_keys``): a producer replayed it.
+    max_duplicate_fraction: float = 0.05

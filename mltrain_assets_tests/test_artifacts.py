@@ -22,6 +22,7 @@ from mltrain_assets.artifacts import (
     ArtifactNotCommitted,
     ArtifactRef,
     ArtifactWriter,
+    StorageUnavailable,
     compute_version,
     filesystem,
     quarantine_reason,
@@ -178,7 +179,10 @@ def _corrupt(uri: str, name: str, data: bytes) -> None:
     ("damage", "problem"),
     [
         (lambda data: data[: len(data) // 2], r"has [\d,]+ bytes, its manifest recorded [\d,]+"),
-        (lambda data: data[:100] + bytes([data[100] ^ 0xFF]) + data[101:], r"has SHA-256 \w+…, its manifest recorded \w+…"),
+        (
+            lambda data: data[:100] + bytes([data[100] ^ 0xFF]) + data[101:],
+            r"has SHA-256 \w+…, its manifest recorded \w+…",
+        ),
     ],
     ids=["truncated", "one_byte_changed"],
 )
@@ -231,3 +235,17 @@ def test_ref_round_trips_as_json():
     ref = ArtifactRef("ride_events", "2026-01-01", "abc", "file:///x/v=abc", {"rows": 3})
     assert ArtifactRef.from_json(ref.to_json()) == ref
     assert json.loads(ref.to_json())["uri"] == "file:///x/v=abc"
+
+
+def test_an_unreachable_object_store_fails_within_its_retries_naming_the_endpoint(monkeypatch):
+    from mltrain_assets.loopback import free_port
+
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nobody listens
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with pytest.raises(StorageUnavailable) as down:
+        read_manifest("s3://mltrain/asset/2026-01-01/v=1")
+    assert str(down.value).startswith(
+        f"object store {endpoint} unreachable after 3 attempts (reading the manifest of s3://mltrain/asset/2026-01-01/v=1)"
+    )

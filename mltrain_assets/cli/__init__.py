@@ -156,6 +156,36 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_lineage(args: argparse.Namespace) -> int:
+    from mltrain_assets.cli.lineage import describe, lineage
+
+    env = _effective_env()
+    record, root = lineage(args.model, args.version, env["MLTRAIN_STORAGE_URI"])
+    print(describe(record, root))
+    return 0
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mltrain_assets.cli.lineage import describe_reproduction, reproduce
+
+    env = _effective_env()
+    scratch = Path(args.scratch or Path(env["MLTRAIN_HOME"]) / "reproductions" / f"{args.model}-v{args.version}")
+    report = reproduce(args.model, args.version, env["MLTRAIN_STORAGE_URI"], scratch)
+    print(describe_reproduction(report))
+    return 0 if report["metrics_equal"] else 1
+
+
+def _cmd_relocate(args: argparse.Namespace) -> int:
+    from mltrain_assets.relocate import relocate_mlflow
+
+    env = _effective_env()
+    rows = relocate_mlflow(env["MLFLOW_TRACKING_URI"], args.old, args.new)
+    print(f"{rows} MLflow artifact locations moved from {args.old} to {args.new}")
+    return 0
+
+
 def _cmd_schema(args: argparse.Namespace) -> int:
     from mltrain_assets.registry import landing_datasets
 
@@ -222,6 +252,25 @@ def _cmd_materialize(args: argparse.Namespace) -> int:
         raise SystemExit(f"mltrain materialize: {refused}") from None
     demo.print_outcome(outcome)
     return 0 if outcome.success else 1
+
+
+def _cmd_heal(args: argparse.Namespace) -> int:
+    from mltrain_assets.cli.demo import ensure_instance
+    from mltrain_assets.core.heal import heal
+
+    _effective_env()
+    report = heal(ensure_instance(), dry_run=args.dry_run)
+    for line in report.lines():
+        print(line)
+    if not report.lines():
+        print("no runs in progress and no pool slots held")
+    verb = "would fail" if args.dry_run else "failed"
+    print(
+        f"{verb} {len(report.failed)} run(s) whose run worker is gone; "
+        f"{'would free' if args.dry_run else 'freed'} the pool slots of {len(report.freed)} run(s); "
+        f"{len(report.running)} running, {len(report.unknown)} left to the daemon's run monitoring"
+    )
+    return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -313,7 +362,44 @@ def build_parser() -> argparse.ArgumentParser:
     partition.add_argument("--partition-range", help="START...END, e.g. 2026-11-01...2026-11-07 (single-run assets)")
     materialize.set_defaults(func=_cmd_materialize)
 
+    heal = sub.add_parser(
+        "heal",
+        help="fail the runs whose run worker died on this host (kill -9, OOM) and free the pool slots of runs "
+        "that ended, so no dead run blocks a pool (what the daemon's run monitoring does; `mltrain materialize` "
+        "and `mltrain demo` do it before each launch)",
+    )
+    heal.add_argument("--dry-run", action="store_true", help="only print what it would do")
+    heal.set_defaults(func=_cmd_heal)
+
     sub.add_parser("schema", help="print the landing datasets' schemas and rules").set_defaults(func=_cmd_schema)
+
+    lineage = sub.add_parser(
+        "lineage",
+        help="everything a registered model version came from: its runs, code commit, params, and every "
+        "input version down to the landed days (with their fingerprints)",
+    )
+    lineage.add_argument("model", help="registered model name, e.g. demand-forecast-nyc or recommender")
+    lineage.add_argument("version", help="model version number")
+    lineage.set_defaults(func=_cmd_lineage)
+
+    reproduce = sub.add_parser(
+        "reproduce",
+        help="rebuild a registered model version from its lineage in a scratch store and say whether every "
+        "file (the weights too) and the metrics are equal",
+    )
+    reproduce.add_argument("model", help="registered model name")
+    reproduce.add_argument("version", help="model version number")
+    reproduce.add_argument("--scratch", help="folder to rebuild in (default: $MLTRAIN_HOME/reproductions/MODEL-vN)")
+    reproduce.set_defaults(func=_cmd_reproduce)
+
+    relocate = sub.add_parser(
+        "relocate",
+        help="point MLflow's recorded artifact locations at a new root after moving them (a bucket renamed); "
+        "a moved MLTRAIN_HOME is relocated automatically",
+    )
+    relocate.add_argument("--from", dest="old", required=True, help="the old root, e.g. s3://old-bucket/mlartifacts")
+    relocate.add_argument("--to", dest="new", required=True, help="the new root, e.g. s3://new-bucket/mlartifacts")
+    relocate.set_defaults(func=_cmd_relocate)
 
     manifests = sub.add_parser(
         "manifests",

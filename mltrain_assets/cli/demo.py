@@ -8,13 +8,20 @@ code location ``workspace.yaml`` declares (``mltrain_assets``), so the UI lists 
 that location (Overview timeline, filters) and can re-execute them. They execute in this
 process (``execute_run``), as ``dagster asset materialize`` does, so no daemon is needed.
 ``mltrain materialize`` launches any asset selection the same way.
+
+Without a daemon nobody else notices a run whose process was killed: before each launch,
+``core.heal`` fails this host's runs whose run worker is gone and frees the pool slots they held
+(each run created here names its worker in the ``mltrain/run_worker`` tag), so a killed run never
+blocks the next one on a pool.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import os
 import shutil
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -35,8 +42,10 @@ from dagster._core.remote_origin import (
 )
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+from dagster._core.utils import make_new_run_id
 from dagster._core.workspace.load_target import WorkspaceFileTarget
 
+from mltrain_assets.core.heal import heal, worker_tag
 from mltrain_assets.core.partitions import PARTITIONS_START_DATE, require_partitions_from
 from mltrain_assets.core.pipeline import Pipeline
 from mltrain_assets.settings import apply_defaults
@@ -75,9 +84,7 @@ def latest_complete_day() -> str:
 
 def job_named(name: str):
     """A job of the code location by name."""
-    from mltrain_assets.definitions import defs
-
-    return defs.resolve_job_def(name)
+    return importlib.import_module(DEFINITIONS_MODULE).defs.resolve_job_def(name)
 
 
 def code_location_origin() -> CodeLocationOrigin:
@@ -117,15 +124,24 @@ def execute_with_location_origin(
 
     ``execute_job`` would record only the Python origin, and the UI would call the run "from a
     different code location": no re-execution, no place on the Overview timeline.
+
+    First, runs of this instance whose run worker died are failed and their pool slots freed
+    (``core.heal``); the new run records this process as its worker (``mltrain/run_worker``).
     """
+    launched_by = (tags or {}).get("mltrain/launched_by", "mltrain")
+    heal(
+        instance, by=f"the pre-launch check of {launched_by}", say=lambda line: print(f"heal: {line}", file=sys.stderr)
+    )
     recon_job = _reconstructable_job(job_name)
     repository_load_data = recon_job.repository.get_definition().repository_load_data
     recon_job = recon_job.with_repository_load_data(repository_load_data)
     job_def = recon_job.get_definition()
+    run_id = make_new_run_id()
     run = instance.create_run_for_job(
         job_def=job_def,
+        run_id=run_id,
         run_config=run_config or {},
-        tags={**job_def.run_tags, **(tags or {})},
+        tags={**job_def.run_tags, **(tags or {}), **worker_tag(run_id)},
         asset_selection=frozenset(asset_selection) if asset_selection else None,
         remote_job_origin=remote_job_origin(job_name),
         job_code_origin=recon_job.get_python_origin(),

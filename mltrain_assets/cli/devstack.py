@@ -1,7 +1,9 @@
 """The local stack behind ``make dev`` and the end-to-end tests: Dagster webserver + daemon, MLflow UI.
 
 Each service runs in its own process group on 127.0.0.1 and is stopped with SIGTERM
-(then SIGKILL); logs go to ``$MLTRAIN_HOME/logs``.
+(then SIGKILL); logs go to ``$MLTRAIN_HOME/logs``. Before starting, runs left STARTED by a stack
+that was killed (its code server died with their run workers, so nobody failed them) are failed
+and their pool slots freed (``core.heal``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from pathlib import Path
 
 import requests
 
-from mltrain_assets.cli.demo import REPO_ROOT, ensure_instance
+from mltrain_assets.cli.demo import REPO_ROOT, WORKSPACE_FILE, ensure_instance
+from mltrain_assets.core.heal import heal
 
 BIN = Path(sys.executable).parent
 
@@ -36,6 +39,8 @@ class DevStack:
     mlflow_port: int = 5000
     daemon: bool = True
     mlflow_ui: bool = True
+    webserver: bool = True
+    workspace: Path = WORKSPACE_FILE  # the code locations the webserver and the daemon load
     services: list[Service] = field(default_factory=list)
 
     @property
@@ -55,14 +60,16 @@ class DevStack:
 
     def plan(self) -> list[Service]:
         env = os.environ
-        workspace = str(REPO_ROOT / "workspace.yaml")
-        services = [
-            Service(
-                "dagster-webserver",
-                [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(self.dagster_port), "-w", workspace],
-                f"{self.dagster_url}/server_info",
+        workspace = str(self.workspace)
+        services = []
+        if self.webserver:
+            services.append(
+                Service(
+                    "dagster-webserver",
+                    [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(self.dagster_port), "-w", workspace],
+                    f"{self.dagster_url}/server_info",
+                )
             )
-        ]
         if self.daemon:
             services.append(Service("dagster-daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace], ""))
         if self.mlflow_ui:
@@ -89,7 +96,7 @@ class DevStack:
         return services
 
     def start(self, timeout_s: float = 120) -> DevStack:
-        ensure_instance()
+        heal(ensure_instance(), by="mltrain dev (start)", say=lambda line: print(f"heal: {line}", file=sys.stderr))
         logs = Path(os.environ["MLTRAIN_HOME"]) / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         env = {

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import time
 
 from dagster import (
     AssetExecutionContext,
@@ -23,18 +24,27 @@ from mltrain_assets.core.steps import (
     plan_version,
     versions_output,
 )
-from mltrain_assets.landing import day_status, success_uri
+from mltrain_assets.landing import bytes_to_hash, content_digests, day_status, success_uri
 from mltrain_assets.resources.compute import ComputeBackend
 from mltrain_assets.resources.storage import ArtifactStorage
 from mltrain_assets.schemas import DatasetSpec
 from mltrain_assets.workloads.ingest.params import INGEST_CODE_VERSION, IngestParams
 
 INGEST_TIMEOUT_S = 1800
+# Per-partition materialization metadata: the content fingerprint of the landed day that version holds
+# (the landing sensor compares a re-delivered day's with it).
+LANDING_FINGERPRINT = "landing_fingerprint"
 
 
 def landing_fingerprint(status: dict) -> str:
-    """What the landed day is: its marker and every part file with its size."""
-    payload = json.dumps({"marker": status["marker_sha256"], "files": status["files"]}, sort_keys=True)
+    """What the landed day *is*, by content: its marker's content and every file's content digest.
+
+    ``status`` is ``landing.day_status``. On S3 the digests are the objects' ETags from the listing
+    (nothing read); on ``file://`` the SHA-256 of each file's bytes, streamed in 1 MiB chunks. A
+    corrected re-delivery (same sizes, same ``_SUCCESS``) is a new version; an identical rewrite is
+    the same one. Every non-hidden file counts, strays included (they make ingestion reject the day).
+    """
+    payload = json.dumps({"marker": status["marker_sha256"], "files": content_digests(status)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -91,11 +101,28 @@ def landing_ingestion_asset(
             )
             raise Failure(description=details, allow_retries=False)
 
+        started = time.monotonic()
+        fingerprints = {date: landing_fingerprint(statuses[date]) for date in dates}
+        hashed = sum(bytes_to_hash(statuses[date]) for date in dates)
+        if hashed:
+            context.log.info(
+                f"fingerprinted {len(dates)} landed day(s): {hashed / 1e6:,.1f} MB hashed "
+                f"in {time.monotonic() - started:.1f}s"
+            )
+        # The bytes hashed must be those listed: a producer writing meanwhile makes this attempt retry.
+        moved = [
+            d for d in dates if day_status(storage.landing_uri, dataset, d)["fingerprint"] != statuses[d]["fingerprint"]
+        ]
+        if moved:
+            raise Failure(
+                description=f"{name} {', '.join(moved)}: the landed files changed while they were fingerprinted "
+                "(a producer is still writing); the step retries",
+                allow_retries=True,
+            )
+
         params = IngestParams(dataset=dataset, landing_uri=storage.landing_uri)
         planned = [
-            plan_version(
-                context, storage, date, {"landing": landing_fingerprint(statuses[date])}, params.versioned_fields()
-            )
+            plan_version(context, storage, date, {"landing": fingerprints[date]}, params.versioned_fields())
             for date in dates
         ]
         to_build = sum(p.manifest is None for p in planned)
@@ -106,12 +133,20 @@ def landing_ingestion_asset(
             storage=storage,
             compute=compute,
             planned=planned,
-            params_for=lambda targets: IngestParams(dataset=dataset, landing_uri=storage.landing_uri, targets=targets),
+            params_for=lambda targets: IngestParams(
+                dataset=dataset,
+                landing_uri=storage.landing_uri,
+                targets=targets,
+                fingerprints={date: fingerprints[date] for date in targets},
+                listings={date: statuses[date]["fingerprint"] for date in targets},
+            ),
             timeout_s=INGEST_TIMEOUT_S,
             gates=gates,
         )
         for date, ref in refs.items():
-            context.add_asset_metadata(partition_metadata(ref), partition_key=date)
+            context.add_asset_metadata(
+                {**partition_metadata(ref), LANDING_FINGERPRINT: fingerprints[date]}, partition_key=date
+            )
         run_metadata = {
             "dates_in_run": len(dates),
             "dates_ingested_now": built,

@@ -6,14 +6,16 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from dagster import AssetExecutionContext, DataVersion, MetadataValue, Output
+from dagster import AssetExecutionContext, DataVersion, Failure, MetadataValue, Output
 
 from mltrain_assets.artifacts import ArtifactRef, read_manifest
 from mltrain_assets.core.gates import Gate
 from mltrain_assets.core.partitions import partition_date
 from mltrain_assets.resources.tracking import (
+    REGISTRY_POOL,
     SNAPSHOT_ID_TAG,
     SNAPSHOT_URI_TAG,
+    AliasMoved,
     ModelRegistry,
     code_commit,
     date_in,
@@ -33,6 +35,8 @@ SERVED_TAG = "mltrain.served_version"
 PROMOTED_TAG = "mltrain.promoted"
 REASON_TAG = "mltrain.promotion"
 COMPARISON_TAG = "mltrain.champion_challenger"
+# How many times a decision is made again when `staging` moved under it (a writer outside the pool).
+CAS_ATTEMPTS = 3
 
 # (current staging version) -> (challenger wins?, metadata describing the comparison)
 ChampionComparison = Callable[[str], tuple[bool, dict[str, Any]]]
@@ -100,12 +104,10 @@ def register_and_promote(
         served = recorded[SERVED_TAG]
         decided_now = False
     else:
-        promoted, reason, comparison = _decide(
+        promoted, reason, comparison, current = _decide_and_set(
             context, registry, model_name, registered.version, current, compare_with_champion
         )
         served = registered.version if promoted else current
-        if promoted and current != registered.version:
-            registry.set_alias(model_name, STAGING_ALIAS, registered.version)
         for key, value in {
             REASON_TAG: reason,
             PROMOTED_TAG: str(promoted).lower(),
@@ -234,6 +236,40 @@ def _gate_line(gate: Gate | None, model_ref: ArtifactRef, score_metadata: dict[s
 
 def _number(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _decide_and_set(
+    context, registry: ModelRegistry, model_name: str, version: str, current: str | None, compare_with_champion
+) -> tuple[bool, str, dict, str | None]:
+    """Decide against the `staging` version read, then move it only by compare-and-set against that version.
+
+    ``(promoted, reason, comparison, staging the decision was made on)``. The registration step holds
+    the registry pool's one slot, so no other run of this instance writes `staging` meanwhile; a writer
+    outside it (another instance, a person in the MLflow UI) makes the compare-and-set refuse, and the
+    decision is made again against the version it moved to (up to ``CAS_ATTEMPTS`` times). A decision
+    not to move `staging` is re-read the same way: the version it says serves the date still does.
+    """
+    for _ in range(CAS_ATTEMPTS):
+        promoted, reason, comparison = _decide(context, registry, model_name, version, current, compare_with_champion)
+        try:
+            if promoted and current != version:
+                registry.compare_and_set_alias(model_name, STAGING_ALIAS, expected=current, new=version)
+            else:
+                now = registry.alias_version(model_name, STAGING_ALIAS)
+                if now != current:
+                    raise AliasMoved(model_name, STAGING_ALIAS, current, now)
+            return promoted, reason, comparison, current
+        except AliasMoved as moved:
+            context.log.warning(f"{moved}; deciding again against {moved.actual and 'v' + moved.actual}")
+            current = moved.actual
+    raise Failure(
+        description=(
+            f"`{STAGING_ALIAS}` of {model_name} moved {CAS_ATTEMPTS} times while v{version}'s promotion was "
+            f"decided (last seen: {current and 'v' + current}): another writer outside the `{REGISTRY_POOL}` pool "
+            "is moving it. Nothing recorded for this decision; run the step again once it stops."
+        ),
+        allow_retries=True,
+    )
 
 
 def _decide(context, registry, model_name, version, current, compare_with_champion) -> tuple[bool, str, dict]:

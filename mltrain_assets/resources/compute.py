@@ -52,8 +52,11 @@ from mltrain_assets.workloads.common.params import (
     MlflowSettings,
     WorkloadParams,
 )
-from mltrain_assets.workloads.common.runtime import EXIT_DATA_REJECTED
+from mltrain_assets.workloads.common.runtime import EXIT_DATA_REJECTED, EXIT_SERVICE_UNAVAILABLE
 from mltrain_assets.workloads.common.spark import SparkSettings
+
+# Exit codes after which the workload reported why (the summary says what the user sees).
+REPORTED_EXITS = (EXIT_DATA_REJECTED, EXIT_SERVICE_UNAVAILABLE)
 
 WorkloadProfile = Literal["default", "spark", "training"]
 BACKENDS = ("local", "k8s", "k8s-local")
@@ -265,6 +268,13 @@ class ComputeBackend(ConfigurableResource):
         for message in messages:
             if isinstance(message, dict):
                 summary.update(message)
+        if "service_unavailable" in summary:
+            # Its client retried for a bounded budget already; stacking step retries on it would multiply the wait.
+            raise Failure(
+                description=f"{workload}: {summary['service_unavailable']}",
+                metadata={"service_unavailable": MetadataValue.text(summary["service_unavailable"])},
+                allow_retries=False,
+            )
         if "input_corrupt" in summary:
             # A committed input failed verification and was quarantined: rebuilding it, not retrying, helps.
             raise Failure(
@@ -503,7 +513,7 @@ def _wait_all(
                             returncodes[i] = process.wait(timeout=min(remaining, poll_s))
                 poll_s = min(poll_s * 2, 0.5)
                 _sample(meters)
-                failed = [code for code in returncodes if code not in (None, 0, EXIT_DATA_REJECTED)]
+                failed = [code for code in returncodes if code not in (None, 0, *REPORTED_EXITS)]
                 if failed and len(processes) > 1:
                     break  # one node failed: the others would wait for it at the rendezvous
         except subprocess.TimeoutExpired as timeout:
@@ -517,9 +527,7 @@ def _wait_all(
                 _kill_group(process, first=signal.SIGINT)
             raise
         for process in processes:
-            if process.poll() is None or (
-                process.returncode not in (0, EXIT_DATA_REJECTED) and _group_alive(process.pid)
-            ):
+            if process.poll() is None or (process.returncode not in (0, *REPORTED_EXITS) and _group_alive(process.pid)):
                 _kill_group(process)  # still running, or what a failed leader left behind
         _settle(meters, until=min(time.monotonic() + SETTLE_S, deadline))
     return [process.returncode for process in processes], TreeUsage.of(meters)
@@ -791,7 +799,7 @@ def _sessions(sids: set[int]) -> dict[int, dict[int, _Proc]] | None:
 
 
 def _checked(workload: str, returncodes: list[int], messages: list[Any]) -> list[Any]:
-    if returncodes[0] == EXIT_DATA_REJECTED:
+    if returncodes[0] in REPORTED_EXITS:
         return messages
     failed = {i: code for i, code in enumerate(returncodes) if code != 0}
     if failed:

@@ -6,12 +6,13 @@ import hashlib
 import json
 import os
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, DagsterInstance, Failure, InitResourceContext
 
 from mltrain_assets.settings import DEFAULT_DAGSTER_UI_URL, DEFAULT_MLFLOW_UI_URL
 from mltrain_assets.workloads.common.tracking import (
@@ -20,10 +21,14 @@ from mltrain_assets.workloads.common.tracking import (
     DAGSTER_RUN_URL_TAG,
     DATE_TAG,
     PARTITION_TAG,
+    TrackingServerUnavailable,
+    bound_http_retries,
     dagster_tags,
+    is_http_uri,
     mlflow_model_version_url,
     mlflow_run_artifact_url,
     mlflow_run_url,
+    tracking_errors,
 )
 
 # MLflow costs ~1 s to import: it is imported inside the methods that call the registry, so every
@@ -39,6 +44,18 @@ SNAPSHOT_URI_TAG = "mltrain.data_snapshot_uri"
 # artifact of the model's training run, named by its id: one click from the version page, kept
 # with the model, never overwritten.
 SNAPSHOT_FOLDER = "lineage"
+
+# The op-concurrency pool of the registration steps (``pool=REGISTRY_POOL`` on every registered_*
+# asset): one slot, so registrations and promotions never overlap on one instance, whoever launched
+# them (UI, backfill, automation, two `mltrain materialize` runs). Dagster 1.13's instance config has
+# only a default limit for all pools (`concurrency.pools.default_limit`); a pool's own limit lives in
+# the instance's storage (`dagster instance concurrency set registry 1`, or
+# ``event_log_storage.set_concurrency_slots``). ``ensure_registry_pool`` sets it when a run starts the
+# registry resource, unless an operator has set one.
+REGISTRY_POOL = "registry"
+REGISTRY_POOL_LIMIT = 1
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -67,11 +84,89 @@ def code_commit() -> str:
         return "unknown"
 
 
+class RegistryUnavailable(Failure):
+    """The tracking server was unreachable (or kept answering 5xx) for the whole client retry budget.
+
+    ``allow_retries=False``: MLflow's client has already retried this call for its whole budget
+    (``bound_http_retries``: ~30 s against refused connections, at most ~106 s against a server that
+    never answers). The step's RetryPolicy (3 retries, 15 s exponential backoff) would repeat that
+    4 times plus ~105 s of backoff; the run fails once, within the budget, and a re-run after the
+    server is back is safe: registration is idempotent per lineage.
+    """
+
+    def __init__(self, cause: TrackingServerUnavailable):
+        super().__init__(
+            description=str(cause),
+            metadata={
+                "service": "MLflow tracking server",
+                "url": cause.url,
+                "attempts": cause.attempts,
+                "elapsed_s": round(cause.elapsed_s, 1),
+            },
+            allow_retries=False,
+        )
+        self.cause = cause
+
+    def __reduce__(self):  # picklable (a process pool re-raises it in its parent)
+        return (type(self), (self.cause,))
+
+
+class RegistryError(Failure):
+    """The registry answered an error where an answer was needed (e.g. a failed version lookup).
+
+    Never read as "not registered": that would register a duplicate version of the lineage.
+    ``allow_retries``: False for an answer a tracking server chose (a 4xx, an error JSON: it does not
+    change on retry); True for a local store's error (e.g. sqlite "database is locked"), which the
+    step's retry policy may outlive without any network wait.
+    """
+
+    def __init__(self, message: str, url: str, allow_retries: bool = False):
+        super().__init__(
+            description=message, metadata={"service": "MLflow registry", "url": url}, allow_retries=allow_retries
+        )
+        self._args = (message, url, allow_retries)
+
+    def __reduce__(self):
+        return (type(self), self._args)
+
+
+class AliasMoved(Exception):
+    """Compare-and-set refused: the alias no longer points where the decision read it."""
+
+    def __init__(self, name: str, alias: str, expected: str | None, actual: str | None):
+        self.name, self.alias, self.expected, self.actual = name, alias, expected, actual
+        super().__init__(f"`{alias}` of {name} is {_v(actual)}, expected {_v(expected)}: it moved since it was read")
+
+    def __reduce__(self):
+        return (type(self), (self.name, self.alias, self.expected, self.actual))
+
+
+def _v(version: str | None) -> str:
+    return f"v{version}" if version is not None else "unset"
+
+
+def ensure_registry_pool(instance: DagsterInstance) -> int | None:
+    """Give pool ``registry`` its limit (1) on this instance unless an operator set one; returns the limit."""
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return None
+    pool = next((p for p in storage.get_pool_limits() if p.name == REGISTRY_POOL), None)
+    if pool is not None and not pool.from_default:
+        return pool.limit  # `dagster instance concurrency set registry N`: the operator's choice
+    storage.set_concurrency_slots(REGISTRY_POOL, REGISTRY_POOL_LIMIT)
+    return REGISTRY_POOL_LIMIT
+
+
 class ModelRegistry(ConfigurableResource):
     """Registers model versions with lineage tags and moves aliases (``staging``).
 
     Versions are strings whatever the store: a local (sqlite) store returns ints, a server strings,
     and a decision replayed from a tag must compare equal to one made now.
+
+    Every call has a bounded wait (``bound_http_retries``: MLflow's own client retries, set for this
+    process unless the environment sets them). A server that stays unreachable raises
+    ``RegistryUnavailable`` naming its URL; an error answer to a lookup raises ``RegistryError``
+    (never "not found"). Exactly one version per lineage (``mltrain.artifact_version``): see ``register``.
     """
 
     tracking_uri: str
@@ -79,23 +174,52 @@ class ModelRegistry(ConfigurableResource):
     ui_url: str = ""
     dagster_ui_url: str = ""
 
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        # Before any step of the run claims a slot (in-process runs start their resources first).
+        if context.instance is not None:
+            ensure_registry_pool(context.instance)
+
     @cached_property
     def client(self) -> MlflowClient:
         from mlflow.tracking import MlflowClient
 
+        bound_http_retries()
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
-    def find_version(self, name: str, lineage_key: str) -> str | None:
-        """The version of ``name`` already registered for this lineage, if any."""
+    def _call(self, action: str, call: Callable[[], T]) -> T:
+        """``call()``; a server that stayed unreachable for the retry budget raises ``RegistryUnavailable``."""
+        try:
+            with tracking_errors(self.tracking_uri, action):
+                return call()
+        except TrackingServerUnavailable as exc:
+            raise RegistryUnavailable(exc) from None
+
+    def _store(self) -> str:
+        kind = "MLflow tracking server" if is_http_uri(self.tracking_uri) else "MLflow store"
+        return f"{kind} {self.tracking_uri.rstrip('/')}"
+
+    def lineage_versions(self, name: str, lineage_key: str) -> list[str]:
+        """Every version of ``name`` tagged with this lineage, oldest first; a failed lookup raises."""
         from mlflow.exceptions import MlflowException
 
+        query = f"name = '{name}' and tags.`{LINEAGE_KEY_TAG}` = '{lineage_key}'"
         try:
-            versions = self.client.search_model_versions(
-                f"name = '{name}' and tags.`{LINEAGE_KEY_TAG}` = '{lineage_key}'"
+            versions = self._call(
+                f"searching versions of {name} for lineage {lineage_key}",
+                lambda: self.client.search_model_versions(query),
             )
-        except MlflowException:
-            return None
-        return min((str(v.version) for v in versions), key=int, default=None)
+        except MlflowException as exc:
+            raise RegistryError(
+                f"{self._store()} failed to look up versions of {name} for lineage {lineage_key} "
+                f"({exc.error_code}: {str(exc)[:300]}); refusing to register without knowing what exists",
+                self.tracking_uri,
+                allow_retries=not is_http_uri(self.tracking_uri),
+            ) from None
+        return sorted((str(v.version) for v in versions), key=int)
+
+    def find_version(self, name: str, lineage_key: str) -> str | None:
+        """The version of ``name`` registered for this lineage, if any (the oldest, should there be several)."""
+        return next(iter(self.lineage_versions(name, lineage_key)), None)
 
     def register(
         self,
@@ -106,10 +230,20 @@ class ModelRegistry(ConfigurableResource):
         tags: dict[str, str],
         description: str | None = None,
     ) -> RegisteredVersion:
-        """Register ``model_uri`` under ``name`` unless this lineage already is (idempotent).
+        """Register ``model_uri`` under ``name`` unless this lineage already is: one version per lineage.
 
         A ``runs:/<run>/<name>`` URI naming a model logged by that run is registered as the
         logged model itself (``models:/m-<id>``), so the version links to it in the MLflow UI.
+
+        Each step can be re-run after a crash anywhere:
+
+        1. look up the lineage: an error is an error (``RegistryError``/``RegistryUnavailable``);
+        2. create the registered model (already existing is fine);
+        3. create the version *with* its lineage tag (``tags=`` at creation: one write; there is no
+           window where a version exists untagged and a retry cannot find it);
+        4. settle: look the lineage up again; the oldest version is the lineage's, and any younger
+           duplicate (two registrations racing past step 1, or the client retrying a create whose
+           answer was lost) is deleted, unless an alias already points at it.
         """
         from mlflow.exceptions import MlflowException
 
@@ -117,7 +251,7 @@ class ModelRegistry(ConfigurableResource):
         if existing is not None:
             return RegisteredVersion(name, existing, False, model_uri, run_id)
         try:
-            self.client.create_registered_model(name)
+            self._call(f"creating registered model {name}", lambda: self.client.create_registered_model(name))
         except MlflowException as exc:
             if "RESOURCE_ALREADY_EXISTS" not in str(exc.error_code):
                 raise
@@ -125,10 +259,42 @@ class ModelRegistry(ConfigurableResource):
         model_uri = self.logged_model_uri(model_uri)
         # MLflow 3 logged models ("models:/m-<id>") must name their model id to a tracking server.
         model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
-        version = self.client.create_model_version(
-            name=name, source=model_uri, run_id=run_id, tags=all_tags, model_id=model_id, description=description
+        version = self._call(
+            f"creating a version of {name}",
+            lambda: self.client.create_model_version(
+                name=name, source=model_uri, run_id=run_id, tags=all_tags, model_id=model_id, description=description
+            ),
         )
-        return RegisteredVersion(name, str(version.version), True, model_uri, run_id)
+        ours = str(version.version)
+        canonical = self.settle_lineage(name, lineage_key)
+        return RegisteredVersion(name, canonical or ours, canonical in (None, ours), model_uri, run_id)
+
+    def settle_lineage(self, name: str, lineage_key: str) -> str | None:
+        """Keep the lineage's oldest version; delete younger duplicates no alias points at. Returns the oldest."""
+        versions = self.lineage_versions(name, lineage_key)
+        if len(versions) <= 1:
+            return next(iter(versions), None)
+        canonical, *duplicates = versions
+        aliased = set(self.aliases(name).values())
+        for duplicate in duplicates:
+            if duplicate in aliased:
+                continue  # someone serves it; leave it for a person to resolve rather than pull it from under them
+            self.delete_version(name, duplicate)
+        return canonical
+
+    def delete_version(self, name: str, version: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self._call(f"deleting duplicate {name} v{version}", lambda: self.client.delete_model_version(name, version))
+        except MlflowException as exc:
+            if "RESOURCE_DOES_NOT_EXIST" not in str(exc.error_code):  # a concurrent settle deleted it first
+                raise
+
+    def aliases(self, name: str) -> dict[str, str]:
+        """``{alias: version}`` of ``name`` (``search_model_versions`` leaves ``aliases`` empty)."""
+        model = self._call(f"reading aliases of {name}", lambda: self.client.get_registered_model(name))
+        return {alias: str(version) for alias, version in (model.aliases or {}).items()}
 
     def logged_model_uri(self, model_uri: str) -> str:
         """``models:/m-<id>`` for a ``runs:/<run>/<name>`` URI whose run logged a model ``name``; else unchanged.
@@ -143,12 +309,16 @@ class ModelRegistry(ConfigurableResource):
         if not name or "/" in name:
             return model_uri
         try:
-            run = self.client.get_run(run_id)
-            models = self.client.search_logged_models(
-                experiment_ids=[run.info.experiment_id],
-                filter_string=f"name = '{name}' AND source_run_id = '{run_id}'",
+            run = self._call(f"reading run {run_id}", lambda: self.client.get_run(run_id))
+            models = self._call(
+                f"searching the models run {run_id} logged",
+                lambda: self.client.search_logged_models(
+                    experiment_ids=[run.info.experiment_id],
+                    filter_string=f"name = '{name}' AND source_run_id = '{run_id}'",
+                ),
             )
         except MlflowException:
+            # An answer, not an outage (an unreachable server raised above): no logged model to link.
             return model_uri
         matched = [m for m in models if m.source_run_id == run_id]
         return f"models:/{matched[0].model_id}" if matched else model_uri
@@ -156,31 +326,68 @@ class ModelRegistry(ConfigurableResource):
     def record_snapshot(self, run_id: str, snapshot: dict[str, Any]) -> str:
         """Store the full data snapshot as an artifact of the model's run; returns its ``runs:/`` URI."""
         path = snapshot_artifact(snapshot)
-        self.client.log_text(run_id, json.dumps(snapshot, indent=2, sort_keys=True), path)
+        text = json.dumps(snapshot, indent=2, sort_keys=True)
+        self._call(f"storing the data snapshot of run {run_id}", lambda: self.client.log_text(run_id, text, path))
         return f"runs:/{run_id}/{path}"
 
     def set_description(self, name: str, version: str, description: str) -> None:
-        self.client.update_model_version(name, version, description=description)
+        self._call(
+            f"describing {name} v{version}",
+            lambda: self.client.update_model_version(name, version, description=description),
+        )
 
     def description(self, name: str, version: str) -> str:
-        return self.client.get_model_version(name, version).description or ""
+        return (
+            self._call(f"reading {name} v{version}", lambda: self.client.get_model_version(name, version)).description
+            or ""
+        )
 
     def alias_version(self, name: str, alias: str) -> str | None:
+        """The version ``alias`` points at; ``None`` only when the model or the alias does not exist."""
         from mlflow.exceptions import MlflowException
 
         try:
-            return str(self.client.get_model_version_by_alias(name, alias).version)
-        except MlflowException:
-            return None
+            version = self._call(
+                f"reading `{alias}` of {name}", lambda: self.client.get_model_version_by_alias(name, alias)
+            )
+        except MlflowException as exc:
+            code, text = str(exc.error_code), str(exc)
+            if "RESOURCE_DOES_NOT_EXIST" in code or ("INVALID_PARAMETER_VALUE" in code and "not found" in text):
+                return None
+            raise RegistryError(
+                f"{self._store()} failed to read `{alias}` of {name} ({code}: {text[:300]})",
+                self.tracking_uri,
+                allow_retries=not is_http_uri(self.tracking_uri),
+            ) from None
+        return str(version.version)
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
-        self.client.set_registered_model_alias(name, alias, version)
+        self._call(
+            f"setting `{alias}` of {name} to v{version}",
+            lambda: self.client.set_registered_model_alias(name, alias, version),
+        )
+
+    def compare_and_set_alias(self, name: str, alias: str, expected: str | None, new: str) -> None:
+        """Point ``alias`` at ``new`` only if it still points at ``expected`` (the version a decision read).
+
+        MLflow aliases are last-writer-wins, with no compare-and-set: this reads, compares, sets and
+        reads again. The registry pool (one slot) makes it the only writer among this instance's
+        runs; the two reads detect a writer outside it (another instance, a person in the MLflow UI):
+        ``AliasMoved`` before the set (nothing written) or after it (overwritten by them).
+        """
+        actual = self.alias_version(name, alias)
+        if actual != expected:
+            raise AliasMoved(name, alias, expected, actual)
+        self.set_alias(name, alias, new)
+        after = self.alias_version(name, alias)
+        if after != new:
+            raise AliasMoved(name, alias, new, after)
 
     def version_tags(self, name: str, version: str) -> dict[str, str]:
-        return dict(self.client.get_model_version(name, version).tags)
+        return dict(self._call(f"reading {name} v{version}", lambda: self.client.get_model_version(name, version)).tags)
 
     def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
-        self.client.set_model_version_tag(name, version, key, value)
+        self._call(f"tagging {name} v{version}", lambda: self.client.set_model_version_tag(name, version, key, value))
 
     # ------------------------------------------------------------------ links a person can open
 
@@ -201,11 +408,11 @@ class ModelRegistry(ConfigurableResource):
 
     def run_link(self, run_id: str) -> str:
         """The run's page in the MLflow UI."""
-        run = self.client.get_run(run_id)
+        run = self._call(f"reading run {run_id}", lambda: self.client.get_run(run_id))
         return mlflow_run_url(self.mlflow_ui, run.info.experiment_id, run_id)
 
     def run_artifact_link(self, run_id: str, path: str) -> str:
-        run = self.client.get_run(run_id)
+        run = self._call(f"reading run {run_id}", lambda: self.client.get_run(run_id))
         return mlflow_run_artifact_url(self.mlflow_ui, run.info.experiment_id, run_id, path)
 
     def version_link(self, name: str, version: str) -> str:

@@ -1,14 +1,17 @@
-"""Landing gates through Dagster: a day that has not landed, a day whose schema is wrong, and a range of days
-ingested in one run, each day with its own figures."""
+"""Landing gates through Dagster: a day that has not landed, a day whose schema is wrong, an unreadable file,
+and a range of days ingested in one run, each day with its own figures; the landing fingerprint covers content."""
+
+import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster import AssetKey, DagsterEventType, DagsterInstance
 from mlflow.tracking import MlflowClient
 
-from mltrain_assets.artifacts import filesystem, join_uri
+from mltrain_assets.artifacts import filesystem, join_uri, read_manifest
 from mltrain_assets.cli import demo
-from mltrain_assets.landing import hour_uri
+from mltrain_assets.core.ingestion import landing_fingerprint
+from mltrain_assets.landing import day_status, hour_uri
 from mltrain_assets.simulate import simulate
 
 DATE = "2026-02-02"
@@ -53,6 +56,11 @@ def test_a_range_run_gives_each_day_its_own_figures_and_named_check_results(mltr
         assert figures["uri"].endswith(f"/ride_events/{day}/v={figures['version']}")
         assert figures["reused_committed_version"] is False
         assert {"duplicates_removed", "rows_rejected", "rejected_by_rule"} <= set(figures)
+        # What landed content the version holds (the landing sensor compares a re-delivery with it).
+        landed = landing_fingerprint(day_status(landing, "rides", day))
+        assert (
+            figures["landing_fingerprint"] == landed == read_manifest(figures["uri"])["summary"]["landing_fingerprint"]
+        )
         assert figures["dates_in_run"] == 3 and figures["dates_ingested_now"] == 3
         assert figures["rows_in_run"] == sum(rows)
         # The IO manager still wrote one reference per day.
@@ -109,3 +117,54 @@ def test_bad_schema_is_rejected_without_retry_and_nothing_downstream(mltrain_hom
     # The landed files are untouched: nothing is lost.
     assert pq.read_table(part).num_rows == len(table)
     assert MlflowClient().search_registered_models() == []
+
+
+def test_an_unreadable_landed_file_fails_once_naming_the_file(mltrain_home):
+    landing = f"file://{mltrain_home}/landing"
+    simulate("rides", landing, DATE, DATE, volume=5_000)
+    fs, path = filesystem(hour_uri(landing, "rides", DATE, 7))
+    fs.pipe_file(f"{path}/part-00000.parquet", b"<html>503 Service Unavailable</html>")
+
+    outcome = demo.execute("ride_events_job", "ride_events", partition_key=DATE, assets=["ride_events"])
+    assert not outcome.success
+    assert f"rides {DATE}: rule readable_parquet: hour=07/part-00000.parquet is not a parquet file" in outcome.error, (
+        outcome.error
+    )
+    assert _retries(outcome.run_id) == 0, "bad data fails once: no retry, no backoff"
+    fs, root = filesystem(join_uri(f"file://{mltrain_home}/storage", "ride_events", DATE))
+    assert not fs.exists(root) or not fs.glob(f"{root}/*/_MANIFEST.json")
+
+
+def _plain_parquet(path, table):
+    """A producer writing uncompressed parquet without dictionaries: fixing one value keeps the file's size."""
+    pq.write_table(table, path, compression="none", use_dictionary=False)
+
+
+def test_the_landing_fingerprint_covers_content_not_sizes(tmp_path):
+    landing = f"file://{tmp_path}/landing"
+    simulate("rides", landing, DATE, DATE, volume=2_000)
+    part = f"{tmp_path}/landing/rides/date={DATE}/hour=12/part-00000.parquet"
+    delivered = pq.read_table(part)
+    _plain_parquet(part, delivered)
+    first = day_status(landing, "rides", DATE)
+    version = landing_fingerprint(first)
+
+    # Rewritten byte for byte (a producer re-running its export): a new listing, the same version.
+    _plain_parquet(part, delivered)
+    again = day_status(landing, "rides", DATE)
+    assert landing_fingerprint(again) == version
+
+    # A corrected re-delivery: one value fixed, every file the same size, the same _SUCCESS: a new version.
+    fares = delivered.column("fare_usd").to_pylist()
+    fixed = delivered.set_column(
+        delivered.schema.get_field_index("fare_usd"),
+        delivered.schema.field("fare_usd"),
+        pa.array([fares[0] + 1.0, *fares[1:]], pa.float64()),
+    )
+    _plain_parquet(part, fixed)
+    corrected = day_status(landing, "rides", DATE)
+    assert corrected["files"] == first["files"] and corrected["marker_sha256"] == first["marker_sha256"]
+    assert landing_fingerprint(corrected) != version
+    # Even with its modification time put back, the content still tells: the fingerprint reads the bytes.
+    os.utime(part, ns=(os.stat(part).st_atime_ns, int(first["entries"]["hour=12/part-00000.parquet"]["mtime"] * 1e9)))
+    assert landing_fingerprint(day_status(landing, "rides", DATE)) == landing_fingerprint(corrected)

@@ -8,6 +8,12 @@ gate and decision made it, and the materialization links to the MLflow run and v
 """
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import mlflow
 import mlflow.artifacts
@@ -17,8 +23,11 @@ import pytest
 from dagster import (
     AssetExecutionContext,
     Config,
+    DagsterEventType,
+    DagsterInstance,
     MultiPartitionKey,
     MultiPartitionsDefinition,
+    RetryPolicy,
     StaticPartitionsDefinition,
     UrlMetadataValue,
     asset,
@@ -37,7 +46,10 @@ from mltrain_assets.core.promotion import (
     STAGING_ALIAS,
     register_and_promote,
 )
-from mltrain_assets.resources.tracking import LINEAGE_KEY_TAG, LINEAGE_TAGS, ModelRegistry
+from mltrain_assets.loopback import free_port
+from mltrain_assets.resources.tracking import LINEAGE_KEY_TAG, LINEAGE_TAGS, REGISTRY_POOL, ModelRegistry
+
+REPO = Path(__file__).resolve().parents[2]
 
 MLFLOW_UI = "http://mlflow.example:5000"
 DAGSTER_UI = "http://dagster.example:3000"
@@ -101,13 +113,36 @@ def _registry(uri: str) -> ModelRegistry:
     return ModelRegistry(tracking_uri=uri, ui_url=MLFLOW_UI, dagster_ui_url=DAGSTER_UI)
 
 
-def _candidate_asset(comparisons: list, partitions_def=daily_partitions):
-    @asset(partitions_def=partitions_def, name="registered_model")
+def _candidate_asset(
+    comparisons: list,
+    partitions_def=daily_partitions,
+    *,
+    during_comparison: list | None = None,
+    spans: list | None = None,
+    **asset_args,
+):
+    """``during_comparison``: callables run (once each) while the challenger is compared, as another
+    writer would act; ``spans``: (start, end) of each execution of the body."""
+    interference = list(during_comparison or [])
+
+    @asset(partitions_def=partitions_def, name="registered_model", **asset_args)
     def registered_model(context: AssetExecutionContext, config: Candidate, registry: ModelRegistry):
+        started = time.time()  # wall clock: spans are compared across processes
+        if spans is not None:
+            time.sleep(2.0)  # widen the window two unserialized registrations would share
+        try:
+            return _register(context, config, registry)
+        finally:
+            if spans is not None:
+                spans.append((started, time.time()))
+
+    def _register(context, config, registry):
         def compare_with_champion(champion_version: str):
             champion = auc_of(f"models:/{config.model_name}/{champion_version}")
             challenger = auc_of(config.model_uri)
             comparisons.append(champion_version)
+            while interference:
+                interference.pop(0)()
             return challenger >= champion, {
                 "champion_version": champion_version,
                 "champion_auc": champion,
@@ -146,11 +181,19 @@ class Registry:
         self.client = MlflowClient(self.uri)
         self.comparisons: list[str] = []
 
-    def promote(self, date: str, auc: float, lineage: str, partitions_def=daily_partitions, partition_key=None) -> dict:
+    def promote(
+        self,
+        date: str,
+        auc: float,
+        lineage: str,
+        partitions_def=daily_partitions,
+        partition_key=None,
+        during_comparison: list | None = None,
+    ) -> dict:
         run_id, model_uri = self.models[auc]
         config = {"model_name": self.name, "run_id": run_id, "model_uri": model_uri, "lineage": lineage}
         result = materialize(
-            [_candidate_asset(self.comparisons, partitions_def)],
+            [_candidate_asset(self.comparisons, partitions_def, during_comparison=during_comparison)],
             partition_key=partition_key or date,
             resources={"registry": _registry(self.uri)},
             run_config={"ops": {"registered_model": {"config": config}}},
@@ -310,3 +353,140 @@ def test_date_by_city_versions_carry_the_dagster_partition_key_and_the_date(trac
     backfilled = registry.promote("2026-01-03", 0.9, lineage="c3", partitions_def=partitions, partition_key=older)
     assert backfilled["promoted_to_staging"] is False
     assert backfilled["promotion_reason"] == "`staging` is v1 for newer date 2026-01-05; a backfill does not demote it"
+
+
+# ---------------------------------------------------------------- bounded waits, race-free promotion
+
+
+def test_the_registration_assets_take_the_registry_pools_one_slot(mltrain_home):
+    from mltrain_assets.definitions import defs
+
+    for name in ("registered_demand_model", "registered_recommender"):
+        assert defs.resolve_assets_def(name).op.pool == REGISTRY_POOL == "registry"
+
+
+def test_an_unreachable_registry_fails_the_step_once_naming_the_server(tracking, monkeypatch):
+    # MLflow's own retries, small here (3 attempts, 0 + 2 s); the defaults give ~30 s (resources/test_tracking.py).
+    for name, value in {"MAX_RETRIES": "2", "BACKOFF_FACTOR": "1", "BACKOFF_JITTER": "0", "TIMEOUT": "5"}.items():
+        monkeypatch.setenv(f"MLFLOW_HTTP_REQUEST_{name}", value)
+    url = f"http://127.0.0.1:{free_port()}"
+    _, models = tracking
+    run_id, model_uri = models[0.8]
+    config = {"model_name": "down", "run_id": run_id, "model_uri": model_uri, "lineage": "d1"}
+    asset_def = _candidate_asset([], retry_policy=RetryPolicy(max_retries=3, delay=0))
+    start = time.monotonic()
+    result = materialize(
+        [asset_def],
+        partition_key="2026-01-01",
+        resources={"registry": ModelRegistry(tracking_uri=url)},
+        run_config={"ops": {"registered_model": {"config": config}}},
+        raise_on_error=False,
+    )
+    assert time.monotonic() - start < 30
+    assert not result.success
+    (failure,) = result.get_step_failure_events()
+    description = failure.step_failure_data.user_failure_data.description
+    assert description.startswith(f"MLflow tracking server {url} unreachable after 3 attempts over ")
+    assert "connection refused" in description
+    retried = [e for e in result.all_events if e.event_type == DagsterEventType.STEP_UP_FOR_RETRY]
+    assert retried == [], "not stacked under the step's retry policy"
+
+
+def test_staging_moves_only_by_compare_and_set_against_the_version_the_decision_read(tracking):
+    """Another writer (outside the registry pool) moves `staging` while the challenger is compared:
+    the set is refused and the decision is made again against the version it moved to."""
+    registry = Registry(tracking, "cas")
+    registry.promote("2026-01-01", 0.7, lineage="a1")  # v1 staging
+    mlflow_registry = _registry(registry.uri)
+    run_id, model_uri = registry.models[0.9]
+    outside = mlflow_registry.register("cas", model_uri, run_id, "outside", {"mltrain.date": "2026-01-02"})  # v2
+
+    def someone_moves_staging():
+        registry.client.set_registered_model_alias("cas", STAGING_ALIAS, outside.version)
+
+    challenger = registry.promote("2026-01-03", 0.8, lineage="a3", during_comparison=[someone_moves_staging])
+    assert registry.comparisons == ["1", "2"], "decided again against the version staging moved to"
+    assert challenger["promoted_to_staging"] is False
+    assert challenger["promotion_reason"] == "champion wins against v2"
+    assert registry.staging() == "2", "the challenger that only beat v1 did not overwrite v2"
+    assert registry.tags("3")[SERVED_TAG] == "2"
+
+
+def test_a_retry_after_a_crash_between_registering_and_deciding_finds_its_version(tracking):
+    registry = Registry(tracking, "crashed")
+    run_id, model_uri = registry.models[0.8]
+    # The crashed attempt got as far as creating the version (its lineage tag is written with it).
+    _registry(registry.uri).register("crashed", model_uri, run_id, "a1", {})
+    retried = registry.promote("2026-01-01", 0.8, lineage="a1")
+    assert retried["registered_now"] is False and retried["model_version"] == 1
+    assert retried["promoted_to_staging"] is True and registry.staging() == "1"
+    assert registry.versions() == 1 and registry.tags("1")[SERVED_TAG] == "1"
+
+
+@pytest.fixture
+def instance(tmp_path):
+    """A real instance from the repository's dagster.yaml (pools with op granularity, default limit 2)."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    with DagsterInstance.from_config(str(home)) as instance:
+        yield instance
+
+
+# One `mltrain materialize`-like launch: an in-process run on the instance in $DAGSTER_HOME (the body
+# sleeps 2 s, wider than the two launches' skew); prints the body's (start, end) and registered_now.
+LAUNCH = """
+import json, os, sys, time
+from pathlib import Path
+from dagster import DagsterInstance, materialize
+from mltrain_assets.resources.tracking import REGISTRY_POOL
+from mltrain_assets_tests.core.test_promotion import _candidate_asset, _registry
+
+config, ready, both = json.loads(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+spans = []
+asset_def = _candidate_asset([], pool=REGISTRY_POOL, spans=spans)
+ready.touch()
+while len(list(both.glob("ready-*"))) < 2:  # both launch at the same moment
+    time.sleep(0.05)
+with DagsterInstance.get() as instance:
+    result = materialize(
+        [asset_def],
+        instance=instance,
+        partition_key="2026-01-01",
+        resources={"registry": _registry(os.environ["MLFLOW_TRACKING_URI"])},
+        run_config={"ops": {"registered_model": {"config": config}}},
+    )
+(materialization,) = result.asset_materializations_for_node("registered_model")
+print("RESULT=" + json.dumps({"spans": spans, "registered_now": materialization.metadata["registered_now"].value}))
+"""
+
+
+def test_two_materializations_of_one_partition_at_once_register_one_version(tracking, instance, tmp_path):
+    """UI + backfill, or two `mltrain materialize` runs (two processes, one instance): the registration
+    steps take the registry pool's one slot (set on the instance when the registry resource starts), so
+    they run one after the other, and the second finds the first's version."""
+    registry = Registry(tracking, "twice")
+    run_id, model_uri = registry.models[0.8]
+    config = {"model_name": "twice", "run_id": run_id, "model_uri": model_uri, "lineage": "t1"}
+    env = {**os.environ, "DAGSTER_HOME": instance.root_directory, "MLFLOW_TRACKING_URI": registry.uri}
+    launches = [
+        subprocess.Popen(
+            [sys.executable, "-c", LAUNCH, json.dumps(config), str(tmp_path / f"ready-{i}"), str(tmp_path)],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [launch.communicate(timeout=240) for launch in launches]
+    for launch, (_, stderr) in zip(launches, outputs, strict=True):
+        assert launch.returncode == 0, stderr[-3000:]
+    results = [json.loads(out.split("RESULT=", 1)[1]) for out, _ in outputs]
+    (first, second) = sorted(span for result in results for span in result["spans"])
+    assert first[1] <= second[0], f"the registration steps overlapped: {first} {second}"
+    assert registry.versions() == 1 and registry.staging() == "1"
+    assert sorted(r["registered_now"] for r in results) == [False, True], "the second replayed the first's decision"
+    limit = next(p for p in instance.event_log_storage.get_pool_limits() if p.name == REGISTRY_POOL)
+    assert limit.limit == 1 and not limit.from_default

@@ -2,7 +2,7 @@
 
 ``mode``: ``ok`` reports a summary, ``echo`` reports the params it parsed, ``commit`` commits a
 version at ``out_uri`` whose summary holds ``score`` (with a table of ``rows`` rows when > 0),
-``reject`` rejects its data, ``crash`` fails, ``hang`` starts a child that ignores SIGINT and
+``reject`` rejects its data, ``service_down`` finds the object store down, ``crash`` fails, ``hang`` starts a child that ignores SIGINT and
 SIGTERM (as a busy Spark JVM or torchrun worker may), writes the child's PID to ``pid_file`` and
 sleeps. Every launch appends a line to ``launch_log`` when set.
 
@@ -20,7 +20,7 @@ import time
 
 import pyarrow as pa
 
-from mltrain_assets.artifacts import ArtifactWriter
+from mltrain_assets.artifacts import ArtifactWriter, StorageUnavailable
 from mltrain_assets.workloads.common.params import MlflowSettings, WorkloadParams, runtime
 from mltrain_assets.workloads.common.runtime import DataRejected, Reporter, workload_main
 from mltrain_assets.workloads.common.spark import SparkSettings
@@ -87,6 +87,8 @@ def body(params: SampleParams, reporter: Reporter) -> dict:
             log.write(f"{params.mode} {params.city} {params.out_uri}\n")
     if params.mode == "reject":
         raise DataRejected("partition 2026-01-02: rule known_city: 3 rows (0.3%) have city='paris'")
+    if params.mode == "service_down":
+        raise StorageUnavailable("object store http://127.0.0.1:9 unreachable after 3 attempts (reading x): refused")
     if params.mode == "crash":
         raise RuntimeError("boom")
     if params.mode == "hang":

@@ -134,6 +134,13 @@ def test_data_rejection_fails_without_retry_and_names_the_rule():
     assert _retries(result) == 0, "bad data does not get better on retry"
 
 
+def test_a_service_down_through_its_clients_retries_fails_once_naming_it():
+    result, _ = _run(SampleParams(mode="service_down"))
+    assert not result.success
+    assert "object store http://127.0.0.1:9 unreachable after 3 attempts" in _failure_text(result)
+    assert _retries(result) == 0, "its client already retried for its whole budget"
+
+
 def test_crash_reports_exit_code_and_may_be_retried():
     result, _ = _run(SampleParams(mode="crash"))
     assert not result.success

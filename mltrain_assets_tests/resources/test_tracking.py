@@ -8,6 +8,8 @@ URL shapes were read off the UIs' own routes (Dagster 1.13: ``/runs/:runId``, an
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import mlflow
 import mlflow.artifacts
@@ -16,9 +18,14 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mltrain_assets.cli.devstack import DevStack
+from mltrain_assets.loopback import free_port
 from mltrain_assets.resources.tracking import (
+    LINEAGE_KEY_TAG,
     LINEAGE_TAGS,
+    AliasMoved,
     ModelRegistry,
+    RegistryError,
+    RegistryUnavailable,
     lineage_tags,
     run_artifact_path,
     snapshot_id,
@@ -26,10 +33,16 @@ from mltrain_assets.resources.tracking import (
 from mltrain_assets.settings import apply_defaults
 from mltrain_assets.workloads.common.params import MlflowSettings
 from mltrain_assets.workloads.common.tracking import (
+    HTTP_RETRY_DEFAULTS,
+    HttpRetryBudget,
+    TrackingServerUnavailable,
+    bound_http_retries,
     dagster_asset_url,
+    ensure_experiment,
     mlflow_model_version_url,
     mlflow_run_url,
     run_tags,
+    use_tracking,
 )
 
 SNAPSHOT = {
@@ -175,3 +188,133 @@ def test_the_full_snapshot_is_an_artifact_of_the_models_run(store):
     assert len(snapshot_uri) < 100
     assert json.loads(mlflow.artifacts.load_text(snapshot_uri)) == SNAPSHOT
     assert run_artifact_path(snapshot_uri) == f"lineage/data_snapshot-{snapshot_id(SNAPSHOT)}.json"
+
+
+# ---------------------------------------------------------------- bounded waits, one version per lineage
+
+
+@pytest.fixture(scope="module")
+def registry_store(tmp_path_factory):
+    """One sqlite store for the registry tests below (a fresh store's migrations cost seconds); own model names."""
+    return f"sqlite:///{tmp_path_factory.mktemp('registry')}/mlflow.db"
+
+
+@pytest.fixture
+def small_retry_budget(monkeypatch):
+    """MLflow's own client retries, small: 3 attempts sleeping 0 then 2 s (the defaults: 5 attempts, ~30 s)."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    return HttpRetryBudget.from_env()
+
+
+def test_mlflows_own_retries_are_bounded_for_both_planes_unless_the_deployment_sets_them(monkeypatch):
+    for name in HTTP_RETRY_DEFAULTS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")  # a deployment's own value is kept
+    budget = bound_http_retries()
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "4" and os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "30"
+    assert budget.attempts == 5 and budget.timeout_s == 30
+    defaults = HttpRetryBudget.from_env({})
+    # Refused connections: only the backoff (0 + 4 + 8 + 16 s, plus jitter); MLflow's defaults sleep ~4 min.
+    assert 28 <= defaults.backoff_s() <= 31
+    assert HttpRetryBudget(7, 2, 1.0, 120).backoff_s() > 240
+    # A server that accepts and never answers: every attempt times out.
+    assert defaults.worst_case_s() <= 110
+
+    # The workloads apply the same budget in their own process (a pod gets no control-plane environment).
+    for name in HTTP_RETRY_DEFAULTS:
+        monkeypatch.delenv(name, raising=False)
+    use_tracking(MlflowSettings(tracking_uri="http://mlflow:5000"))
+    assert {name: os.environ[name] for name in HTTP_RETRY_DEFAULTS} == HTTP_RETRY_DEFAULTS
+
+
+def test_an_unreachable_tracking_server_fails_the_registry_within_the_budget_naming_it(small_retry_budget):
+    url = f"http://127.0.0.1:{free_port()}"  # nobody listens
+    registry = ModelRegistry(tracking_uri=url)
+    start = time.monotonic()
+    with pytest.raises(RegistryUnavailable) as failed:
+        registry.register("unreachable", "s3://b/model", None, "k1", {})
+    elapsed = time.monotonic() - start
+    assert elapsed < small_retry_budget.backoff_s() + 3, elapsed
+    message = str(failed.value)
+    assert message.startswith(f"MLflow tracking server {url} unreachable after 3 attempts over ")
+    assert message.endswith("connection refused (searching versions of unreachable for lineage k1)")
+    assert "Traceback" not in message and "HTTPConnectionPool" not in message
+    assert failed.value.allow_retries is False  # the client already retried: the step fails once
+    assert failed.value.metadata["url"].value == url
+    with pytest.raises(RegistryUnavailable, match=r"unreachable after 3 attempts .* \(reading `staging` of m\)"):
+        registry.alias_version("m", "staging")  # never "no alias"
+
+
+def test_a_workload_fails_at_its_first_tracking_call_within_the_budget_naming_the_server(
+    small_retry_budget, monkeypatch
+):
+    url = f"http://127.0.0.1:{free_port()}"
+    use_tracking(MlflowSettings(tracking_uri=url))
+    start = time.monotonic()
+    with pytest.raises(TrackingServerUnavailable) as failed:
+        ensure_experiment("unreachable")
+    assert time.monotonic() - start < small_retry_budget.backoff_s() + 3
+    assert str(failed.value).startswith(f"MLflow tracking server {url} unreachable after 3 attempts over ")
+    assert "connection refused (selecting experiment 'unreachable')" in str(failed.value)
+
+
+def test_a_lookup_that_errors_is_an_error_never_not_registered(registry_store, monkeypatch):
+    uri = registry_store
+    registry = ModelRegistry(tracking_uri=uri)
+    from mlflow.exceptions import MlflowException
+
+    def broken(*args, **kwargs):
+        raise MlflowException("search failed: database is locked", error_code="INTERNAL_ERROR")
+
+    monkeypatch.setattr(registry.client, "search_model_versions", broken)
+    with pytest.raises(RegistryError, match="failed to look up versions of broken for lineage k1") as failed:
+        registry.register("broken", "s3://b/model", None, "k1", {})
+    assert uri in str(failed.value)
+    assert failed.value.allow_retries is True  # a local store's error may pass; a server's answer would not
+    monkeypatch.undo()
+    assert MlflowClient(uri).search_registered_models("name = 'broken'") == [], "nothing registered"
+
+
+def test_one_version_per_lineage_whatever_was_interrupted(registry_store):
+    uri = registry_store
+    registry = ModelRegistry(tracking_uri=uri)
+    client = MlflowClient(uri)
+    first = registry.register("lineage", "s3://b/model", None, "k1", {"a": "b"})
+    again = registry.register("lineage", "s3://b/model", None, "k1", {"a": "b"})
+    assert first.created and not again.created and again.version == first.version == "1"
+    # The lineage tag is written with the version (one call): a version found later is never untagged.
+    assert client.get_model_version("lineage", "1").tags[LINEAGE_KEY_TAG] == "k1"
+
+    # A duplicate left by an earlier race (or a create the client retried): the oldest stays the lineage's.
+    client.create_model_version("lineage", "s3://b/model", tags={LINEAGE_KEY_TAG: "k2"})  # v2
+    client.create_model_version("lineage", "s3://b/model", tags={LINEAGE_KEY_TAG: "k2"})  # v3, a duplicate
+    assert registry.register("lineage", "s3://b/model", None, "k2", {}).version == "2"
+    client.create_model_version("lineage", "s3://b/model", tags={LINEAGE_KEY_TAG: "k3"})  # v4
+    racing = registry.register("lineage", "s3://b/model", None, "k3", {})  # found: v4, no new one
+    assert racing.version == "4" and not racing.created
+    assert registry.settle_lineage("lineage", "k2") == "2"
+    versions = {str(v.version): v.tags[LINEAGE_KEY_TAG] for v in client.search_model_versions("name = 'lineage'")}
+    assert versions == {"1": "k1", "2": "k2", "4": "k3"}, "the duplicate v3 is gone"
+    # A duplicate that an alias points at is left alone (someone serves it).
+    client.create_model_version("lineage", "s3://b/model", tags={LINEAGE_KEY_TAG: "k1"})  # v5
+    client.set_registered_model_alias("lineage", "staging", "5")
+    assert registry.settle_lineage("lineage", "k1") == "1"
+    assert client.get_model_version("lineage", "5").tags[LINEAGE_KEY_TAG] == "k1"
+
+
+def test_compare_and_set_refuses_an_alias_that_moved_since_the_decision(registry_store):
+    uri = registry_store
+    registry = ModelRegistry(tracking_uri=uri)
+    for key in ("k1", "k2", "k3"):
+        registry.register("cas", "s3://b/model", None, key, {})
+    assert registry.alias_version("cas", "staging") is None and registry.alias_version("nosuch", "staging") is None
+    registry.compare_and_set_alias("cas", "staging", expected=None, new="1")
+    registry.set_alias("cas", "staging", "2")  # another writer moves it after our decision read v1
+    with pytest.raises(AliasMoved, match="`staging` of cas is v2, expected v1") as refused:
+        registry.compare_and_set_alias("cas", "staging", expected="1", new="3")
+    assert refused.value.actual == "2" and registry.alias_version("cas", "staging") == "2", "nothing written"
+    registry.compare_and_set_alias("cas", "staging", expected="2", new="3")
+    assert registry.alias_version("cas", "staging") == "3"

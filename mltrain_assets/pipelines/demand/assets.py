@@ -162,6 +162,7 @@ def city_demand_model(
     code_version="1",
     group_name=GROUP,
     kinds={"mlflow"},
+    pool="registry",  # one slot (resources/tracking.py REGISTRY_POOL): registrations and promotions never overlap
     retry_policy=DATA_PLANE_RETRY,
     automation_condition=when_upstream_ready(),
     description="The city model registered as `demand-forecast-{city}` with lineage tags, aliased `staging`.",

@@ -17,11 +17,16 @@ from typing import Any, TypeVar
 
 from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, PipesContext, open_dagster_pipes
 
-from mltrain_assets.artifacts import AlreadyCommitted, ArtifactCorrupt, writing_for
+from mltrain_assets.artifacts import AlreadyCommitted, ArtifactCorrupt, StorageUnavailable, writing_for
 from mltrain_assets.workloads.common.params import WorkloadParams
+from mltrain_assets.workloads.common.spark import SparkMasterUnreachable
+from mltrain_assets.workloads.common.tracking import TrackingServerUnavailable
 
 # Exit code meaning "the input data broke a rule": retrying cannot help.
 EXIT_DATA_REJECTED = 3
+# Exit code meaning "a service (object store, MLflow, Spark master) stayed down through its client's retries".
+EXIT_SERVICE_UNAVAILABLE = 4
+SERVICE_ERRORS = (StorageUnavailable, TrackingServerUnavailable, SparkMasterUnreachable)
 
 P = TypeVar("P", bound=WorkloadParams)
 
@@ -77,6 +82,11 @@ def run_workload(
             reporter.report({"data_rejected": str(exc)})
             print(f"DATA REJECTED: {exc}", file=sys.stderr, flush=True)
             return EXIT_DATA_REJECTED
+        except SERVICE_ERRORS as exc:
+            # The service's client already retried for its whole bounded budget: a step retry would only repeat it.
+            reporter.report({"service_unavailable": str(exc)})
+            print(f"SERVICE UNAVAILABLE: {exc}", file=sys.stderr, flush=True)
+            return EXIT_SERVICE_UNAVAILABLE
         except ArtifactCorrupt as exc:
             # An input's files differ from their manifest: it is quarantined; retrying cannot help.
             reporter.report({"input_corrupt": str(exc)})

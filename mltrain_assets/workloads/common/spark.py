@@ -11,6 +11,13 @@ above only; everything from INFO up goes to one rolling file per session under
 level" banner and the py4j chatter are gone with it. A deployment that brings its own log4j2
 configuration sets ``spark.driver.extraJavaOptions`` with ``-Dlog4j2.configurationFile=...`` in
 ``MLTRAIN_SPARK_CONF``, which is then left alone.
+
+Bounded wait on a standalone master (``spark://host:port[,host:port]``): Spark's client retries its
+registration with a fixed schedule (3 attempts, 20 s each, constants in ``StandaloneAppClient``, no
+setting changes them) and then fails with "Cannot call methods on a stopped SparkContext", naming no
+master: ~74 s measured here. ``check_master`` connects to the master's port first (a few attempts,
+seconds) and fails naming the URL; a master that accepts connections and then never registers the
+application still fails after Spark's own ~60 s, as ``SparkMasterUnreachable`` naming it too.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -72,6 +80,66 @@ logger.parquet.level = warn
 logger.codegen.name = org.apache.spark.sql.catalyst.expressions.codegen
 logger.codegen.level = warn
 """
+
+
+# Reaching a standalone master before the session starts: attempts, seconds per connect, pause between.
+MASTER_CONNECT_ATTEMPTS = 4
+MASTER_CONNECT_TIMEOUT_S = 5.0
+MASTER_RETRY_DELAY_S = 1.0
+
+
+class SparkMasterUnreachable(RuntimeError):
+    """The standalone master named by the settings could not be reached (or did not take the application)."""
+
+    def __init__(self, master: str, attempts: int, elapsed_s: float, reason: str):
+        self.master, self.attempts, self.elapsed_s, self.reason = master, attempts, elapsed_s, reason
+        super().__init__(
+            f"Spark master {master} unreachable after {attempts} attempts over {elapsed_s:.0f} s: {reason}"
+        )
+
+    def __reduce__(self):  # picklable with its fields (a process pool re-raises it in its parent)
+        return (type(self), (self.master, self.attempts, self.elapsed_s, self.reason))
+
+
+def master_addresses(master: str) -> list[tuple[str, int]]:
+    """``[(host, port)]`` of a standalone master URL (``spark://h1:7077,h2:7077`` lists HA masters); else ``[]``."""
+    if not master.startswith("spark://"):
+        return []
+    addresses = []
+    for part in master.removeprefix("spark://").split(","):
+        host, _, port = part.strip().rpartition(":")
+        addresses.append((host.strip("[]"), int(port)))
+    return addresses
+
+
+def check_master(
+    master: str,
+    attempts: int = MASTER_CONNECT_ATTEMPTS,
+    timeout_s: float = MASTER_CONNECT_TIMEOUT_S,
+    delay_s: float = MASTER_RETRY_DELAY_S,
+) -> None:
+    """Connect to a standalone master's port (any of its HA masters) before a session is built.
+
+    Refused connections fail in ``(attempts - 1) x delay_s`` (3 s); a black-holed address in
+    ``attempts x timeout_s`` more (23 s). Raises ``SparkMasterUnreachable`` naming the URL; does
+    nothing for other masters (``local[*]``, ``k8s://``).
+    """
+    addresses = master_addresses(master)
+    if not addresses:
+        return
+    start = time.monotonic()
+    reasons: list[str] = []
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(delay_s)
+        reasons = []
+        for host, port in addresses:
+            try:
+                with socket.create_connection((host, port), timeout=timeout_s):
+                    return
+            except OSError as exc:
+                reasons.append(f"{host}:{port}: {exc.strerror or exc}")
+    raise SparkMasterUnreachable(master, attempts, time.monotonic() - start, "; ".join(reasons))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -131,7 +199,9 @@ def spark_session(settings: SparkSettings, app_name: str, shuffle_partitions: in
 
     A new session binds its driver to the resolved driver host (loopback here, so traffic
     stays on this machine; the pod IP in a cluster), turns the UI off, uses UTC, and logs
-    ERROR to the console and INFO to a file under the log dir (``driver_logging``).
+    ERROR to the console and INFO to a file under the log dir (``driver_logging``). A
+    standalone master is reached first (``check_master``): unreachable, it fails in seconds
+    with ``SparkMasterUnreachable`` naming its URL, before a JVM starts.
     """
     from pyspark.sql import SparkSession
 
@@ -139,6 +209,7 @@ def spark_session(settings: SparkSettings, app_name: str, shuffle_partitions: in
     if active is not None:
         active.conf.set("spark.sql.session.timeZone", "UTC")
         return active, False
+    check_master(settings.master)
     os.environ.setdefault("SPARK_LOCAL_IP", LOOPBACK)
     logging.getLogger("py4j").setLevel(logging.WARNING)  # py4j logs every gateway call at INFO/DEBUG
     host = settings.resolved_driver_host()
@@ -157,7 +228,24 @@ def spark_session(settings: SparkSettings, app_name: str, shuffle_partitions: in
     )
     for key, value in {**settings.conf, **logging_conf}.items():  # the deployment's conf overrides the defaults above
         builder = builder.config(key, value)
-    session = builder.getOrCreate()
+    start = time.monotonic()
+    try:
+        session = builder.getOrCreate()
+    except Exception as exc:
+        text = str(exc)
+        if not master_addresses(settings.master) or "stopped SparkContext" not in text:
+            raise
+        # The port answered but no master registered the application: Spark gave up after its fixed
+        # 3 x 20 s ("All masters are unresponsive! Giving up." in the driver log) and raised about a
+        # stopped SparkContext.
+        where = f"; driver log {log_file}" if log_file is not None else ""
+        raise SparkMasterUnreachable(
+            settings.master,
+            3,
+            time.monotonic() - start,
+            f"its port accepts connections but no master registered the application (Spark's 3 registration "
+            f"attempts of 20 s; 'All masters are unresponsive'){where}",
+        ) from None
     if log_file is not None:
         session.conf.set("mltrain.spark.log_file", str(log_file))  # where to look, for the workload and tests
     return session, True

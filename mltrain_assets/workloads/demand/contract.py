@@ -137,6 +137,7 @@ RIDES = DatasetSpec(
         "dropoff_after_pickup": "dropoff_at IS NULL OR pickup_at IS NULL OR dropoff_at >= pickup_at",
     },
     min_rows_per_day=1_000,
+    max_duplicate_fraction=0.05,
 )
 LANDING_DATASETS = (RIDES,)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from mltrain_assets.workloads.common.params import WorkloadParams, input_uri
+from mltrain_assets.workloads.common.params import WorkloadParams, input_uri, runtime
 
-INGEST_CODE_VERSION = "ingest-1"
+INGEST_CODE_VERSION = "ingest-2"  # 2: completeness, duplicates, layout and unreadable files rejected here
 EVENTS_FILE = "events.parquet"  # what every ingested version holds; the readers of both pipelines use it
 REJECTED_FILE = "rejected.parquet"
 
@@ -22,3 +22,10 @@ class IngestParams(WorkloadParams):
     landing_uri: str = input_uri()
     # {date: version folder to commit}: one launch ingests every date of a range not yet committed.
     targets: dict[str, str] = dataclasses.field(default_factory=dict, metadata={"versioned": False, "role": "output"})
+    # {date: content fingerprint (core.ingestion.landing_fingerprint) the version was planned from}:
+    # recorded in the committed summary as `landing_fingerprint` (what landed content the version holds).
+    fingerprints: dict[str, str] = input_uri(default_factory=dict)
+    # {date: listing fingerprint (landing.day_status) when the control plane fingerprinted the day}: a
+    # day whose listing moved since (a producer still writing) is not ingested under that version. A
+    # guard of this launch only (a rebuild from the manifest lists the landing anew): not recorded.
+    listings: dict[str, str] = runtime(default_factory=dict)

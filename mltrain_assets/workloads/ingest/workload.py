@@ -1,60 +1,99 @@
 """Ingest landed days into committed, validated, deduplicated event tables (both datasets).
 
 ``python -m mltrain_assets.workloads.ingest.workload --params JSON`` (``IngestParams``: ``dataset``,
-``landing_uri``, ``targets`` ``{"YYYY-MM-DD": "<versioned out uri>", ...}``).
+``landing_uri``, ``targets`` ``{"YYYY-MM-DD": "<versioned out uri>", ...}``, ``fingerprints``, ``listings``).
 
 Per date, out of core (DuckDB reads the landed files in place and spills past its memory limit;
-the events are written an hour at a time), so a 50M-row day runs in a few GB:
+the events are written an hour at a time), so a 50M-row day runs in a few GB. Every way a day can
+be malformed is a *data rejection* (``DataRejected``, exit code 3: the step fails once, no retry)
+whose message names the dataset, the date, the rule and, where one is to blame, the file
+(``rides 2026-11-27: rule readable_parquet: hour=07/part-00000.parquet is not a parquet file (...)``);
+a rejected day commits nothing. In order:
 
-1. list the day's part files (``{landing}/{dataset}/date=D/hour=HH/*.parquet``);
-2. check every file's schema (from its footer) against ``registry.landing_dataset(dataset).schema`` (names and types;
-   nullability is checked per row) -> ``DataRejected`` naming the date, rule ``schema`` and
-   the missing / extra / mistyped columns;
-3. label each row with the first rule it breaks: the dataset's ``row_rules`` (DuckDB SQL), then
-   ``event_time_in_date`` (the event time lies within the UTC date) and ``required_not_null``;
-   more than ``MAX_REJECTED_FRACTION`` of the rows breaking rules rejects the day, otherwise the
-   breaking rows are quarantined in ``rejected.parquet`` (with a ``rule`` column);
-4. drop duplicate ids (redelivered events), keeping the first by event time (ties broken by every
-   other column, so the pick does not depend on file order);
-5. write ``events.parquet`` sorted by (event time, id), one UTC hour after another (row groups of
-   ``EVENTS_ROW_GROUP`` rows, so readers prune by time), and commit the version.
+1. the layout (``layout``: every non-hidden file is ``hour=00..23/<name>.parquet``), part files
+   present (``files_present``) and the ``_SUCCESS`` marker (``landing_complete``);
+2. each part file from its footer only: not empty (``non_empty_file``), readable parquet, not
+   truncated (``readable_parquet``), its schema against ``registry.landing_dataset(dataset).schema``
+   (``schema``: missing / extra / mistyped columns, per file, so mixed schemas across hours are
+   named); then rows at all (``non_empty_day``);
+3. every row labelled with the first rule it breaks: ``key_not_null`` (id and event time; any such
+   row rejects the day), the dataset's ``row_rules`` (DuckDB SQL), ``event_time_in_date``,
+   ``required_not_null``. More than ``MAX_REJECTED_FRACTION`` of the rows breaking rules rejects
+   the day, naming the worst rule and the files holding most of its rows; fewer are quarantined in
+   ``rejected.parquet`` (with a ``rule`` column). A file that cannot be decoded is ``readable_parquet``;
+4. duplicate ids (redelivered events): more than the dataset's ``max_duplicate_fraction`` of the
+   landed rows rejects the day (``duplicate_keys``); fewer are dropped, keeping the first by event
+   time (ties broken by every other column, so the pick does not depend on file order);
+5. completeness of what would be committed (``rules.completeness_violations``, the rule the
+   ``landed_complete`` gate shows): ``hourly_buckets_complete``, ``plausible_hourly_counts``,
+   ``min_rows_per_day``;
+6. ``events.parquet`` written sorted by (event time, id), one UTC hour after another (row groups of
+   ``EVENTS_ROW_GROUP`` rows, so readers prune by time), and the version committed, unless the
+   landed files moved meanwhile (``LandingChanged``: not a data error, the step retries).
 
-Completeness (24 hourly buckets, plausible counts, ``min_rows_per_day``) is not refused here: the
-summary reports it (``rows_by_hour``, ``hours_present``, ``rows``, ``success_marker``) and the
-control plane's blocking gates judge it.
-
-A rejected date commits nothing. With several dates, the others are still ingested, then the
-process exits with the data-rejected code listing every rejected date. A date whose output version
-is already committed is skipped (its committed summary is returned): retries are idempotent.
+With several dates, the others are still ingested, then the process exits with the data-rejected
+code listing every rejected date. A date whose output version is already committed is skipped (its
+committed summary is returned): retries are idempotent.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import posixpath
+from collections.abc import Iterable
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mltrain_assets.artifacts import ArtifactWriter, filesystem, join_uri, read_manifest
-from mltrain_assets.landing import day_status, day_uri
+from mltrain_assets.artifacts import AlreadyCommitted, ArtifactWriter, filesystem, join_uri, read_manifest
+from mltrain_assets.landing import SUCCESS_MARKER, day_status, day_uri, success_uri
 from mltrain_assets.registry import landing_dataset
 from mltrain_assets.schemas import DatasetSpec
 from mltrain_assets.workloads.common.duck import DEFAULT_MEMORY_LIMIT, duckdb_connection, duckdb_path, sql_list
 from mltrain_assets.workloads.common.runtime import DataRejected, Reporter, workload_main
 from mltrain_assets.workloads.ingest.params import EVENTS_FILE, INGEST_CODE_VERSION, REJECTED_FILE, IngestParams
+from mltrain_assets.workloads.ingest.rules import completeness_violations
 
 PRODUCER = IngestParams.module
 MAX_REJECTED_FRACTION = 0.01
 RULE_COLUMN = "rule"
+FILE_COLUMN = "_mltrain_file"  # DuckDB's read_parquet(filename=...): which landed file a row came from
+EVENTS_ROW_GROUP = 1 << 20  # rows per row group of events.parquet: readers prune by event time
+SHOWN = 3  # files (or problems) a message names before "... and N more"
+
+LAYOUT_RULE = "layout"
+FILES_RULE = "files_present"
+MARKER_RULE = "landing_complete"
+EMPTY_FILE_RULE = "non_empty_file"
+READABLE_RULE = "readable_parquet"
+SCHEMA_RULE = "schema"
+EMPTY_DAY_RULE = "non_empty_day"
+KEY_RULE = "key_not_null"
 EVENT_TIME_RULE = "event_time_in_date"
 NOT_NULL_RULE = "required_not_null"
-EVENTS_ROW_GROUP = 1 << 20  # rows per row group of events.parquet: readers prune by event time
+DUPLICATES_RULE = "duplicate_keys"
+
+
+class LandingChanged(RuntimeError):
+    """The landed files changed while this day was ingested: not a data error, the step retries."""
 
 
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def _shown(items: list[str], what: str = "more") -> str:
+    extra = len(items) - SHOWN
+    return "; ".join(items[:SHOWN] + ([f"... and {extra} {what}"] if extra > 0 else []))
+
+
+def _reject(dataset: str, date: str, violations: Iterable[tuple[str, str]]) -> None:
+    """Raise one ``DataRejected`` naming ``dataset date: rule R: detail`` for each violation (none: return)."""
+    violations = list(violations)
+    if violations:
+        raise DataRejected("; ".join(f"{dataset} {date}: rule {rule}: {detail}" for rule, detail in violations))
 
 
 def schema_problems(actual: pa.Schema, expected: pa.Schema) -> list[str]:
@@ -80,8 +119,8 @@ def row_rules(spec: DatasetSpec, date: str) -> dict[str, str]:
     """Every rule a valid row satisfies, in the order a row's first broken rule is reported."""
     start = dt.date.fromisoformat(date)
     end = start + dt.timedelta(days=1)
-    time_col = _quote(spec.time_column)
-    rules = dict(spec.row_rules)
+    id_col, time_col = _quote(spec.id_column), _quote(spec.time_column)
+    rules = {KEY_RULE: f"{id_col} IS NOT NULL AND {time_col} IS NOT NULL", **spec.row_rules}
     rules[EVENT_TIME_RULE] = (
         f"{time_col} >= TIMESTAMPTZ '{start.isoformat()} 00:00:00+00' "
         f"AND {time_col} < TIMESTAMPTZ '{end.isoformat()} 00:00:00+00'"
@@ -90,25 +129,65 @@ def row_rules(spec: DatasetSpec, date: str) -> dict[str, str]:
     return rules
 
 
-def _check_files(landing_uri: str, spec: DatasetSpec, date: str, files: list[str]) -> tuple[list[str], dict[int, int]]:
-    """Every part file's schema against the contract, from its footer only; ``(uris, rows per landed hour)``."""
-    fs, root = filesystem(day_uri(landing_uri, spec.name, date))
-    problems = []
+def _unreadable(fs, path: str, rel: str, size: int, exc: Exception) -> str | None:
+    """Why a file whose footer could not be parsed is not readable parquet, or ``None`` if the store failed us.
+
+    If the file's first and last bytes can be read, the store works and the bytes are at fault (a
+    data error); if not, the error was the store's (re-raised by the caller: a retry may help).
+    """
+    try:
+        with fs.open(path, "rb") as handle:
+            head = handle.read(4)
+            handle.seek(max(size - 8, 0))
+            tail = handle.read(8)
+    except Exception:
+        return None
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if head == b"PAR1" and tail[-4:] != b"PAR1":
+        return f"{rel} is truncated: it starts as parquet but has no footer ({reason})"
+    if head == b"PAR1":
+        return f"{rel} has a corrupt parquet footer ({reason})"
+    return f"{rel} is not a parquet file ({reason})"
+
+
+def _check_files(dataset: str, spec: DatasetSpec, date: str, root_uri: str, files: dict[str, int]) -> dict[int, int]:
+    """Every part file from its footer only: not empty, readable, the contract's schema; rows per hour folder."""
+    fs, root = filesystem(root_uri)
+    empty, unreadable, mistyped = [], [], []
     rows_by_folder_hour: dict[int, int] = {}
-    for rel in files:
-        with fs.open(posixpath.join(root, rel), "rb") as handle:
-            parquet = pq.ParquetFile(handle)
-            file_problems = schema_problems(parquet.schema_arrow, spec.schema)
-            rows = parquet.metadata.num_rows
-        if file_problems:
-            problems.append(f"{rel}: {', '.join(file_problems)}")
+    for rel, size in sorted(files.items()):
+        if size == 0:
+            empty.append(f"{rel} is empty (0 bytes)")
+            continue
+        path = posixpath.join(root, rel)
+        try:
+            with fs.open(path, "rb") as handle:
+                parquet = pq.ParquetFile(handle)
+                file_schema = parquet.schema_arrow
+                rows = parquet.metadata.num_rows
+        except (pa.ArrowException, OSError) as exc:
+            reason = _unreadable(fs, path, rel, size, exc)
+            if reason is None:
+                raise
+            unreadable.append(reason)
+            continue
+        problems = schema_problems(file_schema, spec.schema)
+        if problems:
+            mistyped.append(f"{rel}: {', '.join(problems)}")
             continue
         hour = int(rel.split("/")[0].removeprefix("hour="))
         rows_by_folder_hour[hour] = rows_by_folder_hour.get(hour, 0) + rows
-    if problems:
-        shown = problems[:3] + ([f"... and {len(problems) - 3} more files"] if len(problems) > 3 else [])
-        raise DataRejected(f"partition {date}: rule schema: {'; '.join(shown)}")
-    return [join_uri(day_uri(landing_uri, spec.name, date), rel) for rel in files], rows_by_folder_hour
+    violations = []
+    if empty:
+        violations.append((EMPTY_FILE_RULE, _shown(empty, "more empty files")))
+    if unreadable:
+        violations.append((READABLE_RULE, _shown(unreadable, "more unreadable files")))
+    if mistyped:
+        mixed = len(files) - len(mistyped) - len(empty) - len(unreadable)
+        also = f" ({len(mistyped)} of {len(files)} files differ from the contract; {mixed} match it)" if mixed else ""
+        violations.append((SCHEMA_RULE, _shown(mistyped, "more files") + also))
+    _reject(dataset, date, violations)
+    return rows_by_folder_hour
 
 
 def _hour_bounds(spec: DatasetSpec, date: str, hour: int) -> str:
@@ -116,6 +195,54 @@ def _hour_bounds(spec: DatasetSpec, date: str, hour: int) -> str:
     end = start + dt.timedelta(hours=1)
     time_col = _quote(spec.time_column)
     return f"{time_col} >= TIMESTAMPTZ '{start.isoformat()}' AND {time_col} < TIMESTAMPTZ '{end.isoformat()}'"
+
+
+def _pct(part: int, whole: int) -> str:
+    return f"{100.0 * part / max(whole, 1):.1f}%"
+
+
+def _most_in(counts: dict[str, int]) -> str:
+    """``hour=16/part-00000.parquet (4,000), ...``: the files holding most of a rule's rows."""
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    shown = ", ".join(f"{rel} ({n:,})" for rel, n in ranked[:SHOWN])
+    return shown + (f" and {len(ranked) - SHOWN} more files" if len(ranked) > SHOWN else "")
+
+
+def _row_rule_violations(
+    spec: DatasetSpec, counts: dict[str, int], by_file: dict[str, dict[str, int]], rows_landed: int
+) -> list[tuple[str, str]]:
+    """Null keys (any), or more than ``MAX_REJECTED_FRACTION`` of the rows breaking rules: the rule, files named."""
+    if counts.get(KEY_RULE):
+        return [
+            (
+                KEY_RULE,
+                f"{counts[KEY_RULE]:,} rows have a null {spec.id_column} or {spec.time_column} "
+                f"(a key: no such row can be kept); in {_most_in(by_file[KEY_RULE])}",
+            )
+        ]
+    rejected = sum(counts.values())
+    if rejected <= MAX_REJECTED_FRACTION * rows_landed:
+        return []
+    worst = max(counts, key=lambda name: counts[name])
+    breakdown = ", ".join(f"{name}={n}" for name, n in counts.items() if n)
+    return [
+        (
+            worst,
+            f"{counts[worst]} rows ({_pct(counts[worst], rows_landed)}) break it; {rejected} of {rows_landed} "
+            f"landed rows ({_pct(rejected, rows_landed)}) break row rules, more than the "
+            f"{100 * MAX_REJECTED_FRACTION:g}% allowed ({breakdown}); most in {_most_in(by_file[worst])}",
+        )
+    ]
+
+
+def _decode_error(dataset: str, date: str, exc: duckdb.Error, rel_of: dict[str, str]) -> DataRejected | None:
+    """A DuckDB error decoding one landed file (a corrupt page behind a valid footer) as a rejection naming it."""
+    text = str(exc)
+    for path, rel in rel_of.items():
+        if path in text:
+            detail = text.split(": ", 1)[-1].replace(path, rel).strip().splitlines()[0]
+            return DataRejected(f"{dataset} {date}: rule {READABLE_RULE}: {rel} cannot be decoded ({detail})")
+    return None
 
 
 def ingest_day(
@@ -126,11 +253,16 @@ def ingest_day(
     reporter: Reporter | None = None,
     *,
     memory_limit: str = DEFAULT_MEMORY_LIMIT,
+    expected_listing: str | None = None,
+    landing_fingerprint: str | None = None,
 ) -> dict:
     """Validate, quarantine, deduplicate and commit one landed day; returns the committed summary.
 
     Out of core: DuckDB reads the landed files in place and spills past ``memory_limit``; the
     events are written hour by hour (each hour's rows sorted), so memory holds one hour, not the day.
+    ``expected_listing``: the listing fingerprint the control plane versioned this day by; a day
+    whose listing differs (or changes before the commit) raises ``LandingChanged``.
+    ``landing_fingerprint``: its content fingerprint, recorded in the summary.
     """
     spec = landing_dataset(dataset)
     dt.date.fromisoformat(date)
@@ -141,12 +273,43 @@ def ingest_day(
         return committed["summary"]
 
     status = day_status(landing_uri, dataset, date)
-    files = sorted(rel for rel in status["files"] if rel.startswith("hour="))
-    if not files:
-        raise DataRejected(
-            f"partition {date}: rule files_present: no part files under {day_uri(landing_uri, dataset, date)}"
+    if expected_listing and status["fingerprint"] != expected_listing:
+        raise LandingChanged(
+            f"{dataset} {date}: the landed files changed since the control plane fingerprinted them "
+            f"(listing {status['fingerprint']}, expected {expected_listing}): a producer is still writing"
         )
-    file_uris, rows_by_folder_hour = _check_files(landing_uri, spec, date, files)
+    root_uri = day_uri(landing_uri, dataset, date)
+    if status["problems"]:
+        _reject(
+            dataset,
+            date,
+            [
+                (
+                    LAYOUT_RULE,
+                    f"{len(status['problems'])} file(s) outside the landing layout "
+                    f"hour=HH/part-*.parquet: {_shown(status['problems'], 'more files')}",
+                )
+            ],
+        )
+    files = status["files"]
+    if not files:
+        marker = f"a {SUCCESS_MARKER} marker but " if status["success"] else ""
+        _reject(dataset, date, [(FILES_RULE, f"{marker}no part files under {root_uri}")])
+    if not status["success"]:
+        _reject(
+            dataset,
+            date,
+            [
+                (
+                    MARKER_RULE,
+                    f"no {SUCCESS_MARKER} marker at {success_uri(landing_uri, dataset, date)} "
+                    f"({len(status['hours'])}/24 hourly buckets present)",
+                )
+            ],
+        )
+    rows_by_folder_hour = _check_files(dataset, spec, date, root_uri, files)
+    if sum(rows_by_folder_hour.values()) == 0:
+        _reject(dataset, date, [(EMPTY_DAY_RULE, f"{len(files)} part files hold 0 rows")])
 
     rules = row_rules(spec, date)
     id_col, time_col = _quote(spec.id_column), _quote(spec.time_column)
@@ -157,72 +320,114 @@ def ingest_day(
     rows_by_hour = dict.fromkeys(range(24), 0)
     rows_by_city: dict[str, int] = {}
     with duckdb_connection(memory_limit) as con:
-        paths = sql_list([duckdb_path(con, uri) for uri in file_uris])
-        con.execute(
-            f"CREATE TEMP VIEW labelled AS SELECT {columns}, CASE {first_broken} END AS {RULE_COLUMN} "
-            f"FROM read_parquet({paths}, union_by_name = true)"
-        )
-        counts = dict(con.sql(f"SELECT {RULE_COLUMN}, count(*) FROM labelled GROUP BY 1").fetchall())
-        rows_landed = sum(int(n) for n in counts.values())
-        rejected_by_rule = {name: int(counts.get(name, 0)) for name in rules}
-        rows_rejected = sum(rejected_by_rule.values())
-        if rows_rejected > MAX_REJECTED_FRACTION * rows_landed:
-            worst = max(rejected_by_rule, key=lambda name: rejected_by_rule[name])
-            breakdown = ", ".join(f"{name}={n}" for name, n in rejected_by_rule.items() if n)
-            raise DataRejected(
-                f"partition {date}: rule {worst}: {rejected_by_rule[worst]} rows "
-                f"({100.0 * rejected_by_rule[worst] / rows_landed:.1f}%) break it; {rows_rejected} of {rows_landed} "
-                f"landed rows ({100.0 * rows_rejected / rows_landed:.1f}%) break row rules, more than the "
-                f"{100 * MAX_REJECTED_FRACTION:g}% allowed ({breakdown})"
+        rel_of = {duckdb_path(con, join_uri(root_uri, rel)): rel for rel in files}
+        try:
+            con.execute(
+                f"CREATE TEMP VIEW labelled AS SELECT {columns}, CASE {first_broken} END AS {RULE_COLUMN}, "
+                f"{FILE_COLUMN} FROM read_parquet({sql_list(list(rel_of))}, union_by_name = true, "
+                f"filename = '{FILE_COLUMN}')"
             )
-        if reporter:
-            reporter.info(
-                f"{dataset} {date}: {rows_landed} rows landed in {len(files)} files, {rows_rejected} break rules"
+            # One pass: rows by (first broken rule, file, hour of the valid ones).
+            scanned = con.sql(
+                f"SELECT {RULE_COLUMN}, {FILE_COLUMN}, CASE WHEN {RULE_COLUMN} IS NULL THEN hour({time_col}) END, "
+                f"count(*) FROM labelled GROUP BY ALL"
+            ).fetchall()
+            counts = dict.fromkeys(rules, 0)
+            by_file: dict[str, dict[str, int]] = {name: {} for name in rules}
+            valid_by_hour = dict.fromkeys(range(24), 0)
+            rows_landed = 0
+            for rule, path, hour, n in scanned:
+                rows_landed += n
+                if rule is None:
+                    valid_by_hour[int(hour)] += n
+                    continue
+                counts[rule] += n
+                rel = rel_of.get(path, path)
+                by_file[rule][rel] = by_file[rule].get(rel, 0) + n
+            rows_rejected = sum(counts.values())
+            _reject(dataset, date, _row_rule_violations(spec, counts, by_file, rows_landed))
+
+            # Duplicate ids, found by an 8-byte hash of the id (cheap to group); a collision only sends a
+            # unique id through the exact per-id pick below, which keeps it.
+            con.execute(
+                f"CREATE TEMP TABLE repeated AS SELECT hash({id_col}) AS id_hash FROM labelled "
+                f"WHERE {RULE_COLUMN} IS NULL GROUP BY 1 HAVING count(*) > 1"
             )
-        writer = ArtifactWriter(
-            out_uri,
-            producer=PRODUCER,
-            code_version=INGEST_CODE_VERSION,
-            inputs={
-                "landing": day_uri(landing_uri, dataset, date),
-                "marker_sha256": status["marker_sha256"],
-                "files": status["files"],
-            },
-        )
-        # Duplicate ids, found by an 8-byte hash of the id (cheap to group); a collision only sends a
-        # unique id through the exact per-id pick below, which keeps it.
-        con.execute(
-            f"CREATE TEMP TABLE repeated AS SELECT hash({id_col}) AS id_hash FROM labelled "
-            f"WHERE {RULE_COLUMN} IS NULL GROUP BY 1 HAVING count(*) > 1"
-        )
-        # The kept copy of each repeated id: the first by event time, ties broken by every other column.
-        con.execute(
-            f"CREATE TEMP TABLE kept_repeats AS SELECT {columns} FROM ("
-            f"  SELECT *, row_number() OVER (PARTITION BY {id_col} ORDER BY {time_col}, {tiebreak}) AS _keep"
-            f"  FROM labelled WHERE {RULE_COLUMN} IS NULL AND hash({id_col}) IN (SELECT id_hash FROM repeated)"
-            f") WHERE _keep = 1"
-        )
-        with writer.parquet_file(EVENTS_FILE, spec.schema) as events:
-            for hour in range(24):
-                in_hour = _hour_bounds(spec, date, hour)
-                table = con.sql(
-                    f"SELECT {columns} FROM labelled WHERE {RULE_COLUMN} IS NULL AND {in_hour} "
-                    f"AND hash({id_col}) NOT IN (SELECT id_hash FROM repeated) "
-                    f"UNION ALL SELECT {columns} FROM kept_repeats WHERE {in_hour} "
-                    f"ORDER BY {time_col}, {id_col}"
+            # Every copy of a repeated id, ranked: the kept one is the first by event time, ties broken by every other column.
+            con.execute(
+                f"CREATE TEMP TABLE repeats AS SELECT {columns}, row_number() OVER "
+                f"(PARTITION BY {id_col} ORDER BY {time_col}, {tiebreak}) AS _keep "
+                f"FROM labelled WHERE {RULE_COLUMN} IS NULL AND hash({id_col}) IN (SELECT id_hash FROM repeated)"
+            )
+            dropped_by_hour = dict(
+                con.sql(f"SELECT hour({time_col}), count(*) FROM repeats WHERE _keep > 1 GROUP BY 1").fetchall()
+            )
+            duplicates = sum(int(n) for n in dropped_by_hour.values())
+            if duplicates > spec.max_duplicate_fraction * rows_landed:
+                _reject(
+                    dataset,
+                    date,
+                    [
+                        (
+                            DUPLICATES_RULE,
+                            f"{duplicates:,} of {rows_landed:,} landed rows ({_pct(duplicates, rows_landed)}) repeat "
+                            f"the {spec.id_column} of an earlier row, more than the "
+                            f"{100 * spec.max_duplicate_fraction:g}% allowed (a replayed delivery?)",
+                        )
+                    ],
+                )
+            expected_by_hour = {h: valid_by_hour[h] - int(dropped_by_hour.get(h, 0)) for h in range(24)}
+            _reject(
+                dataset,
+                date,
+                completeness_violations(expected_by_hour, sum(expected_by_hour.values()), spec.min_rows_per_day),
+            )
+
+            if reporter:
+                reporter.info(
+                    f"{dataset} {date}: {rows_landed} rows landed in {len(files)} files, {rows_rejected} break "
+                    f"rules, {duplicates} duplicates"
+                )
+            writer = ArtifactWriter(
+                out_uri,
+                producer=PRODUCER,
+                code_version=INGEST_CODE_VERSION,
+                inputs={
+                    "landing": root_uri,
+                    "marker_sha256": status["marker_sha256"],
+                    "files": status["files"],
+                    "listing": status["fingerprint"],
+                },
+            )
+            with writer.parquet_file(EVENTS_FILE, spec.schema) as events:
+                for hour in range(24):
+                    in_hour = _hour_bounds(spec, date, hour)
+                    table = con.sql(
+                        f"SELECT {columns} FROM labelled WHERE {RULE_COLUMN} IS NULL AND {in_hour} "
+                        f"AND hash({id_col}) NOT IN (SELECT id_hash FROM repeated) "
+                        f"UNION ALL SELECT {columns} FROM repeats WHERE _keep = 1 AND {in_hour} "
+                        f"ORDER BY {time_col}, {id_col}"
+                    ).to_arrow_table()
+                    events.write(table.cast(spec.schema), row_group_size=EVENTS_ROW_GROUP)
+                    rows_by_hour[hour] = table.num_rows
+                    if "city" in spec.schema.names:
+                        for item in pc.value_counts(table.column("city")).to_pylist():
+                            rows_by_city[item["values"]] = rows_by_city.get(item["values"], 0) + item["counts"]
+                    if reporter and hour % 6 == 5:
+                        reporter.progress(hour + 1, 24, f"{dataset} {date} hours written")
+            if rows_rejected:
+                rejected = con.sql(
+                    f"SELECT {columns}, {RULE_COLUMN} FROM labelled WHERE {RULE_COLUMN} IS NOT NULL "
+                    "ORDER BY ALL NULLS LAST"
                 ).to_arrow_table()
-                events.write(table.cast(spec.schema), row_group_size=EVENTS_ROW_GROUP)
-                rows_by_hour[hour] = table.num_rows
-                if "city" in spec.schema.names:
-                    for item in pc.value_counts(table.column("city")).to_pylist():
-                        rows_by_city[item["values"]] = rows_by_city.get(item["values"], 0) + item["counts"]
-                if reporter and hour % 6 == 5:
-                    reporter.progress(hour + 1, 24, f"{dataset} {date} hours written")
-        if rows_rejected:
-            rejected = con.sql(
-                f"SELECT * FROM labelled WHERE {RULE_COLUMN} IS NOT NULL ORDER BY ALL NULLS LAST"
-            ).to_arrow_table()
-            writer.write_table(REJECTED_FILE, rejected)
+                writer.write_table(REJECTED_FILE, rejected)
+        except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
+            rejection = _decode_error(dataset, date, exc, rel_of)
+            if rejection is None:
+                raise
+            raise rejection from exc
+    if rows_by_hour != expected_by_hour:  # the plan and the write disagree: a bug, never commit it
+        raise RuntimeError(f"{dataset} {date}: wrote {rows_by_hour} rows by hour, planned {expected_by_hour}")
     rows = events.rows
     rows_valid = rows_landed - rows_rejected
     summary = {
@@ -232,7 +437,7 @@ def ingest_day(
         "rows_landed": rows_landed,
         "duplicates_removed": rows_valid - rows,
         "rows_rejected": rows_rejected,
-        "rejected_by_rule": rejected_by_rule,
+        "rejected_by_rule": counts,
         "hours_present": sorted(h for h, n in rows_by_folder_hour.items() if n > 0),
         "rows_by_hour": {f"{h:02d}": n for h, n in rows_by_hour.items()},
         "success_marker": bool(status["success"]),
@@ -240,8 +445,14 @@ def ingest_day(
         "schema_ok": True,
         "files_landed": len(files),
     }
+    if landing_fingerprint:
+        summary["landing_fingerprint"] = landing_fingerprint
     if "city" in spec.schema.names:
         summary["rows_by_city"] = dict(sorted(rows_by_city.items()))
+    # What was read must still be what landed: a re-delivery meanwhile is ingested under its own version.
+    now = day_status(landing_uri, dataset, date)["fingerprint"]
+    if now != status["fingerprint"]:
+        raise LandingChanged(f"{dataset} {date}: the landed files changed while they were ingested; not committed")
     writer.commit(summary)
     if reporter:
         reporter.info(
@@ -251,7 +462,14 @@ def ingest_day(
     return summary
 
 
-def ingest_dates(landing_uri: str, dataset: str, targets: dict[str, str], reporter: Reporter | None = None) -> dict:
+def ingest_dates(
+    landing_uri: str,
+    dataset: str,
+    targets: dict[str, str],
+    reporter: Reporter | None = None,
+    listings: dict[str, str] | None = None,
+    fingerprints: dict[str, str] | None = None,
+) -> dict:
     """Ingest several dates; rejected dates are collected and raised together at the end."""
     landing_dataset(dataset)  # an unknown dataset fails before any date is read
     summaries, rejections = {}, []
@@ -260,11 +478,21 @@ def ingest_dates(landing_uri: str, dataset: str, targets: dict[str, str], report
         if reporter:
             reporter.progress(done, len(dates), f"{dataset} dates ingested")
         try:
-            summaries[date] = ingest_day(landing_uri, dataset, date, targets[date], reporter)
+            summaries[date] = ingest_day(
+                landing_uri,
+                dataset,
+                date,
+                targets[date],
+                reporter,
+                expected_listing=(listings or {}).get(date),
+                landing_fingerprint=(fingerprints or {}).get(date),
+            )
         except DataRejected as exc:
             rejections.append(str(exc))
             if reporter:
                 reporter.info(f"REJECTED {exc}")
+        except AlreadyCommitted as adopted:  # a concurrent run committed this date first
+            summaries[date] = adopted.manifest["summary"]
     if reporter:
         reporter.progress(len(dates), len(dates), f"{dataset} dates ingested")
     if rejections:
@@ -273,7 +501,9 @@ def ingest_dates(landing_uri: str, dataset: str, targets: dict[str, str], report
 
 
 def run(params: IngestParams, reporter: Reporter) -> dict:
-    return ingest_dates(params.landing_uri, params.dataset, params.targets, reporter)
+    return ingest_dates(
+        params.landing_uri, params.dataset, params.targets, reporter, params.listings, params.fingerprints
+    )
 
 
 main = workload_main(IngestParams, run)

@@ -112,6 +112,7 @@ INTERACTIONS = DatasetSpec(
         "non_negative_dwell": "dwell_seconds >= 0",
     },
     min_rows_per_day=1_000,
+    max_duplicate_fraction=0.05,
 )
 LANDING_DATASETS = (INTERACTIONS,)
 

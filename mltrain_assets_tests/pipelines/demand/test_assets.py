@@ -2,11 +2,13 @@
 
 One date, two cities, the full trailing window of simulated rides. Asserts the registry
 state, the lineage tags, idempotence (no work, no new versions on a second pass) and that
-a failed gate stops everything downstream.
+a day re-landed with hours missing is rejected at ingestion, changing nothing downstream.
 """
 
 import datetime as dt
 import json
+import subprocess
+import sys
 
 import mlflow
 import pytest
@@ -127,8 +129,44 @@ def test_second_pass_does_no_work_and_registers_nothing(pipeline_home):
     assert runs_after == runs_before, "no new MLflow training runs on unchanged inputs"
 
 
-def test_failed_landing_gate_stops_downstream_and_registers_nothing(pipeline_home):
-    """Runs last: a day re-lands with two hours missing; its gate fails and features refuse to build on it."""
+def _mltrain(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mltrain_assets.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_lineage_names_everything_the_registered_version_came_from(pipeline_home):
+    env, outcomes = pipeline_home
+    result = _mltrain("lineage", "demand-forecast-nyc", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = result.stdout
+    city_run = next(o for o in outcomes if o.label == "nyc")
+    assert text.startswith("demand-forecast-nyc v1  (alias staging)")
+    assert f"registered by Dagster run {city_run.run_id}" in text and "code commit " in text
+    assert "workload mltrain_assets.workloads.demand.train  code demand-train-1" in text
+    assert f'"city": "nyc", "date": "{DATE}"' in text
+    features = outcomes[1].materializations["city_demand_features"]["version"]
+    assert f"city_demand_features {DATE} v={features}" in text
+    # Every day of the window: its aggregates, its ingested events and the landed day with its marker.
+    for day in (FIRST, DATE):
+        assert f"city_hour_aggregates {day} v=" in text and f"ride_events {day} v=" in text
+        assert f"landed {env['MLTRAIN_LANDING_URI']}/rides/date={day}: _SUCCESS sha256 " in text
+    assert text.count("  ride_events ") == INPUT_DAYS
+
+
+def test_reproduce_rebuilds_the_version_bit_for_bit(pipeline_home, tmp_path):
+    result = _mltrain("reproduce", "demand-forecast-nyc", "1", "--scratch", str(tmp_path), timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "metrics equal: True; model files (weights) identical: True; every version identical: True" in result.stdout
+    assert result.stdout.count(": identical (") == 2 * INPUT_DAYS + 2  # events + aggregates per day, features, model
+    assert (tmp_path / "storage" / "city_demand_model" / "nyc" / DATE).is_dir()
+
+
+def test_a_relanded_day_missing_hours_is_rejected_at_ingestion_and_changes_nothing(pipeline_home):
+    """Runs last: a day re-lands with two hours missing; ingestion rejects it once, naming the rule, and
+    commits nothing, so its last good version stays what aggregates, features and models build on."""
+    from dagster import DagsterEventType, DagsterInstance
+
     from mltrain_assets.artifacts import filesystem
     from mltrain_assets.landing import hour_uri
 
@@ -141,19 +179,16 @@ def test_failed_landing_gate_stops_downstream_and_registers_nothing(pipeline_hom
     versions_before = len(client.search_model_versions("name = 'demand-forecast-nyc'"))
 
     ingest = demo.execute("ride_events_job", "ride_events", partition_key=bad_day)
-    assert not ingest.success and "blocking asset check failed" in ingest.error
-    assert ingest.checks["ride_events:landed_complete"] is False
-    # Nothing is lost: the day is ingested and versioned; the gate's verdict travels with it.
-    assert ingest.materializations["ride_events"]["rows"] > 0
+    assert not ingest.success
+    assert f"rides {bad_day}: rule hourly_buckets_complete: missing hours [3, 4] (22/24 present)" in ingest.error
+    assert "ride_events" not in ingest.materializations, "a rejected day commits nothing"
+    retries = DagsterInstance.get().get_records_for_run(ingest.run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY)
+    assert retries.records == [], "bad data fails once"
 
-    # The day's aggregates are those of the day before it re-landed: features refuse to build on them.
+    # Downstream still reads the day's last good version: nothing to rebuild, nothing new registered.
     features = demo.execute("demand_features_job", "features", partition_key=DATE)
-    assert not features.success
-    assert f"city_hour_aggregates {bad_day} was built from ride_events {bad_day}" in features.error
-    assert f"ride_events {bad_day}: rule hourly_buckets_complete: missing hours [3, 4]" in features.error
-    # And the aggregates themselves refuse the gated day.
-    aggregates = demo.execute("ride_events_job", "aggregates", partition_key=bad_day, assets=["city_hour_aggregates"])
-    assert not aggregates.success and "blocked by failed upstream gates" in aggregates.error
+    assert features.success, features.error
+    assert features.materializations["city_demand_features"]["reused_committed_version"] is True
     city = demo.execute("demand_city_model_job", "nyc", partition_key=city_partition_key(DATE, "nyc"))
     assert demo.new_registrations([city]) == 0
     assert len(client.search_model_versions("name = 'demand-forecast-nyc'")) == versions_before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -10,13 +11,18 @@ from pathlib import Path
 
 import pytest
 
+from mltrain_assets.loopback import free_port
 from mltrain_assets.workloads.common.spark import (
     LOG4J2_PROPERTIES,
     LOG_FILE_PROPERTY,
     LOG_RETENTION_DAYS,
     LOOPBACK,
+    MASTER_RETRY_DELAY_S,
+    SparkMasterUnreachable,
     SparkSettings,
+    check_master,
     driver_logging,
+    master_addresses,
     spark_path,
     spark_session,
 )
@@ -162,3 +168,48 @@ def test_a_session_from_the_builder_logs_info_to_its_file_and_nothing_to_the_con
     console = done.stderr
     for chatter in (" INFO ", " WARN ", "Setting default log level", "Using Spark's default log4j profile"):
         assert chatter not in console, f"{chatter!r} reached the console:\n{console}"
+
+
+UNREACHABLE_SCRIPT = """
+import sys
+from mltrain_assets.workloads.common.spark import SparkSettings, spark_session
+session, _ = spark_session(SparkSettings(master=sys.argv[1], log_dir=sys.argv[2]), "mltrain-test-unreachable")
+session.read.parquet(sys.argv[2]).count()
+"""
+
+
+def test_an_unreachable_standalone_master_fails_in_seconds_naming_its_url(tmp_path, no_host_env):
+    """Spark's own client gives up on a master after 3 x 20 s (~74 s measured), naming none: the check
+    before the session fails in seconds with the URL. Its own process: no other test's session is reused."""
+    master = f"spark://127.0.0.1:{free_port()}"  # nobody listens
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", UNREACHABLE_SCRIPT, master, str(tmp_path)],
+        env={**os.environ, "SPARK_LOCAL_IP": LOOPBACK},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    elapsed = time.monotonic() - start
+    assert done.returncode != 0
+    assert elapsed < 20, elapsed
+    assert f"SparkMasterUnreachable: Spark master {master} unreachable after 4 attempts over " in done.stderr
+    assert "Connection refused" in done.stderr
+    assert "Py4J" not in done.stderr, "no JVM was started"
+
+
+def test_the_master_check_passes_a_listening_master_and_reads_ha_lists(monkeypatch):
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        dead = free_port()
+        check_master(f"spark://127.0.0.1:{dead},127.0.0.1:{port}")  # one of the HA masters answers
+        assert master_addresses("spark://a:7077,b:7078") == [("a", 7077), ("b", 7078)]
+    for master in ("local[2]", "k8s://https://kubernetes.default.svc:443"):
+        check_master(master)  # nothing to reach before the session
+    sleeps = []
+    monkeypatch.setattr(time, "sleep", sleeps.append)
+    with pytest.raises(SparkMasterUnreachable, match=rf"spark://127\.0\.0\.1:{dead} unreachable after 4 attempts"):
+        check_master(f"spark://127.0.0.1:{dead}")
+    assert sleeps == [MASTER_RETRY_DELAY_S] * 3

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mltrain_assets.artifacts import normalize_uri, read_manifest, read_table
+from mltrain_assets.landing import bytes_to_hash, content_digests, day_status
 from mltrain_assets.simulate.rides import write_rides_day
 from mltrain_assets.workloads.common.runtime import EXIT_DATA_REJECTED, DataRejected
 from mltrain_assets.workloads.demand.contract import RIDES_SCHEMA
@@ -123,7 +124,7 @@ def test_a_day_with_a_wrong_schema_is_rejected_naming_the_columns(landing, tmp_p
     with pytest.raises(DataRejected) as rejected:
         ingest_day(landing_uri, "rides", DATE, out)
     message = str(rejected.value)
-    assert f"partition {DATE}" in message and "rule schema" in message
+    assert f"rides {DATE}: rule schema: " in message
     assert "hour=07/part-00000.parquet" in message
     assert "missing columns ['precipitation_mm']" in message
     assert "extra columns ['surge']" in message
@@ -143,13 +144,13 @@ def test_more_than_one_percent_bad_rows_rejects_the_day(landing, tmp_path):
     with pytest.raises(DataRejected) as rejected:
         ingest_day(landing_uri, "rides", DATE, out)
     message = str(rejected.value)
-    assert f"partition {DATE}: rule non_negative_distance: {bad} rows" in message
+    assert f"rides {DATE}: rule non_negative_distance: {bad} rows" in message
     assert "more than the 1% allowed" in message
     assert read_manifest(out) is None
 
 
 def test_an_empty_landing_day_is_rejected(tmp_path):
-    with pytest.raises(DataRejected, match=rf"partition {DATE}: rule files_present"):
+    with pytest.raises(DataRejected, match=rf"rides {DATE}: rule files_present: no part files under "):
         ingest_day(normalize_uri(str(tmp_path / "nothing")), "rides", DATE, normalize_uri(str(tmp_path / "out")))
 
 
@@ -170,7 +171,7 @@ def test_cli_ingests_several_dates_and_exits_3_naming_the_rejected_one(tmp_path)
     params = IngestParams(dataset="rides", landing_uri=landing_uri, targets=targets)
     result = subprocess.run(params.command(sys.executable), capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == EXIT_DATA_REJECTED, result.stderr
-    assert "DATA REJECTED: partition 2026-03-11: rule schema" in result.stderr
+    assert "DATA REJECTED: rides 2026-03-11: rule schema" in result.stderr
     assert "missing columns ['status']" in result.stderr
     assert read_manifest(targets["2026-03-11"]) is None
     for date in ("2026-03-10", "2026-03-12"):
@@ -182,6 +183,10 @@ def test_landing_and_ingestion_work_on_s3(s3_endpoint):
     prefix = f"s3://mltrain/{uuid.uuid4().hex}"  # the S3 endpoint lives for the whole session
     landing_uri = f"{prefix}/landing"
     simulated = write_rides_day(landing_uri, DATE, 5_000)
+    # On S3 the content fingerprint is the objects' ETags, from the listing: nothing is read.
+    status = day_status(landing_uri, "rides", DATE)
+    assert len(status["files"]) == 24 and bytes_to_hash(status) == 0
+    assert all(digest.startswith("etag:") for digest in content_digests(status).values())
     out = f"{prefix}/ride_events/{DATE}/v=test"
     summary = ingest_day(landing_uri, "rides", DATE, out)
     assert summary["success_marker"] is True and summary["hours_present"] == list(range(24))

@@ -10,7 +10,6 @@ the workload processes run with MLflow's and Spark's variables removed.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import os
 import signal
 import subprocess
@@ -26,6 +25,7 @@ from mltrain_assets.simulate.interactions import simulate_day
 from mltrain_assets.workloads.common.params import MlflowSettings, WorkloadParams
 from mltrain_assets.workloads.common.spark import SparkSettings
 from mltrain_assets.workloads.ingest.params import EVENTS_FILE
+from mltrain_assets.workloads.recsys import contract
 from mltrain_assets.workloads.recsys.contract import INTERACTIONS_SCHEMA
 from mltrain_assets.workloads.recsys.params import EmbeddingsParams, TrainParams
 
@@ -113,9 +113,11 @@ def run_module(command: list[str], env: dict[str, str], timeout_s: float = 300) 
 
 
 def build_world(root: Path) -> RecsysWorld:
-    """Eight committed days and the embeddings for ``DATE`` fitted by the real workload."""
-    day = dt.date.fromisoformat(DATE)
-    dates = [(day - dt.timedelta(days=k)).isoformat() for k in range(7, 0, -1)]
+    """The committed days of ``DATE``'s windows, and its embeddings fitted by the real workload.
+
+    As the pipeline contract has it: embeddings over D-14..D-8, training over D-7..D-1, D held out.
+    """
+    dates = contract.MODEL_WINDOW.dates(DATE)[:-1]
     world = RecsysWorld(
         root,
         dates,
@@ -128,7 +130,10 @@ def build_world(root: Path) -> RecsysWorld:
     world.embeddings_uri = world.uri("interaction_embeddings", DATE, "v=test")
     world.run(
         EmbeddingsParams(
-            date=DATE, interactions_uris=tuple(world.train_uris), spark=world.spark, out_uri=world.embeddings_uri
+            date=DATE,
+            interactions_uris=tuple(commit_day(root, d) for d in contract.EMBEDDINGS_WINDOW.dates(DATE)),
+            spark=world.spark,
+            out_uri=world.embeddings_uri,
         )
     )
     return world
