@@ -7,7 +7,7 @@ export DAGSTER_HOME ?= $(MLTRAIN_HOME)/dagster
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-fast dev lint format clean bench lock
+.PHONY: install demo test test-fast dev lint format clean bench bench-seed lock
 
 # Installed at the versions requirements.lock pins (as constraints, without its hashes: the lock
 # carries PyPI's CUDA torch for the image, this machine takes the CPU build of the same release).
@@ -54,6 +54,11 @@ lock:
 
 bench: install
 	$(BIN)/python bench/run_all.py
+
+# Seed scale (BENCHMARKS.md): a 50M-ride day on DuckDB and Spark, 20M interactions, control-plane
+# overhead and memory; one JSON line per figure; ~40 min on 2 cores.
+bench-seed: install
+	$(BIN)/python bench/run_all.py --seed
 
 clean:
 	rm -rf .mltrain .pytest_cache

@@ -167,14 +167,9 @@ def aggregate_day(
     writer.write_table(AGGREGATES_FILE, table)
     writer.commit(summary)
     if reporter:
-        checked = (
-            f"; parity vs {check.engine}: {engine_parity['cells_differing']} of {engine_parity['cells_compared']} "
-            f"sampled cells differ (max relative {engine_parity['max_relative_diff']:.1e})"
-            if check is not None
-            else ""
-        )
         reporter.info(
-            f"aggregates {date}: {summary['rows_in']:,} rides -> {table.num_rows} city-hours in {seconds:.1f}s{checked}"
+            f"aggregates {date}: {summary['rows_in']:,} rides -> {table.num_rows} city-hours in {seconds:.1f}s"
+            f"{parity.in_words(engine_parity)}"
         )
     return summary
 

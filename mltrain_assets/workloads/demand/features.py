@@ -160,14 +160,9 @@ def build_features(
     writer.write_table(FEATURES_FILE, table)
     writer.commit(summary)
     if reporter:
-        checked = (
-            f"; parity vs {engine_parity['engines'][1]}: {engine_parity['cells_differing']} of "
-            f"{engine_parity['cells_compared']} cells differ (max relative {engine_parity['max_relative_diff']:.1e})"
-            if engine_parity["checked"]
-            else ""
-        )
         reporter.info(
-            f"features {date}: {table.num_rows} rows x {len(FEATURE_NAMES)} features in {seconds:.1f}s{checked} -> {out_uri}"
+            f"features {date}: {table.num_rows} rows x {len(FEATURE_NAMES)} features in {seconds:.1f}s"
+            f"{parity.in_words(engine_parity)} -> {out_uri}"
         )
     return summary
 

@@ -87,6 +87,16 @@ def compare(
     }
 
 
+def in_words(report: dict[str, Any]) -> str:
+    """A workload's log suffix for its parity report: ``; parity vs duckdb: 0 of 84 cells differ (…)``."""
+    if not report.get("checked"):
+        return ""
+    return (
+        f"; parity vs {report['engines'][1]}: {report['cells_differing']} of {report['cells_compared']} cells "
+        f"differ (max relative {report['max_relative_diff']:.1e})"
+    )
+
+
 def not_checked(reason: str) -> dict[str, Any]:
     """The ``engine_parity`` entry of a workload that ran without the check (it is switched off)."""
     return {"checked": False, "reason": reason}
