@@ -205,8 +205,30 @@ def settings_problems(env: Mapping[str, str] | None = None) -> list[str]:
 _OPTIONAL_EMPTY = frozenset({"MLTRAIN_K8S_SERVICE_ACCOUNT", "MLTRAIN_K8S_ENV_SECRET", "MLTRAIN_CITIES"})
 
 
+def combination_problems(env: Mapping[str, str] | None = None) -> list[str]:
+    """Settings each usable alone that cannot work together, naming every variable involved."""
+    env = os.environ if env is None else env
+    defaults = default_environment()
+    value = lambda name: env.get(name) or defaults.get(name, "")  # noqa: E731
+    problems = []
+    spark_reads_s3 = value("MLTRAIN_SPARK_S3A") == "true"
+    if value("MLTRAIN_STORAGE_URI").startswith("s3://") and not spark_reads_s3:
+        if value("MLTRAIN_SQL_ENGINE") == "spark":
+            problems.append(
+                "MLTRAIN_SQL_ENGINE=spark with MLTRAIN_STORAGE_URI on s3:// needs MLTRAIN_SPARK_S3A=true "
+                "(a Spark with hadoop-aws); or set MLTRAIN_SQL_ENGINE=duckdb"
+            )
+        elif value("MLTRAIN_ENGINE_PARITY") == "true":
+            problems.append(
+                "MLTRAIN_ENGINE_PARITY=true re-checks DuckDB's SQL on Spark, which reads MLTRAIN_STORAGE_URI on s3:// "
+                "only with MLTRAIN_SPARK_S3A=true (a Spark with hadoop-aws); or set MLTRAIN_ENGINE_PARITY=false"
+            )
+    return problems
+
+
 def validate_settings(env: Mapping[str, str] | None = None) -> None:
     """Refuse unusable settings, all of them at once, naming each variable and the values it accepts."""
     problems = settings_problems(env)
+    problems = problems or combination_problems(env)
     if problems:
         raise SettingsError("mltrain settings are not usable: " + "; ".join(problems))

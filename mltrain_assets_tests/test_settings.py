@@ -104,3 +104,23 @@ def test_the_code_location_refuses_to_load_naming_the_variables(tmp_path):
     assert (
         cli.returncode != 0 and "mltrain: mltrain settings are not usable: MLTRAIN_STORAGE_URI='ftp://x'" in cli.stderr
     )
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"MLTRAIN_SQL_ENGINE": "spark"}, "MLTRAIN_SQL_ENGINE=spark with MLTRAIN_STORAGE_URI on s3://"),
+        ({"MLTRAIN_SQL_ENGINE": "duckdb"}, "MLTRAIN_ENGINE_PARITY=true re-checks DuckDB's SQL on Spark"),
+    ],
+)
+def test_spark_reading_s3_without_s3a_is_refused_at_load(settings, named):
+    with pytest.raises(SettingsError, match=r"(needs|only with) MLTRAIN_SPARK_S3A=true") as refused:
+        validate_settings({"MLTRAIN_STORAGE_URI": "s3://bucket/storage", **settings})
+    assert named in str(refused.value)
+
+
+def test_s3_storage_works_with_s3a_or_with_duckdb_alone():
+    validate_settings({"MLTRAIN_STORAGE_URI": "s3://bucket/storage", "MLTRAIN_SPARK_S3A": "true"})
+    validate_settings(
+        {"MLTRAIN_STORAGE_URI": "s3://bucket/storage", "MLTRAIN_SQL_ENGINE": "duckdb", "MLTRAIN_ENGINE_PARITY": "false"}
+    )

@@ -275,6 +275,12 @@ class ComputeBackend(ConfigurableResource):
                 metadata={"service_unavailable": MetadataValue.text(summary["service_unavailable"])},
                 allow_retries=False,
             )
+        if "misconfigured" in summary:
+            raise Failure(
+                description=f"{workload} is misconfigured: {summary['misconfigured']}",
+                metadata={"misconfigured": MetadataValue.text(summary["misconfigured"])},
+                allow_retries=False,
+            )
         if "input_corrupt" in summary:
             # A committed input failed verification and was quarantined: rebuilding it, not retrying, helps.
             raise Failure(

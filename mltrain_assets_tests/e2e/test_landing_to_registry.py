@@ -90,7 +90,7 @@ def test_the_registered_recommender_has_a_lineage_and_rebuilds_bit_for_bit(stack
         command = [sys.executable, "-m", "mltrain_assets.cli", *args]
         return subprocess.run(command, capture_output=True, text=True, timeout=900, env=e2e_env)
 
-    lineage = mltrain("lineage", "recommender", version.version)
+    lineage = mltrain("lineage", "recommender", str(version.version))
     assert lineage.returncode == 0, lineage.stderr[-3000:]
     text = lineage.stdout
     assert f"recommender v{version.version}" in text and f"partition {NEW_DAY}" in text
@@ -99,6 +99,6 @@ def test_the_registered_recommender_has_a_lineage_and_rebuilds_bit_for_bit(stack
     # Embeddings from D-14..D-8, training from D-7..D-1, the held-out day: each a landed, ingested day.
     assert text.count(" user_interactions ") >= 15 and text.count(": _SUCCESS sha256 ") == 15
 
-    rebuilt = mltrain("reproduce", "recommender", version.version, "--scratch", str(tmp_path))
+    rebuilt = mltrain("reproduce", "recommender", str(version.version), "--scratch", str(tmp_path))
     assert rebuilt.returncode == 0, rebuilt.stdout[-3000:] + rebuilt.stderr[-3000:]
     assert "metrics equal: True; model files (weights) identical: True; every version identical: True" in rebuilt.stdout

@@ -27,3 +27,15 @@ def ingested_window(landing_uri: str, storage_uri: str, date: str, cities=("nyc"
         ingest_day(landing_uri, "rides", day, uri)
         uris.append(uri)
     return uris
+
+
+def aggregated_window(landing_uri: str, storage_uri: str, date: str, cities=("nyc",), volume=40_000) -> list[str]:
+    """The committed ``city_hour_aggregates`` versions one features partition reads (ingested, then aggregated)."""
+    from mltrain_assets.workloads.demand.aggregates import build_aggregates
+    from mltrain_assets.workloads.demand.contract import input_dates
+
+    days = input_dates(date)
+    rides = ingested_window(landing_uri, storage_uri, date, cities, volume)
+    aggregates = {day: version_uri(storage_uri, "city_hour_aggregates", day, "test") for day in days}
+    build_aggregates(dict(zip(days, rides, strict=True)), aggregates, "duckdb", check_parity_on_other_engine=False)
+    return [aggregates[day] for day in days]

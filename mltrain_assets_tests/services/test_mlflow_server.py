@@ -25,13 +25,11 @@ from mltrain_assets.resources.tracking import (
     RegistryUnavailable,
     lineage_tags,
 )
-from mltrain_assets.workloads.demand.aggregates import build_aggregates
-from mltrain_assets.workloads.demand.contract import input_dates
 from mltrain_assets.workloads.demand.features import build_features
 from mltrain_assets.workloads.demand.forecast import forecast_city
 from mltrain_assets.workloads.demand.train import train_city
 from mltrain_assets_tests.conftest import free_port
-from mltrain_assets_tests.services.conftest import ingested_window
+from mltrain_assets_tests.services.conftest import aggregated_window
 
 pytestmark = pytest.mark.services
 DATE = "2026-05-20"
@@ -246,14 +244,9 @@ def test_the_same_lineage_registered_from_two_threads_at_once_gives_one_version(
 def test_train_register_alias_and_serve_through_the_server(mltrain_home, mlflow_server):
     url, artifacts = mlflow_server
     storage = f"file://{mltrain_home}/storage"
-    rides = ingested_window(f"file://{mltrain_home}/landing", storage, DATE)
-    days = input_dates(DATE)
-    aggregates = {day: version_uri(storage, "city_hour_aggregates", day, "test") for day in days}
-    build_aggregates(dict(zip(days, rides, strict=True)), aggregates, "duckdb", check_parity_on_other_engine=False)
+    aggregates = aggregated_window(f"file://{mltrain_home}/landing", storage, DATE)
     features_uri = version_uri(storage, "city_demand_features", DATE, "test")
-    build_features(
-        [aggregates[d] for d in days], DATE, features_uri, engine="duckdb", check_parity_on_other_engine=False
-    )
+    build_features(aggregates, DATE, features_uri, engine="duckdb", check_parity_on_other_engine=False)
 
     model_uri = version_uri(storage, "city_demand_model", f"nyc/{DATE}", "test")
     summary = train_city(features_uri, "nyc", DATE, model_uri)

@@ -17,7 +17,8 @@ def test_ingest_and_features_on_s3(mltrain_home, s3_endpoint, monkeypatch):
     landing, storage = "s3://mltrain/landing", "s3://mltrain/storage"
     monkeypatch.setenv("MLTRAIN_LANDING_URI", landing)
     monkeypatch.setenv("MLTRAIN_STORAGE_URI", storage)
-    monkeypatch.setenv("MLTRAIN_SQL_ENGINE", "duckdb")  # Spark here has no s3a connector
+    monkeypatch.setenv("MLTRAIN_SQL_ENGINE", "duckdb")  # Spark here has no s3a connector,
+    monkeypatch.setenv("MLTRAIN_ENGINE_PARITY", "false")  # so it cannot re-check DuckDB on s3:// either
     simulate("rides", landing, FIRST, DATE, cities=["nyc"], volume=8_000)
     assert [d.date for d in landed_days(landing, "rides")][-1] == DATE
 

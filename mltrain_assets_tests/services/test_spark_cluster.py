@@ -9,7 +9,7 @@ from mltrain_assets.artifacts import read_manifest, read_table, version_uri
 from mltrain_assets.cli.sparkcluster import LocalSparkCluster
 from mltrain_assets.workloads.common.spark import SparkSettings
 from mltrain_assets.workloads.demand.features import build_features
-from mltrain_assets_tests.services.conftest import ingested_window
+from mltrain_assets_tests.services.conftest import aggregated_window
 
 pytestmark = pytest.mark.services
 DATE = "2026-05-20"
@@ -25,11 +25,11 @@ def spark_cluster(tmp_path):
 
 def test_features_on_the_cluster_equal_the_local_engine(mltrain_home, spark_cluster):
     storage = f"file://{mltrain_home}/storage"
-    rides = ingested_window(f"file://{mltrain_home}/landing", storage, DATE, volume=8_000)
+    aggregates = aggregated_window(f"file://{mltrain_home}/landing", storage, DATE, volume=8_000)
     on_cluster = version_uri(storage, "city_demand_features", DATE, "cluster")
     local = version_uri(storage, "city_demand_features", DATE, "duckdb")
-    summary = build_features(rides, DATE, on_cluster, engine="spark", spark=SparkSettings(master=spark_cluster))
-    build_features(rides, DATE, local, engine="duckdb")
+    summary = build_features(aggregates, DATE, on_cluster, engine="spark", spark=SparkSettings(master=spark_cluster))
+    build_features(aggregates, DATE, local, engine="duckdb")
     assert summary["engine"] == "spark" and read_manifest(on_cluster)["rows"] == read_manifest(local)["rows"]
     a = read_table(on_cluster, "features.parquet").to_pandas().sort_values(["city", "ts"]).reset_index(drop=True)
     b = read_table(local, "features.parquet").to_pandas().sort_values(["city", "ts"]).reset_index(drop=True)

@@ -19,7 +19,7 @@ from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, PipesContext, open_dags
 
 from mltrain_assets.artifacts import AlreadyCommitted, ArtifactCorrupt, StorageUnavailable, writing_for
 from mltrain_assets.workloads.common.params import WorkloadParams
-from mltrain_assets.workloads.common.spark import SparkMasterUnreachable
+from mltrain_assets.workloads.common.spark import SparkCannotReach, SparkMasterUnreachable
 from mltrain_assets.workloads.common.tracking import TrackingServerUnavailable
 
 # Exit code meaning "the input data broke a rule": retrying cannot help.
@@ -87,6 +87,11 @@ def run_workload(
             reporter.report({"service_unavailable": str(exc)})
             print(f"SERVICE UNAVAILABLE: {exc}", file=sys.stderr, flush=True)
             return EXIT_SERVICE_UNAVAILABLE
+        except SparkCannotReach as exc:
+            # A setting, not a fault: the same run would fail the same way on every retry.
+            reporter.report({"misconfigured": str(exc)})
+            print(f"MISCONFIGURED: {exc}", file=sys.stderr, flush=True)
+            return EXIT_DATA_REJECTED
         except ArtifactCorrupt as exc:
             # An input's files differ from their manifest: it is quarantined; retrying cannot help.
             reporter.report({"input_corrupt": str(exc)})

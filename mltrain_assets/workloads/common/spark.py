@@ -88,6 +88,10 @@ MASTER_CONNECT_TIMEOUT_S = 5.0
 MASTER_RETRY_DELAY_S = 1.0
 
 
+class SparkCannotReach(ValueError):
+    """Spark here cannot read a storage URI (``s3://`` without s3a): a setting to change, not a fault to retry."""
+
+
 class SparkMasterUnreachable(RuntimeError):
     """The standalone master named by the settings could not be reached (or did not take the application)."""
 
@@ -257,7 +261,7 @@ def spark_path(uri: str, settings: SparkSettings, workload: str) -> str:
         return uri
     if uri.startswith(("s3://", "s3a://")) and settings.s3a:
         return "s3a://" + uri.split("://", 1)[1]
-    raise ValueError(
+    raise SparkCannotReach(
         f"{workload} reads its inputs with Spark, which here reads file:// paths only; got {uri}. "
         "Use the duckdb engine where the workload has one (reads s3:// through fsspec), or on a Spark "
         "cluster with hadoop-aws set MLTRAIN_SPARK_S3A=true to read it as s3a://."
