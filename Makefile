@@ -23,8 +23,11 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/mltrain demo
 
+# Two workers by default (this machine's cores): one takes the e2e package (mostly waiting on the
+# daemon), the other the rest; each test package stays on one worker (its fixtures built once).
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: install
 	$(BIN)/pytest -m "not e2e and not slow and not services"

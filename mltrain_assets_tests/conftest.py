@@ -29,6 +29,21 @@ SETTINGS = (
 )
 
 
+TESTS = Path(__file__).parent
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under ``pytest -n N --dist loadgroup`` (``make test``): one worker per test package, so the
+    package's shared fixtures (the e2e stack, the simulated worlds) are built once; top-level
+    modules are their own groups."""
+    for item in items:
+        relative = Path(item.path).relative_to(TESTS)
+        folders = relative.parts[:-1]
+        group = "/".join(folders[:2]) if folders else relative.stem
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture
 def mltrain_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh MLTRAIN_HOME with every setting at its embedded default under it."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mltrain_assets.artifacts import join_uri, read_manifest
+from mltrain_assets.artifacts import join_uri, read_json, read_manifest
 from mltrain_assets.workloads.common.params import WorkloadParams
 
 # Where each workload's params class lives (module -> class found by its ``module`` attribute).
@@ -339,6 +339,21 @@ def _same_summary(original: dict[str, Any], again: dict[str, Any]) -> dict[str, 
     return differ
 
 
+def _same_file(original: str, again: str, name: str, entry: dict[str, Any], again_entry: dict[str, Any]) -> bool:
+    """Byte-identical; or, for a JSON record, equal but for the run facts it names (an MLflow run id)."""
+    if entry.get("sha256") == again_entry.get("sha256"):
+        return True
+    if not name.endswith(".json") or not again_entry:
+        return False
+    before, after = read_json(original, name), read_json(again, name)
+    return (
+        isinstance(before, dict)
+        and isinstance(after, dict)
+        and not _same_summary(before, after)
+        and (set(before) == set(after))
+    )
+
+
 def reproduce(model: str, version: str, storage_root: str, scratch: Path, progress=print) -> dict[str, Any]:
     """Rebuild every version of a registered model's lineage in ``scratch``; what matched and what did not."""
     from mltrain_assets.resources.compute import ComputeBackend
@@ -391,7 +406,7 @@ def reproduce(model: str, version: str, storage_root: str, scratch: Path, progre
                 raise RuntimeError(f"rebuilding {node.asset} {node.partition} failed (exit {code}); see {log}")
             rebuilt[node.uri] = target
             files = {
-                name: entry.get("sha256") == again["files"].get(name, {}).get("sha256")
+                name: _same_file(node.uri, target, name, entry, again["files"].get(name, {}))
                 for name, entry in node.manifest["files"].items()
             }
             steps.append(
