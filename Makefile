@@ -27,7 +27,7 @@ demo: install
 # daemon), the other the rest; each test package stays on one worker (its fixtures built once).
 TEST_WORKERS ?= 2
 test: install
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 test-fast: install
 	$(BIN)/pytest -m "not e2e and not slow and not services"

@@ -29,19 +29,24 @@ SETTINGS = (
 )
 
 
-TESTS = Path(__file__).parent
+def package_of(nodeid: str) -> str:
+    """The unit one xdist worker runs whole: a test folder (two levels deep), or a top-level module."""
+    path = nodeid.split("::", 1)[0].removeprefix("mltrain_assets_tests/")
+    folders = path.split("/")[:-1]
+    return "/".join(folders[:2]) if folders else path
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under ``pytest -n N --dist loadgroup`` (``make test``): one worker per test package, so the
-    package's shared fixtures (the e2e stack, the simulated worlds) are built once; top-level
-    modules are their own groups."""
-    for item in items:
-        relative = Path(item.path).relative_to(TESTS)
-        folders = relative.parts[:-1]
-        group = "/".join(folders[:2]) if folders else relative.stem
-        item.add_marker(pytest.mark.xdist_group(group))
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``make test`` runs ``pytest -n 2``: one worker per test package, so a package's shared fixtures (the
+    e2e stack, the simulated worlds) are built once; xdist's own ``loadgroup`` cannot regroup on pytest 9."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class PackageScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return package_of(nodeid)
+
+    return PackageScheduling(config, log)
 
 
 @pytest.fixture
