@@ -58,6 +58,18 @@ from mltrain_assets.workloads.common.spark import SparkSettings
 # Exit codes after which the workload reported why (the summary says what the user sees).
 REPORTED_EXITS = (EXIT_DATA_REJECTED, EXIT_SERVICE_UNAVAILABLE)
 
+# What a workload reported before a reported exit, as one failure without step retries:
+# (summary key, description, metadata key).
+_NO_RETRY_SUMMARIES = (
+    # Its client retried for a bounded budget already; stacking step retries on it would multiply the wait.
+    ("service_unavailable", "{workload}: {reason}", "service_unavailable"),
+    ("misconfigured", "{workload} is misconfigured: {reason}", "misconfigured"),
+    # A committed input failed verification and was quarantined: rebuilding it, not retrying, helps.
+    ("input_corrupt", "{workload}: an input is corrupt: {reason}", "input_corrupt"),
+    # Bad input does not get better on retry: fail once, with the workload's own words.
+    ("data_rejected", "{workload} rejected its input: {reason}", "rule_violation"),
+)
+
 WorkloadProfile = Literal["default", "spark", "training"]
 BACKENDS = ("local", "k8s", "k8s-local")
 # Between the polite signal to a workload's process group and SIGKILL to whatever is left.
@@ -268,33 +280,13 @@ class ComputeBackend(ConfigurableResource):
         for message in messages:
             if isinstance(message, dict):
                 summary.update(message)
-        if "service_unavailable" in summary:
-            # Its client retried for a bounded budget already; stacking step retries on it would multiply the wait.
-            raise Failure(
-                description=f"{workload}: {summary['service_unavailable']}",
-                metadata={"service_unavailable": MetadataValue.text(summary["service_unavailable"])},
-                allow_retries=False,
-            )
-        if "misconfigured" in summary:
-            raise Failure(
-                description=f"{workload} is misconfigured: {summary['misconfigured']}",
-                metadata={"misconfigured": MetadataValue.text(summary["misconfigured"])},
-                allow_retries=False,
-            )
-        if "input_corrupt" in summary:
-            # A committed input failed verification and was quarantined: rebuilding it, not retrying, helps.
-            raise Failure(
-                description=f"{workload}: an input is corrupt: {summary['input_corrupt']}",
-                metadata={"input_corrupt": MetadataValue.text(summary["input_corrupt"])},
-                allow_retries=False,
-            )
-        if "data_rejected" in summary:
-            # Bad input does not get better on retry: fail once, with the workload's own words.
-            raise Failure(
-                description=f"{workload} rejected its input: {summary['data_rejected']}",
-                metadata={"rule_violation": MetadataValue.text(summary["data_rejected"])},
-                allow_retries=False,
-            )
+        for key, describe, metadata_key in _NO_RETRY_SUMMARIES:
+            if key in summary:
+                raise Failure(
+                    description=describe.format(workload=workload, reason=summary[key]),
+                    metadata={metadata_key: MetadataValue.text(summary[key])},
+                    allow_retries=False,
+                )
         return WorkloadResult(
             summary=summary,
             wall_s=time.monotonic() - started,

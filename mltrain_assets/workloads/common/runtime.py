@@ -35,6 +35,19 @@ class DataRejected(Exception):
     """Input data broke a rule; the message names the partition, the rule and the observed value."""
 
 
+# Failures retrying cannot help: (exceptions, summary key the backend reads, log label, exit code).
+_FAILURE_KINDS = (
+    ((DataRejected,), "data_rejected", "DATA REJECTED", EXIT_DATA_REJECTED),
+    # The service's client already retried for its whole bounded budget: a step retry would only repeat it.
+    (SERVICE_ERRORS, "service_unavailable", "SERVICE UNAVAILABLE", EXIT_SERVICE_UNAVAILABLE),
+    # A setting, not a fault: the same run would fail the same way on every retry.
+    ((SparkCannotReach,), "misconfigured", "MISCONFIGURED", EXIT_DATA_REJECTED),
+    # An input's files differ from their manifest: it is quarantined; retrying cannot help.
+    ((ArtifactCorrupt,), "input_corrupt", "INPUT CORRUPT", EXIT_DATA_REJECTED),
+)
+REPORTED_FAILURES = tuple(error for errors, *_ in _FAILURE_KINDS for error in errors)
+
+
 class Reporter:
     """Progress and logs; forwarded through Pipes when Dagster launched us."""
 
@@ -78,25 +91,11 @@ def run_workload(
     with workload_session(name) as reporter, writing_for(params_type.module, params.recorded_fields()):
         try:
             summary = body(params, reporter)
-        except DataRejected as exc:
-            reporter.report({"data_rejected": str(exc)})
-            print(f"DATA REJECTED: {exc}", file=sys.stderr, flush=True)
-            return EXIT_DATA_REJECTED
-        except SERVICE_ERRORS as exc:
-            # The service's client already retried for its whole bounded budget: a step retry would only repeat it.
-            reporter.report({"service_unavailable": str(exc)})
-            print(f"SERVICE UNAVAILABLE: {exc}", file=sys.stderr, flush=True)
-            return EXIT_SERVICE_UNAVAILABLE
-        except SparkCannotReach as exc:
-            # A setting, not a fault: the same run would fail the same way on every retry.
-            reporter.report({"misconfigured": str(exc)})
-            print(f"MISCONFIGURED: {exc}", file=sys.stderr, flush=True)
-            return EXIT_DATA_REJECTED
-        except ArtifactCorrupt as exc:
-            # An input's files differ from their manifest: it is quarantined; retrying cannot help.
-            reporter.report({"input_corrupt": str(exc)})
-            print(f"INPUT CORRUPT: {exc}", file=sys.stderr, flush=True)
-            return EXIT_DATA_REJECTED
+        except REPORTED_FAILURES as exc:
+            key, label, code = next((k, lb, c) for types, k, lb, c in _FAILURE_KINDS if isinstance(exc, types))
+            reporter.report({key: str(exc)})
+            print(f"{label}: {exc}", file=sys.stderr, flush=True)
+            return code
         except AlreadyCommitted as exc:
             # Another run committed this very version first: adopt its commit.
             reporter.info(f"{exc.uri} was committed by another run meanwhile; adopting its commit")
