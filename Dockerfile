@@ -2,13 +2,13 @@
 # The mltrain image: the code location (`dagster api grpc`, as the Helm chart runs it), the run pods
 # the K8sRunLauncher starts, and every workload pod (`python -m mltrain_assets.workloads...`,
 # torchrun workers, the Spark driver and its executors). One image, so the production path runs
-# exactly what the tests ran: the same lock, the same code.
+# exactly what the tests ran: the same pins, the same code; without what only the tests need.
 #
 #   docker build -t registry.example.com/mltrain:0.1.0 --build-arg MLTRAIN_CODE_COMMIT=$(git rev-parse HEAD) .
 #   docker push registry.example.com/mltrain:0.1.0
 #   docker buildx imagetools inspect registry.example.com/mltrain:0.1.0   # -> the digest for helm-values/
 #
-# Built for linux/amd64 only: requirements.lock is resolved for x86_64 (torch's CUDA build).
+# Built for linux/amd64 only: requirements.runtime.lock is resolved for x86_64 (torch's CUDA build).
 # Not built on the development machines (no Docker engine there): mltrain_assets_tests/test_dockerfile.py
 # checks what can be checked without one.
 
@@ -24,7 +24,8 @@ FROM ${PYTHON_IMAGE}
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    JAVA_HOME=/usr/lib/jvm/java-17-openjdk-amd64
+    JAVA_HOME=/usr/lib/jvm/java-17-openjdk-amd64 \
+    SPARK_HOME=/usr/local/lib/python3.11/site-packages/pyspark
 
 # Java 17 for Spark; tini as PID 1 (forwards signals, reaps torchrun's and Spark's children); procps
 # for Spark's launch scripts. (The man1 folder: the JRE's postinst expects it, slim images drop it.)
@@ -33,10 +34,12 @@ RUN mkdir -p /usr/share/man/man1 \
     && apt-get install -y --no-install-recommends openjdk-17-jre-headless procps tini \
     && rm -rf /var/lib/apt/lists/*
 
-# Every Python distribution from the lock, each checked against its pinned hashes; nothing else.
-# (`make lock` regenerates requirements.lock; the test suite checks it matches what it ran with.)
-COPY requirements.lock /tmp/requirements.lock
-RUN pip install --no-deps --require-hashes -r /tmp/requirements.lock && rm /tmp/requirements.lock
+# Every Python distribution the project runs with, from the runtime lock, each checked against its
+# pinned hashes; nothing else (no test tools: those are in requirements.lock, for `make install`).
+# `make lock` regenerates both locks, the runtime one at the pins of the other; the test suite checks
+# they agree and match what it ran with.
+COPY requirements.runtime.lock /tmp/requirements.runtime.lock
+RUN pip install --no-deps --require-hashes -r /tmp/requirements.runtime.lock && rm /tmp/requirements.runtime.lock
 
 # S3A for Spark: hadoop-aws must be the version of the Hadoop client that pyspark bundles
 # (pyspark/jars/hadoop-client-api-<version>.jar), with the AWS SDK v2 bundle and the analytics
@@ -100,6 +103,10 @@ COPY pyproject.toml README.md /tmp/src/
 COPY mltrain_assets /tmp/src/mltrain_assets
 RUN pip install --no-deps --no-build-isolation --no-index /tmp/src && rm -rf /tmp/src
 
+# The entrypoint: Spark's `executor` and `driver` container arguments (the pods Spark on Kubernetes
+# starts from this image), every other command passed through. Owned by root, not writable by the user.
+COPY --chmod=0755 deploy/docker/entrypoint.sh /usr/local/bin/mltrain-entrypoint
+
 # Non-root. HOME and every scratch path point into /tmp: in Kubernetes the root filesystem is
 # read-only and /tmp is an emptyDir (helm-values/dagster.yaml).
 RUN groupadd --system --gid 10001 mltrain \
@@ -114,8 +121,10 @@ ENV HOME=/tmp \
 WORKDIR /app
 USER 10001:10001
 
-# tini keeps the command's signals and children in order. The default command is the code location
-# as the chart runs it; workloads pass their own:
+# tini (PID 1) keeps the command's signals and children in order; the entrypoint script execs the
+# command under it: Spark's executor (`executor`: the JVM's KubernetesExecutorBackend) or cluster-mode
+# driver (`driver`), or any other command unchanged. The default command is the code location as the
+# chart runs it; workloads pass their own:
 #   docker run IMAGE python -m mltrain_assets.workloads.demand.train --params '{...}'
-ENTRYPOINT ["/usr/bin/tini", "--"]
+ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/mltrain-entrypoint"]
 CMD ["dagster", "api", "grpc", "--module-name", "mltrain_assets.definitions", "--host", "0.0.0.0", "--port", "3030"]

@@ -46,14 +46,21 @@ format: install
 # requirements.lock: every distribution with its hashes, for Python 3.11 on x86_64 Linux (the image;
 # torch there is PyPI's CUDA build, for the GPU training pods), plus the build backend the image
 # installs the project with. Existing pins are kept; `make lock LOCK_FLAGS=--upgrade` moves them.
+# requirements.runtime.lock: what the image installs, the same without the dev extra (no pytest,
+# moto, playwright, ruff...), resolved under requirements.lock's pins, so every version agrees.
 UV_VERSION := 0.13.9
 LOCK_FLAGS ?=
+LOCK_TARGET := --generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	--custom-compile-command 'make lock' --quiet
 lock:
 	test -x $(BIN)/pip || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q uv==$(UV_VERSION)
 	printf 'setuptools>=68\nwheel\n' | $(BIN)/uv pip compile pyproject.toml - --extra dev \
-		--generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
-		--custom-compile-command 'make lock' --quiet --output-file requirements.lock $(LOCK_FLAGS)
+		$(LOCK_TARGET) --output-file requirements.lock $(LOCK_FLAGS)
+	sed -e '/--hash=/d' -e 's/ \\$$//' requirements.lock > $(VENV)/lock-constraints.txt
+	printf 'setuptools>=68\nwheel\n' | $(BIN)/uv pip compile pyproject.toml - \
+		--constraint $(VENV)/lock-constraints.txt --no-annotate \
+		$(LOCK_TARGET) --output-file requirements.runtime.lock
 
 bench: install
 	$(BIN)/python bench/run_all.py

@@ -9,6 +9,7 @@ from mltrain_assets.pipelines.reporting import definitions as reporting
 from mltrain_assets.resources.compute import ComputeBackend
 from mltrain_assets.resources.storage import ArtifactRefIOManagerFactory, ArtifactStorage
 from mltrain_assets.resources.tracking import ModelRegistry
+from mltrain_assets.resources.workload_resources import check_step_names
 from mltrain_assets.settings import apply_defaults, validate_settings
 
 apply_defaults()
@@ -36,3 +37,5 @@ defs = Definitions.merge(
     *(pipeline.defs for pipeline in all_pipelines()),
     reporting.defs,  # the model quality report over every pipeline
 )
+# A step named in MLTRAIN_WORKLOAD_RESOURCES that is no asset here fails the load too (a typo would be ignored).
+check_step_names({key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()})

@@ -24,7 +24,20 @@ def mltrain_home() -> Path:
     return Path(os.environ.get("MLTRAIN_HOME", DEFAULT_HOME)).expanduser().resolve()
 
 
+# With MLTRAIN_COMPUTE=k8s these have no embedded default: a laptop's file:// or sqlite:// in a pod would
+# silently lose every artifact with the pod. Each must be set (production_problems says which and why).
+PRODUCTION_REQUIRED = ("MLTRAIN_STORAGE_URI", "MLTRAIN_LANDING_URI", "MLFLOW_TRACKING_URI", "MLTRAIN_K8S_NAMESPACE")
+
+
 def default_environment() -> dict[str, str]:
+    defaults = _embedded_defaults()
+    if os.environ.get("MLTRAIN_COMPUTE") == "k8s":
+        for name in PRODUCTION_REQUIRED:
+            defaults.pop(name)
+    return defaults
+
+
+def _embedded_defaults() -> dict[str, str]:
     home = mltrain_home()
     return {
         "MLTRAIN_HOME": str(home),
@@ -44,7 +57,13 @@ def default_environment() -> dict[str, str]:
         "MLTRAIN_SQL_ENGINE": "spark",
         "MLTRAIN_ENGINE_PARITY": "true",
         "MLTRAIN_AUTOMATION_LOOKBACK_DAYS": "3",
-        "MLTRAIN_K8S_IMAGE": "mltrain:latest",
+        # Pools with a limit of their own, written into the instance by `mltrain init` (core/pools.py).
+        "MLTRAIN_POOL_LIMITS": '{"registry": 1}',
+        # Empty: the run's own image (DAGSTER_CURRENT_IMAGE on the code server, the run's recorded image in its pod).
+        "MLTRAIN_K8S_IMAGE": "",
+        # CPU, memory, GPUs, scratch, /dev/shm and timeout per profile and step over the embedded table
+        # (resources/workload_resources.py), e.g. {"training": {"memory": "128Gi"}}.
+        "MLTRAIN_WORKLOAD_RESOURCES": "{}",
         "MLTRAIN_K8S_NAMESPACE": "mltrain",
         "MLTRAIN_K8S_SERVICE_ACCOUNT": "",
         "MLTRAIN_K8S_ENV_SECRET": "",
@@ -70,14 +89,14 @@ def apply_defaults() -> dict[str, str]:
     home.mkdir(parents=True, exist_ok=True)
     from mltrain_assets.relocate import adopt_moved_home
 
-    moved = adopt_moved_home(home, os.environ["MLFLOW_TRACKING_URI"])
+    moved = adopt_moved_home(home, os.environ.get("MLFLOW_TRACKING_URI", ""))
     if moved:
         print(
             f"mltrain: MLTRAIN_HOME moved from {moved['from']} to {moved['to']}: "
             f"{moved['mlflow_rows']} MLflow artifact locations now point into it",
             file=sys.stderr,
         )
-    return {name: os.environ[name] for name in default_environment()}
+    return {name: os.environ[name] for name in default_environment() if name in os.environ}
 
 
 # ------------------------------------------------------------------ validation at load
@@ -112,6 +131,16 @@ def _is_json(kind: type, item: Callable[[Any], bool] = lambda _: True) -> Callab
         return isinstance(parsed, kind) and all(item(x) for x in items)
 
     return check
+
+
+def _workload_resources_usable(value: str) -> bool:
+    from mltrain_assets.resources.workload_resources import parse_overrides
+
+    try:
+        parse_overrides(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _known_cities(value: str) -> bool:
@@ -158,9 +187,18 @@ SETTING_RULES: dict[str, tuple[Callable[[str], bool], str]] = {
     "MLTRAIN_SQL_ENGINE": (lambda v: v in ("spark", "duckdb"), "spark or duckdb"),
     "MLTRAIN_ENGINE_PARITY": (lambda v: v in ("true", "false"), "true or false"),
     "MLTRAIN_AUTOMATION_LOOKBACK_DAYS": (_is_int(1), "a whole number of days >= 1"),
+    "MLTRAIN_POOL_LIMITS": (
+        _is_json(dict, lambda kv: isinstance(kv[1], int) and not isinstance(kv[1], bool) and kv[1] >= 0),
+        'a JSON object of pool: slots, e.g. {"registry": 1, "training": 1}',
+    ),
     "MLTRAIN_K8S_IMAGE": (
-        lambda v: bool(v.strip()) and " " not in v,
-        "an image reference, e.g. registry/mltrain@sha256:...",
+        lambda v: not v or (bool(v.strip()) and " " not in v),
+        "empty (the run's own image) or an image reference, e.g. registry/mltrain@sha256:...",
+    ),
+    "MLTRAIN_WORKLOAD_RESOURCES": (
+        _workload_resources_usable,
+        "a JSON object of profile (default, spark, training) or step -> {cpu, memory, gpus, ephemeral_storage, "
+        'scratch, shm, timeout_s}, e.g. {"training": {"memory": "128Gi"}}',
     ),
     "MLTRAIN_K8S_NAMESPACE": (lambda v: bool(_DNS_LABEL.match(v)), "a Kubernetes namespace name (DNS label)"),
     "MLTRAIN_K8S_SERVICE_ACCOUNT": (
@@ -202,7 +240,9 @@ def settings_problems(env: Mapping[str, str] | None = None) -> list[str]:
 
 
 # Settings that may be set to the empty string (meaning "none" / "the default").
-_OPTIONAL_EMPTY = frozenset({"MLTRAIN_K8S_SERVICE_ACCOUNT", "MLTRAIN_K8S_ENV_SECRET", "MLTRAIN_CITIES"})
+_OPTIONAL_EMPTY = frozenset(
+    {"MLTRAIN_K8S_SERVICE_ACCOUNT", "MLTRAIN_K8S_ENV_SECRET", "MLTRAIN_CITIES", "MLTRAIN_K8S_IMAGE"}
+)
 
 
 def combination_problems(env: Mapping[str, str] | None = None) -> list[str]:
@@ -226,9 +266,45 @@ def combination_problems(env: Mapping[str, str] | None = None) -> list[str]:
     return problems
 
 
+def production_problems(env: Mapping[str, str] | None = None) -> list[str]:
+    """With ``MLTRAIN_COMPUTE=k8s``: every production setting missing or pointing at one machine's disk, named."""
+    env = os.environ if env is None else env
+    if env.get("MLTRAIN_COMPUTE") != "k8s":
+        return []
+    needs = {
+        "MLTRAIN_STORAGE_URI": "s3://bucket/prefix, shared by every pod",
+        "MLTRAIN_LANDING_URI": "s3://bucket/prefix where producers land raw days",
+        "MLFLOW_TRACKING_URI": "http(s)://your-tracking-server or a database URL",
+        "MLTRAIN_K8S_NAMESPACE": "the namespace of the workload pods",
+    }
+    problems = [
+        f"{name} is required with MLTRAIN_COMPUTE=k8s (no laptop default in production): set it to {what}"
+        for name, what in needs.items()
+        if not env.get(name)
+    ]
+    for name in ("MLTRAIN_STORAGE_URI", "MLTRAIN_LANDING_URI"):
+        if env.get(name, "").startswith("file://"):
+            problems.append(
+                f"{name}={env[name]!r} with MLTRAIN_COMPUTE=k8s: each pod has its own file system, so another pod "
+                "would never see it; use s3://bucket/prefix"
+            )
+    if env.get("MLFLOW_TRACKING_URI", "").startswith(("sqlite:", "file:")):
+        problems.append(
+            f"MLFLOW_TRACKING_URI={env['MLFLOW_TRACKING_URI']!r} with MLTRAIN_COMPUTE=k8s: a store inside a pod is lost "
+            "with it; use http(s)://your-tracking-server or a database URL"
+        )
+    # A run pod (DAGSTER_RUN_JOB_NAME, set by the K8sRunLauncher) takes the image its run recorded.
+    if not any(env.get(name) for name in ("MLTRAIN_K8S_IMAGE", "DAGSTER_CURRENT_IMAGE", "DAGSTER_RUN_JOB_NAME")):
+        problems.append(
+            "MLTRAIN_K8S_IMAGE is required with MLTRAIN_COMPUTE=k8s unless the code location runs from its image "
+            "(the Helm chart sets DAGSTER_CURRENT_IMAGE): set it to registry/mltrain@sha256:<digest>"
+        )
+    return problems
+
+
 def validate_settings(env: Mapping[str, str] | None = None) -> None:
     """Refuse unusable settings, all of them at once, naming each variable and the values it accepts."""
-    problems = settings_problems(env)
+    problems = settings_problems(env) + production_problems(env)
     problems = problems or combination_problems(env)
     if problems:
         raise SettingsError("mltrain settings are not usable: " + "; ".join(problems))

@@ -41,8 +41,10 @@ WORKLOAD_SETTINGS = (
     "MLTRAIN_SPARK_S3A",
     "MLTRAIN_SPARK_MASTER",
     "MLTRAIN_SPARK_CONF",
-    "MLTRAIN_K8S_IMAGE",
     "MLTRAIN_K8S_NAMESPACE",
+    "MLTRAIN_WORKLOAD_RESOURCES",
+    "MLTRAIN_POOL_LIMITS",
+    "MLTRAIN_INIT_POOLS_DAGSTER_HOME",
     "MLTRAIN_K8S_SERVICE_ACCOUNT",
     "MLTRAIN_K8S_ENV_SECRET",
     "MLTRAIN_K8S_NODE_SELECTOR",
@@ -168,6 +170,35 @@ def test_every_workload_setting_is_set_explicitly():
     assert env["MLTRAIN_HOME"].startswith("/tmp/")  # the only writable path in the pods
 
 
+def test_the_deployment_env_passes_the_production_settings_check():
+    """What the code location loads with: the chart's env plus DAGSTER_CURRENT_IMAGE, which the chart sets."""
+    from mltrain_assets.settings import validate_settings
+
+    env = deployment_env(values())
+    validate_settings({**env, "DAGSTER_CURRENT_IMAGE": "registry.example.com/mltrain:0.1.0@sha256:" + "0" * 64})
+    # A run pod the K8sRunLauncher starts has DAGSTER_RUN_JOB_NAME instead: its image is the run's.
+    validate_settings({**env, "DAGSTER_RUN_JOB_NAME": "demand_forecasting"})
+
+
+def test_workload_resources_and_pool_limits_are_usable():
+    from mltrain_assets.core.pools import configured_pool_limits
+    from mltrain_assets.resources.workload_resources import parse_overrides, resolve
+
+    env = deployment_env(values())
+    steps = {"city_demand_model", "recommender_model"}
+    overrides = parse_overrides(env["MLTRAIN_WORKLOAD_RESOURCES"], steps)
+    training = resolve("training", "recommender_model", overrides)
+    assert training.memory == "1000Gi" and training.shm == "128Gi"  # /dev/shm fits inside the memory limit
+    assert configured_pool_limits(env) == {"registry": 1}
+    # The code location starts with `mltrain init --pools` against the chart's instance, mounted here.
+    dep = deployment(values())
+    mounts = {m["mountPath"]: m for m in dep["volumeMounts"]}
+    mount = mounts[env["MLTRAIN_INIT_POOLS_DAGSTER_HOME"]]
+    assert mount["readOnly"] is True
+    volume = next(v for v in dep["volumes"] if v["name"] == mount["name"])
+    assert volume["configMap"]["name"] == "dagster-instance"
+
+
 def test_json_settings_are_valid():
     env = deployment_env(values())
     conf = json.loads(env["MLTRAIN_SPARK_CONF"])
@@ -191,9 +222,12 @@ def test_images_are_pinned_by_digest():
     digest = str(image["tag"]).split("@", 1)[1]
     reference = f"{image['repository']}@{digest}"
     env = deployment_env(vals)
-    # Workload pods and Spark executors run the very image the code location runs.
-    assert env["MLTRAIN_K8S_IMAGE"] == reference
-    assert json.loads(env["MLTRAIN_SPARK_CONF"])["spark.kubernetes.container.image"] == reference
+    # Workload pods and Spark executors run the run's own image (the code location's): the digest is
+    # written once, in the chart's image, and nowhere else in the values.
+    assert reference.startswith("registry.example.com/mltrain@sha256:")
+    assert "MLTRAIN_K8S_IMAGE" not in env
+    assert "spark.kubernetes.container.image" not in json.loads(env["MLTRAIN_SPARK_CONF"])
+    assert len(re.findall(r"sha256:[0-9a-f]{64}", VALUES.read_text())) == 1
     # The chart's own images: the Dagster release this project pins.
     dagster_version = importlib.metadata.version("dagster")
     for component in ("dagsterWebserver", "dagsterDaemon"):

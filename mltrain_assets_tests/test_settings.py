@@ -30,7 +30,9 @@ BAD_VALUES = {
     "MLTRAIN_SQL_ENGINE": "polars",
     "MLTRAIN_ENGINE_PARITY": "maybe",
     "MLTRAIN_AUTOMATION_LOOKBACK_DAYS": "0",
-    "MLTRAIN_K8S_IMAGE": "",
+    "MLTRAIN_K8S_IMAGE": "registry/mltrain latest",
+    "MLTRAIN_WORKLOAD_RESOURCES": '{"training": {"memory": "lots"}}',
+    "MLTRAIN_POOL_LIMITS": '{"registry": "one"}',
     "MLTRAIN_K8S_NAMESPACE": "ML_Train",
     "MLTRAIN_K8S_SERVICE_ACCOUNT": "Not A Name",
     "MLTRAIN_K8S_ENV_SECRET": "s3/creds",
@@ -40,6 +42,17 @@ BAD_VALUES = {
     "MLTRAIN_CITIES": "nyc,paris",
     "MLTRAIN_PARTITIONS_START": "2026-02-30",
 }
+
+
+def _load_definitions(env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Load the code location in a fresh process, as a code server does."""
+    return subprocess.run(
+        [sys.executable, "-c", "import mltrain_assets.definitions"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_every_rule_has_a_bad_value_here():
@@ -86,13 +99,7 @@ def test_the_code_location_refuses_to_load_naming_the_variables(tmp_path):
         "MLTRAIN_STORAGE_URI": "ftp://x",
         "MLTRAIN_COMPUTE": "banana",
     }
-    result = subprocess.run(
-        [sys.executable, "-c", "import mltrain_assets.definitions"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _load_definitions(env)
     assert result.returncode != 0
     assert (
         "SettingsError: mltrain settings are not usable: MLTRAIN_STORAGE_URI='ftp://x': expected file:///absolute/path "
@@ -124,3 +131,71 @@ def test_s3_storage_works_with_s3a_or_with_duckdb_alone():
     validate_settings(
         {"MLTRAIN_STORAGE_URI": "s3://bucket/storage", "MLTRAIN_SQL_ENGINE": "duckdb", "MLTRAIN_ENGINE_PARITY": "false"}
     )
+
+
+def test_production_settings_fail_loudly_at_load_naming_each_variable(tmp_path):
+    """MLTRAIN_COMPUTE=k8s with nothing else set: no silent `mltrain:latest`, no file:// or sqlite:// in pods."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLTRAIN_", "MLFLOW_", "DAGSTER_"))}
+    env.update({"MLTRAIN_HOME": str(tmp_path), "MLTRAIN_COMPUTE": "k8s"})
+    result = _load_definitions(env)
+    assert result.returncode != 0
+    for name in ("MLTRAIN_STORAGE_URI", "MLTRAIN_LANDING_URI", "MLFLOW_TRACKING_URI", "MLTRAIN_K8S_NAMESPACE"):
+        assert f"{name} is required with MLTRAIN_COMPUTE=k8s" in result.stderr, name
+    assert "MLTRAIN_K8S_IMAGE is required with MLTRAIN_COMPUTE=k8s unless the code location runs from its image" in (
+        result.stderr
+    )
+
+
+PRODUCTION = {
+    "MLTRAIN_COMPUTE": "k8s",
+    "MLTRAIN_STORAGE_URI": "s3://prod/storage",
+    "MLTRAIN_LANDING_URI": "s3://prod/landing",
+    "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+    "MLTRAIN_K8S_NAMESPACE": "mltrain",
+    "MLTRAIN_SPARK_S3A": "true",
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"MLTRAIN_STORAGE_URI": "file:///data"}, "MLTRAIN_STORAGE_URI='file:///data' with MLTRAIN_COMPUTE=k8s"),
+        ({"MLFLOW_TRACKING_URI": "sqlite:///m.db"}, "MLFLOW_TRACKING_URI='sqlite:///m.db' with MLTRAIN_COMPUTE=k8s"),
+    ],
+)
+def test_production_refuses_one_machines_disk(change, named):
+    with pytest.raises(SettingsError, match=r"each pod|lost") as refused:
+        validate_settings({**PRODUCTION, "DAGSTER_CURRENT_IMAGE": "r/m@sha256:" + "0" * 64, **change})
+    assert named in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "image_from",
+    [
+        {"MLTRAIN_K8S_IMAGE": "r/m@sha256:" + "0" * 64},
+        {"DAGSTER_CURRENT_IMAGE": "r/m@sha256:" + "0" * 64},  # the code server, as the Helm chart runs it
+        {"DAGSTER_RUN_JOB_NAME": "demand_job"},  # a run pod: the image its run recorded
+    ],
+)
+def test_production_takes_the_image_from_one_place(image_from):
+    validate_settings({**PRODUCTION, **image_from})
+
+
+def test_embedded_defaults_are_not_production_defaults(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLTRAIN_HOME", str(tmp_path))
+    monkeypatch.setenv("MLTRAIN_COMPUTE", "k8s")
+    assert "MLTRAIN_STORAGE_URI" not in default_environment()
+    monkeypatch.setenv("MLTRAIN_COMPUTE", "local")
+    assert default_environment()["MLTRAIN_STORAGE_URI"] == f"file://{tmp_path}/storage"
+
+
+def test_a_workload_resources_key_that_is_no_step_fails_the_load(tmp_path):
+    env = {
+        **os.environ,
+        "MLTRAIN_HOME": str(tmp_path),
+        "DAGSTER_HOME": str(tmp_path / "dagster"),
+        "MLTRAIN_WORKLOAD_RESOURCES": '{"recommender_modle": {"memory": "64Gi"}}',
+    }
+    result = _load_definitions(env)
+    assert result.returncode != 0
+    assert "MLTRAIN_WORKLOAD_RESOURCES: 'recommender_modle' is neither a profile" in result.stderr

@@ -21,11 +21,24 @@ def _landing_dataset_names() -> list[str]:
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    from mltrain_assets.cli.demo import ensure_instance
+    from dagster import DagsterInstance
 
-    ensure_instance()
-    for name in sorted(_effective_env()):
-        print(f"{name}={os.environ[name]}")
+    from mltrain_assets.cli.demo import ensure_instance, init_pools
+
+    try:
+        if args.pools:
+            # Kubernetes: the instance is the chart's (DAGSTER_HOME, read-only); only its pool limits are ours.
+            with DagsterInstance.get() as instance:
+                changes = init_pools(instance)
+        else:
+            env = _effective_env()
+            changes = init_pools(ensure_instance())
+            for name in sorted(env):
+                print(f"{name}={os.environ[name]}")
+    except (ValueError, RuntimeError) as refused:  # a bad MLTRAIN_POOL_LIMITS, a pool that would not converge
+        raise SystemExit(f"mltrain init: {refused}") from None
+    for change in changes:
+        print(change.line())
     return 0
 
 
@@ -79,7 +92,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from mltrain_assets.core.pipeline import load_pipeline
 
     env = _effective_env()
-    demo.ensure_instance()
+    demo.init_pools(demo.ensure_instance())
     demo.ensure_tracking_store()
     date = args.date or demo.latest_complete_day()
     started = time.monotonic()
@@ -308,9 +321,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mltrain", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("init", help="create MLTRAIN_HOME and DAGSTER_HOME; print the effective settings").set_defaults(
-        func=_cmd_init
+    init = sub.add_parser(
+        "init",
+        help="create MLTRAIN_HOME and DAGSTER_HOME, write the pool limits (MLTRAIN_POOL_LIMITS) into the instance; "
+        "print the effective settings",
     )
+    init.add_argument(
+        "--pools",
+        action="store_true",
+        help="only write the pool limits into the instance at DAGSTER_HOME as it is (the Kubernetes init container)",
+    )
+    init.set_defaults(func=_cmd_init)
 
     sim = sub.add_parser("simulate", help="write synthetic landing days")
     sim.add_argument("--dataset", choices=_landing_dataset_names(), required=True, help="landing dataset to simulate")

@@ -71,6 +71,14 @@ def ensure_instance() -> DagsterInstance:
     return DagsterInstance.get()
 
 
+def init_pools(instance: DagsterInstance) -> list:
+    """The one explicit step that writes pool limits (``core/pools.py``): before any run is launched."""
+    from mltrain_assets.core.pools import apply_pool_limits, declared_pools
+    from mltrain_assets.definitions import defs
+
+    return apply_pool_limits(instance, declared_pools(defs))
+
+
 def ensure_tracking_store() -> None:
     """Create (and migrate) a local MLflow store once, before parallel runs race to do it."""
     from mlflow.tracking import MlflowClient
@@ -246,6 +254,7 @@ def materialize(
                 "policy): use `mltrain backfill` or one --partition at a time"
             )
     instance = ensure_instance()
+    init_pools(instance)
     with partition_loading_context(dynamic_partitions_store=instance) as context:
         for key in [partition] if partition else list(partition_range or ()):
             try:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import requests
 
-from mltrain_assets.cli.demo import REPO_ROOT, WORKSPACE_FILE, ensure_instance
+from mltrain_assets.cli.demo import REPO_ROOT, WORKSPACE_FILE, ensure_instance, init_pools
 from mltrain_assets.core.heal import heal
 
 BIN = Path(sys.executable).parent
@@ -96,7 +96,9 @@ class DevStack:
         return services
 
     def start(self, timeout_s: float = 120) -> DevStack:
-        heal(ensure_instance(), by="mltrain dev (start)", say=lambda line: print(f"heal: {line}", file=sys.stderr))
+        instance = ensure_instance()
+        init_pools(instance)  # before the daemon launches anything: pool limits are never written by a run
+        heal(instance, by="mltrain dev (start)", say=lambda line: print(f"heal: {line}", file=sys.stderr))
         logs = Path(os.environ["MLTRAIN_HOME"]) / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         env = {

@@ -3,7 +3,8 @@
 Like ``helm template``: the asset's body runs for real in this process (its inputs' references
 are read from storage, the version is computed, the params are built and bound to the
 deployment's settings), with a compute backend that renders instead of launching. Every object
-is checked with kubernetes-validate before it is printed.
+is checked with kubernetes-validate (Kubernetes 1.30, strict) and against Pod Security "restricted"
+(``resources/pod_security.py``) before it is printed, after a header naming the step's resources.
 """
 
 from __future__ import annotations
@@ -57,10 +58,39 @@ def _partition_key(defs, asset: str, partition: str | None) -> str | None:
 
 
 def validate(objects: list[dict[str, Any]]) -> None:
+    """Kubernetes 1.30's schema (strict) and Pod Security "restricted" + read-only root; raises naming each problem."""
     import kubernetes_validate
+
+    from mltrain_assets.resources.pod_security import violations
 
     for obj in objects:
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    problems = [problem for obj in objects for problem in violations(obj)]
+    if problems:
+        raise SystemExit("Pod Security 'restricted' refuses:\n  " + "\n  ".join(problems))
+
+
+def header(asset: str, objects: list[dict[str, Any]]) -> str:
+    """What the step gets, from the settings (MLTRAIN_WORKLOAD_RESOURCES over the embedded table)."""
+    import dataclasses
+    import os
+
+    from mltrain_assets.resources.workload_resources import RESOURCES_ENV, parse_overrides, resolve
+
+    profiles = [o["metadata"].get("labels", {}).get("mltrain/profile") for o in objects if o["kind"] in ("Pod", "Job")]
+    profile = next((p for p in profiles if p), "default")
+    resources = resolve(profile, asset, parse_overrides(os.environ.get(RESOURCES_ENV, "{}")))
+    # GPUs of distributed training come from its topology (MLTRAIN_TRAIN_GPUS_PER_NODE): say what the pods request.
+    pods = [o["spec"].get("template", {}).get("spec", o["spec"]) for o in objects if o["kind"] in ("Pod", "Job")]
+    gpus = max(
+        (int(c["resources"]["limits"].get("nvidia.com/gpu", 0)) for p in pods for c in p["containers"]), default=0
+    )
+    resources = dataclasses.replace(resources, gpus=gpus)
+    kinds = ", ".join(f"{o['kind']}/{o['metadata'].get('name', '')}" for o in objects)
+    return (
+        f"# {asset}: profile {profile}: {resources.describe()}\n"
+        f"# objects: {kinds}; valid for Kubernetes {K8S_VERSION}, Pod Security restricted + read-only root\n"
+    )
 
 
 def main(asset: str, partition: str | None, backend: str = "k8s") -> int:
@@ -68,5 +98,5 @@ def main(asset: str, partition: str | None, backend: str = "k8s") -> int:
 
     objects = render(asset, partition, backend)
     validate(objects)
-    print(to_yaml(objects), end="")
+    print(header(asset, objects) + to_yaml(objects), end="")
     return 0

@@ -30,7 +30,6 @@ from mltrain_assets.resources.storage import ArtifactStorage
 from mltrain_assets.schemas import DatasetSpec
 from mltrain_assets.workloads.ingest.params import INGEST_CODE_VERSION, IngestParams
 
-INGEST_TIMEOUT_S = 1800
 # Per-partition materialization metadata: the content fingerprint of the landed day that version holds
 # (the landing sensor compares a re-delivered day's with it).
 LANDING_FINGERPRINT = "landing_fingerprint"
@@ -140,7 +139,6 @@ def landing_ingestion_asset(
                 fingerprints={date: fingerprints[date] for date in targets},
                 listings={date: statuses[date]["fingerprint"] for date in targets},
             ),
-            timeout_s=INGEST_TIMEOUT_S,
             gates=gates,
         )
         for date, ref in refs.items():

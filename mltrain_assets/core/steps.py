@@ -144,7 +144,7 @@ def _build(
     compute: ComputeBackend,
     planned: Sequence[PlannedVersion],
     params_for: Callable[[dict[str, str]], WorkloadParams],
-    timeout_s: float,
+    timeout_s: float | None = None,  # None: the step's configured timeout (MLTRAIN_WORKLOAD_RESOURCES)
     profile: WorkloadProfile = "default",
     gates: Sequence[Gate] = (),
 ) -> tuple[dict[str, ArtifactRef], list[GateOutcome], int, StepCost]:
@@ -190,7 +190,7 @@ def build_versions(
     compute: ComputeBackend,
     planned: Sequence[PlannedVersion],
     params_for: Callable[[dict[str, str]], WorkloadParams],
-    timeout_s: float,
+    timeout_s: float | None = None,  # None: the step's configured timeout (MLTRAIN_WORKLOAD_RESOURCES)
     profile: WorkloadProfile = "default",
     gates: Sequence[Gate] = (),
 ) -> tuple[dict[str, ArtifactRef], list[GateOutcome], int]:
@@ -237,7 +237,7 @@ def run_versioned_step(
     compute: ComputeBackend,
     params: WorkloadParams,
     inputs: Mapping[str, ArtifactRef | str],
-    timeout_s: float,
+    timeout_s: float | None = None,  # None: the step's configured timeout (MLTRAIN_WORKLOAD_RESOURCES)
     profile: WorkloadProfile = "default",
     gates: Sequence[Gate] = (),
     metadata: Callable[[ArtifactRef], Mapping[str, Any]] | None = None,

@@ -35,17 +35,20 @@ from mltrain_assets.loopback import free_port
 from mltrain_assets.resources.k8s import (
     PodTemplate,
     command_params,
+    executor_pod_template,
     object_name,
     pod_meta,
     pod_spec,
     render_indexed_job,
     render_pod,
     rendezvous_endpoint,
+    spark_executor_object,
     with_params,
     workload_command,
 )
 from mltrain_assets.resources.k8s_jobs import run_indexed_job
 from mltrain_assets.resources.spark import SparkConfig
+from mltrain_assets.resources.workload_resources import WorkloadResources, parse_overrides, resolve
 from mltrain_assets.workloads.common.params import (
     COMPLETION_INDEX_ENV,
     DistributedParams,
@@ -138,19 +141,16 @@ class ComputeBackend(ConfigurableResource):
     train_gpus_per_node: str = "0"
     rendezvous_port: int = 29400
     python_executable: str = ""
-    k8s_image: str = "mltrain:latest"
+    # The workload image; empty: the run's own image (``image``), so the chart's digest is its one place.
+    k8s_image: str = ""
     k8s_namespace: str = "mltrain"
     k8s_service_account: str = ""
     k8s_image_pull_policy: str = "IfNotPresent"
-    k8s_cpu: str = "2"
-    k8s_memory: str = "8Gi"
-    k8s_spark_cpu: str = "4"
-    k8s_spark_memory: str = "16Gi"
-    k8s_training_cpu: str = "8"
-    k8s_training_memory: str = "32Gi"
+    # CPU, memory, GPUs, scratch, /dev/shm and timeout per profile and step (resources/workload_resources.py).
+    workload_resources: str = "{}"
     k8s_node_selector: str = "{}"  # JSON object, every workload pod
-    k8s_training_node_selector: str = "{}"  # JSON object, training pods (e.g. a GPU node pool)
-    k8s_training_tolerations: str = "[]"  # JSON list, training pods (e.g. nvidia.com/gpu taints)
+    k8s_training_node_selector: str = "{}"  # JSON object, pods that request GPUs (a GPU node pool)
+    k8s_training_tolerations: str = "[]"  # JSON list, pods that request GPUs (e.g. nvidia.com/gpu taints)
     k8s_env_secret: str = ""  # Secret whose keys become env vars of every workload pod
     dry_run: bool = False  # render what would be submitted (RENDERED) and launch nothing
 
@@ -174,6 +174,7 @@ class ComputeBackend(ConfigurableResource):
             "train_nodes": EnvVar("MLTRAIN_TRAIN_NODES"),
             "train_gpus_per_node": EnvVar("MLTRAIN_TRAIN_GPUS_PER_NODE"),
             "k8s_image": EnvVar("MLTRAIN_K8S_IMAGE"),
+            "workload_resources": EnvVar("MLTRAIN_WORKLOAD_RESOURCES"),
             "k8s_namespace": EnvVar("MLTRAIN_K8S_NAMESPACE"),
             "k8s_service_account": EnvVar("MLTRAIN_K8S_SERVICE_ACCOUNT"),
             "k8s_env_secret": EnvVar("MLTRAIN_K8S_ENV_SECRET"),
@@ -185,21 +186,59 @@ class ComputeBackend(ConfigurableResource):
 
     # ------------------------------------------------------------------ settings
 
-    def spark_settings(self) -> SparkSettings:
+    def image(self, context: AssetExecutionContext | None = None) -> str:
+        """The workload image: ``MLTRAIN_K8S_IMAGE``, else the code location's (``DAGSTER_CURRENT_IMAGE``), else the run's.
+
+        In a run pod the K8sRunLauncher started, the run's origin records the image its code location
+        runs (the chart's one digest). Rendering without any of them shows a placeholder naming the setting.
+        """
+        if self.k8s_image:
+            return self.k8s_image
+        if os.environ.get("DAGSTER_CURRENT_IMAGE"):
+            return os.environ["DAGSTER_CURRENT_IMAGE"]
+        origin = getattr(getattr(context, "dagster_run", None), "job_code_origin", None) if context else None
+        run_image = origin.repository_origin.container_image if origin is not None else None
+        if run_image:
+            return run_image
+        if self.dry_run or self.backend == "k8s-local":  # rendered only, or run here from this checkout
+            return IMAGE_PLACEHOLDER
+        raise Failure(
+            description="no workload image: set MLTRAIN_K8S_IMAGE, or run the code location from its image "
+            "(the Helm chart sets DAGSTER_CURRENT_IMAGE and records it on every run)",
+            allow_retries=False,
+        )
+
+    def resources_for(self, profile: WorkloadProfile, step: str = "") -> WorkloadResources:
+        """CPU, memory, GPUs, scratch, /dev/shm and timeout of ``step`` launched with ``profile``."""
+        try:
+            return resolve(profile, step, parse_overrides(self.workload_resources))
+        except ValueError as refused:
+            raise Failure(description=str(refused), allow_retries=False) from None
+
+    def spark_settings(self, context: AssetExecutionContext | None = None) -> SparkSettings:
         spark = self.spark or SparkConfig()
         settings = spark.settings()
         if settings.master.startswith("k8s://") and self.backend == "k8s":
-            # Executors run the workload image in the workload namespace, as the workload service account.
+            # Executors: the workload image, namespace and service account, and a pod template with the
+            # workload pods' security context, secret references, placement and scratch.
+            account = self.k8s_service_account
             defaults = {
-                "spark.kubernetes.container.image": self.k8s_image,
+                "spark.kubernetes.container.image": self.image(context),
+                "spark.kubernetes.container.image.pullPolicy": self.k8s_image_pull_policy,
                 "spark.kubernetes.namespace": self.k8s_namespace,
                 **(
-                    {"spark.kubernetes.authenticate.driver.serviceAccountName": self.k8s_service_account}
-                    if self.k8s_service_account
+                    {
+                        "spark.kubernetes.authenticate.driver.serviceAccountName": account,
+                        "spark.kubernetes.authenticate.executor.serviceAccountName": account,
+                    }
+                    if account
                     else {}
                 ),
             }
-            settings = dataclasses.replace(settings, conf={**defaults, **settings.conf})
+            template = self.pod_template("spark", self.resources_for("spark"), image=self.image(context), executor=True)
+            settings = dataclasses.replace(
+                settings, conf={**defaults, **settings.conf}, executor_pod_template=executor_pod_template(template)
+            )
         return settings
 
     def mlflow_settings(self, context: AssetExecutionContext | None = None) -> MlflowSettings:
@@ -223,7 +262,7 @@ class ComputeBackend(ConfigurableResource):
     def bind(self, params: WorkloadParams, context: AssetExecutionContext | None = None) -> WorkloadParams:
         """The params with this deployment's runtime settings filled in (Spark, SQL engine, MLflow, topology)."""
         settings: dict[str, Any] = {
-            "spark": self.spark_settings(),
+            "spark": self.spark_settings(context),
             "mlflow": self.mlflow_settings(context),
             "engine": self.sql_engine,
             "parity": _bool_setting("MLTRAIN_ENGINE_PARITY", self.engine_parity),
@@ -254,14 +293,17 @@ class ComputeBackend(ConfigurableResource):
         context: AssetExecutionContext,
         params: WorkloadParams,
         *,
-        timeout_s: float,
+        timeout_s: float | None = None,
         profile: WorkloadProfile = "default",
     ) -> WorkloadResult:
+        """Launch, wait, report; ``timeout_s`` None: the step's configured timeout (``resources_for``)."""
         if self.backend not in BACKENDS:
             raise Failure(
                 description=f"MLTRAIN_COMPUTE={self.backend!r} is not a compute backend; use one of {BACKENDS}",
                 allow_retries=False,
             )
+        if timeout_s is None:
+            timeout_s = self.resources_for(profile, _step(context)).timeout_s
         params = self.bind(params, context)
         workload = params.module
         started = time.monotonic()
@@ -312,45 +354,54 @@ class ComputeBackend(ConfigurableResource):
 
     # ------------------------------------------------------------------ Kubernetes objects
 
-    def pod_template(self, profile: WorkloadProfile, timeout_s: float) -> PodTemplate:
-        """Resources, placement, identity and secrets of a workload pod for a profile."""
-        cpu, memory = {
-            "spark": (self.k8s_spark_cpu, self.k8s_spark_memory),
-            "training": (self.k8s_training_cpu, self.k8s_training_memory),
-        }.get(profile, (self.k8s_cpu, self.k8s_memory))
-        limits = {"memory": memory}
+    def pod_template(
+        self,
+        profile: WorkloadProfile,
+        resources: WorkloadResources,
+        *,
+        image: str,
+        gpus: int | None = None,
+        timeout_s: float | None = None,
+        executor: bool = False,
+    ) -> PodTemplate:
+        """Resources, placement, identity, secrets and volumes of a workload pod (or a Spark executor's)."""
+        gpus = resources.gpus if gpus is None else gpus
         selector = _json_setting("MLTRAIN_K8S_NODE_SELECTOR", self.k8s_node_selector, dict)
         tolerations: list = []
-        if profile == "training":
-            _, gpus = self.topology()
-            if gpus:
-                limits["nvidia.com/gpu"] = str(gpus)
+        if gpus:
+            # GPU nodes are tainted and pooled: only pods that request GPUs go there.
             selector = {
                 **selector,
                 **_json_setting("MLTRAIN_K8S_TRAINING_NODE_SELECTOR", self.k8s_training_node_selector, dict),
             }
             tolerations = _json_setting("MLTRAIN_K8S_TRAINING_TOLERATIONS", self.k8s_training_tolerations, list)
         spark = self.spark or SparkConfig()
+        field_env: dict[str, str] = {}
+        if profile == "spark" and spark.runs_driver_in_pod and not executor:
+            # The driver is reached at its pod IP, and owns its executors (they die with it) by its pod name.
+            field_env = {"SPARK_DRIVER_HOST": "status.podIP", "SPARK_DRIVER_POD_NAME": "metadata.name"}
+        elif profile == "training":
+            field_env = {"MLTRAIN_POD_IP": "status.podIP"}  # a training node binds its rendezvous to its pod IP only
         return PodTemplate(
-            image=self.k8s_image,
+            image=image,
             namespace=self.k8s_namespace,
             image_pull_policy=self.k8s_image_pull_policy,
-            requests={"cpu": cpu, "memory": memory},
-            limits=limits,
+            requests={
+                "cpu": resources.cpu,
+                "memory": resources.memory,
+                "ephemeral-storage": resources.ephemeral_storage,
+            },
+            limits={"memory": resources.memory, **({"nvidia.com/gpu": str(gpus)} if gpus else {})},
             node_selector=selector,
             tolerations=tolerations,
             service_account=self.k8s_service_account,
             env_secret=self.k8s_env_secret,
-            env=self.workload_env(),
-            pod_ip_env=(
-                ("SPARK_DRIVER_HOST",)
-                if profile == "spark" and spark.runs_driver_in_pod
-                else ("MLTRAIN_POD_IP",)  # a training node binds its rendezvous to its pod IP only
-                if profile == "training"
-                else ()
-            ),
-            deadline_s=int(timeout_s),
-            labels={"mltrain/profile": profile},
+            env={} if executor else self.workload_env(),
+            field_env=field_env,
+            scratch_size=resources.scratch,
+            shm_size=resources.shm,
+            deadline_s=int(timeout_s if timeout_s is not None else resources.timeout_s),
+            labels={"mltrain/profile": profile, **({"mltrain/role": "spark-executor"} if executor else {})},
         )
 
     def manifests(
@@ -366,10 +417,24 @@ class ComputeBackend(ConfigurableResource):
         # dagster_k8s pulls in the Kubernetes client (~0.4 s): only a k8s backend that renders pays for it.
         from dagster_k8s.pipes import get_pod_name
 
-        template = self.pod_template(profile, timeout_s)
+        distributed = isinstance(params, DistributedParams)
+        template = self.pod_template(
+            profile,
+            self.resources_for(profile, _step(context)),
+            image=self.image(context),
+            gpus=self.topology()[1] if distributed else None,
+            timeout_s=timeout_s,
+        )
         pipes_env = pipes_env if pipes_env is not None else dict(PIPES_PLACEHOLDERS)
         partition = str(context.partition_key) if context.has_partition_key else ""
-        if isinstance(params, DistributedParams) and params.nnodes > 1:
+        # Spark's executor pod template: not submitted (the driver reads it from its params), shown and checked.
+        spark = getattr(params, "spark", None)
+        executors = (
+            [spark_executor_object(spark.executor_pod_template, template.namespace)]
+            if spark and spark.executor_pod_template
+            else []
+        )
+        if distributed and params.nnodes > 1:
             name = object_name(context.run_id, context.op_def.name, partition)
             params = dataclasses.replace(
                 params, node_rank=-1, rdzv_endpoint=rendezvous_endpoint(name, self.rendezvous_port)
@@ -388,7 +453,8 @@ class ComputeBackend(ConfigurableResource):
                 name=get_pod_name(context.run_id, context.op_def.name),
                 command=params.command("python"),
                 env=pipes_env,
-            )
+            ),
+            *executors,
         ]
 
     def _run_k8s(self, context, params, *, timeout_s, profile) -> list[Any]:
@@ -396,7 +462,9 @@ class ComputeBackend(ConfigurableResource):
             return run_indexed_job(self, context, params, timeout_s=timeout_s, profile=profile)
         from dagster_k8s import PipesK8sClient
 
-        template = self.pod_template(profile, timeout_s)
+        template = self.pod_template(
+            profile, self.resources_for(profile, _step(context)), image=self.image(context), timeout_s=timeout_s
+        )
         invocation = PipesK8sClient().run(
             context=context,
             image=template.image,
@@ -432,6 +500,16 @@ class ComputeBackend(ConfigurableResource):
             returncodes, usage = _wait_all(context, workload, launches, timeout_s=timeout_s)
         return _checked(workload, returncodes, list(session.get_custom_messages())), usage
 
+
+def _step(context: AssetExecutionContext | None) -> str:
+    """The asset a launch is for (per-step resources are keyed by asset name)."""
+    try:
+        return context.asset_key.to_user_string() if context is not None else ""
+    except Exception:  # an op outside an asset (tests' direct invocations)
+        return ""
+
+
+IMAGE_PLACEHOLDER = "<the run's image: set MLTRAIN_K8S_IMAGE or DAGSTER_CURRENT_IMAGE>"
 
 PIPES_PLACEHOLDERS = {
     "DAGSTER_PIPES_CONTEXT": "<set at launch by the Pipes session>",

@@ -14,17 +14,29 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+# The container Spark builds each executor on (spark.kubernetes.executor.podTemplateContainerName).
+from mltrain_assets.workloads.common.spark import EXECUTOR_CONTAINER
+
 PART_OF = {"app.kubernetes.io/part-of": "mltrain"}
 CONTAINER = "workload"
 SCRATCH = "/tmp"
-# Non-root, read-only root file system, nothing gained by exec: every pod we create runs this way.
-POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001}
+SHM = "/dev/shm"
+# Pod Security "restricted" (resources/pod_security.py checks it), plus a read-only root file system:
+# every pod we create, and every Spark executor, runs this way.
+POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": 10001,
+    "runAsGroup": 10001,
+    "fsGroup": 10001,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 CONTAINER_SECURITY = {
     "allowPrivilegeEscalation": False,
     "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
     "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
 }
-POD_IP = {"valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
 
 
 @dataclass(frozen=True)
@@ -41,19 +53,24 @@ class PodTemplate:
     service_account: str = ""
     env_secret: str = ""  # a Secret whose keys become env vars (credentials): a reference, never a value
     env: dict[str, str] = field(default_factory=dict)  # plain settings the workload environment needs
-    pod_ip_env: tuple[str, ...] = ()  # env vars set to the pod's IP (downward API), e.g. the Spark driver host
+    field_env: dict[str, str] = field(default_factory=dict)  # env var -> pod field (downward API), e.g. status.podIP
+    scratch_size: str = ""  # sizeLimit of the /tmp emptyDir (evicted past it, not filling the node's disk)
+    shm_size: str = ""  # a memory-backed /dev/shm of this size (NCCL, DataLoader workers); "" none
     deadline_s: int = 3600
     labels: dict[str, str] = field(default_factory=dict)
 
 
-def container_spec(template: PodTemplate) -> dict[str, Any]:
+def container_spec(template: PodTemplate, name: str = CONTAINER) -> dict[str, Any]:
     container: dict[str, Any] = {
-        "name": CONTAINER,
+        "name": name,
         "imagePullPolicy": template.image_pull_policy,
         "resources": {"requests": dict(template.requests), "limits": dict(template.limits)},
         "securityContext": copy.deepcopy(CONTAINER_SECURITY),
-        "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH}],
-        "env": [{"name": name, **POD_IP} for name in template.pod_ip_env],
+        "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH}]
+        + ([{"name": "shm", "mountPath": SHM}] if template.shm_size else []),
+        "env": [
+            {"name": env, "valueFrom": {"fieldRef": {"fieldPath": path}}} for env, path in template.field_env.items()
+        ],
     }
     if template.env_secret:
         container["envFrom"] = [{"secretRef": {"name": template.env_secret}}]
@@ -69,7 +86,7 @@ def pod_spec(template: PodTemplate, *, args: list[str] | None = None, restart_po
         "restartPolicy": restart_policy,
         "activeDeadlineSeconds": int(template.deadline_s),
         "securityContext": dict(POD_SECURITY),
-        "volumes": [{"name": "scratch", "emptyDir": {}}],
+        "volumes": volumes(template),
         "containers": [container],
     }
     if template.node_selector:
@@ -79,6 +96,49 @@ def pod_spec(template: PodTemplate, *, args: list[str] | None = None, restart_po
     if template.service_account:
         spec["serviceAccountName"] = template.service_account
     return spec
+
+
+def volumes(template: PodTemplate) -> list[dict[str, Any]]:
+    scratch: dict[str, Any] = {"sizeLimit": template.scratch_size} if template.scratch_size else {}
+    shm = (
+        [{"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": template.shm_size}}] if template.shm_size else []
+    )
+    return [{"name": "scratch", "emptyDir": scratch}, *shm]
+
+
+def executor_pod_template(template: PodTemplate) -> dict[str, Any]:
+    """The pod Spark builds each executor on (``spark.kubernetes.executor.podTemplateFile``).
+
+    Spark keeps what the template sets and adds its own: the image, command (``executor``, run by the
+    image's entry point), cpu/memory from ``spark.executor.*``, env, its local-dir volume and the
+    owner reference to the driver pod. So executors get the workload pods' security context, secret
+    references, service account, placement and bounded scratch.
+    """
+    container = container_spec(template, name=EXECUTOR_CONTAINER)
+    container["image"] = template.image
+    container["env"] = [{"name": "SPARK_LOCAL_DIRS", "value": SCRATCH}]
+    spec = pod_spec(template, restart_policy="Never")
+    spec.pop("activeDeadlineSeconds")  # executors live as long as their driver, which has the deadline
+    spec["automountServiceAccountToken"] = False  # only the driver talks to the Kubernetes API
+    spec["containers"] = [container]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"labels": {**PART_OF, **template.labels}}, "spec": spec}
+
+
+def spark_executor_object(pod: dict[str, Any], namespace: str) -> dict[str, Any]:
+    """The executor template as a ``PodTemplate`` object, for ``mltrain manifests`` to show and validate.
+
+    Not submitted: the driver reads the same pod from its params and hands it to Spark.
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "PodTemplate",
+        "metadata": {
+            "name": "mltrain-spark-executor",
+            "namespace": namespace,
+            "annotations": {"mltrain/submitted": "no: the Spark driver reads it from its params (podTemplateFile)"},
+        },
+        "template": {"metadata": pod["metadata"], "spec": pod["spec"]},
+    }
 
 
 def pod_meta(template: PodTemplate) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from dagster import ConfigurableResource, DagsterInstance, Failure, InitResourceContext
+from dagster import ConfigurableResource, Failure
 
 from mltrain_assets.settings import DEFAULT_DAGSTER_UI_URL, DEFAULT_MLFLOW_UI_URL
 from mltrain_assets.workloads.common.tracking import (
@@ -46,14 +46,9 @@ SNAPSHOT_URI_TAG = "mltrain.data_snapshot_uri"
 SNAPSHOT_FOLDER = "lineage"
 
 # The op-concurrency pool of the registration steps (``pool=REGISTRY_POOL`` on every registered_*
-# asset): one slot, so registrations and promotions never overlap on one instance, whoever launched
-# them (UI, backfill, automation, two `mltrain materialize` runs). Dagster 1.13's instance config has
-# only a default limit for all pools (`concurrency.pools.default_limit`); a pool's own limit lives in
-# the instance's storage (`dagster instance concurrency set registry 1`, or
-# ``event_log_storage.set_concurrency_slots``). ``ensure_registry_pool`` sets it when a run starts the
-# registry resource, unless an operator has set one.
+# asset): one slot (``core/pools.py`` DEFAULT_POOL_LIMITS, written by ``mltrain init``, never by a run),
+# so registrations and promotions never overlap on one instance, whoever launched them.
 REGISTRY_POOL = "registry"
-REGISTRY_POOL_LIMIT = 1
 
 T = TypeVar("T")
 
@@ -145,18 +140,6 @@ def _v(version: str | None) -> str:
     return f"v{version}" if version is not None else "unset"
 
 
-def ensure_registry_pool(instance: DagsterInstance) -> int | None:
-    """Give pool ``registry`` its limit (1) on this instance unless an operator set one; returns the limit."""
-    storage = instance.event_log_storage
-    if not storage.supports_global_concurrency_limits:
-        return None
-    pool = next((p for p in storage.get_pool_limits() if p.name == REGISTRY_POOL), None)
-    if pool is not None and not pool.from_default:
-        return pool.limit  # `dagster instance concurrency set registry N`: the operator's choice
-    storage.set_concurrency_slots(REGISTRY_POOL, REGISTRY_POOL_LIMIT)
-    return REGISTRY_POOL_LIMIT
-
-
 class ModelRegistry(ConfigurableResource):
     """Registers model versions with lineage tags and moves aliases (``staging``).
 
@@ -173,11 +156,6 @@ class ModelRegistry(ConfigurableResource):
     # Where a person opens the UIs (MLTRAIN_MLFLOW_UI_URL, MLTRAIN_DAGSTER_UI_URL); see mlflow_ui/dagster_ui.
     ui_url: str = ""
     dagster_ui_url: str = ""
-
-    def setup_for_execution(self, context: InitResourceContext) -> None:
-        # Before any step of the run claims a slot (in-process runs start their resources first).
-        if context.instance is not None:
-            ensure_registry_pool(context.instance)
 
     @cached_property
     def client(self) -> MlflowClient:

@@ -12,6 +12,8 @@ import yaml
 
 from mltrain_assets.artifacts import MANIFEST_NAME, ArtifactRef, join_uri
 from mltrain_assets.resources.k8s import command_params
+from mltrain_assets.resources.pod_security import violations
+from mltrain_assets.resources.workload_resources import resolve
 from mltrain_assets.simulate import simulate
 from mltrain_assets.workloads.common.dates import shift
 
@@ -76,17 +78,29 @@ def test_every_launching_asset_renders_valid_objects_running_its_workload(upstre
     objects = manifests.render(asset, partition)
     for obj in objects:
         kubernetes_validate.validate(obj, "1.30", strict=True)
+        assert violations(obj) == [], "Pod Security restricted + read-only root"
     (pod,) = objects
     container = pod["spec"]["containers"][0]
     assert container["args"][:3] == ["python", "-m", LAUNCHES[asset]]
     params = command_params(container["args"])
     assert params.get("out_uri", "").startswith(upstream) or params.get("targets")
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert pod["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert container["securityContext"] == {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
         "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
     }
+    # Resources are the step's settings: the header says them and the pod requests them.
+    resources = resolve(pod["metadata"]["labels"]["mltrain/profile"], asset)
+    assert container["resources"]["requests"] == {
+        "cpu": resources.cpu,
+        "memory": resources.memory,
+        "ephemeral-storage": resources.ephemeral_storage,
+    }
+    assert pod["spec"]["activeDeadlineSeconds"] == resources.timeout_s
     # Secrets travel as references only: no credential value is ever rendered.
     assert not any("SECRET" in e["name"] or "PASSWORD" in e["name"] for e in container.get("env", []))
 
@@ -113,7 +127,13 @@ def test_cli_prints_the_indexed_job_for_eight_gpu_nodes(upstream):
     assert result.returncode == 0, result.stderr[-3000:]
     for secret in ("AKIAEXAMPLEKEYID0000", "wJalrXUtnFEMI-example-secret-value", "pg-example-password"):
         assert secret not in result.stdout
+    header = result.stdout.splitlines()[0]
+    assert header.startswith("# recommender_model: profile training: cpu 8, memory 64Gi, 8 GPU, ephemeral-storage")
+    assert "/dev/shm 16Gi" in header and "timeout 3600s" in header
     service, job = yaml.safe_load_all(result.stdout)
+    for obj in (service, job):
+        kubernetes_validate.validate(obj, "1.30", strict=True)
+        assert violations(obj) == []
     assert (service["kind"], service["spec"]["clusterIP"]) == ("Service", "None")
     assert (job["kind"], job["spec"]["completionMode"], job["spec"]["completions"]) == ("Job", "Indexed", 8)
     container = job["spec"]["template"]["spec"]["containers"][0]
@@ -125,6 +145,76 @@ def test_cli_prints_the_indexed_job_for_eight_gpu_nodes(upstream):
     assert (params["backend"], params["device"], params["nnodes"], params["nproc_per_node"]) == ("nccl", "cuda", 8, 8)
     name = job["metadata"]["name"]
     assert params["rdzv_endpoint"] == f"{name}-0.{name}:29400" and params["node_rank"] == -1
+    # GPU pods: NCCL's memory-backed /dev/shm, bounded scratch, node-local disk requested.
+    pod = job["spec"]["template"]["spec"]
+    assert {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}} in pod["volumes"]
+    assert {"name": "shm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+    assert {"name": "scratch", "emptyDir": {"sizeLimit": "64Gi"}} in pod["volumes"]
+    assert container["resources"]["requests"]["ephemeral-storage"] == "100Gi"
+
+
+def test_resources_come_from_settings(upstream, monkeypatch):
+    from mltrain_assets.cli import manifests
+
+    monkeypatch.setenv("MLTRAIN_TRAIN_NODES", "8")
+    monkeypatch.setenv("MLTRAIN_TRAIN_GPUS_PER_NODE", "8")
+    monkeypatch.setenv(
+        "MLTRAIN_WORKLOAD_RESOURCES",
+        '{"training": {"cpu": "48", "memory": "900Gi"}, "recommender_model": {"shm": "128Gi", "timeout_s": 14400}}',
+    )
+    _, job = manifests.render("recommender_model", DATE)
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["resources"]["requests"]["cpu"] == "48"
+    assert container["resources"]["limits"] == {"memory": "900Gi", "nvidia.com/gpu": "8"}
+    assert {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "128Gi"}} in pod["volumes"]
+    assert job["spec"]["activeDeadlineSeconds"] == pod["activeDeadlineSeconds"] == 14400
+
+
+def test_spark_on_kubernetes_renders_the_driver_and_its_executor_template(upstream, monkeypatch):
+    """city_demand_features with a k8s:// master: the driver pod names itself to Spark (executors are owned by
+    it and die with it), and executors are built on a template with the workload pods' identity and rules."""
+    from mltrain_assets.cli import manifests
+
+    monkeypatch.setenv("MLTRAIN_SPARK_MASTER", "k8s://https://kubernetes.default.svc:443")
+    monkeypatch.setenv("MLTRAIN_K8S_IMAGE", "registry.example.com/mltrain@sha256:" + "a" * 64)
+    monkeypatch.setenv("MLTRAIN_K8S_SERVICE_ACCOUNT", "mltrain-workloads")
+    monkeypatch.setenv("MLTRAIN_K8S_ENV_SECRET", "mltrain-aws")
+    monkeypatch.setenv("MLTRAIN_K8S_NODE_SELECTOR", '{"kubernetes.io/arch": "amd64"}')
+    objects = manifests.render("city_demand_features", DATE)
+    manifests.validate(objects)  # schema + restricted, as the CLI does before printing
+    driver, executor = objects
+    assert (driver["kind"], executor["kind"]) == ("Pod", "PodTemplate")
+    container = driver["spec"]["containers"][0]
+    from_pod = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"] if "valueFrom" in e}
+    assert from_pod == {"SPARK_DRIVER_HOST": "status.podIP", "SPARK_DRIVER_POD_NAME": "metadata.name"}
+    spark = command_params(container["args"])["spark"]
+    image = "registry.example.com/mltrain@sha256:" + "a" * 64
+    assert spark["conf"]["spark.kubernetes.container.image"] == container["image"] == image
+    assert spark["conf"]["spark.kubernetes.authenticate.executor.serviceAccountName"] == "mltrain-workloads"
+    # The template the driver hands Spark is the one shown, and it carries the workload pods' rules.
+    assert spark["executor_pod_template"]["spec"] == executor["template"]["spec"]
+    spec = executor["template"]["spec"]
+    (exec_container,) = spec["containers"]
+    assert exec_container["name"] == "spark-executor"
+    assert spec["serviceAccountName"] == "mltrain-workloads" and spec["automountServiceAccountToken"] is False
+    assert spec["nodeSelector"] == {"kubernetes.io/arch": "amd64"}
+    assert exec_container["envFrom"] == [{"secretRef": {"name": "mltrain-aws"}}]
+    assert exec_container["securityContext"] == container["securityContext"]
+    assert spec["securityContext"] == driver["spec"]["securityContext"]
+    assert {"name": "scratch", "emptyDir": {"sizeLimit": "96Gi"}} in spec["volumes"]
+
+
+def test_the_driver_hands_spark_its_pod_name_and_the_executor_template(tmp_path, monkeypatch):
+    from mltrain_assets.workloads.common.spark import SparkSettings, kubernetes_conf
+
+    template = {"apiVersion": "v1", "kind": "Pod", "spec": {"containers": [{"name": "spark-executor"}]}}
+    monkeypatch.setenv("SPARK_DRIVER_POD_NAME", "mltrain-city-demand-features-abc")
+    conf = kubernetes_conf(SparkSettings(master="k8s://https://k:443", executor_pod_template=template), tmp_path)
+    assert conf["spark.kubernetes.driver.pod.name"] == "mltrain-city-demand-features-abc"
+    assert conf["spark.kubernetes.executor.podTemplateContainerName"] == "spark-executor"
+    assert yaml.safe_load(Path(conf["spark.kubernetes.executor.podTemplateFile"]).read_text()) == template
+    assert kubernetes_conf(SparkSettings(master="local[2]", executor_pod_template=template), tmp_path) == {}
 
 
 def test_unknown_asset_is_named(upstream):

@@ -463,8 +463,11 @@ print("RESULT=" + json.dumps({"spans": spans, "registered_now": materialization.
 
 def test_two_materializations_of_one_partition_at_once_register_one_version(tracking, instance, tmp_path):
     """UI + backfill, or two `mltrain materialize` runs (two processes, one instance): the registration
-    steps take the registry pool's one slot (set on the instance when the registry resource starts), so
-    they run one after the other, and the second finds the first's version."""
+    steps take the registry pool's one slot (written by `mltrain init`, never by a run), so they run
+    one after the other, and the second finds the first's version."""
+    from mltrain_assets.core.pools import apply_pool_limits
+
+    apply_pool_limits(instance, {REGISTRY_POOL})
     registry = Registry(tracking, "twice")
     run_id, model_uri = registry.models[0.8]
     config = {"model_name": "twice", "run_id": run_id, "model_uri": model_uri, "lineage": "t1"}

@@ -229,6 +229,8 @@ def test_k8s_backend_submits_a_valid_pod_running_the_same_params(profile, monkey
         k8s_training_node_selector='{"accelerator": "nvidia-h100"}',
         k8s_training_tolerations='[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]',
         k8s_env_secret="mltrain-aws",
+        # A (non-distributed) training step's GPUs come from the resources setting, like its CPU and memory.
+        workload_resources='{"training": {"gpus": 2, "cpu": "6"}, "default": {"memory": "4Gi"}}',
         **SETTINGS,
     )
     params = SampleParams(mode="echo", city="sf")
@@ -275,7 +277,18 @@ def test_k8s_backend_submits_a_valid_pod_running_the_same_params(profile, monkey
         assert "nvidia.com/gpu" not in container["resources"]["limits"]
         assert spec["nodeSelector"] == {"pool": "ml"}
         assert "tolerations" not in spec
-    assert container["resources"]["requests"]["cpu"] == {"spark": "4", "training": "8"}.get(profile, "2")
+    assert container["resources"]["requests"]["cpu"] == {"spark": "4", "training": "6"}.get(profile, "2")
+    memory = {"spark": "16Gi", "training": "64Gi"}.get(profile, "4Gi")
+    assert container["resources"]["requests"]["memory"] == container["resources"]["limits"]["memory"] == memory
+    # Bounded node-local disk: requested, and the scratch volume evicts rather than filling the node.
+    scratch = next(v for v in spec["volumes"] if v["name"] == "scratch")
+    assert container["resources"]["requests"]["ephemeral-storage"] and scratch["emptyDir"]["sizeLimit"]
+    shm = [v for v in spec["volumes"] if v["name"] == "shm"]
+    if profile == "training":  # NCCL and DataLoader workers need more than the runtime's 64 MiB of /dev/shm
+        assert shm == [{"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}}]
+        assert {"name": "shm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+    else:
+        assert not shm
 
     # The pod's --params parse back to exactly what the local backend hands its subprocess.
     in_pod = SampleParams.from_json(container["args"][-1])

@@ -42,6 +42,9 @@ def test_several_nodes_render_a_headless_service_and_an_indexed_job(tmp_path):
     assert params["nnodes"] == 8 and params["nproc_per_node"] == 8 and params["node_rank"] == -1
     assert params["backend"] == "nccl" and params["device"] == "cuda"
     assert params["rdzv_endpoint"] == f"{name}-0.{name}:29400"
+    # NCCL's shared memory: a memory-backed /dev/shm of the training profile's size, bounded scratch.
+    assert {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}} in pod["volumes"]
+    assert container["resources"]["requests"]["ephemeral-storage"] == "100Gi"
 
 
 def test_one_node_is_one_pod(tmp_path):
@@ -100,6 +103,37 @@ class _FakeClient:
         self.calls.append(("delete job", name))
 
 
+def test_a_k8s_launch_without_an_image_fails_naming_the_setting(tmp_path):
+    """No silent `mltrain:latest`: the image is MLTRAIN_K8S_IMAGE, the code location's or the run's own."""
+
+    @asset
+    def distributed(context: AssetExecutionContext, compute: ComputeBackend) -> MaterializeResult:
+        params = compute.bind(SampleDistributedParams(record_file=str(tmp_path / "r")))
+        with pytest.raises(Failure, match=r"no workload image: set MLTRAIN_K8S_IMAGE"):
+            run_indexed_job(compute, context, params, timeout_s=60, profile="training", client=_FakeClient([]))
+        return MaterializeResult()
+
+    assert materialize([distributed], resources={"compute": ComputeBackend(backend="k8s", train_nodes="2")}).success
+
+
+def test_the_image_is_the_code_locations_or_the_runs_own(monkeypatch):
+    backend = ComputeBackend(backend="k8s")
+    monkeypatch.setenv("DAGSTER_CURRENT_IMAGE", "registry.example.com/mltrain@sha256:" + "1" * 64)
+    assert backend.image() == "registry.example.com/mltrain@sha256:" + "1" * 64
+    assert ComputeBackend(backend="k8s", k8s_image="explicit:1").image() == "explicit:1"
+    monkeypatch.delenv("DAGSTER_CURRENT_IMAGE")
+
+    class Run:  # what a run pod's context knows: the image its code location recorded on the run
+        class job_code_origin:
+            class repository_origin:
+                container_image = "registry.example.com/mltrain@sha256:" + "2" * 64
+
+    class Context:
+        dagster_run = Run()
+
+    assert backend.image(Context()) == "registry.example.com/mltrain@sha256:" + "2" * 64
+
+
 def test_the_indexed_job_and_its_service_are_deleted_when_the_launch_fails(tmp_path):
     calls: list = []
 
@@ -110,7 +144,8 @@ def test_the_indexed_job_and_its_service_are_deleted_when_the_launch_fails(tmp_p
             run_indexed_job(compute, context, params, timeout_s=60, profile="training", client=_FakeClient(calls))
         return MaterializeResult()
 
-    assert materialize([distributed], resources={"compute": ComputeBackend(backend="k8s", train_nodes="2")}).success
+    backend = ComputeBackend(backend="k8s", train_nodes="2", k8s_image="registry.example.com/mltrain:1")
+    assert materialize([distributed], resources={"compute": backend}).success
     name = calls[0][1]
     assert calls == [
         ("create service", name),

@@ -75,3 +75,28 @@ def test_runs_and_materializations_are_stored_in_postgres(mltrain_home, postgres
             (outcome.run_id,),
         )
         assert cur.fetchone()[0] == 1
+
+
+def test_six_runs_started_at_once_on_a_brand_new_postgres_instance_all_succeed(tmp_path, postgres_db, monkeypatch):
+    """The production profile's pool race: `mltrain init` on an empty database, then six run workers at once."""
+    from dagster import DagsterInstance
+
+    from mltrain_assets_tests.core.pooled_runs import most_at_once, run_mltrain_init, start_runs_at_once
+
+    env = {**PG, "MLTRAIN_PG_DB": postgres_db, "MLTRAIN_DAGSTER_YAML": "deploy/dagster.postgres.yaml"}
+    dagster_home = tmp_path / "dagster_home"
+    printed = run_mltrain_init(dagster_home, tmp_path / "mltrain_home", env)
+    assert "pool registry: 1 slot(s) from MLTRAIN_POOL_LIMITS (set)" in printed
+    assert "pool spark: 4 slot(s) from default_limit (initialized)" in printed
+
+    outcome = start_runs_at_once(6, dagster_home, tmp_path / "runs", env)
+    for run in outcome["runs"]:
+        assert run["returncode"] == 0 and run["run"]["success"], run["stderr"]
+    assert len(outcome["spans"]) == 18
+    assert most_at_once(outcome["spans"], "registry") == 1
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with DagsterInstance.from_config(str(dagster_home)) as instance:
+        limits = {p.name: (p.limit, p.from_default) for p in instance.event_log_storage.get_pool_limits()}
+        assert limits == {"registry": (1, False), "spark": (4, True), "training": (4, True)}
+        assert instance.get_run_records() and all(r.dagster_run.is_success for r in instance.get_run_records())

@@ -84,7 +84,6 @@ def city_hour_aggregates(
         params_for=lambda targets: AggregatesParams(
             rides_uris={date: ride_events[date].uri for date in targets}, targets=targets
         ),
-        timeout_s=3600,
         profile="spark",
         gates=[ENGINE_PARITY],
     )
@@ -122,7 +121,6 @@ def city_demand_features(
             date=context.partition_key, aggregates_uris=tuple(ref.uri for ref in city_hour_aggregates.values())
         ),
         inputs={f"city_hour_aggregates/{d}": ref for d, ref in city_hour_aggregates.items()},
-        timeout_s=3600,
         profile="spark",
         gates=[ENGINE_PARITY],
         metadata=lambda _: {"window": f"{dates[0]}..{dates[-1]}"},
@@ -150,7 +148,6 @@ def city_demand_model(
         compute=compute,
         params=TrainParams(date=keys["date"], city=keys["city"], features_uri=city_demand_features.uri),
         inputs={"city_demand_features": city_demand_features},
-        timeout_s=1800,
         profile="training",
         gates=[MAPE_GATE],
         metadata=lambda ref: {"mlflow_run": ref.metadata.get("mlflow_run_id", "")},
@@ -215,7 +212,6 @@ def demand_forecasts(
             date=keys["date"], city=keys["city"], model_uri=model_uri, features_uri=city_demand_features.uri
         ),
         inputs={"model": model_uri, "city_demand_features": city_demand_features},
-        timeout_s=900,
         metadata=lambda _: {"model_uri": model_uri},
     )
 

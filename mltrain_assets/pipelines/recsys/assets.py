@@ -76,7 +76,6 @@ def interaction_embeddings(
             date=context.partition_key, interactions_uris=tuple(r.uri for r in user_interactions.values())
         ),
         inputs={f"user_interactions/{d}": r for d, r in user_interactions.items()},
-        timeout_s=3600,
         profile="spark",
         metadata=lambda _: {"window": f"{dates[0]}..{dates[-1]}"},
     )
@@ -116,7 +115,6 @@ def recommender_model(
         ),
         inputs={"interaction_embeddings": interaction_embeddings, "eval": held_out}
         | {f"user_interactions/{d}": r for d, r in train.items()},
-        timeout_s=3600,
         profile="training",
         gates=[AUC_GATE],
         metadata=lambda ref: {"resumed_from_epoch": ref.metadata.get("resumed_from_epoch", 0)},
@@ -147,9 +145,7 @@ def registered_recommender(
     name = contract.REGISTERED_MODEL_NAME
 
     def auc_of(model_uri: str) -> float:
-        result = compute.run(
-            context, EvaluateParams(model_uri=model_uri, eval_uri=user_interactions.uri), timeout_s=900
-        )
+        result = compute.run(context, EvaluateParams(model_uri=model_uri, eval_uri=user_interactions.uri))
         return float(result.summary["auc"])
 
     def compare_with_champion(champion_version: str):
@@ -204,7 +200,6 @@ def recommendations(
         compute=compute,
         params=RecommendParams(model_uri=model_uri),
         inputs={"model": model_uri},
-        timeout_s=1800,
         metadata=lambda _: {"model_uri": model_uri},
     )
 

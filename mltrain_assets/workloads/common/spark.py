@@ -23,6 +23,7 @@ application still fails after Spark's own ~60 s, as ``SparkMasterUnreachable`` n
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import socket
@@ -155,6 +156,8 @@ class SparkSettings:
     s3a: bool = False  # the cluster has hadoop-aws: read s3:// inputs as s3a://
     driver_host: str = ""  # empty: $SPARK_DRIVER_HOST, else $SPARK_LOCAL_IP, else loopback
     log_dir: str = ""  # driver logs; empty: $MLTRAIN_SPARK_LOG_DIR, else $MLTRAIN_HOME/logs/spark
+    # k8s:// masters: the pod Spark builds each executor on (the control plane renders it; see kubernetes_conf).
+    executor_pod_template: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def resolved_driver_host(self) -> str:
         return self.driver_host or os.environ.get("SPARK_DRIVER_HOST") or os.environ.get("SPARK_LOCAL_IP") or LOOPBACK
@@ -198,6 +201,32 @@ def _prune_old_logs(log_dir: Path) -> None:
             pass  # another session pruned it first
 
 
+# The driver pod's own name (downward API metadata.name): executors are created owned by it, so they die with it.
+DRIVER_POD_NAME_ENV = "SPARK_DRIVER_POD_NAME"
+EXECUTOR_CONTAINER = "spark-executor"
+
+
+def kubernetes_conf(settings: SparkSettings, scratch: Path | None = None) -> dict[str, str]:
+    """What a driver in a pod adds for a ``k8s://`` master: its pod's name, and the executor pod template as a file.
+
+    Spark reads the template from a local path; it is written under the scratch folder (the pod's
+    /tmp emptyDir; the root file system is read-only). Nothing for other masters.
+    """
+    if not settings.master.startswith("k8s://"):
+        return {}
+    conf: dict[str, str] = {}
+    if os.environ.get(DRIVER_POD_NAME_ENV):
+        conf["spark.kubernetes.driver.pod.name"] = os.environ[DRIVER_POD_NAME_ENV]
+    if settings.executor_pod_template:
+        folder = scratch or Path(tempfile.gettempdir())
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"spark-executor-pod-{os.getpid()}.json"  # JSON is YAML: Spark's parser reads it
+        path.write_text(json.dumps(settings.executor_pod_template))
+        conf["spark.kubernetes.executor.podTemplateFile"] = str(path)
+        conf["spark.kubernetes.executor.podTemplateContainerName"] = EXECUTOR_CONTAINER
+    return conf
+
+
 def spark_session(settings: SparkSettings, app_name: str, shuffle_partitions: int = 8) -> tuple[Any, bool]:
     """``(session, owned)``: the active session if the process has one (tests), else a new one.
 
@@ -230,7 +259,8 @@ def spark_session(settings: SparkSettings, app_name: str, shuffle_partitions: in
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.driver.memory", "2g")
     )
-    for key, value in {**settings.conf, **logging_conf}.items():  # the deployment's conf overrides the defaults above
+    # The deployment's conf overrides the defaults above.
+    for key, value in {**kubernetes_conf(settings), **settings.conf, **logging_conf}.items():
         builder = builder.config(key, value)
     start = time.monotonic()
     try:
