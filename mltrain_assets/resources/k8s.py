@@ -116,7 +116,7 @@ def executor_pod_template(template: PodTemplate) -> dict[str, Any]:
     """
     container = container_spec(template, name=EXECUTOR_CONTAINER)
     container["image"] = template.image
-    container["env"] = [{"name": "SPARK_LOCAL_DIRS", "value": SCRATCH}]
+    container["env"] = []  # Spark adds its own (SPARK_LOCAL_DIRS on its spark-local-dir emptyDir, the driver URL, ...)
     spec = pod_spec(template, restart_policy="Never")
     spec.pop("activeDeadlineSeconds")  # executors live as long as their driver, which has the deadline
     spec["automountServiceAccountToken"] = False  # only the driver talks to the Kubernetes API
