@@ -89,10 +89,10 @@ emit("seed_demand_control_plane", peak_rss_mb=round(resource.getrusage(resource.
 
 def metered(command: list[str], env: dict[str, str], timeout_s: float = 3600) -> dict:
     """Run ``command`` as the compute backend runs a workload; its wall time, CPU and peak RSS (whole tree)."""
-    from mltrain_assets.resources.compute import _wait_all
+    from mltrain_assets.launch.supervisor import run_processes
 
     started = time.monotonic()
-    codes, usage = _wait_all(None, command[2], [(command, env)], timeout_s=timeout_s)
+    codes, usage = run_processes([(command, env)], timeout_s=timeout_s)
     if codes[0] != 0:
         raise RuntimeError(f"{command[:3]} exited {codes[0]}")
     return {"wall_s": round(time.monotonic() - started, 1), "cpu_s": usage.cpu_s, "peak_rss_mb": usage.peak_rss_mb}

@@ -116,7 +116,7 @@ def test_partial_attempt_is_cleared_and_committed_versions_are_immutable(tmp_pat
 
 
 def test_a_second_writer_waits_for_the_first_and_adopts_its_commit(tmp_path, monkeypatch):
-    monkeypatch.setattr(artifacts, "CLAIM_POLL_S", 0.05)
+    monkeypatch.setattr(artifacts.claims, "CLAIM_POLL_S", 0.05)
     uri = f"file://{tmp_path}/asset/p/v=1"
     first = ArtifactWriter(uri, producer="first", code_version="1")
     adopted = {}

@@ -317,10 +317,7 @@ def _cmd_manifests(args: argparse.Namespace) -> int:
     return manifests.main(args.asset, args.partition)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mltrain", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_init_parser(sub: argparse._SubParsersAction) -> None:
     init = sub.add_parser(
         "init",
         help="create MLTRAIN_HOME and DAGSTER_HOME, write the pool limits (MLTRAIN_POOL_LIMITS) into the instance; "
@@ -333,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     init.set_defaults(func=_cmd_init)
 
+
+def _add_simulate_parser(sub: argparse._SubParsersAction) -> None:
     sim = sub.add_parser("simulate", help="write synthetic landing days")
     sim.add_argument("--dataset", choices=_landing_dataset_names(), required=True, help="landing dataset to simulate")
     sim.add_argument("--start", required=True, help="first date, YYYY-MM-DD")
@@ -345,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--skip-landed", action="store_true", help="keep days whose _SUCCESS already exists")
     sim.set_defaults(func=_cmd_simulate)
 
+
+def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="simulate, then materialize the pipelines for one date")
     demo.add_argument("--date", help="partition date (default: yesterday, UTC)")
     demo.add_argument("--rides-per-day", type=int, default=None, help="rides per day (all cities)")
@@ -353,15 +354,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--parallel", type=int, default=2, help="city runs at once")
     demo.set_defaults(func=_cmd_demo)
 
+
+def _add_summary_parser(sub: argparse._SubParsersAction) -> None:
     summary = sub.add_parser("summary", help="what is registered and aliased `staging`")
     summary.add_argument("--date", help="partition date, YYYY-MM-DD (default: yesterday, UTC)")
     summary.set_defaults(func=_cmd_summary)
 
+
+def _add_dev_parser(sub: argparse._SubParsersAction) -> None:
     dev = sub.add_parser("dev", help="Dagster webserver + daemon and the MLflow UI on 127.0.0.1")
     dev.add_argument("--port", type=int, default=3000, help="Dagster UI port (default: %(default)s)")
     dev.add_argument("--mlflow-port", type=int, default=5000, help="MLflow UI port (default: %(default)s)")
     dev.set_defaults(func=_cmd_dev)
 
+
+def _add_backfill_parser(sub: argparse._SubParsersAction) -> None:
     backfill = sub.add_parser("backfill", help="launch a date-range asset backfill through the Dagster webserver")
     backfill.add_argument("--start", required=True, help="first partition date, YYYY-MM-DD")
     backfill.add_argument("--end", required=True, help="last partition date, inclusive")
@@ -372,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--timeout", type=float, default=3600, help="seconds --wait polls (default: %(default)s)")
     backfill.set_defaults(func=_cmd_backfill)
 
+
+def _add_materialize_parser(sub: argparse._SubParsersAction) -> None:
     materialize = sub.add_parser(
         "materialize",
         help="materialize assets for one partition (or a range, in one run) in this process, recorded under the "
@@ -383,6 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
     partition.add_argument("--partition-range", help="START...END, e.g. 2026-11-01...2026-11-07 (single-run assets)")
     materialize.set_defaults(func=_cmd_materialize)
 
+
+def _add_heal_parser(sub: argparse._SubParsersAction) -> None:
     heal = sub.add_parser(
         "heal",
         help="fail the runs whose run worker died on this host (kill -9, OOM) and free the pool slots of runs "
@@ -392,8 +403,12 @@ def build_parser() -> argparse.ArgumentParser:
     heal.add_argument("--dry-run", action="store_true", help="only print what it would do")
     heal.set_defaults(func=_cmd_heal)
 
+
+def _add_schema_parser(sub: argparse._SubParsersAction) -> None:
     sub.add_parser("schema", help="print the landing datasets' schemas and rules").set_defaults(func=_cmd_schema)
 
+
+def _add_lineage_parser(sub: argparse._SubParsersAction) -> None:
     lineage = sub.add_parser(
         "lineage",
         help="everything a registered model version came from: its runs, code commit, params, and every "
@@ -403,6 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     lineage.add_argument("version", help="model version number")
     lineage.set_defaults(func=_cmd_lineage)
 
+
+def _add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
     reproduce = sub.add_parser(
         "reproduce",
         help="rebuild a registered model version from its lineage in a scratch store and say whether every "
@@ -413,6 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     reproduce.add_argument("--scratch", help="folder to rebuild in (default: $MLTRAIN_HOME/reproductions/MODEL-vN)")
     reproduce.set_defaults(func=_cmd_reproduce)
 
+
+def _add_relocate_parser(sub: argparse._SubParsersAction) -> None:
     relocate = sub.add_parser(
         "relocate",
         help="point MLflow's recorded artifact locations at a new root after moving them (a bucket renamed); "
@@ -422,6 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     relocate.add_argument("--to", dest="new", required=True, help="the new root, e.g. s3://new-bucket/mlartifacts")
     relocate.set_defaults(func=_cmd_relocate)
 
+
+def _add_manifests_parser(sub: argparse._SubParsersAction) -> None:
     manifests = sub.add_parser(
         "manifests",
         help="print the Kubernetes objects the k8s backend would submit for one step (validated), like helm template",
@@ -430,6 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
     manifests.add_argument("--partition", help="partition key: 2026-11-27, or nyc|2026-11-27 for date x city")
     manifests.set_defaults(func=_cmd_manifests)
 
+
+def _add_report_parser(sub: argparse._SubParsersAction) -> None:
     from mltrain_assets.core.report import DEFAULT_GRACE_HOURS, DEFAULT_HISTORY_DAYS
 
     report = sub.add_parser(
@@ -455,6 +478,25 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: %(default)s)",
     )
     report.set_defaults(func=_cmd_report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mltrain", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_init_parser(sub)
+    _add_simulate_parser(sub)
+    _add_demo_parser(sub)
+    _add_summary_parser(sub)
+    _add_dev_parser(sub)
+    _add_backfill_parser(sub)
+    _add_materialize_parser(sub)
+    _add_heal_parser(sub)
+    _add_schema_parser(sub)
+    _add_lineage_parser(sub)
+    _add_reproduce_parser(sub)
+    _add_relocate_parser(sub)
+    _add_manifests_parser(sub)
+    _add_report_parser(sub)
     return parser
 
 

@@ -8,6 +8,8 @@ code location ``workspace.yaml`` declares (``mltrain_assets``), so the UI lists 
 that location (Overview timeline, filters) and can re-execute them. They execute in this
 process (``execute_run``), as ``dagster asset materialize`` does, so no daemon is needed.
 ``mltrain materialize`` launches any asset selection the same way.
+The Dagster internals this takes (no public API creates a run with a location's origin) are
+imported from ``core/dagster_private.py``, which says why for each.
 
 Without a daemon nobody else notices a run whose process was killed: before each launch,
 ``core.heal`` fails this host's runs whose run worker is gone and frees the pool slots they held
@@ -23,28 +25,36 @@ import os
 import shutil
 import sys
 import time
+import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dagster import AssetKey, AssetSelection, DagsterInstance, MultiPartitionKey
-from dagster._core.definitions.backfill_policy import BackfillPolicyType
-from dagster._core.definitions.reconstruct import ReconstructableJob, ReconstructableRepository
-from dagster._core.definitions.repository_definition.valid_definitions import SINGLETON_REPOSITORY_NAME
-from dagster._core.errors import DagsterInvalidSubsetError, DagsterUnknownPartitionError
-from dagster._core.execution.api import JobExecutionResult, execute_run
-from dagster._core.remote_origin import (
+from dagster import (
+    AssetKey,
+    AssetSelection,
+    BackfillPolicy,
+    DagsterInstance,
+    DagsterInvalidSubsetError,
+    DagsterUnknownPartitionError,
+    JobExecutionResult,
+    MultiPartitionKey,
+    partition_loading_context,
+)
+
+from mltrain_assets.core.dagster_private import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
     CodeLocationOrigin,
+    LoadableTargetOrigin,
     ManagedGrpcPythonEnvCodeLocationOrigin,
+    ReconstructableRepository,
     RemoteJobOrigin,
     RemoteRepositoryOrigin,
+    WorkspaceFileTarget,
+    execute_run,
 )
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
-from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
-from dagster._core.utils import make_new_run_id
-from dagster._core.workspace.load_target import WorkspaceFileTarget
-
 from mltrain_assets.core.heal import heal, worker_tag
 from mltrain_assets.core.partitions import PARTITIONS_START_DATE, require_partitions_from
 from mltrain_assets.core.pipeline import Pipeline
@@ -110,12 +120,14 @@ def code_location_origin() -> CodeLocationOrigin:
     )
 
 
-def remote_job_origin(job_name: str) -> RemoteJobOrigin:
-    """Where the UI finds this job: the code location's (only) repository."""
-    return RemoteJobOrigin(RemoteRepositoryOrigin(code_location_origin(), SINGLETON_REPOSITORY_NAME), job_name)
+def remote_job_origin(job_name: str, repository_name: str | None = None) -> RemoteJobOrigin:
+    """Where the UI finds this job: the code location's (only) repository, by default the one ``defs`` makes."""
+    if repository_name is None:
+        repository_name = importlib.import_module(DEFINITIONS_MODULE).defs.get_repository_def().name
+    return RemoteJobOrigin(RemoteRepositoryOrigin(code_location_origin(), repository_name), job_name)
 
 
-def _reconstructable_job(job_name: str) -> ReconstructableJob:
+def _reconstructable_job(job_name: str):
     repository = ReconstructableRepository.for_module(DEFINITIONS_MODULE, "defs", working_directory=str(REPO_ROOT))
     return repository.get_reconstructable_job(job_name)
 
@@ -141,19 +153,19 @@ def execute_with_location_origin(
         instance, by=f"the pre-launch check of {launched_by}", say=lambda line: print(f"heal: {line}", file=sys.stderr)
     )
     recon_job = _reconstructable_job(job_name)
-    repository_load_data = recon_job.repository.get_definition().repository_load_data
-    recon_job = recon_job.with_repository_load_data(repository_load_data)
+    repository = recon_job.repository.get_definition()
+    recon_job = recon_job.with_repository_load_data(repository.repository_load_data)
     job_def = recon_job.get_definition()
-    run_id = make_new_run_id()
+    run_id = str(uuid.uuid4())  # what Dagster's run ids are (make_new_run_id)
     run = instance.create_run_for_job(
         job_def=job_def,
         run_id=run_id,
         run_config=run_config or {},
         tags={**job_def.run_tags, **(tags or {}), **worker_tag(run_id)},
         asset_selection=frozenset(asset_selection) if asset_selection else None,
-        remote_job_origin=remote_job_origin(job_name),
+        remote_job_origin=remote_job_origin(job_name, repository.name),
         job_code_origin=recon_job.get_python_origin(),
-        repository_load_data=repository_load_data,
+        repository_load_data=repository.repository_load_data,
     )
     return execute_run(recon_job, run, instance, raise_on_error=False)
 
@@ -222,8 +234,6 @@ def materialize(
     same implicit asset job, executed in this process), but needing no ``-m`` in the project
     folder and recording the run under the ``mltrain_assets`` location, so the UI can re-execute it.
     """
-    from dagster._core.definitions.partitions.context import partition_loading_context
-
     from mltrain_assets.definitions import defs
 
     repository = defs.get_repository_def()
@@ -245,8 +255,8 @@ def materialize(
         not_single_run = [
             name
             for name in names
-            if getattr(repository.asset_graph.get(AssetKey.from_user_string(name)).backfill_policy, "policy_type", None)
-            != BackfillPolicyType.SINGLE_RUN
+            if repository.asset_graph.get(AssetKey.from_user_string(name)).backfill_policy
+            != BackfillPolicy.single_run()
         ]
         if not_single_run:
             raise ValueError(

@@ -15,8 +15,6 @@ import dataclasses
 import importlib
 import json
 import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,11 +29,17 @@ PARAMS_MODULES = (
     "mltrain_assets.workloads.demand.params",
     "mltrain_assets.workloads.recsys.params",
 )
-# Summary values that say how long or where something ran, not what it produced.
+# Summary values that say how long or where something ran, not what it produced. A key is one when
+# it ends in a duration unit (``elapsed_s``, ``timings_s``, ``compute_seconds``) or holds one of
+# these as whole words, separated by ``_`` (``run_id``, ``mlflow_run_id``, ``model_uri``,
+# ``mlflow_model_id``), never as a bit of a word: ``world_size``, ``no_skill_fallback``,
+# ``user_stats``, ``batch_size``, ``scoring_rows`` and ``marker_sha256`` describe the output.
+# ``engine``: the SQL engine today's settings chose (the output is the same on either);
+# ``checkpointed``: whether ALS checkpointed, which depends on where Spark ran.
 # Checks (engine parity) are records of how an output was verified, not part of it.
+_DURATION_SUFFIXES = ("_s", "_seconds")
 _RUN_FACTS = (
     "seconds",
-    "_s",
     "timings",
     "elapsed",
     "mlflow",
@@ -44,8 +48,19 @@ _RUN_FACTS = (
     "committed",
     "dagster",
     "checkpoint",
+    "checkpointed",
+    "engine",
     "engine_parity",
 )
+
+
+def is_run_fact(name: str) -> bool:
+    """Whether a summary key says how long or where something ran (left out of the comparison)."""
+    key = name.lower()
+    if key.endswith(_DURATION_SUFFIXES):
+        return True
+    words = f"_{key}_"
+    return any(f"_{fact}_" in words for fact in _RUN_FACTS)
 
 
 @dataclass
@@ -333,7 +348,7 @@ def _same_summary(original: dict[str, Any], again: dict[str, Any]) -> dict[str, 
     """The summary values that differ, leaving out how long and where things ran."""
     differ = {}
     for name in sorted(set(original) & set(again)):
-        if any(fact in name for fact in _RUN_FACTS) or original[name] == again[name]:
+        if is_run_fact(name) or original[name] == again[name]:
             continue
         differ[name] = (original[name], again[name])
     return differ
@@ -356,8 +371,10 @@ def _same_file(original: str, again: str, name: str, entry: dict[str, Any], agai
 
 def reproduce(model: str, version: str, storage_root: str, scratch: Path, progress=print) -> dict[str, Any]:
     """Rebuild every version of a registered model's lineage in ``scratch``; what matched and what did not."""
+    from mltrain_assets.launch import Launch, LocalProcess
     from mltrain_assets.resources.compute import ComputeBackend
     from mltrain_assets.resources.spark import SparkConfig
+    from mltrain_assets.resources.workload_resources import PROFILES, resolve
 
     record, root = lineage(model, version, storage_root)
     asset, recorded = model_version_of(record)
@@ -378,7 +395,7 @@ def reproduce(model: str, version: str, storage_root: str, scratch: Path, progre
     )
     rebuilt: dict[str, str] = {}
     steps = []
-    env = {**os.environ, "SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1")}
+    env = {"SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1")}
     logs = scratch / "logs"
     logs.mkdir(exist_ok=True)
     launches = [batch for level in _levels(root) for batch in _batches(level, store)]
@@ -394,10 +411,19 @@ def reproduce(model: str, version: str, storage_root: str, scratch: Path, progre
         what = f"{batch[0].asset} {batch[0].partition}" + (f" (+{len(batch) - 1} more)" if len(batch) > 1 else "")
         progress(f"[{number}/{len(launches)}] {what}: {batch[0].workload['module']}")
         log = logs / f"{number:03d}-{batch[0].asset}.log"
-        with open(log, "w") as output:
-            code = subprocess.run(
-                params.command(sys.executable), env=env, stdout=output, stderr=subprocess.STDOUT
-            ).returncode
+        # The launch path the assets use (a supervised local process), its output in the log.
+        code = (
+            LocalProcess(log=str(log))
+            .launch(
+                Launch(
+                    workload=params.module,
+                    command=params.command("python"),
+                    timeout_s=max(resolve(profile, batch[0].asset).timeout_s for profile in PROFILES),
+                    env=env,
+                )
+            )
+            .returncodes[0]
+        )
         seconds = round((time.monotonic() - started) / len(batch), 1)
         for node in batch:
             target = join_uri(scratch_root, store.relative(node.uri))

@@ -19,14 +19,12 @@ def render(asset: str, partition: str | None, backend: str = "k8s") -> list[dict
     from dagster import AssetKey, DagsterInstance, materialize
 
     from mltrain_assets.definitions import defs
-    from mltrain_assets.resources import compute as compute_module
-    from mltrain_assets.resources.compute import ComputeBackend
+    from mltrain_assets.resources.compute import RENDERED_KEY, ComputeBackend
 
     assets = list(defs.assets or [])
     keys = {k.to_user_string() for a in assets for k in a.keys}
     if asset not in keys:
         raise SystemExit(f"unknown asset {asset!r}; assets: {sorted(keys)}")
-    compute_module.RENDERED.clear()
     result = materialize(
         assets,
         selection=[AssetKey(asset)],
@@ -36,9 +34,16 @@ def render(asset: str, partition: str | None, backend: str = "k8s") -> list[dict
         run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
         raise_on_error=False,
     )
-    rendered = list(compute_module.RENDERED)
+    failures = [e.step_failure_data for e in result.all_events if e.is_step_failure]
+    # The render-only launch stops the step where it would launch, with the objects in its failure's metadata.
+    rendered = [
+        obj
+        for failure in failures
+        if failure.user_failure_data is not None and RENDERED_KEY in failure.user_failure_data.metadata
+        for obj in failure.user_failure_data.metadata[RENDERED_KEY].value
+    ]
     if not rendered:
-        errors = [str(e.step_failure_data.error.message).strip() for e in result.all_events if e.is_step_failure]
+        errors = [str(failure.error.message).strip() for failure in failures]
         raise SystemExit(f"{asset} {partition}: no workload launch to render. " + " ".join(errors)[:3000])
     return rendered
 

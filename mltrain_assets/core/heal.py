@@ -37,16 +37,16 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from dagster import DagsterInstance, DagsterRunStatus
-from dagster._core.events import DagsterEventType, JobFailureData, RunFailureReason
-from dagster._core.launcher import CheckRunHealthResult, DefaultRunLauncher, WorkerStatus
-from dagster._core.storage.dagster_run import DagsterRun, RunsFilter
+import yaml
+from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, DefaultRunLauncher, RunsFilter
+
+from mltrain_assets.core.dagster_private import CheckRunHealthResult, JobFailureData, RunFailureReason, WorkerStatus
+from mltrain_assets.launch import procfs
 
 RUN_WORKER_TAG = "mltrain/run_worker"
 IN_PROGRESS = [DagsterRunStatus.STARTING, DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]
 # A process that started this much after the event naming its pid is another process with that pid.
 PID_REUSE_SLACK_S = 2.0
-_BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 
 
 @dataclass(frozen=True)
@@ -66,13 +66,13 @@ class Worker:
 def worker_tag(run_id: str) -> dict[str, str]:
     """The tag naming this process as ``run_id``'s run worker (it executes the run itself)."""
     pid = os.getpid()
-    stat = _proc_stat(pid)
+    stat = procfs.stat(pid)
     value = {
         "run_id": run_id,  # a retry copies its parent's tags: a tag naming another run is not this run's
         "host": socket.gethostname(),
         "pid": pid,
-        "boot_id": _boot_id(),
-        "start_ticks": stat[1] if stat else None,
+        "boot_id": procfs.boot_id(),
+        "start_ticks": stat.start_ticks if stat else None,
     }
     return {RUN_WORKER_TAG: json.dumps(value, sort_keys=True)}
 
@@ -110,7 +110,7 @@ def worker_state(worker: Worker) -> tuple[str, str]:
     """``("alive" | "dead" | "unknown", why)`` for a run worker, as seen from this host."""
     if worker.host is not None and worker.host != socket.gethostname():
         return "unknown", f"it ran on {worker.host}, not here: left to the daemon's run monitoring"
-    if worker.boot_id and _boot_id() and worker.boot_id != _boot_id():
+    if worker.boot_id and procfs.boot_id() and worker.boot_id != procfs.boot_id():
         return "dead", "this host rebooted since it started"
     try:
         os.kill(worker.pid, 0)
@@ -118,15 +118,14 @@ def worker_state(worker: Worker) -> tuple[str, str]:
         return "dead", "no such process"
     except PermissionError:
         pass  # another user's process: it exists
-    stat = _proc_stat(worker.pid)
+    stat = procfs.stat(worker.pid)
     if stat is None:
         return "alive", "the process exists"
-    state, start_ticks = stat
-    if state in ("Z", "X"):
+    if not stat.running:
         return "dead", "it exited (a zombie awaiting its parent)"
-    if worker.start_ticks is not None and start_ticks != worker.start_ticks:
+    if worker.start_ticks is not None and stat.start_ticks != worker.start_ticks:
         return "dead", "no such process (its pid now belongs to a later process)"
-    started_at = _started_at(start_ticks)
+    started_at = procfs.started_at(stat.start_ticks)
     if worker.seen_at is not None and started_at is not None and started_at > worker.seen_at + PID_REUSE_SLACK_S:
         return "dead", "no such process (its pid now belongs to a later process)"
     return "alive", "the process is running"
@@ -298,42 +297,26 @@ def _unusable_slots(instance: DagsterInstance, dead: set[str], local: bool) -> l
 
 
 def is_local_storage(instance: DagsterInstance) -> bool:
-    """Whether the run storage is a SQLite file, written only by processes on this host."""
+    """Whether the run storage is a SQLite file, written only by processes on this host.
+
+    Read from the public ``instance.run_storage``: its class (``SqliteRunStorage`` for the default
+    storage and ``storage: sqlite``; ``PostgresRunStorage``, ``InMemoryRunStorage`` otherwise), and
+    for a storage that wraps another one (Dagster's ``LegacyRunStorage``), the class it was
+    configured with: its ``inst_data`` (what ``dagster instance info`` prints), whose config names
+    the wrapped storage's class.
+    """
     storage = instance.run_storage
-    inner = getattr(getattr(storage, "_storage", None), "run_storage", None)
-    return "sqlite" in type(inner or storage).__name__.lower()
-
-
-def _boot_id() -> str | None:
-    try:
-        with open(_BOOT_ID_PATH) as handle:
-            return handle.read().strip() or None
-    except OSError:
-        return None
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """``(state, start time in clock ticks since boot)`` of a process; ``None`` without ``/proc``."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(b")") + 2 :].split()  # after "(comm)": state(3) ppid ... starttime(22)
-    try:
-        return fields[0].decode(), int(fields[19])
-    except (IndexError, ValueError):
-        return None
-
-
-def _started_at(start_ticks: int) -> float | None:
-    """A process start time (ticks since boot) as a Unix timestamp."""
-    try:
-        with open("/proc/stat") as handle:
-            boot = next(float(line.split()[1]) for line in handle if line.startswith("btime "))
-    except (OSError, StopIteration, ValueError, IndexError):
-        return None
-    return boot + start_ticks / os.sysconf("SC_CLK_TCK")
+    names = [type(storage).__name__]
+    data = getattr(storage, "inst_data", None)  # ConfigurableClass: the class and config it was built from
+    if data is not None:
+        names.append(str(data.class_name))
+        try:
+            config = yaml.safe_load(data.config_yaml or "")
+        except yaml.YAMLError:
+            config = None
+        if isinstance(config, dict):
+            names.append(str(config.get("class_name") or ""))
+    return any("sqlite" in name.lower() for name in names)
 
 
 class PidCheckedRunLauncher(DefaultRunLauncher):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from dagster import AssetExecutionContext, DataVersion, Failure, MetadataValue, Output
@@ -17,6 +18,7 @@ from mltrain_assets.resources.tracking import (
     SNAPSHOT_URI_TAG,
     AliasMoved,
     ModelRegistry,
+    RegisteredVersion,
     code_commit,
     date_in,
     lineage_tags,
@@ -51,25 +53,28 @@ def snapshot_with_upstream(refs: dict[str, ArtifactRef]) -> dict[str, Any]:
     return snapshot
 
 
-def register_and_promote(
+@dataclass(frozen=True)
+class _Decision:
+    """A version's promotion decision: made now (and recorded in its tags) or replayed from them."""
+
+    promoted: bool
+    reason: str
+    comparison: dict[str, Any]
+    served: str | None
+    current: str | None  # the `staging` version the decision was made on
+    decided_now: bool
+
+
+def _register(
     context: AssetExecutionContext,
-    *,
     registry: ModelRegistry,
     model_name: str,
     model_ref: ArtifactRef,
     model_uri: str,
     data_snapshot: dict[str, Any],
     score_metadata: dict[str, Any],
-    compare_with_champion: ChampionComparison | None = None,
-    gate: Gate | None = None,
-) -> Output[ArtifactRef]:
-    """Register once per lineage; move `staging` unless it holds a newer date or a better model.
-
-    The version carries the lineage tags (short: the full data snapshot is an artifact of the
-    model's run), links to this Dagster run and asset partition, and a Markdown description a
-    person can read: data, gate (``gate``: the model's gate, re-read on its committed summary),
-    Dagster run and promotion decision. The materialization links to the MLflow run and version.
-    """
+) -> tuple[RegisteredVersion, dict[str, str]]:
+    """Register the model once per lineage (the data snapshot recorded on its first registration); its lineage tags."""
     partition = str(context.partition_key)
     date = partition_date(context.partition_key)
     asset_key = context.asset_key.to_user_string()
@@ -94,29 +99,121 @@ def register_and_promote(
         lineage_key=model_ref.version,
         tags={**tags, **{f"mltrain.metric.{k}": str(v) for k, v in score_metadata.items()}},
     )
+    return registered, tags
+
+
+def _replayed_decision(recorded: dict[str, str], current: str | None) -> _Decision:
+    # Decided when this lineage was first registered: a re-run or backfill replays it, moves nothing.
+    return _Decision(
+        promoted=recorded.get(PROMOTED_TAG) == "true",
+        reason=f"{recorded.get(REASON_TAG, '')} (decided earlier; unchanged)",
+        comparison=json.loads(recorded.get(COMPARISON_TAG, "{}")),
+        served=recorded[SERVED_TAG],
+        current=current,
+        decided_now=False,
+    )
+
+
+def _decide_and_record(
+    context, registry: ModelRegistry, model_name: str, version: str, current: str | None, compare_with_champion
+) -> _Decision:
+    """Decide (moving `staging` if promoted) and record the decision in the version's tags."""
+    promoted, reason, comparison, current = _decide_and_set(
+        context, registry, model_name, version, current, compare_with_champion
+    )
+    served = version if promoted else current
+    for key, value in {
+        REASON_TAG: reason,
+        PROMOTED_TAG: str(promoted).lower(),
+        COMPARISON_TAG: json.dumps(comparison, sort_keys=True),
+        SERVED_TAG: served,  # last: its presence means the decision is complete
+    }.items():
+        registry.set_version_tag(model_name, version, key, value)
+    return _Decision(promoted, reason, comparison, served, current, decided_now=True)
+
+
+def _registered_ref(
+    context: AssetExecutionContext, model_name: str, registered: RegisteredVersion, decision: _Decision
+) -> ArtifactRef:
+    """The step's output: the registered version, the decision and the version serving this date."""
+    return ArtifactRef(
+        asset_key=context.asset_key.to_user_string(),
+        partition_key=str(context.partition_key),
+        version=f"{model_name}/{registered.version}",
+        uri=f"models:/{model_name}/{registered.version}",
+        metadata={
+            "model_name": model_name,
+            "model_version": registered.version,
+            "created_now": registered.created,
+            "promoted": decision.promoted,
+            "promotion_reason": decision.reason,
+            # The version that serves this date: ours if promoted, else the champion we lost to.
+            "served_version": decision.served,
+            **decision.comparison,
+        },
+    )
+
+
+def _materialization_metadata(
+    registry: ModelRegistry,
+    ref: ArtifactRef,
+    registered: RegisteredVersion,
+    decision: _Decision,
+    version_tags: dict[str, str],
+    score_metadata: dict[str, Any],
+    mlflow_run_id: str | None,
+) -> dict[str, Any]:
+    """The materialization's metadata: the version, the decision, links to the MLflow version, run and snapshot."""
+    metadata = {
+        "model": MetadataValue.text(ref.uri),
+        "model_version": int(registered.version),
+        "registered_now": registered.created,
+        "promoted_to_staging": decision.promoted,
+        "promotion_reason": decision.reason,
+        "previous_staging_version": decision.current or "",
+        "mlflow_model_version": MetadataValue.url(
+            registry.version_link(ref.metadata["model_name"], registered.version)
+        ),
+        "data_snapshot_id": version_tags.get(SNAPSHOT_ID_TAG, ""),
+        **{k: v for k, v in {**score_metadata, **decision.comparison}.items() if v is not None},
+    }
+    if mlflow_run_id:
+        metadata["mlflow_run"] = MetadataValue.url(registry.run_link(mlflow_run_id))
+        if version_tags.get(SNAPSHOT_URI_TAG):
+            metadata["data_snapshot"] = MetadataValue.url(
+                registry.run_artifact_link(mlflow_run_id, run_artifact_path(version_tags[SNAPSHOT_URI_TAG]))
+            )
+    return metadata
+
+
+def register_and_promote(
+    context: AssetExecutionContext,
+    *,
+    registry: ModelRegistry,
+    model_name: str,
+    model_ref: ArtifactRef,
+    model_uri: str,
+    data_snapshot: dict[str, Any],
+    score_metadata: dict[str, Any],
+    compare_with_champion: ChampionComparison | None = None,
+    gate: Gate | None = None,
+) -> Output[ArtifactRef]:
+    """Register once per lineage; move `staging` unless it holds a newer date or a better model.
+
+    The version carries the lineage tags (short: the full data snapshot is an artifact of the
+    model's run), links to this Dagster run and asset partition, and a Markdown description a
+    person can read: data, gate (``gate``: the model's gate, re-read on its committed summary),
+    Dagster run and promotion decision. The materialization links to the MLflow run and version.
+    """
+    registered, tags = _register(context, registry, model_name, model_ref, model_uri, data_snapshot, score_metadata)
     recorded = {} if registered.created else registry.version_tags(model_name, registered.version)
     current = registry.alias_version(model_name, STAGING_ALIAS)
     if SERVED_TAG in recorded:
-        # Decided when this lineage was first registered: a re-run or backfill replays it, moves nothing.
-        promoted = recorded.get(PROMOTED_TAG) == "true"
-        reason = f"{recorded.get(REASON_TAG, '')} (decided earlier; unchanged)"
-        comparison = json.loads(recorded.get(COMPARISON_TAG, "{}"))
-        served = recorded[SERVED_TAG]
-        decided_now = False
+        decision = _replayed_decision(recorded, current)
     else:
-        promoted, reason, comparison, current = _decide_and_set(
-            context, registry, model_name, registered.version, current, compare_with_champion
-        )
-        served = registered.version if promoted else current
-        for key, value in {
-            REASON_TAG: reason,
-            PROMOTED_TAG: str(promoted).lower(),
-            COMPARISON_TAG: json.dumps(comparison, sort_keys=True),
-            SERVED_TAG: served,  # last: its presence means the decision is complete
-        }.items():
-            registry.set_version_tag(model_name, registered.version, key, value)
-        decided_now = True
-    if decided_now or not registry.description(model_name, registered.version):
+        decision = _decide_and_record(context, registry, model_name, registered.version, current, compare_with_champion)
+    version_tags = recorded or tags
+    if decision.decided_now or not registry.description(model_name, registered.version):
         registry.set_description(
             model_name,
             registered.version,
@@ -125,51 +222,23 @@ def register_and_promote(
                 model_name=model_name,
                 version=registered.version,
                 model_ref=model_ref,
-                tags=recorded or tags,
+                tags=version_tags,
                 score_metadata=score_metadata,
                 gate=gate,
-                promoted=promoted,
-                reason=reason.removesuffix(" (decided earlier; unchanged)"),
-                served=served,
-                comparison=comparison,
+                promoted=decision.promoted,
+                reason=decision.reason.removesuffix(" (decided earlier; unchanged)"),
+                served=decision.served,
+                comparison=decision.comparison,
             ),
         )
-    context.log.info(f"{model_name} v{registered.version}: {'promoted' if promoted else 'not promoted'} ({reason})")
-
-    ref = ArtifactRef(
-        asset_key=asset_key,
-        partition_key=partition,
-        version=f"{model_name}/{registered.version}",
-        uri=f"models:/{model_name}/{registered.version}",
-        metadata={
-            "model_name": model_name,
-            "model_version": registered.version,
-            "created_now": registered.created,
-            "promoted": promoted,
-            "promotion_reason": reason,
-            # The version that serves this date: ours if promoted, else the champion we lost to.
-            "served_version": served,
-            **comparison,
-        },
+    context.log.info(
+        f"{model_name} v{registered.version}: {'promoted' if decision.promoted else 'not promoted'} ({decision.reason})"
     )
-    version_tags = recorded or tags
-    metadata = {
-        "model": MetadataValue.text(ref.uri),
-        "model_version": int(registered.version),
-        "registered_now": registered.created,
-        "promoted_to_staging": promoted,
-        "promotion_reason": reason,
-        "previous_staging_version": current or "",
-        "mlflow_model_version": MetadataValue.url(registry.version_link(model_name, registered.version)),
-        "data_snapshot_id": version_tags.get(SNAPSHOT_ID_TAG, ""),
-        **{k: v for k, v in {**score_metadata, **comparison}.items() if v is not None},
-    }
-    if mlflow_run_id:
-        metadata["mlflow_run"] = MetadataValue.url(registry.run_link(mlflow_run_id))
-        if version_tags.get(SNAPSHOT_URI_TAG):
-            metadata["data_snapshot"] = MetadataValue.url(
-                registry.run_artifact_link(mlflow_run_id, run_artifact_path(version_tags[SNAPSHOT_URI_TAG]))
-            )
+    ref = _registered_ref(context, model_name, registered, decision)
+    mlflow_run_id = model_ref.metadata.get("mlflow_run_id")
+    metadata = _materialization_metadata(
+        registry, ref, registered, decision, version_tags, score_metadata, mlflow_run_id
+    )
     return Output(ref, data_version=DataVersion(ref.version), metadata=metadata)
 
 

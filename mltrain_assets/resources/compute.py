@@ -1,20 +1,18 @@
-"""Where data-plane workloads run: local subprocesses or Kubernetes pods, both through Dagster Pipes.
+"""Where data-plane workloads run, as configuration: the typed settings and the one launch path.
 
-Assets call ``ComputeBackend.run`` with a workload's typed params; which backend runs it, and
-with which Spark master, SQL engine and MLflow store, is configuration (``MLTRAIN_*``), never
-asset code. The backend fills those runtime fields into the params before launching, so the
-same object reaches a subprocess or a pod.
+Assets call ``ComputeBackend.run`` with a workload's typed params; which launcher runs it
+(``mltrain_assets/launch``: a subprocess, the rendered pods here, a Pod or an Indexed Job on a
+cluster, or render-only), and with which Spark master, SQL engine and MLflow store, is
+configuration (``MLTRAIN_*``), never asset code. The backend binds those service settings into
+the params' declared ``service`` fields (``bind``), renders the Kubernetes objects, opens the
+Pipes session and hands the launcher both.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import resource
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,34 +21,37 @@ from typing import Any, Literal
 from dagster import (
     AssetExecutionContext,
     ConfigurableResource,
-    DagsterExecutionInterruptedError,
     Failure,
     MetadataValue,
+    PipesEnvContextInjector,
     PipesTempFileContextInjector,
     PipesTempFileMessageReader,
     open_pipes_session,
 )
 
+from mltrain_assets.launch import (
+    IndexedJob,
+    KubernetesHere,
+    KubernetesPod,
+    Launch,
+    LaunchFailed,
+    LaunchTimeout,
+    LocalProcess,
+    RenderOnly,
+)
 from mltrain_assets.loopback import free_port
 from mltrain_assets.resources.k8s import (
     PodTemplate,
-    command_params,
     executor_pod_template,
     object_name,
-    pod_meta,
-    pod_spec,
     render_indexed_job,
     render_pod,
     rendezvous_endpoint,
     spark_executor_object,
-    with_params,
-    workload_command,
 )
-from mltrain_assets.resources.k8s_jobs import run_indexed_job
 from mltrain_assets.resources.spark import SparkConfig
 from mltrain_assets.resources.workload_resources import WorkloadResources, parse_overrides, resolve
 from mltrain_assets.workloads.common.params import (
-    COMPLETION_INDEX_ENV,
     DistributedParams,
     MlflowSettings,
     WorkloadParams,
@@ -75,16 +76,9 @@ _NO_RETRY_SUMMARIES = (
 
 WorkloadProfile = Literal["default", "spark", "training"]
 BACKENDS = ("local", "k8s", "k8s-local")
-# Between the polite signal to a workload's process group and SIGKILL to whatever is left.
-KILL_GRACE_S = 10.0
 # What a workload's environment needs besides its params: object-store endpoints and region.
 # Credentials come from the pod's Secret (MLTRAIN_K8S_ENV_SECRET) or the machine's own environment.
 WORKLOAD_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
-# Where `mltrain manifests` collects what a dry run would submit.
-RENDERED: list[dict[str, Any]] = []
-# After a workload's main process exits, how long to keep watching what it started and left running
-# (a local Spark JVM outlives its Python driver by a moment) to count its CPU.
-SETTLE_S = 5.0
 K8S_NOT_MEASURED = (
     "not measured: the pod runs on a cluster node; its CPU and memory are the cluster's metrics "
     "(metrics-server / cAdvisor: container_cpu_usage_seconds_total, container_memory_working_set_bytes)"
@@ -113,18 +107,32 @@ class WorkloadResult:
 
 
 class DryRun(Failure):
-    """Raised instead of launching when the backend only renders what it would submit (never retried)."""
+    """Stops the step where it would launch (never retried), carrying what it would submit.
 
-    def __init__(self, description: str):
-        super().__init__(description=description, allow_retries=False)
+    ``mltrain manifests`` reads the objects from the step's failure metadata (``RENDERED_KEY``).
+    """
+
+    def __init__(self, description: str, objects: list[dict[str, Any]]):
+        super().__init__(
+            description=description,
+            metadata={RENDERED_KEY: MetadataValue.json(objects)},
+            allow_retries=False,
+        )
+        self.objects = objects
+
+    def __reduce__(self):
+        return (type(self), (self.description, self.objects))
+
+
+RENDERED_KEY = "rendered_objects"
 
 
 class ComputeBackend(ConfigurableResource):
     """Launches a workload with its params, waits (polling), and returns its report.
 
     ``backend="local"`` runs ``python -m <module> --params JSON`` as a subprocess of the run
-    worker; ``backend="k8s"`` submits the same command as a Pod (``PipesK8sClient``) or, for a
-    distributed workload over several nodes, as an Indexed Job + headless Service;
+    worker; ``backend="k8s"`` submits the same command as a Pod or, for a distributed workload
+    over several nodes, as an Indexed Job + headless Service;
     ``backend="k8s-local"`` renders exactly those objects and runs each pod's container on this
     machine. The backend fills the deployment's runtime settings into the params (``bind``).
     """
@@ -152,7 +160,7 @@ class ComputeBackend(ConfigurableResource):
     k8s_training_node_selector: str = "{}"  # JSON object, pods that request GPUs (a GPU node pool)
     k8s_training_tolerations: str = "[]"  # JSON list, pods that request GPUs (e.g. nvidia.com/gpu taints)
     k8s_env_secret: str = ""  # Secret whose keys become env vars of every workload pod
-    dry_run: bool = False  # render what would be submitted (RENDERED) and launch nothing
+    dry_run: bool = False  # render what would be submitted (the render-only launcher) and launch nothing
 
     @classmethod
     def from_settings(cls, **overrides: Any) -> ComputeBackend:
@@ -260,12 +268,16 @@ class ComputeBackend(ConfigurableResource):
         return nodes, gpus
 
     def bind(self, params: WorkloadParams, context: AssetExecutionContext | None = None) -> WorkloadParams:
-        """The params with this deployment's runtime settings filled in (Spark, SQL engine, MLflow, topology)."""
+        """The params with this deployment's settings in the fields that declare them (``service(binds=...)``),
+        and, for a distributed workload, its topology. Nothing is matched by field name."""
+        services = {
+            "spark": lambda: self.spark_settings(context),
+            "mlflow": lambda: self.mlflow_settings(context),
+            "sql_engine": lambda: self.sql_engine,
+            "engine_parity": lambda: _bool_setting("MLTRAIN_ENGINE_PARITY", self.engine_parity),
+        }
         settings: dict[str, Any] = {
-            "spark": self.spark_settings(context),
-            "mlflow": self.mlflow_settings(context),
-            "engine": self.sql_engine,
-            "parity": _bool_setting("MLTRAIN_ENGINE_PARITY", self.engine_parity),
+            f.name: services[f.metadata["binds"]]() for f in dataclasses.fields(params) if "binds" in f.metadata
         }
         if isinstance(params, DistributedParams):
             nodes, gpus = self.topology()
@@ -275,8 +287,7 @@ class ComputeBackend(ConfigurableResource):
             else:
                 # CPU processes: the same world size however many nodes share it.
                 settings["nproc_per_node"] = max(1, params.nproc_per_node // nodes)
-        names = {f.name for f in dataclasses.fields(params)}
-        return dataclasses.replace(params, **{k: v for k, v in settings.items() if k in names})
+        return dataclasses.replace(params, **settings)
 
     def command(self, params: WorkloadParams) -> list[str]:
         python = self.python_executable or (sys.executable if self.backend == "local" else "python")
@@ -287,6 +298,19 @@ class ComputeBackend(ConfigurableResource):
         return {name: os.environ[name] for name in WORKLOAD_ENV if os.environ.get(name)}
 
     # ------------------------------------------------------------------ launching
+
+    def launcher(self, follow_logs=None, distributed: bool = False):
+        """The launcher this deployment uses (``launch/``): chosen by configuration, never by an asset."""
+        if self.dry_run:
+            return RenderOnly()
+        if self.backend == "local":
+            return LocalProcess(python=self.python_executable, ok_exits=(0, *REPORTED_EXITS))
+        if self.backend == "k8s-local":
+            return KubernetesHere(port=free_port(), python=self.python_executable, ok_exits=(0, *REPORTED_EXITS))
+        from mltrain_assets.resources.k8s_cluster import DagsterCluster
+
+        cluster = DagsterCluster()
+        return (IndexedJob if distributed else KubernetesPod)(client=cluster, follow_logs=follow_logs)
 
     def run(
         self,
@@ -308,16 +332,50 @@ class ComputeBackend(ConfigurableResource):
         workload = params.module
         started = time.monotonic()
         if self.dry_run:
-            RENDERED.extend(self.manifests(context, params, timeout_s=timeout_s, profile=profile))
-            raise DryRun(f"{workload}: rendered, not launched")
+            objects = self.manifests(context, params, timeout_s=timeout_s, profile=profile)
+            raise DryRun(f"{workload}: rendered, not launched", objects)
         context.log.info(f"launching {workload} on {self.backend} ({profile}), timeout {timeout_s:.0f}s")
-        usage: TreeUsage | None = None
-        if self.backend == "local":
-            messages, usage = self._run_local(context, workload, self.command(params), timeout_s=timeout_s)
-        elif self.backend == "k8s-local":
-            messages, usage = self._run_k8s_local(context, params, timeout_s=timeout_s, profile=profile)
-        else:
-            messages = self._run_k8s(context, params, timeout_s=timeout_s, profile=profile)
+        on_cluster = self.backend == "k8s"
+        reader = _pod_logs_reader() if on_cluster else PipesTempFileMessageReader()
+        injector = PipesEnvContextInjector() if on_cluster else PipesTempFileContextInjector()
+        distributed = isinstance(params, DistributedParams) and params.nnodes > 1
+        with open_pipes_session(context=context, context_injector=injector, message_reader=reader) as session:
+            bootstrap = session.get_bootstrap_env_vars()
+            # A pod gets the Pipes bootstrap rendered into its env; local processes (k8s-local's pod 0) get it here.
+            objects = (
+                ()
+                if self.backend == "local"
+                else tuple(
+                    self.manifests(
+                        context, params, timeout_s=timeout_s, profile=profile, pipes_env=bootstrap if on_cluster else {}
+                    )
+                )
+            )
+            if self.backend == "k8s-local":
+                context.log.info(f"k8s-local: pods from {[o['kind'] for o in objects]}")
+            launch = Launch(
+                workload=workload,
+                command=params.command("python"),
+                timeout_s=timeout_s,
+                objects=objects,
+                env={} if on_cluster else {**self.workload_env(), **bootstrap},
+            )
+
+            def follow_logs(namespace: str, pod: str) -> None:  # pod logs carry the Pipes messages on a cluster
+                cluster = launcher.client
+                cluster.wait_for_pod_ready(pod, namespace, timeout_s)
+                reader.consume_pod_logs(context=context, core_api=cluster.core_api, namespace=namespace, pod_name=pod)
+
+            launcher = self.launcher(follow_logs=follow_logs, distributed=distributed)
+            try:
+                result = launcher.launch(launch)
+            except LaunchTimeout as timeout:
+                raise Failure(
+                    description=f"{workload} timed out after {timeout_s:.0f}s and was killed", allow_retries=True
+                ) from timeout
+            except LaunchFailed as failed:
+                raise Failure(description=str(failed), allow_retries=True) from failed
+        messages = _checked(workload, result.returncodes, list(session.get_custom_messages()))
         summary: dict[str, Any] = {}
         for message in messages:
             if isinstance(message, dict):
@@ -329,6 +387,7 @@ class ComputeBackend(ConfigurableResource):
                     metadata={metadata_key: MetadataValue.text(summary[key])},
                     allow_retries=False,
                 )
+        usage = result.usage
         return WorkloadResult(
             summary=summary,
             wall_s=time.monotonic() - started,
@@ -336,21 +395,6 @@ class ComputeBackend(ConfigurableResource):
             peak_rss_mb=usage.peak_rss_mb if usage else None,
             measured=usage.measured if usage else K8S_NOT_MEASURED,
         )
-
-    def _run_local(self, context, workload, command, *, timeout_s) -> tuple[list[Any], TreeUsage]:
-        with open_pipes_session(
-            context=context,
-            context_injector=PipesTempFileContextInjector(),
-            message_reader=PipesTempFileMessageReader(),
-        ) as session:
-            launch_env = {
-                **os.environ,
-                "SPARK_LOCAL_IP": "127.0.0.1",
-                **self.workload_env(),
-                **session.get_bootstrap_env_vars(),
-            }
-            returncodes, usage = _wait_all(context, workload, [(command, launch_env)], timeout_s=timeout_s)
-        return _checked(workload, returncodes, list(session.get_custom_messages())), usage
 
     # ------------------------------------------------------------------ Kubernetes objects
 
@@ -457,48 +501,12 @@ class ComputeBackend(ConfigurableResource):
             *executors,
         ]
 
-    def _run_k8s(self, context, params, *, timeout_s, profile) -> list[Any]:
-        if isinstance(params, DistributedParams) and params.nnodes > 1:
-            return run_indexed_job(self, context, params, timeout_s=timeout_s, profile=profile)
-        from dagster_k8s import PipesK8sClient
 
-        template = self.pod_template(
-            profile, self.resources_for(profile, _step(context)), image=self.image(context), timeout_s=timeout_s
-        )
-        invocation = PipesK8sClient().run(
-            context=context,
-            image=template.image,
-            command=None,  # in args, under the image's entry point, as render_pod has it
-            namespace=template.namespace,
-            env=template.env,
-            base_pod_spec=pod_spec(template, args=params.command("python")),
-            base_pod_meta=pod_meta(template),
-        )
-        return list(invocation.get_custom_messages())
+def _pod_logs_reader():
+    # dagster_k8s pulls in the Kubernetes client (~0.4 s): only a k8s launch pays for it.
+    from dagster_k8s.pipes import PipesK8sPodLogsMessageReader
 
-    def _run_k8s_local(self, context, params, *, timeout_s, profile) -> tuple[list[Any], TreeUsage]:
-        """Run exactly the rendered objects here: each pod's container as a local process.
-
-        Pod env is resolved the way the kubelet would (downward-API pod IP -> 127.0.0.1, Secret
-        references -> this machine's values of the same variables); an Indexed Job runs as one
-        process per completion index, with the rendezvous host mapped to 127.0.0.1. Only pod 0
-        talks to Dagster (locally through a temp file rather than pod logs).
-        """
-        objects = self.manifests(context, params, timeout_s=timeout_s, profile=profile, pipes_env={})
-        pods = local_pods(objects, python=self.python_executable or sys.executable, port=free_port())
-        workload = params.module
-        context.log.info(f"k8s-local: {len(pods)} pod(s) from {[o['kind'] for o in objects]}")
-        with open_pipes_session(
-            context=context,
-            context_injector=PipesTempFileContextInjector(),
-            message_reader=PipesTempFileMessageReader(),
-        ) as session:
-            launches = [
-                (command, {**os.environ, **env, **(session.get_bootstrap_env_vars() if index == 0 else {})})
-                for index, (command, env) in enumerate(pods)
-            ]
-            returncodes, usage = _wait_all(context, workload, launches, timeout_s=timeout_s)
-        return _checked(workload, returncodes, list(session.get_custom_messages())), usage
+    return PipesK8sPodLogsMessageReader()
 
 
 def _step(context: AssetExecutionContext | None) -> str:
@@ -515,363 +523,6 @@ PIPES_PLACEHOLDERS = {
     "DAGSTER_PIPES_CONTEXT": "<set at launch by the Pipes session>",
     "DAGSTER_PIPES_MESSAGES": "<set at launch by the Pipes session>",
 }
-
-
-def local_pods(objects: list[dict[str, Any]], *, python: str, port: int) -> list[tuple[list[str], dict[str, str]]]:
-    """``(command, env)`` per pod the objects would start, resolved for this machine."""
-    pods = []
-    for obj in objects:
-        if obj["kind"] == "Pod":
-            pods.append((obj["spec"]["containers"][0], None))
-        elif obj["kind"] == "Job":
-            container = obj["spec"]["template"]["spec"]["containers"][0]
-            pods += [(container, index) for index in range(int(obj["spec"]["completions"]))]
-    resolved = []
-    for container, index in pods:
-        command = [python if part == "python" else part for part in workload_command(container)]
-        params = command_params(command)
-        if params.get("rdzv_endpoint"):
-            params["rdzv_endpoint"] = f"127.0.0.1:{port}"  # pod 0's DNS name, on this machine
-            command = with_params(command, params)
-        env = {"SPARK_LOCAL_IP": "127.0.0.1"}
-        for item in container.get("env") or []:
-            if item["name"].startswith("DAGSTER_PIPES_"):
-                continue
-            if "value" in item:
-                env[item["name"]] = item["value"]
-            elif item.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "status.podIP":
-                env[item["name"]] = "127.0.0.1"
-            elif "secretKeyRef" in item.get("valueFrom", {}) and item["name"] in os.environ:
-                env[item["name"]] = os.environ[item["name"]]
-        if index is not None:
-            env[COMPLETION_INDEX_ENV] = str(index)
-        resolved.append((command, env))
-    return resolved
-
-
-def _wait_all(
-    context, workload: str, launches: list[tuple[list[str], dict[str, str]]], *, timeout_s: float
-) -> tuple[list[int], TreeUsage]:
-    """Start every process in its own process group; wait for all; on timeout or interrupt kill every group.
-
-    The workloads do not outlive the run worker: each leader is SIGKILLed by the kernel when the
-    thread that started it exits (``PR_SET_PDEATHSIG``; with Dagster's in-process executor that is
-    the run worker's main thread, which waits here), and a guard process kills their whole groups
-    and sessions (a torchrun agent, a Spark JVM) once the run worker is gone (``_RunWorkerGuard``).
-    A leader that failed (killed, crashed) has the rest of its group killed too.
-
-    Returns the exit codes and what the launched trees used (CPU seconds, peak memory).
-    """
-    with _RunWorkerGuard() as guard:
-        processes: list[_MeteredPopen] = []
-        try:
-            for command, env in launches:
-                processes.append(
-                    _MeteredPopen(command, env=env, start_new_session=True, preexec_fn=_die_with_parent_thread)
-                )
-                guard.watch(processes[-1].pid)
-        except BaseException:
-            for process in processes:
-                _kill_group(process, grace_s=0)
-            raise
-        meters = [_TreeMeter(process) for process in processes]
-        deadline = time.monotonic() + timeout_s
-        poll_s = 0.05  # doubling to 0.5 s: a short workload is still sampled
-        try:
-            returncodes: list[int | None] = [None] * len(processes)
-            while any(code is None for code in returncodes):
-                for i, process in enumerate(processes):
-                    if returncodes[i] is None:
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
-                            raise subprocess.TimeoutExpired(process.args, timeout_s)
-                        with contextlib.suppress(subprocess.TimeoutExpired):
-                            returncodes[i] = process.wait(timeout=min(remaining, poll_s))
-                poll_s = min(poll_s * 2, 0.5)
-                _sample(meters)
-                failed = [code for code in returncodes if code not in (None, 0, *REPORTED_EXITS)]
-                if failed and len(processes) > 1:
-                    break  # one node failed: the others would wait for it at the rendezvous
-        except subprocess.TimeoutExpired as timeout:
-            for process in processes:
-                _kill_group(process)
-            raise Failure(
-                description=f"{workload} timed out after {timeout_s:.0f}s and was killed", allow_retries=True
-            ) from timeout
-        except DagsterExecutionInterruptedError:
-            for process in processes:
-                _kill_group(process, first=signal.SIGINT)
-            raise
-        for process in processes:
-            if process.poll() is None or (process.returncode not in (0, *REPORTED_EXITS) and _group_alive(process.pid)):
-                _kill_group(process)  # still running, or what a failed leader left behind
-        _settle(meters, until=min(time.monotonic() + SETTLE_S, deadline))
-    return [process.returncode for process in processes], TreeUsage.of(meters)
-
-
-# ------------------------------------------------------------------ workloads die with their run worker
-
-_PR_SET_PDEATHSIG = 1
-_LIBC_PRCTL = None
-if sys.platform.startswith("linux"):
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        _LIBC_PRCTL = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the child only calls it
-
-
-def _die_with_parent_thread() -> None:
-    """``preexec_fn``: in the child, before exec, ask the kernel to SIGKILL it when its parent thread exits.
-
-    Only an already-resolved C call between fork and exec (no imports, no locks). A session leader
-    is no exception; the kernel sends the signal when the thread that forked it exits, here the
-    one waiting in ``_wait_all``, so in practice when the run worker dies.
-    """
-    if _LIBC_PRCTL is not None:
-        _LIBC_PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-# The guard: reads one process-group id per line from the run worker; on "done" it exits; on EOF
-# without "done" (the run worker died: the kernel closed its end of the pipe) it SIGKILLs those
-# groups and every process left in their sessions. Plain stdlib, no site: it starts in ~20 ms.
-_GUARD = r"""
-import os, signal, sys
-leaders = []
-while True:
-    line = sys.stdin.buffer.readline()
-    if not line:
-        break
-    if line.strip() == b"done":
-        sys.exit(0)
-    leaders.append(int(line))
-for pgid in leaders:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except OSError:
-        pass
-for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
-    if entry.isdigit():
-        try:
-            with open("/proc/%s/stat" % entry, "rb") as f:
-                stat = f.read()
-            if int(stat[stat.rindex(b")") + 2 :].split()[3]) in leaders:
-                os.kill(int(entry), signal.SIGKILL)
-        except (OSError, ValueError, IndexError):
-            pass
-"""
-
-
-class _RunWorkerGuard:
-    """A small process, in a session of its own, that kills the workloads when the run worker dies.
-
-    The run worker holds the only write end of the guard's stdin: when it dies (SIGKILL included)
-    the kernel closes it and the guard sees EOF. A run worker that finishes normally says ``done``
-    first. If the guard cannot start, the workloads still die with the run worker through
-    ``PR_SET_PDEATHSIG`` (the leaders only).
-    """
-
-    def __init__(self):
-        self.process: subprocess.Popen | None = None
-
-    def __enter__(self) -> _RunWorkerGuard:
-        with contextlib.suppress(OSError):
-            self.process = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _GUARD],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                start_new_session=True,  # not in the run worker's group: a kill of that group does not reach it
-            )
-        return self
-
-    def watch(self, pgid: int) -> None:
-        self._say(f"{pgid}\n".encode())
-
-    def _say(self, data: bytes) -> None:
-        if self.process is None or self.process.stdin is None:
-            return
-        try:
-            self.process.stdin.write(data)
-            self.process.stdin.flush()
-        except (BrokenPipeError, ValueError):
-            pass  # the guard died (someone killed it): the leaders still die with the run worker
-
-    def __exit__(self, *exc) -> None:
-        if self.process is None:
-            return
-        self._say(b"done\n")
-        with contextlib.suppress(BrokenPipeError, OSError):
-            self.process.stdin.close()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-# ------------------------------------------------------------------ what a launch cost
-
-_MAXRSS_UNIT_KB = 1 / 1024 if sys.platform == "darwin" else 1  # ru_maxrss: bytes on macOS, KiB on Linux
-
-
-@dataclass(frozen=True)
-class TreeUsage:
-    """CPU seconds and peak resident memory of the process trees one launch started."""
-
-    cpu_s: float
-    peak_rss_mb: float
-    measured: str
-
-    @classmethod
-    def of(cls, meters: list[_TreeMeter]) -> TreeUsage:
-        sampled = all(meter.sampled for meter in meters)
-        return cls(
-            cpu_s=round(sum(meter.cpu_s() for meter in meters), 3),
-            peak_rss_mb=round(max((meter.peak_kb() for meter in meters), default=0) / 1024, 1),
-            measured="wait4 + /proc" if sampled else "wait4",
-        )
-
-
-class _MeteredPopen(subprocess.Popen):
-    """A ``Popen`` that keeps the kernel's resource usage of the process when it reaps it (``wait4``).
-
-    That usage includes every descendant reaped below it (a torchrun worker, a ``subprocess.run``),
-    and its ``ru_maxrss`` is the largest of their peak resident sets. Only the reaping call differs
-    from ``Popen`` (CPython's POSIX ``_try_wait``), so waiting, timeouts and interrupts behave as before.
-    """
-
-    rusage: Any = None
-
-    def _try_wait(self, wait_flags):
-        try:
-            pid, status, rusage = os.wait4(self.pid, wait_flags)
-        except ChildProcessError:  # as Popen: SIGCHLD ignored, the status is lost
-            return (self.pid, 0)
-        if pid == self.pid:
-            self.rusage = rusage
-        return (pid, status)
-
-
-class _TreeMeter:
-    """What one launched process tree used: ``wait4`` for the leader, ``/proc`` for what nobody reaps.
-
-    CPU: ``wait4`` misses a descendant no process of the tree waits for: a local Spark JVM that
-    outlives its Python driver, a grandchild whose parent died first. Such a process is re-parented
-    outside the tree; each launch is its own session, so ``/proc`` finds it by session id and its
-    CPU (with that of the children it reaped) at its last sighting is added.
-
-    Memory: the largest per-process high-water mark (``VmHWM``) or sum of the tree's resident sets
-    seen while sampling (every ~0.5 s). The leader's ``ru_maxrss`` counts only when it exceeds
-    the run worker's own peak: Linux carries the parent's peak into a forked child's ``ru_maxrss``
-    until ``exec``, so below that it may be the run worker's memory, not the workload's. Without
-    ``/proc`` (macOS) only the ``wait4`` figures count.
-    """
-
-    def __init__(self, process: _MeteredPopen):
-        self.process = process
-        self.sid = process.pid  # start_new_session: the leader's pid is the session id
-        # The run worker's peak so far: the most a forked child's ru_maxrss can carry over from it.
-        self.parent_maxrss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _MAXRSS_UNIT_KB
-        self.orphans: dict[int, float] = {}  # pid -> CPU seconds at its last sighting outside the tree
-        self.leader_cpu = 0.0  # the leader's own + reaped children's CPU at its last sighting
-        self.hwm_kb = 0
-        self.tree_rss_kb = 0
-        self.live = True  # some process of the session still runs
-        self.sampled = False
-
-    def observe(self, members: dict[int, _Proc]) -> None:
-        self.sampled = True
-        running = {pid for pid, proc in members.items() if proc.state not in ("Z", "X")}
-        self.live = bool(running)
-        self.tree_rss_kb = max(self.tree_rss_kb, sum(members[pid].rss_kb for pid in running))
-        for pid, proc in members.items():
-            self.hwm_kb = max(self.hwm_kb, proc.hwm_kb)
-            if pid == self.sid:
-                self.leader_cpu = proc.cpu_s
-            elif proc.ppid not in running or pid in self.orphans:
-                # Its parent is gone: nobody in the tree will reap it, wait4 will not count it.
-                self.orphans[pid] = proc.cpu_s
-
-    def cpu_s(self) -> float:
-        usage = self.process.rusage
-        leader = usage.ru_utime + usage.ru_stime if usage is not None else self.leader_cpu
-        return leader + sum(self.orphans.values())
-
-    def peak_kb(self) -> float:
-        usage = self.process.rusage
-        leader = usage.ru_maxrss * _MAXRSS_UNIT_KB if usage is not None else 0
-        if leader <= self.parent_maxrss_kb:
-            leader = 0  # possibly the run worker's peak carried over by fork, not the workload's
-        return max(leader, self.hwm_kb, self.tree_rss_kb)
-
-
-@dataclass(frozen=True)
-class _Proc:
-    ppid: int
-    state: str
-    cpu_s: float  # own user + system, plus that of the children it reaped
-    rss_kb: int
-    hwm_kb: int
-
-
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-_PAGE_KB = (os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096) // 1024
-
-
-def _sample(meters: list[_TreeMeter]) -> None:
-    """One pass over ``/proc``: each meter sees the processes of its session."""
-    sessions = _sessions({meter.sid for meter in meters if meter.live})
-    if sessions is None:
-        return
-    for meter in meters:
-        if meter.live:
-            meter.observe(sessions.get(meter.sid, {}))
-
-
-def _settle(meters: list[_TreeMeter], until: float) -> None:
-    """Keep sampling while processes a finished leader left behind still run (bounded by ``until``)."""
-    _sample(meters)
-    while any(meter.live and meter.sampled for meter in meters) and time.monotonic() < until:
-        time.sleep(0.1)
-        _sample(meters)
-
-
-def _sessions(sids: set[int]) -> dict[int, dict[int, _Proc]] | None:
-    """``{sid: {pid: _Proc}}`` for the processes of these sessions; ``None`` without ``/proc``."""
-    if not sids:
-        return {}
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return None
-    found: dict[int, dict[int, _Proc]] = {}
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as handle:
-                stat = handle.read()
-            # After "(comm)": state ppid pgrp session ... utime(14) stime cutime cstime ... rss(24)
-            fields = stat[stat.rindex(b")") + 2 :].split()
-            sid = int(fields[3])
-            if sid not in sids:
-                continue
-            hwm_kb = 0
-            with contextlib.suppress(OSError), open(f"/proc/{entry}/status", "rb") as handle:
-                for line in handle:
-                    if line.startswith(b"VmHWM:"):
-                        hwm_kb = int(line.split()[1])
-                        break
-        except (OSError, ValueError, IndexError):
-            continue  # exited while we looked
-        ticks = sum(int(value) for value in fields[11:15])
-        found.setdefault(sid, {})[int(entry)] = _Proc(
-            ppid=int(fields[1]),
-            state=fields[0].decode(),
-            cpu_s=ticks / _CLOCK_TICKS,
-            rss_kb=int(fields[21]) * _PAGE_KB,
-            hwm_kb=hwm_kb,
-        )
-    return found
 
 
 def _checked(workload: str, returncodes: list[int], messages: list[Any]) -> list[Any]:
@@ -910,31 +561,3 @@ def _json_setting(name: str, value: str, kind: type) -> Any:
     if not isinstance(parsed, kind):
         raise Failure(description=f"{name} must be a JSON {kind.__name__}, got {value!r}", allow_retries=False)
     return parsed
-
-
-def _kill_group(
-    process: subprocess.Popen, first: signal.Signals = signal.SIGTERM, grace_s: float | None = None
-) -> None:
-    """Signal the workload's whole process group, give it ``grace_s``, then SIGKILL whatever is left.
-
-    The leader exiting is not enough: a torchrun worker or Spark JVM that ignores or outlives the
-    signal would keep running (and holding GPUs) after the run is gone.
-    """
-    deadline = time.monotonic() + (KILL_GRACE_S if grace_s is None else grace_s)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, first)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=max(deadline - time.monotonic(), 0))
-    while time.monotonic() < deadline and _group_alive(process.pid):
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True

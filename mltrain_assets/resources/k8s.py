@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -238,18 +237,3 @@ def to_yaml(objects: list[dict[str, Any]]) -> str:
             return True
 
     return "".join("---\n" + yaml.dump(o, Dumper=Plain, sort_keys=False) for o in objects)
-
-
-def workload_command(container: dict[str, Any]) -> list[str]:
-    """What a workload container runs: its ``args`` under the image's entry point (or an explicit ``command``)."""
-    return list(container.get("command") or []) + list(container.get("args") or [])
-
-
-def command_params(command: list[str]) -> dict[str, Any]:
-    """The ``--params`` JSON of a workload command line."""
-    return json.loads(command[command.index("--params") + 1])
-
-
-def with_params(command: list[str], params: dict[str, Any]) -> list[str]:
-    index = command.index("--params") + 1
-    return [*command[:index], json.dumps(params, sort_keys=True, separators=(",", ":")), *command[index + 1 :]]

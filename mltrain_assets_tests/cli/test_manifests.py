@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from mltrain_assets.artifacts import MANIFEST_NAME, ArtifactRef, join_uri
-from mltrain_assets.resources.k8s import command_params
+from mltrain_assets.launch.local import command_params
 from mltrain_assets.resources.pod_security import violations
 from mltrain_assets.resources.workload_resources import resolve
 from mltrain_assets.simulate import simulate

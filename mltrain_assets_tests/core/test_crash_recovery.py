@@ -333,9 +333,9 @@ def test_the_pid_checked_launcher_lets_run_monitoring_fail_a_run_whose_worker_is
 
 def test_a_workload_is_killed_when_the_thread_that_started_it_exits():
     """``PR_SET_PDEATHSIG`` follows the launching *thread*: a workload outlives nothing but the
-    thread waiting for it (``_wait_all``), which in the run worker is its main thread (asserted in the
+    thread waiting for it (``launch/supervisor._wait``), which in the run worker is its main thread (asserted in the
     first kill test below)."""
-    from mltrain_assets.resources.compute import _die_with_parent_thread
+    from mltrain_assets.launch.supervisor import _die_with_parent_thread
 
     started = []
 

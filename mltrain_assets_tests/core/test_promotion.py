@@ -446,8 +446,12 @@ config, ready, both = json.loads(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[
 spans = []
 asset_def = _candidate_asset([], pool=REGISTRY_POOL, spans=spans)
 ready.touch()
-while len(list(both.glob("ready-*"))) < 2:  # both launch at the same moment
+while len(list(both.glob("ready-*"))) < 2:  # both launch together...
     time.sleep(0.05)
+# ...the second 0.3 s later, inside the first's 2 s body: without the pool they would overlap. Not in
+# the same millisecond: Dagster's SQLite claim (SELECT, then UPDATE that slot) can let two such claims
+# both win; PostgreSQL locks the row (services/test_postgres_profile.py starts six runs at once).
+time.sleep(0.3 * int(ready.name.split("-")[1]))
 with DagsterInstance.get() as instance:
     result = materialize(
         [asset_def],

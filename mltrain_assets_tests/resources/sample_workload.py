@@ -21,7 +21,7 @@ import time
 import pyarrow as pa
 
 from mltrain_assets.artifacts import ArtifactWriter, StorageUnavailable
-from mltrain_assets.workloads.common.params import MlflowSettings, WorkloadParams, runtime
+from mltrain_assets.workloads.common.params import MlflowSettings, WorkloadParams, runtime, service
 from mltrain_assets.workloads.common.runtime import DataRejected, Reporter, workload_main
 from mltrain_assets.workloads.common.spark import SparkSettings
 
@@ -63,9 +63,9 @@ class SampleParams(WorkloadParams):
     burn_s: float = runtime(default=0.0)
     alloc_mb: int = runtime(default=0)
     orphan_burn_s: float = runtime(default=0.0)
-    engine: str = runtime(default="spark")
-    spark: SparkSettings = runtime(default_factory=SparkSettings)
-    mlflow: MlflowSettings = runtime(default_factory=MlflowSettings)
+    engine: str = service("sql_engine", default="spark")
+    spark: SparkSettings = service("spark", default_factory=SparkSettings)
+    mlflow: MlflowSettings = service("mlflow", default_factory=MlflowSettings)
 
 
 def burn(params: SampleParams) -> None:

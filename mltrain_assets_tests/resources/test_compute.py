@@ -20,10 +20,10 @@ from dagster import (
     materialize,
 )
 from dagster_k8s.client import DagsterKubernetesClient
-from dagster_k8s.pipes import PipesK8sClient
 from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR
 
-from mltrain_assets.resources import compute as compute_module
+from mltrain_assets.launch import supervisor
+from mltrain_assets.resources import k8s_cluster
 from mltrain_assets.resources.compute import ComputeBackend
 from mltrain_assets.resources.spark import SparkConfig
 from mltrain_assets.workloads.common.spark import SparkSettings
@@ -94,7 +94,7 @@ def _gone_within(pid: int, seconds: float) -> bool:
 @pytest.fixture
 def fast_kill(monkeypatch):
     """A short grace between the polite signal and SIGKILL, so a stubborn child costs 1 s, not 10."""
-    monkeypatch.setattr(compute_module, "KILL_GRACE_S", 1.0)
+    monkeypatch.setattr(supervisor, "KILL_GRACE_S", 1.0)
 
 
 @pytest.fixture
@@ -105,6 +105,24 @@ def reap_stragglers():
     for pid in pids:
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_service_settings_reach_only_the_fields_that_declare_them():
+    """A params field that happens to be called `spark` or `engine` is the workload's own, never overwritten."""
+    from mltrain_assets.workloads.common.params import WorkloadParams, runtime
+
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Named(WorkloadParams):
+        module = "nowhere"
+        spark: str = runtime(default="mine")
+        engine: str = "mine too"
+        parity: int = 7
+
+    bound = ComputeBackend(**SETTINGS).bind(Named())
+    assert (bound.spark, bound.engine, bound.parity) == ("mine", "mine too", 7)
+    declared = ComputeBackend(**SETTINGS).bind(SampleParams(mode="ok"))
+    assert declared.engine == "duckdb" and declared.spark.master == "spark://spark-master:7077"
+    assert declared.mlflow.tracking_uri == "http://mlflow:5000"
 
 
 def test_local_backend_returns_the_workload_report():
@@ -213,10 +231,15 @@ def test_k8s_backend_submits_a_valid_pod_running_the_same_params(profile, monkey
             submitted["namespace"], submitted["body"] = namespace, body
             raise _PodSubmitted()
 
+        def delete_namespaced_pod(self, name, namespace):
+            submitted["deleted"] = name
+
     class FakeClient:
         core_api = FakeCoreApi()
+        batch_api = None
 
-    monkeypatch.setattr(PipesK8sClient, "_load_k8s_config", lambda self: None)
+    # Only the Kubernetes API client is faked: the launch goes through the backend's real k8s path.
+    monkeypatch.setattr(k8s_cluster, "load_kube_config", lambda: None)
     monkeypatch.setattr(DagsterKubernetesClient, "production_client", classmethod(lambda cls, **kw: FakeClient()))
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://minio.storage:9000")
     backend = ComputeBackend(
@@ -235,7 +258,8 @@ def test_k8s_backend_submits_a_valid_pod_running_the_same_params(profile, monkey
     )
     params = SampleParams(mode="echo", city="sf")
     result, _ = _run(params, timeout_s=1800, backend=backend, profile=profile, retries=0)
-    assert not result.success and "body" in submitted, "the real _run_k8s path reached the API"
+    assert not result.success and "body" in submitted, "the real k8s launch path reached the API"
+    assert "deleted" not in submitted, "a pod that was never created is not deleted"
 
     assert submitted["namespace"] == "ml"
     manifest = {
@@ -316,9 +340,16 @@ def test_a_launch_reports_the_cpu_and_peak_memory_of_its_whole_process_tree(back
 
 
 def test_k8s_pods_are_not_metered_by_the_run_worker_and_it_says_so(monkeypatch):
-    monkeypatch.setattr(ComputeBackend, "_run_k8s", lambda self, context, params, **kw: [{"answer": 42}])
-    result, workload = _run(SampleParams(mode="ok"), backend=ComputeBackend(backend="k8s"), retries=0)
-    assert result.success and workload.summary == {"answer": 42}
+    from mltrain_assets.launch import LaunchResult
+
+    class PodRan:  # a pod that succeeded on a cluster: an exit code, nothing the run worker could meter
+        def launch(self, launch):
+            return LaunchResult(returncodes=[0])
+
+    monkeypatch.setattr(ComputeBackend, "launcher", lambda self, *args, **kwargs: PodRan())
+    backend = ComputeBackend(backend="k8s", k8s_image="registry.example.com/mltrain:1")
+    result, workload = _run(SampleParams(mode="ok"), backend=backend, retries=0)
+    assert result.success
     assert workload.cpu_s is None and workload.peak_rss_mb is None
     assert "not measured" in workload.measured and "metrics" in workload.measured
     assert workload.wall_s >= 0

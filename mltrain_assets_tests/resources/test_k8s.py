@@ -6,9 +6,8 @@ import kubernetes_validate
 import pytest
 from dagster import AssetExecutionContext, Failure, MaterializeResult, asset, materialize
 
+from mltrain_assets.launch.local import command_params
 from mltrain_assets.resources.compute import ComputeBackend
-from mltrain_assets.resources.k8s import command_params
-from mltrain_assets.resources.k8s_jobs import run_indexed_job
 from mltrain_assets_tests.resources.sample_distributed import SampleDistributedParams
 
 
@@ -77,40 +76,14 @@ def test_k8s_local_runs_each_index_of_the_job_as_a_process(tmp_path):
     assert job["spec"]["completions"] == 2
 
 
-class _FakeApi:
-    def __init__(self, calls: list):
-        self.calls = calls
-
-    def create_namespaced_service(self, namespace, body):
-        self.calls.append(("create service", body["metadata"]["name"]))
-
-    def create_namespaced_job(self, namespace, body):
-        self.calls.append(("create job", body["metadata"]["name"]))
-
-    def delete_namespaced_service(self, name, namespace):
-        self.calls.append(("delete service", name))
-
-
-class _FakeClient:
-    def __init__(self, calls: list):
-        self.core_api = self.batch_api = _FakeApi(calls)
-        self.calls = calls
-
-    def get_pods_in_job(self, job, namespace):
-        raise RuntimeError("the API server is unreachable")
-
-    def delete_job(self, name, namespace):
-        self.calls.append(("delete job", name))
-
-
 def test_a_k8s_launch_without_an_image_fails_naming_the_setting(tmp_path):
     """No silent `mltrain:latest`: the image is MLTRAIN_K8S_IMAGE, the code location's or the run's own."""
 
     @asset
     def distributed(context: AssetExecutionContext, compute: ComputeBackend) -> MaterializeResult:
-        params = compute.bind(SampleDistributedParams(record_file=str(tmp_path / "r")))
+        params = SampleDistributedParams(record_file=str(tmp_path / "r"))
         with pytest.raises(Failure, match=r"no workload image: set MLTRAIN_K8S_IMAGE"):
-            run_indexed_job(compute, context, params, timeout_s=60, profile="training", client=_FakeClient([]))
+            compute.run(context, params, timeout_s=60, profile="training")
         return MaterializeResult()
 
     assert materialize([distributed], resources={"compute": ComputeBackend(backend="k8s", train_nodes="2")}).success
@@ -132,24 +105,3 @@ def test_the_image_is_the_code_locations_or_the_runs_own(monkeypatch):
         dagster_run = Run()
 
     assert backend.image(Context()) == "registry.example.com/mltrain@sha256:" + "2" * 64
-
-
-def test_the_indexed_job_and_its_service_are_deleted_when_the_launch_fails(tmp_path):
-    calls: list = []
-
-    @asset
-    def distributed(context: AssetExecutionContext, compute: ComputeBackend) -> MaterializeResult:
-        params = compute.bind(SampleDistributedParams(record_file=str(tmp_path / "r")))
-        with pytest.raises(Failure, match=r"on 2 nodes .* failed: the API server is unreachable"):
-            run_indexed_job(compute, context, params, timeout_s=60, profile="training", client=_FakeClient(calls))
-        return MaterializeResult()
-
-    backend = ComputeBackend(backend="k8s", train_nodes="2", k8s_image="registry.example.com/mltrain:1")
-    assert materialize([distributed], resources={"compute": backend}).success
-    name = calls[0][1]
-    assert calls == [
-        ("create service", name),
-        ("create job", name),
-        ("delete job", name),
-        ("delete service", name),
-    ]

@@ -33,6 +33,20 @@ def runtime(**kwargs: Any) -> Any:
     return dataclasses.field(metadata=_RUNTIME, **kwargs)
 
 
+# The deployment's service settings a params field may declare itself bound to (``service(binds=...)``).
+SERVICES = ("spark", "mlflow", "sql_engine", "engine_parity")
+
+
+def service(binds: str, **kwargs: Any) -> Any:
+    """A runtime field the control plane fills with one of the deployment's service settings (``SERVICES``).
+
+    Declared, never matched by name: a field that happens to be called ``spark`` is left alone.
+    """
+    if binds not in SERVICES:
+        raise ValueError(f"service(binds={binds!r}): one of {SERVICES}")
+    return dataclasses.field(metadata={**_RUNTIME, "binds": binds}, **kwargs)
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class WorkloadParams:
     """Base of every workload's parameters. Subclasses are frozen keyword-only dataclasses.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from mltrain_assets.workloads.common.params import MlflowSettings, WorkloadParams, input_uri, runtime
+from mltrain_assets.workloads.common.params import MlflowSettings, WorkloadParams, input_uri, runtime, service
 from mltrain_assets.workloads.common.spark import SparkSettings
 from mltrain_assets.workloads.demand.contract import EXPERIMENT_NAME
 
@@ -19,9 +19,11 @@ class AggregatesParams(WorkloadParams):
     commits = False  # commits one version per entry of targets
 
     rides_uris: dict[str, str] = input_uri(default_factory=dict)  # {date: committed ride_events version}
-    engine: str = runtime(default="spark")  # "spark" | "duckdb": same SQL text, same numbers
-    parity: bool = runtime(default=True)  # recompute a sample on the other engine (the engine_parity gate)
-    spark: SparkSettings = runtime(default_factory=SparkSettings)
+    engine: str = service("sql_engine", default="spark")  # "spark" | "duckdb": same SQL text, same numbers
+    parity: bool = service(
+        "engine_parity", default=True
+    )  # recompute a sample on the other engine (the engine_parity gate)
+    spark: SparkSettings = service("spark", default_factory=SparkSettings)
     # {date: version folder to commit}: one launch aggregates every date of a range not yet committed.
     targets: dict[str, str] = dataclasses.field(default_factory=dict, metadata={"versioned": False, "role": "output"})
 
@@ -34,9 +36,9 @@ class FeaturesParams(WorkloadParams):
 
     date: str
     aggregates_uris: tuple[str, ...] = input_uri(default=())
-    engine: str = runtime(default="spark")  # "spark" | "duckdb": same SQL text, same numbers
-    parity: bool = runtime(default=True)  # recompute on the other engine (the engine_parity gate)
-    spark: SparkSettings = runtime(default_factory=SparkSettings)
+    engine: str = service("sql_engine", default="spark")  # "spark" | "duckdb": same SQL text, same numbers
+    parity: bool = service("engine_parity", default=True)  # recompute on the other engine (the engine_parity gate)
+    spark: SparkSettings = service("spark", default_factory=SparkSettings)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -50,7 +52,7 @@ class TrainParams(WorkloadParams):
     seed: int = 0
     features_uri: str = input_uri(default="")
     experiment: str = runtime(default=EXPERIMENT_NAME)
-    mlflow: MlflowSettings = runtime(default_factory=MlflowSettings)
+    mlflow: MlflowSettings = service("mlflow", default_factory=MlflowSettings)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -63,4 +65,4 @@ class ForecastParams(WorkloadParams):
     city: str
     model_uri: str = input_uri(default="")  # models:/demand-forecast-<city>/<version>
     features_uri: str = input_uri(default="")
-    mlflow: MlflowSettings = runtime(default_factory=MlflowSettings)
+    mlflow: MlflowSettings = service("mlflow", default_factory=MlflowSettings)

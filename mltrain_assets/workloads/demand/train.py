@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
@@ -96,26 +98,27 @@ def split_rows(frame: pd.DataFrame, date: str) -> tuple[pd.DataFrame, pd.DataFra
     return labelled[labelled.ts < holdout_start], labelled[labelled.ts >= holdout_start]
 
 
-def train_city(
-    features_uri: str,
-    city: str,
-    date: str,
-    out_uri: str,
-    experiment: str = EXPERIMENT_NAME,
-    seed: int = 0,
-    reporter: Reporter | None = None,
-    run_tags: Mapping[str, str] | None = None,
-) -> dict:
-    """Train, evaluate, log to MLflow and commit one city's model; returns the summary.
+@dataclass(frozen=True)
+class _Holdout:
+    """The holdout's actual demand, the model's and the naive forecasts, and the metrics comparing them."""
 
-    ``run_tags``: extra MLflow run tags (the Dagster launch's id, partition and links).
-    """
-    import mlflow
-    import mlflow.lightgbm
-    from mlflow.models import infer_signature
+    actual: np.ndarray
+    forecast: np.ndarray
+    naive: np.ndarray
+    metrics: dict
 
-    from mltrain_assets.workloads.common.tracking import ensure_experiment
 
+@dataclass(frozen=True)
+class _Logged:
+    """Where MLflow keeps the run and its logged model."""
+
+    run_id: str
+    experiment_id: str
+    model_info: Any
+
+
+def _training_rows(features_uri: str, city: str, date: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The city's (training, holdout) rows; rejects too few training days or an empty holdout."""
     frame = read_features(features_uri, city).to_pandas()
     train, holdout = split_rows(frame, date)
     if train.ts.dt.date.nunique() < MIN_TRAIN_DAYS:
@@ -127,14 +130,16 @@ def train_city(
         raise DataRejected(
             f"partition {date}: rule holdout_rows: city {city} has no labelled rows in the last {HOLDOUT_DAYS} days"
         )
-    if reporter:
-        reporter.info(
-            f"{city} {date}: {len(train)} training rows, {len(holdout)} holdout rows, {len(FEATURE_NAMES)} features"
-        )
+    return train, holdout
 
-    params = lgb_params(seed)
+
+def _fit_booster(params: dict, train: pd.DataFrame) -> lgb.Booster:
     dataset = lgb.Dataset(train[FEATURE_NAMES], label=train[LABEL], feature_name=FEATURE_NAMES, free_raw_data=False)
-    booster = lgb.train(params, dataset, num_boost_round=NUM_BOOST_ROUND)
+    return lgb.train(params, dataset, num_boost_round=NUM_BOOST_ROUND)
+
+
+def _evaluate(booster: lgb.Booster, train: pd.DataFrame, holdout: pd.DataFrame) -> _Holdout:
+    """Forecast the holdout; the model's and the naive forecast's errors."""
     forecast = booster.predict(holdout[FEATURE_NAMES], num_threads=1)
     actual = holdout[LABEL].to_numpy(dtype=float)
     naive = holdout[NAIVE_FEATURE].to_numpy(dtype=float)
@@ -147,17 +152,73 @@ def train_city(
         "n_train": len(train),
         "n_holdout": len(holdout),
     }
+    return _Holdout(actual, forecast, naive, metrics)
+
+
+def _feature_importance(booster: lgb.Booster) -> list[dict]:
+    """Each feature's total gain and split count, most gain first."""
     gain = booster.feature_importance("gain")
     splits = booster.feature_importance("split")
-    importance = sorted(
+    return sorted(
         (
             {"feature": n, "gain": float(g), "splits": int(s)}
             for n, g, s in zip(FEATURE_NAMES, gain, splits, strict=True)
         ),
         key=lambda item: (-item["gain"], item["feature"]),
     )
-    if reporter:
-        reporter.info(f"{city} {date}: holdout MAPE {metrics['mape']:.3f} (naive {metrics['naive_mape']:.3f})")
+
+
+def _log_datasets(train: pd.DataFrame, holdout: pd.DataFrame, features_uri: str, city: str, date: str) -> None:
+    """Log the training and holdout rows as the run's inputs (``mlflow.log_input``)."""
+    import mlflow
+
+    for context, rows in (("training", train), ("holdout", holdout)):
+        with warnings.catch_warnings():
+            # A file:// source matches two equivalent local source types; MLflow picks one and warns.
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+            dataset = mlflow.data.from_pandas(
+                rows[["ts", *FEATURE_NAMES, LABEL]].reset_index(drop=True),
+                source=features_uri,
+                name=f"city_demand_features-{city}-{date}-{context}",
+                targets=LABEL,
+            )
+        mlflow.log_input(dataset, context=context)
+
+
+def _log_model(booster: lgb.Booster, train: pd.DataFrame):
+    """Log the booster with the lightgbm flavor, its signature and an input example; MLflow's model info."""
+    import mlflow.lightgbm
+    from mlflow.models import infer_signature
+
+    example = train[FEATURE_NAMES].head(5).reset_index(drop=True)
+    return mlflow.lightgbm.log_model(
+        booster,
+        name=MLFLOW_MODEL_NAME,
+        signature=infer_signature(example, booster.predict(example, num_threads=1)),
+        input_example=example,
+        # Explicit requirements: inferring them would load the model in a subprocess.
+        pip_requirements=[f"lightgbm=={lgb.__version__}", f"pandas=={pd.__version__}", f"numpy=={np.__version__}"],
+    )
+
+
+def _log_run(
+    *,
+    experiment: str,
+    city: str,
+    date: str,
+    features_uri: str,
+    out_uri: str,
+    run_tags: Mapping[str, str] | None,
+    params: dict,
+    booster: lgb.Booster,
+    metrics: dict,
+    train: pd.DataFrame,
+    holdout: pd.DataFrame,
+) -> _Logged:
+    """One MLflow run in ``experiment``: tags, params, metrics, the datasets and the model."""
+    import mlflow
+
+    from mltrain_assets.workloads.common.tracking import ensure_experiment
 
     ensure_experiment(experiment)
     with mlflow.start_run(run_name=f"demand-{city}-{date}") as run:
@@ -181,53 +242,85 @@ def train_city(
             }
         )
         mlflow.log_metrics(metrics)
-        for context, rows in (("training", train), ("holdout", holdout)):
-            with warnings.catch_warnings():
-                # A file:// source matches two equivalent local source types; MLflow picks one and warns.
-                warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-                dataset = mlflow.data.from_pandas(
-                    rows[["ts", *FEATURE_NAMES, LABEL]].reset_index(drop=True),
-                    source=features_uri,
-                    name=f"city_demand_features-{city}-{date}-{context}",
-                    targets=LABEL,
-                )
-            mlflow.log_input(dataset, context=context)
-        example = train[FEATURE_NAMES].head(5).reset_index(drop=True)
-        info = mlflow.lightgbm.log_model(
-            booster,
-            name=MLFLOW_MODEL_NAME,
-            signature=infer_signature(example, booster.predict(example, num_threads=1)),
-            input_example=example,
-            # Explicit requirements: inferring them would load the model in a subprocess.
-            pip_requirements=[f"lightgbm=={lgb.__version__}", f"pandas=={pd.__version__}", f"numpy=={np.__version__}"],
-        )
-        run_id = run.info.run_id
-        experiment_id = run.info.experiment_id
+        _log_datasets(train, holdout, features_uri, city, date)
+        info = _log_model(booster, train)
+        return _Logged(run.info.run_id, run.info.experiment_id, info)
 
-    summary = {
+
+def _summary(city: str, date: str, seed: int, metrics: dict, importance: list[dict], logged: _Logged) -> dict:
+    """The summary committed with the model's version: metrics, the MAPE gate, where MLflow has it."""
+    return {
         "city": city,
         "date": date,
         **{k: metrics[k] for k in ("mape", "naive_mape", "wape", "naive_wape", "rmse", "n_train", "n_holdout")},
         "mape_threshold": MAPE_THRESHOLD,
         "mape_ok": bool(metrics["mape"] < MAPE_THRESHOLD),
-        "mlflow_run_id": run_id,
-        "mlflow_experiment_id": experiment_id,
-        "mlflow_model_uri": info.model_uri,
-        "mlflow_model_id": getattr(info, "model_id", None),
-        "mlflow_run_model_uri": f"runs:/{run_id}/{MLFLOW_MODEL_NAME}",
+        "mlflow_run_id": logged.run_id,
+        "mlflow_experiment_id": logged.experiment_id,
+        "mlflow_model_uri": logged.model_info.model_uri,
+        "mlflow_model_id": getattr(logged.model_info, "model_id", None),
+        "mlflow_run_model_uri": f"runs:/{logged.run_id}/{MLFLOW_MODEL_NAME}",
         "n_features": len(FEATURE_NAMES),
         "top_features": [item["feature"] for item in importance[:5]],
         "seed": seed,
     }
-    holdout_table = pa.table(
+
+
+def _holdout_table(city: str, holdout: pd.DataFrame, evaluated: _Holdout) -> pa.Table:
+    """``holdout.parquet``: city, ts, demand, forecast, naive."""
+    return pa.table(
         {
             "city": pa.array([city] * len(holdout), pa.string()),
             "ts": pa.array(holdout.ts, UTC_TS),
-            "demand": pa.array(actual),
-            "forecast": pa.array(forecast),
-            "naive": pa.array(naive),
+            "demand": pa.array(evaluated.actual),
+            "forecast": pa.array(evaluated.forecast),
+            "naive": pa.array(evaluated.naive),
         }
     )
+
+
+def train_city(
+    features_uri: str,
+    city: str,
+    date: str,
+    out_uri: str,
+    experiment: str = EXPERIMENT_NAME,
+    seed: int = 0,
+    reporter: Reporter | None = None,
+    run_tags: Mapping[str, str] | None = None,
+) -> dict:
+    """Train, evaluate, log to MLflow and commit one city's model; returns the summary.
+
+    ``run_tags``: extra MLflow run tags (the Dagster launch's id, partition and links).
+    """
+    train, holdout = _training_rows(features_uri, city, date)
+    if reporter:
+        reporter.info(
+            f"{city} {date}: {len(train)} training rows, {len(holdout)} holdout rows, {len(FEATURE_NAMES)} features"
+        )
+
+    params = lgb_params(seed)
+    booster = _fit_booster(params, train)
+    evaluated = _evaluate(booster, train, holdout)
+    metrics = evaluated.metrics
+    importance = _feature_importance(booster)
+    if reporter:
+        reporter.info(f"{city} {date}: holdout MAPE {metrics['mape']:.3f} (naive {metrics['naive_mape']:.3f})")
+
+    logged = _log_run(
+        experiment=experiment,
+        city=city,
+        date=date,
+        features_uri=features_uri,
+        out_uri=out_uri,
+        run_tags=run_tags,
+        params=params,
+        booster=booster,
+        metrics=metrics,
+        train=train,
+        holdout=holdout,
+    )
+    summary = _summary(city, date, seed, metrics, importance, logged)
     writer = ArtifactWriter(
         out_uri,
         producer=PRODUCER,
@@ -237,10 +330,10 @@ def train_city(
     writer.write_bytes(MODEL_FILE, booster.model_to_string().encode())
     writer.write_json(METRICS_FILE, metrics)
     writer.write_json(IMPORTANCE_FILE, importance)
-    writer.write_table(HOLDOUT_FILE, holdout_table)
+    writer.write_table(HOLDOUT_FILE, _holdout_table(city, holdout, evaluated))
     writer.commit(summary)
     if reporter:
-        reporter.info(f"{city} {date}: model {info.model_uri} (run {run_id}) -> {out_uri}")
+        reporter.info(f"{city} {date}: model {logged.model_info.model_uri} (run {logged.run_id}) -> {out_uri}")
     return summary
 
 

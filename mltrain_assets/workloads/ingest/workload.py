@@ -41,6 +41,7 @@ from __future__ import annotations
 import datetime as dt
 import posixpath
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import duckdb
 import pyarrow as pa
@@ -245,6 +246,308 @@ def _decode_error(dataset: str, date: str, exc: duckdb.Error, rel_of: dict[str, 
     return None
 
 
+@dataclass(frozen=True)
+class _DaySql:
+    """The SQL fragments one day's queries share: quoted key columns, the column list, the rule labels."""
+
+    rules: dict[str, str]
+    id_col: str
+    time_col: str
+    columns: str
+    first_broken: str
+    tiebreak: str
+
+    @classmethod
+    def of(cls, spec: DatasetSpec, date: str) -> _DaySql:
+        rules = row_rules(spec, date)
+        others = [_quote(f.name) for f in spec.schema if f.name not in (spec.id_column, spec.time_column)]
+        return cls(
+            rules=rules,
+            id_col=_quote(spec.id_column),
+            time_col=_quote(spec.time_column),
+            columns=", ".join(_quote(name) for name in spec.schema.names),
+            first_broken=" ".join(f"WHEN NOT COALESCE(({sql}), FALSE) THEN '{name}'" for name, sql in rules.items()),
+            tiebreak=", ".join(f"{c} ASC NULLS LAST" for c in others),
+        )
+
+
+@dataclass
+class _RuleScan:
+    """One pass over the labelled rows: rows by first broken rule (and file), valid rows by hour."""
+
+    counts: dict[str, int]
+    by_file: dict[str, dict[str, int]]
+    valid_by_hour: dict[int, int]
+    rows_landed: int = 0
+
+    @property
+    def rows_rejected(self) -> int:
+        return sum(self.counts.values())
+
+
+@dataclass
+class _DayPlan:
+    """What the checks found and what the write must produce: the rule scan, duplicates, rows per hour."""
+
+    scan: _RuleScan
+    duplicates: int
+    expected_by_hour: dict[int, int]
+
+
+@dataclass
+class _Written:
+    """What ``events.parquet`` received: rows in all, by hour and by city."""
+
+    rows: int
+    rows_by_hour: dict[int, int]
+    rows_by_city: dict[str, int]
+
+
+def _check_listing(dataset: str, date: str, status: dict, expected_listing: str | None) -> None:
+    """``LandingChanged`` unless the day's listing is the one the control plane versioned it by."""
+    if expected_listing and status["fingerprint"] != expected_listing:
+        raise LandingChanged(
+            f"{dataset} {date}: the landed files changed since the control plane fingerprinted them "
+            f"(listing {status['fingerprint']}, expected {expected_listing}): a producer is still writing"
+        )
+
+
+def _check_landing(landing_uri: str, dataset: str, date: str, status: dict, root_uri: str) -> None:
+    """Reject a day whose landing is malformed: files outside the layout, no part files, no marker."""
+    if status["problems"]:
+        _reject(
+            dataset,
+            date,
+            [
+                (
+                    LAYOUT_RULE,
+                    f"{len(status['problems'])} file(s) outside the landing layout "
+                    f"hour=HH/part-*.parquet: {_shown(status['problems'], 'more files')}",
+                )
+            ],
+        )
+    if not status["files"]:
+        marker = f"a {SUCCESS_MARKER} marker but " if status["success"] else ""
+        _reject(dataset, date, [(FILES_RULE, f"{marker}no part files under {root_uri}")])
+    if not status["success"]:
+        _reject(
+            dataset,
+            date,
+            [
+                (
+                    MARKER_RULE,
+                    f"no {SUCCESS_MARKER} marker at {success_uri(landing_uri, dataset, date)} "
+                    f"({len(status['hours'])}/24 hourly buckets present)",
+                )
+            ],
+        )
+
+
+def _check_landed_day(
+    landing_uri: str,
+    spec: DatasetSpec,
+    dataset: str,
+    date: str,
+    status: dict,
+    root_uri: str,
+    expected_listing: str | None,
+) -> dict[int, int]:
+    """The checks before any row is read: listing, layout, marker, each file's footer, rows at all; rows per hour."""
+    _check_listing(dataset, date, status, expected_listing)
+    _check_landing(landing_uri, dataset, date, status, root_uri)
+    files = status["files"]
+    rows_by_folder_hour = _check_files(dataset, spec, date, root_uri, files)
+    if sum(rows_by_folder_hour.values()) == 0:
+        _reject(dataset, date, [(EMPTY_DAY_RULE, f"{len(files)} part files hold 0 rows")])
+    return rows_by_folder_hour
+
+
+def _label_rows(con: duckdb.DuckDBPyConnection, sql: _DaySql, rel_of: dict[str, str]) -> None:
+    """The ``labelled`` view: every landed row with the first rule it breaks and the file it came from."""
+    con.execute(
+        f"CREATE TEMP VIEW labelled AS SELECT {sql.columns}, CASE {sql.first_broken} END AS {RULE_COLUMN}, "
+        f"{FILE_COLUMN} FROM read_parquet({sql_list(list(rel_of))}, union_by_name = true, "
+        f"filename = '{FILE_COLUMN}')"
+    )
+
+
+def _scan_rules(con: duckdb.DuckDBPyConnection, sql: _DaySql, rel_of: dict[str, str]) -> _RuleScan:
+    # One pass: rows by (first broken rule, file, hour of the valid ones).
+    scanned = con.sql(
+        f"SELECT {RULE_COLUMN}, {FILE_COLUMN}, CASE WHEN {RULE_COLUMN} IS NULL THEN hour({sql.time_col}) END, "
+        f"count(*) FROM labelled GROUP BY ALL"
+    ).fetchall()
+    scan = _RuleScan(
+        counts=dict.fromkeys(sql.rules, 0),
+        by_file={name: {} for name in sql.rules},
+        valid_by_hour=dict.fromkeys(range(24), 0),
+    )
+    for rule, path, hour, n in scanned:
+        scan.rows_landed += n
+        if rule is None:
+            scan.valid_by_hour[int(hour)] += n
+            continue
+        scan.counts[rule] += n
+        rel = rel_of.get(path, path)
+        scan.by_file[rule][rel] = scan.by_file[rule].get(rel, 0) + n
+    return scan
+
+
+def _find_duplicates(con: duckdb.DuckDBPyConnection, sql: _DaySql) -> dict[int, int]:
+    """Rank every copy of a repeated id (tables ``repeated``, ``repeats``); the copies dropped, by hour."""
+    # Duplicate ids, found by an 8-byte hash of the id (cheap to group); a collision only sends a
+    # unique id through the exact per-id pick below, which keeps it.
+    con.execute(
+        f"CREATE TEMP TABLE repeated AS SELECT hash({sql.id_col}) AS id_hash FROM labelled "
+        f"WHERE {RULE_COLUMN} IS NULL GROUP BY 1 HAVING count(*) > 1"
+    )
+    # Every copy of a repeated id, ranked: the kept one is the first by event time, ties broken by every other column.
+    con.execute(
+        f"CREATE TEMP TABLE repeats AS SELECT {sql.columns}, row_number() OVER "
+        f"(PARTITION BY {sql.id_col} ORDER BY {sql.time_col}, {sql.tiebreak}) AS _keep "
+        f"FROM labelled WHERE {RULE_COLUMN} IS NULL AND hash({sql.id_col}) IN (SELECT id_hash FROM repeated)"
+    )
+    return dict(con.sql(f"SELECT hour({sql.time_col}), count(*) FROM repeats WHERE _keep > 1 GROUP BY 1").fetchall())
+
+
+def _check_duplicates(spec: DatasetSpec, dataset: str, date: str, duplicates: int, rows_landed: int) -> None:
+    if duplicates > spec.max_duplicate_fraction * rows_landed:
+        _reject(
+            dataset,
+            date,
+            [
+                (
+                    DUPLICATES_RULE,
+                    f"{duplicates:,} of {rows_landed:,} landed rows ({_pct(duplicates, rows_landed)}) repeat "
+                    f"the {spec.id_column} of an earlier row, more than the "
+                    f"{100 * spec.max_duplicate_fraction:g}% allowed (a replayed delivery?)",
+                )
+            ],
+        )
+
+
+def _plan_day(
+    con: duckdb.DuckDBPyConnection, spec: DatasetSpec, dataset: str, date: str, sql: _DaySql, rel_of: dict[str, str]
+) -> _DayPlan:
+    """Label, count and deduplicate the landed rows; reject the day on row rules, duplicates or completeness."""
+    _label_rows(con, sql, rel_of)
+    scan = _scan_rules(con, sql, rel_of)
+    _reject(dataset, date, _row_rule_violations(spec, scan.counts, scan.by_file, scan.rows_landed))
+    dropped_by_hour = _find_duplicates(con, sql)
+    duplicates = sum(int(n) for n in dropped_by_hour.values())
+    _check_duplicates(spec, dataset, date, duplicates, scan.rows_landed)
+    expected_by_hour = {h: scan.valid_by_hour[h] - int(dropped_by_hour.get(h, 0)) for h in range(24)}
+    _reject(
+        dataset,
+        date,
+        completeness_violations(expected_by_hour, sum(expected_by_hour.values()), spec.min_rows_per_day),
+    )
+    return _DayPlan(scan, duplicates, expected_by_hour)
+
+
+def _open_writer(out_uri: str, root_uri: str, status: dict) -> ArtifactWriter:
+    """The writer of the day's version, its inputs the landed files it was read from."""
+    return ArtifactWriter(
+        out_uri,
+        producer=PRODUCER,
+        code_version=INGEST_CODE_VERSION,
+        inputs={
+            "landing": root_uri,
+            "marker_sha256": status["marker_sha256"],
+            "files": status["files"],
+            "listing": status["fingerprint"],
+        },
+    )
+
+
+def _write_events(
+    con: duckdb.DuckDBPyConnection,
+    writer: ArtifactWriter,
+    spec: DatasetSpec,
+    dataset: str,
+    date: str,
+    sql: _DaySql,
+    reporter: Reporter | None,
+) -> _Written:
+    """Write ``events.parquet`` one UTC hour after another: the valid rows, one copy of each id, sorted."""
+    rows_by_hour = dict.fromkeys(range(24), 0)
+    rows_by_city: dict[str, int] = {}
+    with writer.parquet_file(EVENTS_FILE, spec.schema) as events:
+        for hour in range(24):
+            in_hour = _hour_bounds(spec, date, hour)
+            table = con.sql(
+                f"SELECT {sql.columns} FROM labelled WHERE {RULE_COLUMN} IS NULL AND {in_hour} "
+                f"AND hash({sql.id_col}) NOT IN (SELECT id_hash FROM repeated) "
+                f"UNION ALL SELECT {sql.columns} FROM repeats WHERE _keep = 1 AND {in_hour} "
+                f"ORDER BY {sql.time_col}, {sql.id_col}"
+            ).to_arrow_table()
+            events.write(table.cast(spec.schema), row_group_size=EVENTS_ROW_GROUP)
+            rows_by_hour[hour] = table.num_rows
+            if "city" in spec.schema.names:
+                for item in pc.value_counts(table.column("city")).to_pylist():
+                    rows_by_city[item["values"]] = rows_by_city.get(item["values"], 0) + item["counts"]
+            if reporter and hour % 6 == 5:
+                reporter.progress(hour + 1, 24, f"{dataset} {date} hours written")
+    return _Written(events.rows, rows_by_hour, rows_by_city)
+
+
+def _write_rejected(con: duckdb.DuckDBPyConnection, writer: ArtifactWriter, sql: _DaySql) -> None:
+    """Quarantine the rows that break a rule in ``rejected.parquet``, with the rule each breaks first."""
+    rejected = con.sql(
+        f"SELECT {sql.columns}, {RULE_COLUMN} FROM labelled WHERE {RULE_COLUMN} IS NOT NULL ORDER BY ALL NULLS LAST"
+    ).to_arrow_table()
+    writer.write_table(REJECTED_FILE, rejected)
+
+
+def _check_written_as_planned(dataset: str, date: str, written: _Written, plan: _DayPlan) -> None:
+    if written.rows_by_hour != plan.expected_by_hour:  # the plan and the write disagree: a bug, never commit it
+        raise RuntimeError(
+            f"{dataset} {date}: wrote {written.rows_by_hour} rows by hour, planned {plan.expected_by_hour}"
+        )
+
+
+def _check_landing_unchanged(landing_uri: str, dataset: str, date: str, status: dict) -> None:
+    # What was read must still be what landed: a re-delivery meanwhile is ingested under its own version.
+    now = day_status(landing_uri, dataset, date)["fingerprint"]
+    if now != status["fingerprint"]:
+        raise LandingChanged(f"{dataset} {date}: the landed files changed while they were ingested; not committed")
+
+
+def _day_summary(
+    spec: DatasetSpec,
+    dataset: str,
+    date: str,
+    status: dict,
+    plan: _DayPlan,
+    written: _Written,
+    rows_by_folder_hour: dict[int, int],
+    landing_fingerprint: str | None,
+) -> dict:
+    """The summary committed with the day's version (and returned by ``ingest_day``)."""
+    scan = plan.scan
+    rows_valid = scan.rows_landed - scan.rows_rejected
+    summary = {
+        "dataset": dataset,
+        "date": date,
+        "rows": written.rows,
+        "rows_landed": scan.rows_landed,
+        "duplicates_removed": rows_valid - written.rows,
+        "rows_rejected": scan.rows_rejected,
+        "rejected_by_rule": scan.counts,
+        "hours_present": sorted(h for h, n in rows_by_folder_hour.items() if n > 0),
+        "rows_by_hour": {f"{h:02d}": n for h, n in written.rows_by_hour.items()},
+        "success_marker": bool(status["success"]),
+        "marker_sha256": status["marker_sha256"],
+        "schema_ok": True,
+        "files_landed": len(status["files"]),
+    }
+    if landing_fingerprint:
+        summary["landing_fingerprint"] = landing_fingerprint
+    if "city" in spec.schema.names:
+        summary["rows_by_city"] = dict(sorted(written.rows_by_city.items()))
+    return summary
+
+
 def ingest_day(
     landing_uri: str,
     dataset: str,
@@ -273,191 +576,36 @@ def ingest_day(
         return committed["summary"]
 
     status = day_status(landing_uri, dataset, date)
-    if expected_listing and status["fingerprint"] != expected_listing:
-        raise LandingChanged(
-            f"{dataset} {date}: the landed files changed since the control plane fingerprinted them "
-            f"(listing {status['fingerprint']}, expected {expected_listing}): a producer is still writing"
-        )
     root_uri = day_uri(landing_uri, dataset, date)
-    if status["problems"]:
-        _reject(
-            dataset,
-            date,
-            [
-                (
-                    LAYOUT_RULE,
-                    f"{len(status['problems'])} file(s) outside the landing layout "
-                    f"hour=HH/part-*.parquet: {_shown(status['problems'], 'more files')}",
-                )
-            ],
-        )
+    rows_by_folder_hour = _check_landed_day(landing_uri, spec, dataset, date, status, root_uri, expected_listing)
     files = status["files"]
-    if not files:
-        marker = f"a {SUCCESS_MARKER} marker but " if status["success"] else ""
-        _reject(dataset, date, [(FILES_RULE, f"{marker}no part files under {root_uri}")])
-    if not status["success"]:
-        _reject(
-            dataset,
-            date,
-            [
-                (
-                    MARKER_RULE,
-                    f"no {SUCCESS_MARKER} marker at {success_uri(landing_uri, dataset, date)} "
-                    f"({len(status['hours'])}/24 hourly buckets present)",
-                )
-            ],
-        )
-    rows_by_folder_hour = _check_files(dataset, spec, date, root_uri, files)
-    if sum(rows_by_folder_hour.values()) == 0:
-        _reject(dataset, date, [(EMPTY_DAY_RULE, f"{len(files)} part files hold 0 rows")])
-
-    rules = row_rules(spec, date)
-    id_col, time_col = _quote(spec.id_column), _quote(spec.time_column)
-    others = [_quote(f.name) for f in spec.schema if f.name not in (spec.id_column, spec.time_column)]
-    columns = ", ".join(_quote(name) for name in spec.schema.names)
-    first_broken = " ".join(f"WHEN NOT COALESCE(({sql}), FALSE) THEN '{name}'" for name, sql in rules.items())
-    tiebreak = ", ".join(f"{c} ASC NULLS LAST" for c in others)
-    rows_by_hour = dict.fromkeys(range(24), 0)
-    rows_by_city: dict[str, int] = {}
+    sql = _DaySql.of(spec, date)
     with duckdb_connection(memory_limit) as con:
         rel_of = {duckdb_path(con, join_uri(root_uri, rel)): rel for rel in files}
         try:
-            con.execute(
-                f"CREATE TEMP VIEW labelled AS SELECT {columns}, CASE {first_broken} END AS {RULE_COLUMN}, "
-                f"{FILE_COLUMN} FROM read_parquet({sql_list(list(rel_of))}, union_by_name = true, "
-                f"filename = '{FILE_COLUMN}')"
-            )
-            # One pass: rows by (first broken rule, file, hour of the valid ones).
-            scanned = con.sql(
-                f"SELECT {RULE_COLUMN}, {FILE_COLUMN}, CASE WHEN {RULE_COLUMN} IS NULL THEN hour({time_col}) END, "
-                f"count(*) FROM labelled GROUP BY ALL"
-            ).fetchall()
-            counts = dict.fromkeys(rules, 0)
-            by_file: dict[str, dict[str, int]] = {name: {} for name in rules}
-            valid_by_hour = dict.fromkeys(range(24), 0)
-            rows_landed = 0
-            for rule, path, hour, n in scanned:
-                rows_landed += n
-                if rule is None:
-                    valid_by_hour[int(hour)] += n
-                    continue
-                counts[rule] += n
-                rel = rel_of.get(path, path)
-                by_file[rule][rel] = by_file[rule].get(rel, 0) + n
-            rows_rejected = sum(counts.values())
-            _reject(dataset, date, _row_rule_violations(spec, counts, by_file, rows_landed))
-
-            # Duplicate ids, found by an 8-byte hash of the id (cheap to group); a collision only sends a
-            # unique id through the exact per-id pick below, which keeps it.
-            con.execute(
-                f"CREATE TEMP TABLE repeated AS SELECT hash({id_col}) AS id_hash FROM labelled "
-                f"WHERE {RULE_COLUMN} IS NULL GROUP BY 1 HAVING count(*) > 1"
-            )
-            # Every copy of a repeated id, ranked: the kept one is the first by event time, ties broken by every other column.
-            con.execute(
-                f"CREATE TEMP TABLE repeats AS SELECT {columns}, row_number() OVER "
-                f"(PARTITION BY {id_col} ORDER BY {time_col}, {tiebreak}) AS _keep "
-                f"FROM labelled WHERE {RULE_COLUMN} IS NULL AND hash({id_col}) IN (SELECT id_hash FROM repeated)"
-            )
-            dropped_by_hour = dict(
-                con.sql(f"SELECT hour({time_col}), count(*) FROM repeats WHERE _keep > 1 GROUP BY 1").fetchall()
-            )
-            duplicates = sum(int(n) for n in dropped_by_hour.values())
-            if duplicates > spec.max_duplicate_fraction * rows_landed:
-                _reject(
-                    dataset,
-                    date,
-                    [
-                        (
-                            DUPLICATES_RULE,
-                            f"{duplicates:,} of {rows_landed:,} landed rows ({_pct(duplicates, rows_landed)}) repeat "
-                            f"the {spec.id_column} of an earlier row, more than the "
-                            f"{100 * spec.max_duplicate_fraction:g}% allowed (a replayed delivery?)",
-                        )
-                    ],
-                )
-            expected_by_hour = {h: valid_by_hour[h] - int(dropped_by_hour.get(h, 0)) for h in range(24)}
-            _reject(
-                dataset,
-                date,
-                completeness_violations(expected_by_hour, sum(expected_by_hour.values()), spec.min_rows_per_day),
-            )
-
+            plan = _plan_day(con, spec, dataset, date, sql, rel_of)
             if reporter:
                 reporter.info(
-                    f"{dataset} {date}: {rows_landed} rows landed in {len(files)} files, {rows_rejected} break "
-                    f"rules, {duplicates} duplicates"
+                    f"{dataset} {date}: {plan.scan.rows_landed} rows landed in {len(files)} files, "
+                    f"{plan.scan.rows_rejected} break rules, {plan.duplicates} duplicates"
                 )
-            writer = ArtifactWriter(
-                out_uri,
-                producer=PRODUCER,
-                code_version=INGEST_CODE_VERSION,
-                inputs={
-                    "landing": root_uri,
-                    "marker_sha256": status["marker_sha256"],
-                    "files": status["files"],
-                    "listing": status["fingerprint"],
-                },
-            )
-            with writer.parquet_file(EVENTS_FILE, spec.schema) as events:
-                for hour in range(24):
-                    in_hour = _hour_bounds(spec, date, hour)
-                    table = con.sql(
-                        f"SELECT {columns} FROM labelled WHERE {RULE_COLUMN} IS NULL AND {in_hour} "
-                        f"AND hash({id_col}) NOT IN (SELECT id_hash FROM repeated) "
-                        f"UNION ALL SELECT {columns} FROM repeats WHERE _keep = 1 AND {in_hour} "
-                        f"ORDER BY {time_col}, {id_col}"
-                    ).to_arrow_table()
-                    events.write(table.cast(spec.schema), row_group_size=EVENTS_ROW_GROUP)
-                    rows_by_hour[hour] = table.num_rows
-                    if "city" in spec.schema.names:
-                        for item in pc.value_counts(table.column("city")).to_pylist():
-                            rows_by_city[item["values"]] = rows_by_city.get(item["values"], 0) + item["counts"]
-                    if reporter and hour % 6 == 5:
-                        reporter.progress(hour + 1, 24, f"{dataset} {date} hours written")
-            if rows_rejected:
-                rejected = con.sql(
-                    f"SELECT {columns}, {RULE_COLUMN} FROM labelled WHERE {RULE_COLUMN} IS NOT NULL "
-                    "ORDER BY ALL NULLS LAST"
-                ).to_arrow_table()
-                writer.write_table(REJECTED_FILE, rejected)
+            writer = _open_writer(out_uri, root_uri, status)
+            written = _write_events(con, writer, spec, dataset, date, sql, reporter)
+            if plan.scan.rows_rejected:
+                _write_rejected(con, writer, sql)
         except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
             rejection = _decode_error(dataset, date, exc, rel_of)
             if rejection is None:
                 raise
             raise rejection from exc
-    if rows_by_hour != expected_by_hour:  # the plan and the write disagree: a bug, never commit it
-        raise RuntimeError(f"{dataset} {date}: wrote {rows_by_hour} rows by hour, planned {expected_by_hour}")
-    rows = events.rows
-    rows_valid = rows_landed - rows_rejected
-    summary = {
-        "dataset": dataset,
-        "date": date,
-        "rows": rows,
-        "rows_landed": rows_landed,
-        "duplicates_removed": rows_valid - rows,
-        "rows_rejected": rows_rejected,
-        "rejected_by_rule": counts,
-        "hours_present": sorted(h for h, n in rows_by_folder_hour.items() if n > 0),
-        "rows_by_hour": {f"{h:02d}": n for h, n in rows_by_hour.items()},
-        "success_marker": bool(status["success"]),
-        "marker_sha256": status["marker_sha256"],
-        "schema_ok": True,
-        "files_landed": len(files),
-    }
-    if landing_fingerprint:
-        summary["landing_fingerprint"] = landing_fingerprint
-    if "city" in spec.schema.names:
-        summary["rows_by_city"] = dict(sorted(rows_by_city.items()))
-    # What was read must still be what landed: a re-delivery meanwhile is ingested under its own version.
-    now = day_status(landing_uri, dataset, date)["fingerprint"]
-    if now != status["fingerprint"]:
-        raise LandingChanged(f"{dataset} {date}: the landed files changed while they were ingested; not committed")
+    _check_written_as_planned(dataset, date, written, plan)
+    summary = _day_summary(spec, dataset, date, status, plan, written, rows_by_folder_hour, landing_fingerprint)
+    _check_landing_unchanged(landing_uri, dataset, date, status)
     writer.commit(summary)
     if reporter:
         reporter.info(
-            f"{dataset} {date}: {rows} rows committed ({summary['duplicates_removed']} duplicates, "
-            f"{rows_rejected} quarantined) -> {out_uri}"
+            f"{dataset} {date}: {written.rows} rows committed ({summary['duplicates_removed']} duplicates, "
+            f"{plan.scan.rows_rejected} quarantined) -> {out_uri}"
         )
     return summary
 

@@ -125,42 +125,44 @@ def _factors_table(factors: pa.Table, counts: pa.Table, id_column: str, rank: in
     )
 
 
-def fit_embeddings(
-    spark,
-    events_paths: list[str],
-    *,
-    rank: int = contract.ALS_RANK,
-    iterations: int = contract.ALS_ITERATIONS,
-    reg: float = contract.ALS_REG,
-    alpha: float = contract.ALS_ALPHA,
-    seed: int = 0,
-    negative_weight: float = contract.ALS_NEGATIVE_WEIGHT,
-    dwell_log_scale: float = contract.ALS_DWELL_LOG_SCALE,
-    plan: AlsPlan | None = None,
-    checkpoint_dir: str | None = None,
-) -> dict[str, Any]:
-    """Fit implicit ALS on the events at ``events_paths``; returns factor tables and fit statistics.
+class _Stopwatch:
+    """Seconds per phase, each from the end of the one before (``timings_s`` of the stats)."""
 
-    ``plan``: ``None`` chooses it from the window's ratings, users and items (``als_plan``).
-    ``checkpoint_dir``: where Spark checkpoints when the plan asks for it; without one ALS runs
-    uncheckpointed (same factors, longer lineage), and the stats say so.
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self._clock = time.monotonic()
 
-    Returns ``{"user_factors": pa.Table, "item_factors": pa.Table, "stats": {...}}``.
-    """
-    from pyspark.ml.recommendation import ALS
+    def lap(self, phase: str) -> None:
+        self.timings[phase] = round(time.monotonic() - self._clock, 2)
+        self._clock = time.monotonic()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Window:
+    """The window aggregated per (user, item) pair: the pairs (cached), ALS's ratings, counts per user and item."""
+
+    pairs: Any
+    rated: Any
+    user_counts: pa.Table
+    item_counts: pa.Table
+    n_pairs: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _Factors:
+    """The fitted factors aligned with the window's ids, and how many ratings, users and items ALS saw."""
+
+    user_factors: pa.Table
+    item_factors: pa.Table
+    n_rated: int
+    users_fitted: int
+    items_fitted: int
+
+
+def _window_bounds(events, days: int):
+    """The window's event count and id ranges; rejects an empty window and ids outside ALS's Java ints."""
     from pyspark.sql import functions as F
 
-    if not events_paths:
-        raise DataRejected("interaction_embeddings: no input days given")
-    timings: dict[str, float] = {}
-    clock = time.monotonic()
-
-    def lap(phase: str) -> None:
-        nonlocal clock
-        timings[phase] = round(time.monotonic() - clock, 2)
-        clock = time.monotonic()
-
-    events = spark.read.parquet(*events_paths).select("user_id", "item_id", "clicked", "dwell_seconds")
     bounds = events.agg(
         F.count("*").alias("n"),
         F.min("user_id").alias("min_user"),
@@ -169,9 +171,7 @@ def fit_embeddings(
         F.max("item_id").alias("max_item"),
     ).first()
     if bounds["n"] == 0:
-        raise DataRejected(
-            f"interaction_embeddings: rule non_empty_window failed: 0 events in {len(events_paths)} days"
-        )
+        raise DataRejected(f"interaction_embeddings: rule non_empty_window failed: 0 events in {days} days")
     for name in ("user", "item"):
         low, high = bounds[f"min_{name}"], bounds[f"max_{name}"]
         if low < 0 or high > _MAX_ID:
@@ -179,6 +179,12 @@ def fit_embeddings(
                 f"interaction_embeddings: rule {name}_id_in_int32_range failed: "
                 f"observed {name}_id range [{low}, {high}]"
             )
+    return bounds
+
+
+def _aggregate_window(events, negative_weight: float, dwell_log_scale: float) -> _Window:
+    """Sum each (user, item) pair's implicit rating exactly; keep for ALS the pairs it can solve."""
+    from pyspark.sql import functions as F
 
     # Integer micro-units make the sum exact, hence independent of the shuffle's merge order.
     click_weight = F.lit(1.0) + F.log1p(F.greatest(F.col("dwell_seconds"), F.lit(0.0))) / F.lit(dwell_log_scale)
@@ -210,15 +216,13 @@ def fit_embeddings(
     )
     user_counts = _window_counts(pairs, "user", "user_id")
     item_counts = _window_counts(pairs, "item", "item_id")
-    n_pairs = pairs.count()
-    lap("aggregate_s")
+    return _Window(pairs, rated, user_counts, item_counts, pairs.count())
 
-    if plan is None:
-        plan = als_plan(n_pairs, user_counts.num_rows, item_counts.num_rows, rank)
-    ratings = rated.repartition(plan.blocks, "user").sortWithinPartitions("user", "item").cache()
-    checkpointing = plan.checkpoint_interval > 0 and checkpoint_dir is not None
-    if checkpointing:
-        spark.sparkContext.setCheckpointDir(checkpoint_dir)
+
+def _fit_als(ratings, plan: AlsPlan, checkpointing: bool, *, iterations: int, reg: float, alpha: float, seed: int):
+    """ALS (implicit feedback) with the plan's rank, blocks and checkpoint interval, and a fixed seed."""
+    from pyspark.ml.recommendation import ALS
+
     als = ALS(
         rank=plan.rank,
         maxIter=iterations,
@@ -235,27 +239,77 @@ def fit_embeddings(
         nonnegative=False,
         coldStartStrategy="nan",
     )
-    model = als.fit(ratings)
-    lap("als_s")
+    return als.fit(ratings)
+
+
+def _observed_loss(model, ratings, alpha: float):
+    """The squared error and the confidence summed over the rated pairs (``sse``, ``c``)."""
+    from pyspark.sql import functions as F
 
     # Implicit-feedback training loss on the observed pairs: confidence-weighted RMSE between
     # the preference (1 if net rating > 0 else 0) and the factors' dot product.
     predicted = model.transform(ratings).where(~F.isnan("prediction"))
     confidence = F.lit(1.0) + F.lit(alpha) * F.abs(F.col("rating"))
     preference = F.when(F.col("rating") > 0, 1.0).otherwise(0.0)
-    loss = predicted.agg(
+    return predicted.agg(
         F.sum(confidence * (preference - F.col("prediction")) ** 2).alias("sse"),
         F.sum(confidence).alias("c"),
     ).first()
-    lap("loss_s")
 
-    user_factors = _factors_table(model.userFactors.toArrow(), user_counts, "user_id", plan.rank)
-    item_factors = _factors_table(model.itemFactors.toArrow(), item_counts, "item_id", plan.rank)
+
+def _collect_factors(model, ratings, window: _Window, rank: int) -> _Factors:
+    """Bring the factors to the driver as Arrow, aligned with the window's ids; release the cached data."""
+    user_factors = _factors_table(model.userFactors.toArrow(), window.user_counts, "user_id", rank)
+    item_factors = _factors_table(model.itemFactors.toArrow(), window.item_counts, "item_id", rank)
     n_rated = ratings.count()
     users_fitted, items_fitted = model.userFactors.count(), model.itemFactors.count()
     ratings.unpersist()
-    pairs.unpersist()
-    lap("collect_s")
+    window.pairs.unpersist()
+    return _Factors(user_factors, item_factors, n_rated, users_fitted, items_fitted)
+
+
+def fit_embeddings(
+    spark,
+    events_paths: list[str],
+    *,
+    rank: int = contract.ALS_RANK,
+    iterations: int = contract.ALS_ITERATIONS,
+    reg: float = contract.ALS_REG,
+    alpha: float = contract.ALS_ALPHA,
+    seed: int = 0,
+    negative_weight: float = contract.ALS_NEGATIVE_WEIGHT,
+    dwell_log_scale: float = contract.ALS_DWELL_LOG_SCALE,
+    plan: AlsPlan | None = None,
+    checkpoint_dir: str | None = None,
+) -> dict[str, Any]:
+    """Fit implicit ALS on the events at ``events_paths``; returns factor tables and fit statistics.
+
+    ``plan``: ``None`` chooses it from the window's ratings, users and items (``als_plan``).
+    ``checkpoint_dir``: where Spark checkpoints when the plan asks for it; without one ALS runs
+    uncheckpointed (same factors, longer lineage), and the stats say so.
+
+    Returns ``{"user_factors": pa.Table, "item_factors": pa.Table, "stats": {...}}``.
+    """
+    if not events_paths:
+        raise DataRejected("interaction_embeddings: no input days given")
+    watch = _Stopwatch()
+    events = spark.read.parquet(*events_paths).select("user_id", "item_id", "clicked", "dwell_seconds")
+    bounds = _window_bounds(events, len(events_paths))
+    window = _aggregate_window(events, negative_weight, dwell_log_scale)
+    watch.lap("aggregate_s")
+
+    if plan is None:
+        plan = als_plan(window.n_pairs, window.user_counts.num_rows, window.item_counts.num_rows, rank)
+    ratings = window.rated.repartition(plan.blocks, "user").sortWithinPartitions("user", "item").cache()
+    checkpointing = plan.checkpoint_interval > 0 and checkpoint_dir is not None
+    if checkpointing:
+        spark.sparkContext.setCheckpointDir(checkpoint_dir)
+    model = _fit_als(ratings, plan, checkpointing, iterations=iterations, reg=reg, alpha=alpha, seed=seed)
+    watch.lap("als_s")
+    loss = _observed_loss(model, ratings, alpha)
+    watch.lap("loss_s")
+    factors = _collect_factors(model, ratings, window, plan.rank)
+    watch.lap("collect_s")
     stats = {
         "rank": plan.rank,
         "iterations": iterations,
@@ -265,17 +319,17 @@ def fit_embeddings(
         "negative_weight": negative_weight,
         "als_plan": plan.as_dict(),
         "checkpointed": checkpointing,
-        "users": user_factors.num_rows,
-        "items": item_factors.num_rows,
+        "users": factors.user_factors.num_rows,
+        "items": factors.item_factors.num_rows,
         "interactions": int(bounds["n"]),
-        "users_with_factors": users_fitted,
-        "items_with_factors": items_fitted,
-        "user_item_pairs": int(n_pairs),
-        "rated_pairs": int(n_rated),
+        "users_with_factors": factors.users_fitted,
+        "items_with_factors": factors.items_fitted,
+        "user_item_pairs": int(window.n_pairs),
+        "rated_pairs": int(factors.n_rated),
         "observed_weighted_rmse": float(np.sqrt(loss["sse"] / loss["c"])) if loss["c"] else None,
-        "timings_s": timings,
+        "timings_s": watch.timings,
     }
-    return {"user_factors": user_factors, "item_factors": item_factors, "stats": stats}
+    return {"user_factors": factors.user_factors, "item_factors": factors.item_factors, "stats": stats}
 
 
 def _window_counts(pairs, column: str, id_column: str) -> pa.Table:

@@ -10,6 +10,7 @@ from mltrain_assets.workloads.common.params import (
     WorkloadParams,
     input_uri,
     runtime,
+    service,
 )
 from mltrain_assets.workloads.common.spark import SparkSettings
 from mltrain_assets.workloads.recsys import contract
@@ -29,7 +30,7 @@ class EmbeddingsParams(WorkloadParams):
     negative_weight: float = contract.ALS_NEGATIVE_WEIGHT
     seed: int = 0
     interactions_uris: tuple[str, ...] = input_uri(default=())
-    spark: SparkSettings = runtime(default_factory=SparkSettings)
+    spark: SparkSettings = service("spark", default_factory=SparkSettings)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -55,7 +56,7 @@ class TrainParams(DistributedParams):
     checkpoint_uri: str = runtime(default="")  # empty: contract.checkpoint_uri_for(out_uri)
     keep_checkpoints: bool = runtime(default=False)
     experiment: str = runtime(default=contract.EXPERIMENT_NAME)
-    mlflow: MlflowSettings = runtime(default_factory=MlflowSettings)
+    mlflow: MlflowSettings = service("mlflow", default_factory=MlflowSettings)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -67,7 +68,7 @@ class EvaluateParams(WorkloadParams):
 
     model_uri: str = input_uri(default="")
     eval_uri: str = input_uri(default="")
-    mlflow: MlflowSettings = runtime(default_factory=MlflowSettings)
+    mlflow: MlflowSettings = service("mlflow", default_factory=MlflowSettings)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -82,4 +83,4 @@ class RecommendParams(WorkloadParams):
     users_limit: int | None = None
     model_uri: str = input_uri(default="")
     device: str = "ios"  # the context the items are scored for
-    mlflow: MlflowSettings = runtime(default_factory=MlflowSettings)
+    mlflow: MlflowSettings = service("mlflow", default_factory=MlflowSettings)

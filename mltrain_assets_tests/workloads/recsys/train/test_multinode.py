@@ -5,8 +5,8 @@ from dagster import AssetExecutionContext, MaterializeResult, asset, materialize
 from mlflow.tracking import MlflowClient
 
 from mltrain_assets.artifacts import read_manifest
+from mltrain_assets.launch.local import command_params
 from mltrain_assets.resources.compute import ComputeBackend
-from mltrain_assets.resources.k8s import command_params
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,33 @@
+"""Launching workloads, dagster-free: one ``Launcher`` protocol, and a launcher per place a workload runs.
+
+- ``LocalProcess``: a supervised subprocess (``local``);
+- ``KubernetesHere``: the rendered Pods / Indexed Job as local processes (``k8s-local``);
+- ``KubernetesPod`` / ``IndexedJob``: the rendered objects submitted to a cluster (``k8s``);
+- ``RenderOnly``: nothing launched, the objects returned (``mltrain manifests``).
+
+The control plane (``resources/compute.py``) picks one by configuration; ``mltrain reproduce``
+uses the same. Importing this package imports no dagster and nothing heavy (the guard process
+imports it in a bare interpreter).
+"""
+
+from mltrain_assets.launch.kubernetes import Cluster, IndexedJob, KubernetesPod, RenderOnly
+from mltrain_assets.launch.local import KubernetesHere, LocalProcess, local_pods
+from mltrain_assets.launch.metering import TreeUsage
+from mltrain_assets.launch.protocol import Launch, Launcher, LaunchFailed, LaunchResult
+from mltrain_assets.launch.supervisor import LaunchTimeout
+
+__all__ = [
+    "Cluster",
+    "IndexedJob",
+    "KubernetesHere",
+    "KubernetesPod",
+    "Launch",
+    "LaunchFailed",
+    "LaunchResult",
+    "LaunchTimeout",
+    "Launcher",
+    "LocalProcess",
+    "RenderOnly",
+    "TreeUsage",
+    "local_pods",
+]
