@@ -11,12 +11,17 @@ from mltrain_assets.resources.k8s import PodTemplate, render_indexed_job
 
 
 def test_a_local_process_reports_its_exit_and_what_it_cost():
-    code = "import sys; x = bytearray(80 * 1024 * 1024); sum(range(3_000_000)); sys.exit(3)"
+    # Holds 200 MiB for a second of CPU: long enough for /proc sampling to see it whatever the run worker's size.
+    code = (
+        "import sys, time; x = bytearray(200 * 1024 * 1024); t = time.process_time()\n"
+        "while time.process_time() - t < 1.0: pass\n"
+        "sys.exit(3)"
+    )
     result = LocalProcess(ok_exits=(0, 3)).launch(
         Launch(workload="probe", command=["python", "-c", code], timeout_s=60)
     )
     assert result.returncodes == [3]
-    assert result.usage.cpu_s > 0 and result.usage.peak_rss_mb >= 80
+    assert result.usage.cpu_s >= 1.0 and result.usage.peak_rss_mb >= 200
     assert result.usage.measured == "wait4 + /proc"
 
 
