@@ -17,10 +17,11 @@ import dataclasses
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 RESOURCES_ENV = "MLTRAIN_WORKLOAD_RESOURCES"
 PROFILES = ("default", "spark", "training")
+WorkloadProfile = Literal["default", "spark", "training"]
 # Kubernetes resource quantities: 2, 500m, 8Gi, 1.5G ...
 _QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 

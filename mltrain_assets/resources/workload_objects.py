@@ -1,0 +1,159 @@
+"""The Kubernetes objects of a workload launch, from the compute resource's settings.
+
+A mixin of ``ComputeBackend``: the pod template of a profile (resources, placement, identity,
+secrets, scratch, ``/dev/shm``), the Spark executor template, and the objects one launch submits
+(a Pod, or a headless Service + Indexed Job). ``mltrain manifests`` prints them; the ``k8s``
+launchers submit them; ``k8s-local`` runs them here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from dagster import AssetExecutionContext, Failure
+
+from mltrain_assets.resources.k8s import (
+    PodTemplate,
+    object_name,
+    render_indexed_job,
+    render_pod,
+    rendezvous_endpoint,
+    spark_executor_object,
+)
+from mltrain_assets.resources.spark import SparkConfig
+from mltrain_assets.resources.workload_resources import WorkloadProfile, WorkloadResources
+from mltrain_assets.workloads.common.params import DistributedParams, WorkloadParams
+
+IMAGE_PLACEHOLDER = "<the run's image: set MLTRAIN_K8S_IMAGE or DAGSTER_CURRENT_IMAGE>"
+
+PIPES_PLACEHOLDERS = {
+    "DAGSTER_PIPES_CONTEXT": "<set at launch by the Pipes session>",
+    "DAGSTER_PIPES_MESSAGES": "<set at launch by the Pipes session>",
+}
+
+
+def step_of(context: AssetExecutionContext | None) -> str:
+    """The asset a launch is for (per-step resources are keyed by asset name)."""
+    try:
+        return context.asset_key.to_user_string() if context is not None else ""
+    except Exception:  # an op outside an asset (tests' direct invocations)
+        return ""
+
+
+class WorkloadObjects:
+    """Rendering for ``ComputeBackend`` (which provides the ``k8s_*`` settings, ``spark`` and the helpers used here)."""
+
+    def pod_template(
+        self,
+        profile: WorkloadProfile,
+        resources: WorkloadResources,
+        *,
+        image: str,
+        gpus: int | None = None,
+        timeout_s: float | None = None,
+        executor: bool = False,
+    ) -> PodTemplate:
+        """Resources, placement, identity, secrets and volumes of a workload pod (or a Spark executor's)."""
+        gpus = resources.gpus if gpus is None else gpus
+        selector = _json_setting("MLTRAIN_K8S_NODE_SELECTOR", self.k8s_node_selector, dict)
+        tolerations: list = []
+        if gpus:
+            # GPU nodes are tainted and pooled: only pods that request GPUs go there.
+            selector = {
+                **selector,
+                **_json_setting("MLTRAIN_K8S_TRAINING_NODE_SELECTOR", self.k8s_training_node_selector, dict),
+            }
+            tolerations = _json_setting("MLTRAIN_K8S_TRAINING_TOLERATIONS", self.k8s_training_tolerations, list)
+        spark = self.spark or SparkConfig()
+        field_env: dict[str, str] = {}
+        if profile == "spark" and spark.runs_driver_in_pod and not executor:
+            # The driver is reached at its pod IP, and owns its executors (they die with it) by its pod name.
+            field_env = {"SPARK_DRIVER_HOST": "status.podIP", "SPARK_DRIVER_POD_NAME": "metadata.name"}
+        elif profile == "training":
+            field_env = {"MLTRAIN_POD_IP": "status.podIP"}  # a training node binds its rendezvous to its pod IP only
+        return PodTemplate(
+            image=image,
+            namespace=self.k8s_namespace,
+            image_pull_policy=self.k8s_image_pull_policy,
+            requests={
+                "cpu": resources.cpu,
+                "memory": resources.memory,
+                "ephemeral-storage": resources.ephemeral_storage,
+            },
+            limits={"memory": resources.memory, **({"nvidia.com/gpu": str(gpus)} if gpus else {})},
+            node_selector=selector,
+            tolerations=tolerations,
+            service_account=self.k8s_service_account,
+            env_secret=self.k8s_env_secret,
+            env={} if executor else self.workload_env(),
+            field_env=field_env,
+            scratch_size=resources.scratch,
+            shm_size=resources.shm,
+            deadline_s=int(timeout_s if timeout_s is not None else resources.timeout_s),
+            labels={"mltrain/profile": profile, **({"mltrain/role": "spark-executor"} if executor else {})},
+        )
+
+    def manifests(
+        self,
+        context: AssetExecutionContext,
+        params: WorkloadParams,
+        *,
+        timeout_s: float,
+        profile: WorkloadProfile,
+        pipes_env: dict[str, str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The Kubernetes objects this launch submits (Pipes bootstrap values as placeholders unless given)."""
+        # dagster_k8s pulls in the Kubernetes client (~0.4 s): only a k8s backend that renders pays for it.
+        from dagster_k8s.pipes import get_pod_name
+
+        distributed = isinstance(params, DistributedParams)
+        template = self.pod_template(
+            profile,
+            self.resources_for(profile, step_of(context)),
+            image=self.image(context),
+            gpus=self.topology()[1] if distributed else None,
+            timeout_s=timeout_s,
+        )
+        pipes_env = pipes_env if pipes_env is not None else dict(PIPES_PLACEHOLDERS)
+        partition = str(context.partition_key) if context.has_partition_key else ""
+        # Spark's executor pod template: not submitted (the driver reads it from its params), shown and checked.
+        spark = getattr(params, "spark", None)
+        executors = (
+            [spark_executor_object(spark.executor_pod_template, template.namespace)]
+            if spark and spark.executor_pod_template
+            else []
+        )
+        if distributed and params.nnodes > 1:
+            name = object_name(context.run_id, context.op_def.name, partition)
+            params = dataclasses.replace(
+                params, node_rank=-1, rdzv_endpoint=rendezvous_endpoint(name, self.rendezvous_port)
+            )
+            return render_indexed_job(
+                template,
+                name=name,
+                nodes=params.nnodes,
+                command=params.command("python"),
+                env=pipes_env,
+                port=self.rendezvous_port,
+            )
+        return [
+            render_pod(
+                template,
+                name=get_pod_name(context.run_id, context.op_def.name),
+                command=params.command("python"),
+                env=pipes_env,
+            ),
+            *executors,
+        ]
+
+
+def _json_setting(name: str, value: str, kind: type) -> Any:
+    try:
+        parsed = json.loads(value or ("{}" if kind is dict else "[]"))
+    except json.JSONDecodeError as exc:
+        raise Failure(description=f"{name} is not valid JSON ({exc}): {value!r}", allow_retries=False) from None
+    if not isinstance(parsed, kind):
+        raise Failure(description=f"{name} must be a JSON {kind.__name__}, got {value!r}", allow_retries=False)
+    return parsed
