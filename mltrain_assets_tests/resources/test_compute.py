@@ -3,7 +3,6 @@
 import dataclasses
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -190,21 +189,18 @@ def test_timeout_kills_the_workload_and_its_children(tmp_path, fast_kill, reap_s
 def test_interrupted_run_kills_the_workload_process_group(tmp_path, monkeypatch, fast_kill, reap_stragglers):
     """A terminated run interrupts the wait: the workload and everything it started must die with it."""
     pid_file = tmp_path / "child.pid"
-    real_wait = subprocess.Popen.wait
+    real_sample = supervisor.sample
     interrupted: list[int] = []
 
-    def wait(self, timeout=None):
-        is_workload = SampleParams.module in (self.args if isinstance(self.args, list) else [])
-        if is_workload and not interrupted:
-            interrupted.append(self.pid)
-            deadline = time.monotonic() + 30
-            while not pid_file.exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
+    def sample(meters):
+        """The supervisor's poll loop: once the workload has started its child, the run is terminated."""
+        real_sample(meters)
+        if pid_file.exists() and not interrupted:
+            interrupted.append(meters[0].sid)  # the workload's pid (its own session)
             # What Dagster raises inside a step when the run is terminated.
             raise DagsterExecutionInterruptedError()
-        return real_wait(self, timeout)
 
-    monkeypatch.setattr(subprocess.Popen, "wait", wait)
+    monkeypatch.setattr(supervisor, "sample", sample)
     try:
         result, _ = _run(SampleParams(mode="hang", pid_file=str(pid_file)), retries=0)
         assert not result.success

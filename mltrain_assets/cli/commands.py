@@ -1,0 +1,314 @@
+"""The ``mltrain`` subcommands: one handler each (``_cmd_<name>(args) -> exit code``); the parser is in ``__init__``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def _landing_dataset_names() -> list[str]:
+    from mltrain_assets.registry import landing_datasets
+
+    return sorted(landing_datasets())
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from dagster import DagsterInstance
+
+    from mltrain_assets.cli.demo import ensure_instance, init_pools
+
+    try:
+        if args.pools:
+            # Kubernetes: the instance is the chart's (DAGSTER_HOME, read-only); only its pool limits are ours.
+            with DagsterInstance.get() as instance:
+                changes = init_pools(instance)
+        else:
+            env = _effective_env()
+            changes = init_pools(ensure_instance())
+            for name in sorted(env):
+                print(f"{name}={os.environ[name]}")
+    except (ValueError, RuntimeError) as refused:  # a bad MLTRAIN_POOL_LIMITS, a pool that would not converge
+        raise SystemExit(f"mltrain init: {refused}") from None
+    for change in changes:
+        print(change.line())
+    return 0
+
+
+def _effective_env() -> dict[str, str]:
+    from mltrain_assets.settings import SettingsError, apply_defaults, validate_settings
+
+    env = apply_defaults()
+    try:
+        validate_settings()
+    except SettingsError as refused:
+        raise SystemExit(f"mltrain: {refused}") from None
+    return env
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from mltrain_assets.simulate import simulate
+
+    env = _effective_env()
+    landing = args.landing_uri or env["MLTRAIN_LANDING_URI"]
+    started = time.monotonic()
+    cities = args.cities.split(",") if args.cities else None
+    total = 0
+
+    def progress(date: str, summary: dict) -> None:
+        nonlocal total
+        rows = summary.get("rows", summary.get("events"))  # rides count rows, interactions events
+        total += int(rows or 0)
+        print(
+            f"[simulate +{time.monotonic() - started:5.1f}s] {args.dataset} {date}: {rows or summary.get('skipped')}",
+            flush=True,
+        )
+
+    simulate(
+        args.dataset,
+        landing,
+        args.start,
+        args.end or args.start,
+        volume=args.volume,
+        cities=cities,
+        users=args.users,
+        items=args.items,
+        skip_landed=args.skip_landed,
+        progress=progress,
+    )
+    print(f"wrote {total:,} {args.dataset} rows under {landing}/{args.dataset} in {time.monotonic() - started:.1f}s")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from mltrain_assets.cli import demo
+    from mltrain_assets.core.pipeline import load_pipeline
+
+    env = _effective_env()
+    demo.init_pools(demo.ensure_instance())
+    demo.ensure_tracking_store()
+    date = args.date or demo.latest_complete_day()
+    started = time.monotonic()
+    print(f"mltrain demo for {date}; state in {env['MLTRAIN_HOME']}", flush=True)
+    pipelines = [load_pipeline(name) for name in args.pipeline]
+    with _cluster_spark_for_k8s_local(env, started):
+        outcomes = _run_demo_pipelines(pipelines, date, env, args, started)
+    demo._say(f"model_quality_report for {date}", started)
+    outcomes.append(demo.execute("model_quality_report_job", "model_quality_report", partition_key=date))
+    failed = [o for o in outcomes if not o.success]
+    print()
+    for pipeline in pipelines:
+        print(pipeline.summary(date))
+    print(
+        f"data-plane versions built this time: {demo.data_plane_work(outcomes)}; "
+        f"model versions registered this time: {demo.new_registrations(outcomes)}; "
+        f"runs: {len(outcomes)} ({len(failed)} failed); {time.monotonic() - started:.0f}s"
+    )
+    print(
+        f"Quality, cost and staleness for {date}: `mltrain report --date {date}` "
+        "(also the model_quality_report asset). See it all: `make dev` (Dagster UI and MLflow UI on the same state)."
+    )
+    return 1 if failed else 0
+
+
+def _run_demo_pipelines(pipelines, date: str, env: dict, args: argparse.Namespace, started: float) -> list:
+    from mltrain_assets.cli import demo
+    from mltrain_assets.simulate import simulate
+
+    outcomes = []
+    for pipeline in pipelines:
+        dates = pipeline.landing_window.dates(date)
+        demo._say(
+            f"simulating {pipeline.landing_dataset} {dates[0]}..{dates[-1]} into {env['MLTRAIN_LANDING_URI']} "
+            "(days already landed are kept)",
+            started,
+        )
+        volume = args.rides_per_day if pipeline.landing_dataset == "rides" else args.events_per_day
+        keys = pipeline.keys() if pipeline.keys else None
+        simulate(
+            pipeline.landing_dataset, env["MLTRAIN_LANDING_URI"], dates[0], dates[-1], volume=volume, cities=keys,
+            skip_landed=True,
+        )  # fmt: skip
+        outcomes += demo.run_pipeline(pipeline, date, parallel=args.parallel, started=started)
+    return outcomes
+
+
+@contextlib.contextmanager
+def _cluster_spark_for_k8s_local(env: dict, started: float):
+    """In k8s-local mode Spark runs on a standalone master + worker on 127.0.0.1, as on a cluster."""
+    from mltrain_assets.cli import demo
+
+    if os.environ.get("MLTRAIN_COMPUTE") != "k8s-local" or not env["MLTRAIN_SPARK_MASTER"].startswith("local"):
+        yield
+        return
+    from mltrain_assets.cli.sparkcluster import LocalSparkCluster
+
+    with LocalSparkCluster(Path(env["MLTRAIN_HOME"]) / "logs" / "spark") as url:
+        demo._say(f"k8s-local: Spark on a standalone master + worker at {url}", started)
+        os.environ["MLTRAIN_SPARK_MASTER"] = url
+        try:
+            yield
+        finally:
+            os.environ["MLTRAIN_SPARK_MASTER"] = env["MLTRAIN_SPARK_MASTER"]
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    from mltrain_assets.cli.demo import latest_complete_day
+    from mltrain_assets.core.pipeline import all_pipelines
+
+    _effective_env()
+    date = args.date or latest_complete_day()
+    print("\n\n".join(pipeline.summary(date) for pipeline in all_pipelines()))
+    return 0
+
+
+def _cmd_lineage(args: argparse.Namespace) -> int:
+    from mltrain_assets.cli.lineage import describe, lineage
+
+    env = _effective_env()
+    record, root = lineage(args.model, args.version, env["MLTRAIN_STORAGE_URI"])
+    print(describe(record, root))
+    return 0
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mltrain_assets.cli.lineage import describe_reproduction, reproduce
+
+    env = _effective_env()
+    scratch = Path(args.scratch or Path(env["MLTRAIN_HOME"]) / "reproductions" / f"{args.model}-v{args.version}")
+    report = reproduce(args.model, args.version, env["MLTRAIN_STORAGE_URI"], scratch)
+    print(describe_reproduction(report))
+    return 0 if report["metrics_equal"] else 1
+
+
+def _cmd_relocate(args: argparse.Namespace) -> int:
+    from mltrain_assets.relocate import relocate_mlflow
+
+    env = _effective_env()
+    rows = relocate_mlflow(env["MLFLOW_TRACKING_URI"], args.old, args.new)
+    print(f"{rows} MLflow artifact locations moved from {args.old} to {args.new}")
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    from mltrain_assets.registry import landing_datasets
+
+    for spec in landing_datasets().values():
+        print(
+            json.dumps(
+                {
+                    "dataset": spec.name,
+                    "columns": {f.name: str(f.type) for f in spec.schema},
+                    "unique": spec.id_column,
+                    "rules": spec.row_rules,
+                },
+                indent=2,
+            )
+        )
+    return 0
+
+
+def _cmd_dev(args: argparse.Namespace) -> int:
+    from mltrain_assets.cli.devstack import DevStack
+
+    env = _effective_env()
+    stack = DevStack(dagster_port=args.port, mlflow_port=args.mlflow_port).start()
+    print(f"Dagster UI  {stack.dagster_url}   (webserver + daemon: sensors, schedules, automation, backfills)")
+    print(f"MLflow UI   {stack.mlflow_url}   (store {env['MLFLOW_TRACKING_URI']})")
+    print(f"state in {env['MLTRAIN_HOME']}; logs in {env['MLTRAIN_HOME']}/logs; Ctrl-C stops everything", flush=True)
+    try:
+        while all(s.process.poll() is None for s in stack.services):
+            time.sleep(1)
+        print("a service exited; stopping the rest", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stack.stop()
+
+
+def _cmd_backfill(args: argparse.Namespace) -> int:
+    from mltrain_assets.cli.backfill import launch_backfill, wait_for_backfill
+
+    cities = args.cities.split(",") if args.cities else None
+    status = 0
+    for pipeline in args.pipeline:
+        backfill_id = launch_backfill(args.url, pipeline, args.start, args.end, cities)
+        print(
+            f"launched {pipeline} backfill {backfill_id} for {args.start}..{args.end}: {args.url}/runs/b/{backfill_id}"
+        )
+        if args.wait:
+            result = wait_for_backfill(args.url, backfill_id, timeout_s=args.timeout)
+            status |= result["status"] not in ("COMPLETED", "COMPLETED_SUCCESS")
+    return status
+
+
+def _cmd_materialize(args: argparse.Namespace) -> int:
+    from mltrain_assets.cli import demo
+
+    _effective_env()
+    span = tuple(args.partition_range.split("...")) if args.partition_range else None
+    if span is not None and len(span) != 2:
+        raise SystemExit(f"--partition-range {args.partition_range}: expected START...END")
+    try:
+        outcome = demo.materialize(args.asset.split(","), partition=args.partition, partition_range=span)
+    except ValueError as refused:
+        raise SystemExit(f"mltrain materialize: {refused}") from None
+    demo.print_outcome(outcome)
+    return 0 if outcome.success else 1
+
+
+def _cmd_heal(args: argparse.Namespace) -> int:
+    from mltrain_assets.cli.demo import ensure_instance
+    from mltrain_assets.core.heal import heal
+
+    _effective_env()
+    report = heal(ensure_instance(), dry_run=args.dry_run)
+    for line in report.lines():
+        print(line)
+    if not report.lines():
+        print("no runs in progress and no pool slots held")
+    verb = "would fail" if args.dry_run else "failed"
+    print(
+        f"{verb} {len(report.failed)} run(s) whose run worker is gone; "
+        f"{'would free' if args.dry_run else 'freed'} the pool slots of {len(report.freed)} run(s); "
+        f"{len(report.running)} running, {len(report.unknown)} left to the daemon's run monitoring"
+    )
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from mltrain_assets.cli.demo import ensure_instance, latest_complete_day
+    from mltrain_assets.core.pipeline import all_pipelines
+    from mltrain_assets.core.report import write_report
+    from mltrain_assets.pipelines.reporting.collect import collect_report
+    from mltrain_assets.resources.tracking import ModelRegistry
+
+    env = _effective_env()
+    date = args.date or latest_complete_day()
+    report = collect_report(
+        ensure_instance(),
+        date,
+        all_pipelines(),
+        landing_uri=env["MLTRAIN_LANDING_URI"],
+        registry=ModelRegistry(tracking_uri=env["MLFLOW_TRACKING_URI"]),
+        history_days=args.history_days,
+        grace_hours=args.grace_hours,
+    )
+    markdown_path, png_path, markdown = write_report(report, args.out or Path(env["MLTRAIN_HOME"]) / "reports" / date)
+    print(markdown)
+    print(f"wrote {markdown_path} and {png_path}", file=sys.stderr)
+    return 0
+
+
+def _cmd_manifests(args: argparse.Namespace) -> int:
+    from mltrain_assets.cli import manifests
+
+    _effective_env()
+    return manifests.main(args.asset, args.partition)
