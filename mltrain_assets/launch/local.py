@@ -9,8 +9,8 @@ from typing import Any
 
 from mltrain_assets.launch.protocol import Launch, LaunchResult, local_python
 from mltrain_assets.launch.supervisor import run_processes
+from mltrain_assets.workloads.common.params import COMPLETION_INDEX_ENV  # what a node reads its rank from
 
-COMPLETION_INDEX_ENV = "JOB_COMPLETION_INDEX"
 # Loopback for Spark: it otherwise binds the machine's external address.
 LOCAL_ENV = {"SPARK_LOCAL_IP": "127.0.0.1"}
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -281,10 +280,6 @@ class ComputeBackend(ConfigurableResource, WorkloadObjects):
                 # CPU processes: the same world size however many nodes share it.
                 settings["nproc_per_node"] = max(1, params.nproc_per_node // nodes)
         return dataclasses.replace(params, **settings)
-
-    def command(self, params: WorkloadParams) -> list[str]:
-        python = self.python_executable or (sys.executable if self.backend == "local" else "python")
-        return params.command(python)
 
     def workload_env(self) -> dict[str, str]:
         """The environment settings every launch passes explicitly, locally and in pods alike."""

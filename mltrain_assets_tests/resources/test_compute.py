@@ -270,9 +270,9 @@ def test_k8s_backend_submits_a_valid_pod_running_the_same_params(profile, monkey
     assert container["args"][:4] == ["python", "-m", SampleParams.module, "--params"]
     submitted_params = SampleParams.from_json(container["args"][-1])
     assert submitted_params.mlflow.dagster_run_id and submitted_params.mlflow.dagster_asset_key == "probe"
-    # Everything else is exactly what bind() fills in, and the command is the backend's own.
+    # Everything else is exactly what bind() fills in, and the command is the params' own (python in the image).
     bound = dataclasses.replace(backend.bind(params), mlflow=submitted_params.mlflow)
-    assert container["args"] == backend.command(bound)
+    assert container["args"] == bound.command("python")
     assert container["envFrom"] == [{"secretRef": {"name": "mltrain-aws"}}]
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     # A training node binds its rendezvous to its own pod IP (downward API), nothing else is derived.
