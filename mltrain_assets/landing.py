@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from mltrain_assets.artifacts import filesystem, join_uri
 
 SUCCESS_MARKER = "_SUCCESS"
-DATASETS = ("rides", "interactions")
 PART_SUFFIX = ".parquet"
 _DATE_DIR = re.compile(r"date=(.*)$")
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")

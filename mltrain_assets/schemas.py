@@ -1,6 +1,6 @@
 """How a landing dataset is described: its schema, key, event time and value rules.
 
-Each pipeline's contract declares the datasets it lands (``LANDING_DATASETS``); the simulator
+Each pipeline's spec (``registry.PipelineSpec.landing_dataset``) declares the dataset it lands; the simulator
 writes them, ingestion validates against them, ``mltrain schema`` prints them.
 """
 
@@ -27,3 +27,5 @@ class DatasetSpec:
     # Repeats of an id (redelivered events) are dropped, keeping the first; a day in which more than
     # this share of the landed rows repeat an id is rejected (rule ``duplicate_keys``): a producer replayed it.
     max_duplicate_fraction: float = 0.05
+    # Columns whose row count per value the ingested day records, as ``rows_by_<column>`` (e.g. rows by city).
+    count_by: tuple[str, ...] = ()

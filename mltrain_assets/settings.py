@@ -143,11 +143,14 @@ def _workload_resources_usable(value: str) -> bool:
     return True
 
 
-def _known_cities(value: str) -> bool:
-    from mltrain_assets.workloads.demand.contract import CITIES
+def _registered_pipelines(value: str) -> bool:
+    from mltrain_assets.registry import specs
 
-    cities = [c.strip() for c in value.split(",") if c.strip()]
-    return bool(cities) and set(cities) <= set(CITIES)
+    try:
+        specs({"MLTRAIN_PIPELINES": value})
+    except ValueError:
+        return False
+    return True
 
 
 def _is_date(value: str) -> bool:
@@ -218,21 +221,38 @@ SETTING_RULES: dict[str, tuple[Callable[[str], bool], str]] = {
         _is_json(list, lambda t: isinstance(t, dict)),
         'a JSON list of tolerations, e.g. [{"key": "nvidia.com/gpu", "operator": "Exists"}]',
     ),
-    "MLTRAIN_CITIES": (
-        _known_cities,
-        "a comma-separated subset of nyc, sf, chicago, la, seattle, austin, boston, miami",
+    "MLTRAIN_PIPELINES": (
+        _registered_pipelines,
+        "comma-separated pipelines: built-in names (demand, recsys) or importable modules holding "
+        "`spec = PipelineSpec(...)`, e.g. my_company.churn.spec",
     ),
     "MLTRAIN_PARTITIONS_START": (_is_date, "a date, YYYY-MM-DD"),
 }
+
+
+def all_setting_rules() -> dict[str, tuple[Callable[[str], bool], str]]:
+    """The code location's rules and those the registered pipelines declare (``PipelineSpec.settings``)."""
+    from mltrain_assets.registry import setting_rules
+
+    try:
+        return {**SETTING_RULES, **setting_rules()}
+    except ValueError:  # a pipeline that cannot load: the MLTRAIN_PIPELINES rule names it
+        return dict(SETTING_RULES)
 
 
 def settings_problems(env: Mapping[str, str] | None = None) -> list[str]:
     """Each set setting whose value its rule refuses, as ``NAME='value': expected ...``."""
     env = os.environ if env is None else env
     problems = []
-    for name, (usable, accepted) in SETTING_RULES.items():
+    from mltrain_assets.registry import optional_empty_settings
+
+    try:
+        optional_empty = _OPTIONAL_EMPTY | optional_empty_settings()
+    except ValueError:  # a pipeline that cannot load: the MLTRAIN_PIPELINES rule names it
+        optional_empty = _OPTIONAL_EMPTY
+    for name, (usable, accepted) in all_setting_rules().items():
         value = env.get(name)
-        if value is None or (value == "" and name in _OPTIONAL_EMPTY):
+        if value is None or (value == "" and name in optional_empty):
             continue
         if not usable(value):
             problems.append(f"{name}={value!r}: expected {accepted}")
@@ -240,9 +260,7 @@ def settings_problems(env: Mapping[str, str] | None = None) -> list[str]:
 
 
 # Settings that may be set to the empty string (meaning "none" / "the default").
-_OPTIONAL_EMPTY = frozenset(
-    {"MLTRAIN_K8S_SERVICE_ACCOUNT", "MLTRAIN_K8S_ENV_SECRET", "MLTRAIN_CITIES", "MLTRAIN_K8S_IMAGE"}
-)
+_OPTIONAL_EMPTY = frozenset({"MLTRAIN_K8S_SERVICE_ACCOUNT", "MLTRAIN_K8S_ENV_SECRET", "MLTRAIN_K8S_IMAGE"})
 
 
 def combination_problems(env: Mapping[str, str] | None = None) -> list[str]:

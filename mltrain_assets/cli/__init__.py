@@ -23,7 +23,8 @@ from mltrain_assets.cli.commands import (
     _cmd_summary,
     _landing_dataset_names,
 )
-from mltrain_assets.registry import PIPELINES
+from mltrain_assets.registry import pipeline_names, specs
+from mltrain_assets.simulate import option_name
 
 
 def _add_init_parser(sub: argparse._SubParsersAction) -> None:
@@ -45,21 +46,35 @@ def _add_simulate_parser(sub: argparse._SubParsersAction) -> None:
     sim.add_argument("--dataset", choices=_landing_dataset_names(), required=True, help="landing dataset to simulate")
     sim.add_argument("--start", required=True, help="first date, YYYY-MM-DD")
     sim.add_argument("--end", help="last date, inclusive (default: --start)")
-    sim.add_argument("--rides-per-day", "--events-per-day", dest="volume", type=int, help="rows per day (all cities)")
-    sim.add_argument("--cities", help="comma-separated subset of cities (rides)")
-    sim.add_argument("--users", type=int, help="users in the simulated world (interactions; default 10,000)")
-    sim.add_argument("--items", type=int, help="items in the simulated world (interactions; default 1,000)")
+    volume_flags = [spec.simulator.volume_flag for spec in specs()]
+    sim.add_argument("--rows-per-day", *volume_flags, dest="volume", type=int, help="rows per day (all keys)")
+    _add_simulator_options(sim)
     sim.add_argument("--landing-uri", help="default: $MLTRAIN_LANDING_URI")
     sim.add_argument("--skip-landed", action="store_true", help="keep days whose _SUCCESS already exists")
     sim.set_defaults(func=_cmd_simulate)
 
 
+def _add_simulator_options(parser: argparse.ArgumentParser) -> None:
+    """Each registered simulator's own options (``--cities``, ``--users``, ...), as its spec declares them."""
+    seen: set[str] = set()
+    for spec in specs():
+        for option in spec.simulator.options:
+            if option.flag not in seen:
+                seen.add(option.flag)
+                parser.add_argument(option.flag, dest=option_name(option.flag), help=option.help)
+
+
 def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="simulate, then materialize the pipelines for one date")
     demo.add_argument("--date", help="partition date (default: yesterday, UTC)")
-    demo.add_argument("--rides-per-day", type=int, default=None, help="rides per day (all cities)")
-    demo.add_argument("--events-per-day", type=int, default=None, help="interactions per day")
-    demo.add_argument("--pipeline", action="append", choices=PIPELINES, help="repeatable; default all")
+    for spec in specs():
+        demo.add_argument(
+            spec.simulator.volume_flag,
+            dest=f"volume_{spec.name}",
+            type=int,
+            help=f"{spec.landing_dataset.name} per day ({spec.name})",
+        )
+    demo.add_argument("--pipeline", action="append", choices=pipeline_names(), help="repeatable; default all")
     demo.add_argument("--parallel", type=int, default=2, help="city runs at once")
     demo.set_defaults(func=_cmd_demo)
 
@@ -81,8 +96,9 @@ def _add_backfill_parser(sub: argparse._SubParsersAction) -> None:
     backfill = sub.add_parser("backfill", help="launch a date-range asset backfill through the Dagster webserver")
     backfill.add_argument("--start", required=True, help="first partition date, YYYY-MM-DD")
     backfill.add_argument("--end", required=True, help="last partition date, inclusive")
-    backfill.add_argument("--pipeline", action="append", choices=PIPELINES, help="repeatable; default all")
-    backfill.add_argument("--cities", help="comma-separated subset for the per-city assets")
+    backfill.add_argument("--pipeline", action="append", choices=pipeline_names(), help="repeatable; default all")
+    key_flags = [spec.key_flag for spec in specs() if spec.key_flag]
+    backfill.add_argument("--keys", *key_flags, dest="keys", help="comma-separated subset of keys for the keyed assets")
     backfill.add_argument("--url", default="http://127.0.0.1:3000", help="Dagster webserver (default: %(default)s)")
     backfill.add_argument("--wait", action="store_true", help="poll until the backfill finishes")
     backfill.add_argument("--timeout", type=float, default=3600, help="seconds --wait polls (default: %(default)s)")
@@ -212,9 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     # Dagster flags beta/preview APIs on every use; the CLI's readers want progress, not that.
     warnings.filterwarnings("ignore", message=".*(beta|preview).*", category=Warning)
-    args = build_parser().parse_args(argv)
+    try:
+        parser = build_parser()  # reads the registered pipelines' specs (their datasets and options)
+    except ValueError as refused:
+        raise SystemExit(f"mltrain: {refused}") from None
+    args = parser.parse_args(argv)
     if getattr(args, "command", None) in ("backfill", "demo") and not args.pipeline:
-        args.pipeline = list(PIPELINES)
+        args.pipeline = pipeline_names()
     return args.func(args)
 
 

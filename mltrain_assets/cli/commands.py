@@ -50,18 +50,25 @@ def _effective_env() -> dict[str, str]:
     return env
 
 
+def _simulator_options(args: argparse.Namespace) -> dict:
+    from mltrain_assets.registry import specs
+    from mltrain_assets.simulate import option_name
+
+    names = {option_name(option.flag) for spec in specs() for option in spec.simulator.options}
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from mltrain_assets.simulate import simulate
 
     env = _effective_env()
     landing = args.landing_uri or env["MLTRAIN_LANDING_URI"]
     started = time.monotonic()
-    cities = args.cities.split(",") if args.cities else None
     total = 0
 
     def progress(date: str, summary: dict) -> None:
         nonlocal total
-        rows = summary.get("rows", summary.get("events"))  # rides count rows, interactions events
+        rows = summary.get("rows", summary.get("events"))
         total += int(rows or 0)
         print(
             f"[simulate +{time.monotonic() - started:5.1f}s] {args.dataset} {date}: {rows or summary.get('skipped')}",
@@ -74,9 +81,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         args.start,
         args.end or args.start,
         volume=args.volume,
-        cities=cities,
-        users=args.users,
-        items=args.items,
+        **_simulator_options(args),
         skip_landed=args.skip_landed,
         progress=progress,
     )
@@ -127,12 +132,11 @@ def _run_demo_pipelines(pipelines, date: str, env: dict, args: argparse.Namespac
             "(days already landed are kept)",
             started,
         )
-        volume = args.rides_per_day if pipeline.landing_dataset == "rides" else args.events_per_day
-        keys = pipeline.keys() if pipeline.keys else None
-        simulate(
-            pipeline.landing_dataset, env["MLTRAIN_LANDING_URI"], dates[0], dates[-1], volume=volume, cities=keys,
-            skip_landed=True,
-        )  # fmt: skip
+        sim = pipeline.spec.simulator
+        keys = {sim.keys_option: pipeline.keys()} if sim.keys_option and pipeline.keys else {}
+        volume = getattr(args, f"volume_{pipeline.name}", None)
+        simulate(pipeline.landing_dataset, env["MLTRAIN_LANDING_URI"], dates[0], dates[-1], volume=volume,
+                 skip_landed=True, **keys)  # fmt: skip
         outcomes += demo.run_pipeline(pipeline, date, parallel=args.parallel, started=started)
     return outcomes
 
@@ -178,7 +182,7 @@ def _cmd_lineage(args: argparse.Namespace) -> int:
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mltrain_assets.cli.lineage import describe_reproduction, reproduce
+    from mltrain_assets.cli.reproduce import describe_reproduction, reproduce
 
     env = _effective_env()
     scratch = Path(args.scratch or Path(env["MLTRAIN_HOME"]) / "reproductions" / f"{args.model}-v{args.version}")
@@ -236,10 +240,10 @@ def _cmd_dev(args: argparse.Namespace) -> int:
 def _cmd_backfill(args: argparse.Namespace) -> int:
     from mltrain_assets.cli.backfill import launch_backfill, wait_for_backfill
 
-    cities = args.cities.split(",") if args.cities else None
+    keys = args.keys.split(",") if args.keys else None
     status = 0
     for pipeline in args.pipeline:
-        backfill_id = launch_backfill(args.url, pipeline, args.start, args.end, cities)
+        backfill_id = launch_backfill(args.url, pipeline, args.start, args.end, keys)
         print(
             f"launched {pipeline} backfill {backfill_id} for {args.start}..{args.end}: {args.url}/runs/b/{backfill_id}"
         )

@@ -55,6 +55,16 @@ def _no_finding(observed: Mapping[str, Any]) -> str:
 
 
 @dataclass(frozen=True)
+class Measure:
+    """What a metric gate measures: the report reads its metric, threshold and direction from here."""
+
+    metric: str
+    threshold: float
+    below: bool  # the metric must be below the threshold (lower is better)
+    context: tuple[str, ...] = ()  # other summary values shown beside it, a naive baseline first
+
+
+@dataclass(frozen=True)
 class Gate:
     """A blocking check that a producing step evaluates on each partition it commits."""
 
@@ -62,6 +72,7 @@ class Gate:
     description: str
     rule: GateRule
     finding: GateFinding = _no_finding
+    measure: Measure | None = None  # set for metric gates (``metric_below``/``metric_above``)
 
     def evaluate(self, asset: str, summaries: Mapping[str, Mapping[str, Any]]) -> GateOutcome:
         """The outcome over one or more partitions (``{partition: summary}``)."""
@@ -154,7 +165,7 @@ def metric_below(
     check_name: str,
     metric: str,
     threshold: float,
-    description: str,
+    description: str = "",
     context: tuple[str, ...] = (),
     label: str | None = None,
 ) -> Gate:
@@ -170,7 +181,7 @@ def metric_above(
     check_name: str,
     metric: str,
     threshold: float,
-    description: str,
+    description: str = "",
     context: tuple[str, ...] = (),
     label: str | None = None,
 ) -> Gate:
@@ -203,7 +214,8 @@ def _metric_gate(
         beside = ", ".join(f"{k} {_fmt(observed.get(k))}" for k in context)
         return f"{shown_as} {_fmt(observed.get(metric))} {sign} {_fmt(threshold)}" + (f" ({beside})" if beside else "")
 
-    return Gate(check_name, description, rule, finding)
+    description = description or f"Held-out {shown_as} {sign} {threshold}; a failure blocks registration."
+    return Gate(check_name, description, rule, finding, Measure(metric, threshold, below, context))
 
 
 # ------------------------------------------------------------------ engine parity (SQL outputs)

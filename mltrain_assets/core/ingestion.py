@@ -58,8 +58,9 @@ def partition_metadata(ref: ArtifactRef) -> dict:
         "rows_rejected": int(summary.get("rows_rejected", 0)),
         "rejected_by_rule": MetadataValue.json(summary.get("rejected_by_rule") or {}),
     }
-    if summary.get("rows_by_city"):
-        metadata["rows_by_city"] = MetadataValue.json(summary["rows_by_city"])
+    for key, counts in summary.items():
+        if key.startswith("rows_by_") and key != "rows_by_hour" and counts:  # DatasetSpec.count_by
+            metadata[key] = MetadataValue.json(counts)
     return metadata
 
 

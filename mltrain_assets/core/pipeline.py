@@ -1,20 +1,51 @@
-"""What a pipeline tells the rest of the code location: its definitions and its shape.
+"""A pipeline's Dagster side, derived from its spec, its asset definitions and its gates.
 
-Each ``pipelines/<name>/definitions.py`` exports ``pipeline = Pipeline(...)``; the code
-location merges their ``defs``, and the demo, backfill and CLI read the shape from here
-instead of knowing any pipeline by name.
+Each pipeline's ``definitions`` module (named by its ``registry.PipelineSpec``) holds
+``pipeline = define_pipeline(spec, ...)`` given the asset objects, the jobs as lists of assets, and
+the model's gate. Everything the demo, backfill, report and CLI read (asset lists by partitioning,
+stage labels, whether a stage runs per key, the quality metric, threshold and direction) is derived
+here from those objects, never written again by hand.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from dagster import Definitions
+from dagster import (
+    AssetsDefinition,
+    AssetSelection,
+    Definitions,
+    MultiPartitionsDefinition,
+    define_asset_job,
+    in_process_executor,
+)
 
-from mltrain_assets.registry import PIPELINES
+from mltrain_assets.core.gates import Gate
+from mltrain_assets.core.schedules import daily_fallback_schedule
+from mltrain_assets.core.sensors import landing_sensor
+from mltrain_assets.registry import PipelineSpec, pipeline_spec, specs
 from mltrain_assets.workloads.common.dates import Window
+
+
+@dataclass(frozen=True)
+class PipelineJob:
+    """A job a pipeline author declares: its assets, in dependency order."""
+
+    name: str
+    assets: tuple[AssetsDefinition, ...]
+    description: str
+
+
+@dataclass(frozen=True)
+class ModelQuality:
+    """What the quality report shows for a pipeline's model: the model, its registration, the gate on it."""
+
+    model: AssetsDefinition
+    registered: AssetsDefinition
+    gate: Gate  # a metric gate (``metric_below``/``metric_above``): metric, threshold and direction come from it
+    model_name: Callable[[str], str]  # the registered model's name for a key ("" for a daily model)
 
 
 @dataclass(frozen=True)
@@ -50,6 +81,7 @@ class QualitySpec:
 @dataclass(frozen=True)
 class Pipeline:
     name: str
+    spec: PipelineSpec
     defs: Definitions
     landing_dataset: str
     ingestion_asset: str
@@ -71,11 +103,114 @@ class Pipeline:
         return (self.ingestion_asset, *self.landing_day_assets, *self.daily_assets, *self.keyed_assets)
 
 
+def _name(asset: AssetsDefinition) -> str:
+    return asset.key.to_user_string()
+
+
+def _job(declared: PipelineJob):
+    partitions = {asset.partitions_def for asset in declared.assets}
+    if len(partitions) != 1:
+        raise ValueError(f"job {declared.name}: its assets must share one partitioning")
+    # Each job's steps form a chain, so they run in the run worker's process (no per-step start-up).
+    return define_asset_job(
+        declared.name,
+        selection=AssetSelection.assets(*declared.assets),
+        partitions_def=partitions.pop(),
+        executor_def=in_process_executor,
+        description=declared.description,
+    )
+
+
+def _key_dimension(assets: Sequence[AssetsDefinition]) -> tuple[str, Callable[[], list[str]] | None]:
+    """The non-date dimension of the date x key assets, and its values."""
+    for asset in assets:
+        partitions = asset.partitions_def
+        if isinstance(partitions, MultiPartitionsDefinition):
+            (dimension,) = [d for d in partitions.partitions_defs if d.name != "date"]
+            return dimension.name, dimension.partitions_def.get_partition_keys
+    return "", None
+
+
+def _quality(spec: PipelineSpec, quality: ModelQuality | None) -> QualitySpec | None:
+    if quality is None:
+        return None
+    measure = quality.gate.measure
+    if measure is None:
+        raise ValueError(f"pipeline {spec.name}: gate {quality.gate.name} is not a metric gate")
+    return QualitySpec(
+        model_asset=_name(quality.model),
+        registered_asset=_name(quality.registered),
+        metric=measure.metric,
+        threshold=measure.threshold,
+        lower_is_better=measure.below,
+        gate=quality.gate.name,
+        model_name=quality.model_name,
+        baseline=measure.context[0] if measure.context else "",
+        title=spec.title,
+    )
+
+
+def define_pipeline(
+    spec: PipelineSpec,
+    *,
+    assets: Sequence[AssetsDefinition],
+    ingestion: PipelineJob,
+    stages: Sequence[PipelineJob],
+    fallback_cron: str,
+    quality: ModelQuality | None = None,
+    report_metrics: tuple[str, ...] = (),
+    summary: Callable[[str], str] | None = None,
+) -> Pipeline:
+    """The pipeline's ``Definitions`` (assets, jobs, landing sensor, fallback schedule) and its derived shape.
+
+    ``ingestion``'s first asset lands ``spec.landing_dataset``; its other assets are built from each landed
+    day alone. ``stages`` run in order after it for a date (a stage over date x key runs once per key).
+    """
+    ingestion_job = _job(ingestion)
+    stage_jobs = [_job(stage) for stage in stages]
+    ingestion_asset = _name(ingestion.assets[0])
+    landed = {_name(asset) for asset in ingestion.assets}
+    downstream = [asset for asset in assets if _name(asset) not in landed]
+    keyed = [asset for asset in downstream if isinstance(asset.partitions_def, MultiPartitionsDefinition)]
+    keyed_names = {_name(asset) for asset in keyed}
+    key_dimension, keys = _key_dimension(keyed)
+    dataset = spec.landing_dataset.name
+    defs = Definitions(
+        assets=list(assets),
+        jobs=[ingestion_job, *stage_jobs],
+        sensors=[landing_sensor(dataset, ingestion_asset, ingestion_job)],
+        schedules=[daily_fallback_schedule(dataset, ingestion_asset, ingestion_job, fallback_cron)],
+    )
+    return Pipeline(
+        name=spec.name,
+        spec=spec,
+        defs=defs,
+        landing_dataset=dataset,
+        ingestion_asset=ingestion_asset,
+        ingestion_job=ingestion_job.name,
+        landing_window=spec.landing_window,
+        landing_day_assets=tuple(_name(asset) for asset in ingestion.assets[1:]),
+        daily_assets=tuple(_name(asset) for asset in downstream if _name(asset) not in keyed_names),
+        keyed_assets=tuple(_name(asset) for asset in keyed),
+        keys=keys,
+        key_dimension=key_dimension,
+        stages=tuple(
+            Stage(
+                job.name,
+                " -> ".join(_name(asset) for asset in declared.assets),
+                per_key=isinstance(job.partitions_def, MultiPartitionsDefinition),
+            )
+            for job, declared in zip(stage_jobs, stages, strict=True)
+        ),
+        report_metrics=report_metrics,
+        summary=summary,
+        quality=_quality(spec, quality),
+    )
+
+
 def load_pipeline(name: str) -> Pipeline:
-    if name not in PIPELINES:
-        raise ValueError(f"unknown pipeline {name!r}; known: {list(PIPELINES)}")
-    return importlib.import_module(f"mltrain_assets.pipelines.{name}.definitions").pipeline
+    return importlib.import_module(pipeline_spec(name).definitions).pipeline
 
 
 def all_pipelines() -> list[Pipeline]:
-    return [load_pipeline(name) for name in PIPELINES]
+    return [importlib.import_module(spec.definitions).pipeline for spec in specs()]

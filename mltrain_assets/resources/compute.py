@@ -70,7 +70,8 @@ _NO_RETRY_SUMMARIES = (
 BACKENDS = ("local", "k8s", "k8s-local")
 # What a workload's environment needs besides its params: object-store endpoints and region.
 # Credentials come from the pod's Secret (MLTRAIN_K8S_ENV_SECRET) or the machine's own environment.
-WORKLOAD_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
+# MLTRAIN_PIPELINES: a workload in a pod resolves the landing datasets of the same registered pipelines.
+WORKLOAD_ENV = ("MLTRAIN_PIPELINES", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
 K8S_NOT_MEASURED = (
     "not measured: the pod runs on a cluster node; its CPU and memory are the cluster's metrics "
     "(metrics-server / cAdvisor: container_cpu_usage_seconds_total, container_memory_working_set_bytes)"

@@ -1,9 +1,14 @@
-"""Synthetic landing data: deterministic per date, with learnable signal."""
+"""Synthetic landing data: deterministic per date, with learnable signal.
+
+Which simulator writes a dataset, and the options it takes, come from the pipelines' specs
+(``registry.PipelineSpec.simulator``); this module only drives them over a date range.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterator
+from typing import Any
 
 
 def date_range(start: str, end: str) -> Iterator[str]:
@@ -15,6 +20,37 @@ def date_range(start: str, end: str) -> Iterator[str]:
         day += dt.timedelta(days=1)
 
 
+def option_name(flag: str) -> str:
+    """``--cities`` -> ``cities``: how an option is named in Python and on the parsed CLI arguments."""
+    return flag.lstrip("-").replace("-", "_")
+
+
+def simulator_kwargs(dataset: str, volume: int | None, options: dict[str, Any]) -> dict[str, Any]:
+    """The simulator's keyword arguments for these options (``None`` values: its defaults); refuses an option it lacks."""
+    from mltrain_assets.registry import simulator
+
+    sim = simulator(dataset)
+    by_name = {option_name(option.flag): option for option in sim.options}
+    given = {name: value for name, value in options.items() if value is not None}
+    unknown = sorted(set(given) - set(by_name))
+    if unknown:
+        raise ValueError(
+            f"option(s) {unknown} do not apply to dataset {dataset!r}; its options: {sorted(by_name) or 'none'}"
+        )
+    kwargs = {sim.volume_kwarg: volume} if volume else {}
+    for name, value in given.items():
+        option = by_name[name]
+        try:
+            if isinstance(value, str):
+                value = option.parse(value)
+            elif isinstance(value, int) and not isinstance(value, bool):
+                option.parse(str(value))  # the CLI's rule holds for a value given in Python too
+        except ValueError as refused:
+            raise ValueError(f"{name} {refused}") from None
+        kwargs[option.kwarg] = value
+    return kwargs
+
+
 def simulate(
     dataset: str,
     landing_uri: str,
@@ -22,36 +58,20 @@ def simulate(
     end: str,
     *,
     volume: int | None = None,
-    cities: list[str] | None = None,
-    users: int | None = None,
-    items: int | None = None,
     skip_landed: bool = False,
     progress: Callable[[str, dict], None] | None = None,
+    **options: Any,
 ) -> list[dict]:
     """Write every day from ``start`` to ``end`` (inclusive) of ``dataset`` into the landing zone.
 
-    ``volume`` is rows per day; ``users`` and ``items`` size the interactions world (``None``: the defaults).
+    ``volume`` is rows per day; ``options`` are the dataset's simulator options by name (e.g.
+    ``cities=["nyc"]`` for rides, ``users=300`` for interactions; ``None``: the simulator's default).
     """
     from mltrain_assets.landing import day_status
+    from mltrain_assets.registry import simulator
 
-    if dataset != "interactions" and (users is not None or items is not None):
-        raise ValueError(f"users/items size the interactions world; dataset {dataset!r} has neither")
-    for name, value in (("users", users), ("items", items)):
-        if value is not None and value < 1:
-            raise ValueError(f"{name} must be a positive number, got {value}")
-    if dataset == "rides":
-        from mltrain_assets.simulate.rides import write_rides_day as write_day
-
-        kwargs = {"rides_per_day": volume} if volume else {}
-        if cities:
-            kwargs["cities"] = cities
-    elif dataset == "interactions":
-        from mltrain_assets.simulate.interactions import write_interactions_day as write_day
-
-        sizes = {"events_per_day": volume or None, "n_users": users, "n_items": items}
-        kwargs = {name: value for name, value in sizes.items() if value is not None}
-    else:
-        raise ValueError(f"unknown dataset {dataset!r}; expected 'rides' or 'interactions'")
+    kwargs = simulator_kwargs(dataset, volume, options)
+    write_day = simulator(dataset).load()
     summaries = []
     for date in date_range(start, end):
         if skip_landed and day_status(landing_uri, dataset, date)["success"]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mltrain_assets.cli import lineage
-from mltrain_assets.cli.lineage import _same_summary, is_run_fact
+from mltrain_assets.cli import reproduce
+from mltrain_assets.cli.reproduce import _same_summary, is_run_fact
 
 # A summary as the workloads write them (recsys training, demand training, aggregates, embeddings).
 SUMMARY = {
@@ -97,6 +97,6 @@ def test_a_json_record_equal_but_for_its_run_facts_counts_as_the_same_file(monke
         "again": {"auc": 0.7, "world_size": 2, "mlflow_run_id": "m-2"},
         "other": {"auc": 0.7, "world_size": 4, "mlflow_run_id": "m-3"},
     }
-    monkeypatch.setattr(lineage, "read_json", lambda uri, name: records[uri])
-    assert lineage._same_file("original", "again", "metrics.json", {"sha256": "1"}, {"sha256": "2"})
-    assert not lineage._same_file("original", "other", "metrics.json", {"sha256": "1"}, {"sha256": "3"})
+    monkeypatch.setattr(reproduce, "read_json", lambda uri, name: records[uri])
+    assert reproduce._same_file("original", "again", "metrics.json", {"sha256": "1"}, {"sha256": "2"})
+    assert not reproduce._same_file("original", "other", "metrics.json", {"sha256": "1"}, {"sha256": "3"})

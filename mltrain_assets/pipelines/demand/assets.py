@@ -36,7 +36,6 @@ MAPE_GATE = metric_below(
     "mape_below_threshold",
     "mape",
     contract.MAPE_THRESHOLD,
-    f"Held-out MAPE < {contract.MAPE_THRESHOLD}; a failure blocks registration.",
     context=("naive_mape",),
 )
 

@@ -29,7 +29,6 @@ AUC_GATE = metric_above(
     "auc_above_threshold",
     "auc",
     contract.AUC_THRESHOLD,
-    f"AUC on the held-out day > {contract.AUC_THRESHOLD}; a failure blocks registration and promotion.",
 )
 
 user_interactions = landing_ingestion_asset(

@@ -1,6 +1,6 @@
 """The reporting definitions the code location merges next to the pipelines' (``mltrain_assets/definitions.py``).
 
-Not a pipeline of ``registry.PIPELINES``: it lands no data and has no stages; it reads every
+Not a pipeline of ``MLTRAIN_PIPELINES``: it lands no data and has no stages; it reads every
 registered pipeline's shape (``Pipeline.quality``) and records.
 """
 

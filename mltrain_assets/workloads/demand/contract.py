@@ -138,8 +138,8 @@ RIDES = DatasetSpec(
     },
     min_rows_per_day=1_000,
     max_duplicate_fraction=0.05,
+    count_by=("city",),
 )
-LANDING_DATASETS = (RIDES,)
 
 # The days a date needs landed, oldest first (demo, backfill, CLI).
 LANDING_WINDOW = FEATURES_WINDOW

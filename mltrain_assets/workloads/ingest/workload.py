@@ -120,11 +120,11 @@ class _DayPlan:
 
 @dataclass
 class _Written:
-    """What ``events.parquet`` received: rows in all, by hour and by city."""
+    """What ``events.parquet`` received: rows in all, by hour, and by value of each ``DatasetSpec.count_by`` column."""
 
     rows: int
     rows_by_hour: dict[int, int]
-    rows_by_city: dict[str, int]
+    rows_by_value: dict[str, dict[str, int]]
 
 
 def _label_rows(con: duckdb.DuckDBPyConnection, sql: _DaySql, rel_of: dict[str, str]) -> None:
@@ -220,7 +220,7 @@ def _write_events(
 ) -> _Written:
     """Write ``events.parquet`` one UTC hour after another: the valid rows, one copy of each id, sorted."""
     rows_by_hour = dict.fromkeys(range(24), 0)
-    rows_by_city: dict[str, int] = {}
+    rows_by_value: dict[str, dict[str, int]] = {column: {} for column in spec.count_by}
     with writer.parquet_file(EVENTS_FILE, spec.schema) as events:
         for hour in range(24):
             in_hour = _hour_bounds(spec, date, hour)
@@ -232,12 +232,12 @@ def _write_events(
             ).to_arrow_table()
             events.write(table.cast(spec.schema), row_group_size=EVENTS_ROW_GROUP)
             rows_by_hour[hour] = table.num_rows
-            if "city" in spec.schema.names:
-                for item in pc.value_counts(table.column("city")).to_pylist():
-                    rows_by_city[item["values"]] = rows_by_city.get(item["values"], 0) + item["counts"]
+            for column, counts in rows_by_value.items():
+                for item in pc.value_counts(table.column(column)).to_pylist():
+                    counts[item["values"]] = counts.get(item["values"], 0) + item["counts"]
             if reporter and hour % 6 == 5:
                 reporter.progress(hour + 1, 24, f"{dataset} {date} hours written")
-    return _Written(events.rows, rows_by_hour, rows_by_city)
+    return _Written(events.rows, rows_by_hour, rows_by_value)
 
 
 def _write_rejected(con: duckdb.DuckDBPyConnection, writer: ArtifactWriter, sql: _DaySql) -> None:
@@ -285,8 +285,8 @@ def _day_summary(
     }
     if landing_fingerprint:
         summary["landing_fingerprint"] = landing_fingerprint
-    if "city" in spec.schema.names:
-        summary["rows_by_city"] = dict(sorted(written.rows_by_city.items()))
+    for column, counts in written.rows_by_value.items():
+        summary[f"rows_by_{column}"] = dict(sorted(counts.items()))
     return summary
 
 

@@ -114,7 +114,6 @@ INTERACTIONS = DatasetSpec(
     min_rows_per_day=1_000,
     max_duplicate_fraction=0.05,
 )
-LANDING_DATASETS = (INTERACTIONS,)
 
 
 def checkpoint_uri_for(out_uri: str) -> str:

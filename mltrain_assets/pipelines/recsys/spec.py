@@ -1,0 +1,34 @@
+"""The recommendations pipeline, as the shared code sees it (dagster-free; registered in ``registry``)."""
+
+from mltrain_assets.registry import PipelineSpec, SimulateOption, Simulator
+from mltrain_assets.workloads.recsys import contract
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"must be a positive number, got {number}")
+    return number
+
+
+spec = PipelineSpec(
+    name="recsys",
+    title="Recommendations",
+    landing_dataset=contract.INTERACTIONS,
+    landing_window=contract.LANDING_WINDOW,
+    simulator=Simulator(
+        write_day="mltrain_assets.simulate.interactions:write_interactions_day",
+        volume_kwarg="events_per_day",
+        volume_flag="--events-per-day",
+        options=(
+            SimulateOption(
+                "--users", "n_users", "users in the simulated world (interactions; default 10,000)", _positive
+            ),
+            SimulateOption(
+                "--items", "n_items", "items in the simulated world (interactions; default 1,000)", _positive
+            ),
+        ),
+    ),
+    params_modules=("mltrain_assets.workloads.recsys.params",),
+    definitions="mltrain_assets.pipelines.recsys.definitions",
+)
