@@ -25,8 +25,9 @@ demo: install
 
 # Two workers by default (this machine's cores): one takes the e2e package (mostly waiting on the
 # daemon), the other the rest; each test package stays on one worker (its fixtures built once).
+# Lint first (`lint`: ruff check + ruff format --check): a style or import error fails in seconds, not after the suite.
 TEST_WORKERS ?= 2
-test: install
+test: lint
 	$(BIN)/pytest -n $(TEST_WORKERS)
 
 test-fast: install

@@ -68,6 +68,8 @@ class PipelineSpec:
 
     name: str
     title: str  # as a person reads it, e.g. "Demand forecasting"
+    group: str  # its Dagster asset group
+    owners: tuple[str, ...]  # its assets' owners in the catalog: "team:name" or an email
     landing_dataset: DatasetSpec  # the dataset its ingestion asset lands (one per pipeline)
     landing_window: Window  # the landed days one date needs, oldest first (demo, backfill)
     simulator: Simulator

@@ -227,6 +227,10 @@ SETTING_RULES: dict[str, tuple[Callable[[str], bool], str]] = {
         "`spec = PipelineSpec(...)`, e.g. my_company.churn.spec",
     ),
     "MLTRAIN_PARTITIONS_START": (_is_date, "a date, YYYY-MM-DD"),
+    "MLTRAIN_GIT_URL": (
+        lambda v: not v or bool(re.match(r"^https?://\S+$", v)),
+        "empty or the repository's web URL, e.g. https://github.com/acme/mltrain",
+    ),
 }
 
 

@@ -20,7 +20,6 @@ LAZY = (
     "kubernetes",
     "dagster_k8s",
     "torch",
-    "dagster_pyspark",
     "matplotlib",
     "lightgbm",
     "sklearn",

@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from mltrain_assets.settings import (
-    all_setting_rules,
     SettingsError,
+    all_setting_rules,
     default_environment,
     settings_problems,
     validate_settings,
@@ -41,6 +41,7 @@ BAD_VALUES = {
     "MLTRAIN_K8S_TRAINING_TOLERATIONS": '{"key": "nvidia.com/gpu"}',
     "MLTRAIN_CITIES": "nyc,paris",  # declared by the demand pipeline's spec
     "MLTRAIN_PIPELINES": "demand,my_company.missing.spec",
+    "MLTRAIN_GIT_URL": "git@github.com:acme/mltrain.git",
     "MLTRAIN_PARTITIONS_START": "2026-02-30",
 }
 

@@ -8,12 +8,12 @@ from dagster import (
     AssetExecutionContext,
     BackfillPolicy,
     Failure,
-    FreshnessPolicy,
     MetadataValue,
     asset,
 )
 
 from mltrain_assets.artifacts import ArtifactRef
+from mltrain_assets.core.assets import FRESHNESS, catalog_tags, column_schema, declared_here
 from mltrain_assets.core.gates import MATCHES_CONTRACT, landed_complete
 from mltrain_assets.core.partitions import daily_partitions
 from mltrain_assets.core.steps import (
@@ -25,9 +25,9 @@ from mltrain_assets.core.steps import (
     versions_output,
 )
 from mltrain_assets.landing import bytes_to_hash, content_digests, day_status, success_uri
+from mltrain_assets.registry import PipelineSpec
 from mltrain_assets.resources.compute import ComputeBackend
 from mltrain_assets.resources.storage import ArtifactStorage
-from mltrain_assets.schemas import DatasetSpec
 from mltrain_assets.workloads.ingest.params import INGEST_CODE_VERSION, IngestParams
 
 # Per-partition materialization metadata: the content fingerprint of the landed day that version holds
@@ -64,30 +64,35 @@ def partition_metadata(ref: ArtifactRef) -> dict:
     return metadata
 
 
-def landing_ingestion_asset(
-    *, name: str, spec: DatasetSpec, group_name: str, description: str, freshness_policy: FreshnessPolicy | None = None
-):
-    """A daily asset that validates, deduplicates and versions one landing dataset.
+def landing_ingestion_asset(*, name: str, spec: PipelineSpec, description: str):
+    """A daily asset that validates, deduplicates and versions the pipeline's landing dataset.
 
     A single run may cover a range of dates (single-run backfills): one workload
     ingests every date whose version is not yet committed, and each date's materialization
     carries that date's own rows, hours present, duplicates removed and rejects.
     """
-    dataset = spec.name
-    gates = [landed_complete(spec.min_rows_per_day), MATCHES_CONTRACT]
+    landing = spec.landing_dataset
+    dataset = landing.name
+    gates = [landed_complete(landing.min_rows_per_day), MATCHES_CONTRACT]
 
     @asset(
         name=name,
         partitions_def=daily_partitions,
         backfill_policy=BackfillPolicy.single_run(),
         code_version=INGEST_CODE_VERSION,
-        group_name=group_name,
+        group_name=spec.group,
+        owners=list(spec.owners),
+        tags=catalog_tags(spec, "landed"),
         description=description,
         kinds={"python", "parquet"},
         retry_policy=DATA_PLANE_RETRY,
         check_specs=gate_specs(name, gates),
-        freshness_policy=freshness_policy,
-        metadata={"landing_dataset": dataset},
+        freshness_policy=FRESHNESS["landed"],
+        metadata={
+            "landing_dataset": dataset,
+            "dagster/column_schema": column_schema(landing.schema),
+            **declared_here(),  # the pipeline's line that declares it, not this factory
+        },
     )
     def _ingest(context: AssetExecutionContext, storage: ArtifactStorage, compute: ComputeBackend):
         dates = list(context.partition_keys)

@@ -22,6 +22,7 @@ from dagster import (
     in_process_executor,
 )
 
+from mltrain_assets.core.assets import with_code_references
 from mltrain_assets.core.gates import Gate
 from mltrain_assets.core.schedules import daily_fallback_schedule
 from mltrain_assets.core.sensors import landing_sensor
@@ -176,7 +177,7 @@ def define_pipeline(
     key_dimension, keys = _key_dimension(keyed)
     dataset = spec.landing_dataset.name
     defs = Definitions(
-        assets=list(assets),
+        assets=with_code_references(assets),
         jobs=[ingestion_job, *stage_jobs],
         sensors=[landing_sensor(dataset, ingestion_asset, ingestion_job)],
         schedules=[daily_fallback_schedule(dataset, ingestion_asset, ingestion_job, fallback_cron)],

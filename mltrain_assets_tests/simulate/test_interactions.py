@@ -141,7 +141,9 @@ def test_world_and_day_sizes_are_honoured_from_the_cli(tmp_path):
 def test_users_and_items_size_the_interactions_world_only(tmp_path):
     from mltrain_assets.simulate import simulate
 
-    with pytest.raises(ValueError, match=r"option\(s\) \[.users.\] do not apply to dataset .rides.; its options: \[.cities.\]"):
+    with pytest.raises(
+        ValueError, match=r"option\(s\) \[.users.\] do not apply to dataset .rides.; its options: \[.cities.\]"
+    ):
         simulate("rides", normalize_uri(str(tmp_path)), "2026-03-01", "2026-03-01", users=10)
     with pytest.raises(ValueError, match="items must be a positive number, got 0"):
         simulate("interactions", normalize_uri(str(tmp_path)), "2026-03-01", "2026-03-01", items=0)

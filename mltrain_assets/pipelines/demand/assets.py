@@ -6,31 +6,23 @@ the pipeline contract (``workloads/demand/contract.py``); the heavy code is in
 ``workloads/demand``.
 """
 
-from dagster import AssetExecutionContext, BackfillPolicy, asset
+from dagster import AssetExecutionContext, BackfillPolicy
 
 from mltrain_assets.artifacts import ArtifactRef
-from mltrain_assets.core.automation import when_landed_day_ready, when_upstream_ready
+from mltrain_assets.core.assets import Step, step_asset, workload_asset
+from mltrain_assets.core.automation import when_landed_day_ready
 from mltrain_assets.core.gates import ENGINE_PARITY, metric_below
 from mltrain_assets.core.ingestion import landing_ingestion_asset
-from mltrain_assets.core.partitions import daily_partitions, same_days_input, window_input
+from mltrain_assets.core.partitions import same_days_input, window_input
 from mltrain_assets.core.promotion import register_and_promote, served_model_uri, snapshot_with_upstream
-from mltrain_assets.core.steps import (
-    DATA_PLANE_RETRY,
-    build_versions,
-    check_results,
-    gate_specs,
-    plan_version,
-    run_versioned_step,
-    versions_output,
-)
+from mltrain_assets.core.steps import build_versions, check_results, plan_version, versions_output
 from mltrain_assets.pipelines.demand.partitions import daily_city_partitions
+from mltrain_assets.pipelines.demand.spec import spec
 from mltrain_assets.resources.compute import ComputeBackend
 from mltrain_assets.resources.storage import ArtifactStorage
 from mltrain_assets.resources.tracking import ModelRegistry
 from mltrain_assets.workloads.demand import contract
 from mltrain_assets.workloads.demand.params import AggregatesParams, FeaturesParams, ForecastParams, TrainParams
-
-GROUP = "demand_forecasting"
 
 MAPE_GATE = metric_below(
     "mape_below_threshold",
@@ -41,27 +33,21 @@ MAPE_GATE = metric_below(
 
 ride_events = landing_ingestion_asset(
     name="ride_events",
-    spec=contract.RIDES,
-    group_name=GROUP,
+    spec=spec,
     description="One UTC day of ride events from the landing zone: validated, deduplicated by ride_id, versioned parquet.",
 )
 
 
-@asset(
-    partitions_def=daily_partitions,
+@step_asset(
+    spec,
+    layer="aggregates",
     ins={"ride_events": same_days_input()},
     backfill_policy=BackfillPolicy.single_run(),
     code_version=contract.AGGREGATES_CODE_VERSION,
-    group_name=GROUP,
     kinds={"spark", "sql"},
     pool="spark",
-    retry_policy=DATA_PLANE_RETRY,
     automation_condition=when_landed_day_ready(),
-    check_specs=gate_specs("city_hour_aggregates", [ENGINE_PARITY]),
-    description=(
-        "One day of ride_events reduced to city-hour aggregates (Spark SQL or DuckDB, same SQL), once: "
-        "every features partition whose window holds the day reads these rows, never the raw events."
-    ),
+    gates=[ENGINE_PARITY],
 )
 def city_hour_aggregates(
     context: AssetExecutionContext,
@@ -69,6 +55,9 @@ def city_hour_aggregates(
     storage: ArtifactStorage,
     compute: ComputeBackend,
 ):
+    """One day of ride_events reduced to city-hour aggregates (Spark SQL or DuckDB, same SQL), once: every features
+    partition whose window holds the day reads these rows, never the raw events.
+    """
     # A range run (backfill, demo) aggregates every date in one launch, each raw day once.
     params = AggregatesParams()
     planned = [
@@ -90,78 +79,53 @@ def city_hour_aggregates(
     yield from check_results(outcomes)
 
 
-@asset(
-    partitions_def=daily_partitions,
+@workload_asset(
+    spec,
+    layer="features",
     ins={"city_hour_aggregates": window_input(contract.FEATURES_WINDOW)},
     code_version=contract.FEATURES_CODE_VERSION,
-    group_name=GROUP,
     kinds={"spark", "sql"},
-    pool="spark",
-    retry_policy=DATA_PLANE_RETRY,
-    automation_condition=when_upstream_ready(),
-    check_specs=gate_specs("city_demand_features", [ENGINE_PARITY]),
+    profile="spark",
+    gates=[ENGINE_PARITY],
     description=(
         f"~200 features per city-hour over a trailing {contract.FEATURES_WINDOW.days}-day window of "
         "city_hour_aggregates (Spark SQL or DuckDB, same SQL)."
     ),
 )
-def city_demand_features(
-    context: AssetExecutionContext,
-    city_hour_aggregates: dict[str, ArtifactRef],
-    storage: ArtifactStorage,
-    compute: ComputeBackend,
-):
+def city_demand_features(context: AssetExecutionContext, city_hour_aggregates: dict[str, ArtifactRef]) -> Step:
     dates = list(city_hour_aggregates)
-    yield from run_versioned_step(
-        context,
-        storage=storage,
-        compute=compute,
-        params=FeaturesParams(
-            date=context.partition_key, aggregates_uris=tuple(ref.uri for ref in city_hour_aggregates.values())
-        ),
+    return Step(
+        FeaturesParams(date=context.partition_key, aggregates_uris=tuple(r.uri for r in city_hour_aggregates.values())),
         inputs={f"city_hour_aggregates/{d}": ref for d, ref in city_hour_aggregates.items()},
-        profile="spark",
-        gates=[ENGINE_PARITY],
         metadata=lambda _: {"window": f"{dates[0]}..{dates[-1]}"},
     )
 
 
-@asset(
+@workload_asset(
+    spec,
+    layer="model",
     partitions_def=daily_city_partitions,
     code_version=contract.TRAIN_CODE_VERSION,
-    group_name=GROUP,
     kinds={"lightgbm", "mlflow"},
-    pool="training",
-    retry_policy=DATA_PLANE_RETRY,
-    automation_condition=when_upstream_ready(),
-    check_specs=gate_specs("city_demand_model", [MAPE_GATE]),
-    description="LightGBM demand model for one city and date, tracked in MLflow; gated on held-out MAPE.",
+    profile="training",
+    gates=[MAPE_GATE],
 )
-def city_demand_model(
-    context: AssetExecutionContext, city_demand_features: ArtifactRef, storage: ArtifactStorage, compute: ComputeBackend
-):
+def city_demand_model(context: AssetExecutionContext, city_demand_features: ArtifactRef) -> Step:
+    """LightGBM demand model for one city and date, tracked in MLflow; gated on held-out MAPE."""
     keys = context.partition_key.keys_by_dimension
-    yield from run_versioned_step(
-        context,
-        storage=storage,
-        compute=compute,
-        params=TrainParams(date=keys["date"], city=keys["city"], features_uri=city_demand_features.uri),
+    return Step(
+        TrainParams(date=keys["date"], city=keys["city"], features_uri=city_demand_features.uri),
         inputs={"city_demand_features": city_demand_features},
-        profile="training",
-        gates=[MAPE_GATE],
         metadata=lambda ref: {"mlflow_run": ref.metadata.get("mlflow_run_id", "")},
     )
 
 
-@asset(
+@step_asset(
+    spec,
+    layer="registered",
     partitions_def=daily_city_partitions,
-    code_version="1",
-    group_name=GROUP,
     kinds={"mlflow"},
-    pool="registry",  # one slot (resources/tracking.py REGISTRY_POOL): registrations and promotions never overlap
-    retry_policy=DATA_PLANE_RETRY,
-    automation_condition=when_upstream_ready(),
-    description="The city model registered as `demand-forecast-{city}` with lineage tags, aliased `staging`.",
+    pool="registry",  # one slot (MLTRAIN_POOL_LIMITS): registrations and promotions never overlap
 )
 def registered_demand_model(
     context: AssetExecutionContext,
@@ -169,6 +133,7 @@ def registered_demand_model(
     city_demand_features: ArtifactRef,
     registry: ModelRegistry,
 ):
+    """The city model registered as `demand-forecast-{city}` with lineage tags, aliased `staging`."""
     city = context.partition_key.keys_by_dimension["city"]
     snapshot = snapshot_with_upstream(
         {"city_demand_model": city_demand_model, "city_demand_features": city_demand_features}
@@ -185,29 +150,21 @@ def registered_demand_model(
     )
 
 
-@asset(
+@workload_asset(
+    spec,
+    layer="inference",
     partitions_def=daily_city_partitions,
     code_version=contract.FORECAST_CODE_VERSION,
-    group_name=GROUP,
     kinds={"lightgbm", "parquet"},
-    retry_policy=DATA_PLANE_RETRY,
-    automation_condition=when_upstream_ready(),
-    description="Next-day hourly demand forecasts for one city from its `staging` model.",
 )
 def demand_forecasts(
-    context: AssetExecutionContext,
-    registered_demand_model: ArtifactRef,
-    city_demand_features: ArtifactRef,
-    storage: ArtifactStorage,
-    compute: ComputeBackend,
-):
+    context: AssetExecutionContext, registered_demand_model: ArtifactRef, city_demand_features: ArtifactRef
+) -> Step:
+    """Next-day hourly demand forecasts for one city from its `staging` model."""
     keys = context.partition_key.keys_by_dimension
     model_uri = served_model_uri(registered_demand_model)
-    yield from run_versioned_step(
-        context,
-        storage=storage,
-        compute=compute,
-        params=ForecastParams(
+    return Step(
+        ForecastParams(
             date=keys["date"], city=keys["city"], model_uri=model_uri, features_uri=city_demand_features.uri
         ),
         inputs={"model": model_uri, "city_demand_features": city_demand_features},

@@ -16,6 +16,8 @@ def _known_cities(value: str) -> bool:
 spec = PipelineSpec(
     name="demand",
     title="Demand forecasting",
+    group="demand_forecasting",
+    owners=("team:demand-forecasting",),
     landing_dataset=contract.RIDES,
     landing_window=contract.LANDING_WINDOW,
     simulator=Simulator(

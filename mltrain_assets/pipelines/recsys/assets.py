@@ -6,24 +6,19 @@ held out to measure AUC, so nothing learns from the day it is judged on. Windows
 thresholds, names and code versions come from ``workloads/recsys/contract.py``.
 """
 
-import datetime as dt
-
-from dagster import AssetExecutionContext, FreshnessPolicy, asset
+from dagster import AssetExecutionContext
 
 from mltrain_assets.artifacts import ArtifactRef
-from mltrain_assets.core.automation import when_upstream_ready
+from mltrain_assets.core.assets import Step, step_asset, workload_asset
 from mltrain_assets.core.gates import metric_above
 from mltrain_assets.core.ingestion import landing_ingestion_asset
-from mltrain_assets.core.partitions import daily_partitions, window_input
+from mltrain_assets.core.partitions import window_input
 from mltrain_assets.core.promotion import register_and_promote, served_model_uri, snapshot_with_upstream
-from mltrain_assets.core.steps import DATA_PLANE_RETRY, gate_specs, run_versioned_step
+from mltrain_assets.pipelines.recsys.spec import spec
 from mltrain_assets.resources.compute import ComputeBackend
-from mltrain_assets.resources.storage import ArtifactStorage
 from mltrain_assets.resources.tracking import ModelRegistry
 from mltrain_assets.workloads.recsys import contract
 from mltrain_assets.workloads.recsys.params import EmbeddingsParams, EvaluateParams, RecommendParams, TrainParams
-
-GROUP = "recommendations"
 
 AUC_GATE = metric_above(
     "auc_above_threshold",
@@ -33,80 +28,56 @@ AUC_GATE = metric_above(
 
 user_interactions = landing_ingestion_asset(
     name="user_interactions",
-    spec=contract.INTERACTIONS,
-    group_name=GROUP,
+    spec=spec,
     description=(
         "One UTC day of user-item impressions: validated, deduplicated by event_id, versioned parquet. "
-        "Blocking freshness gate: all 24 hourly buckets of the day arrived with plausible counts."
-    ),
-    # A day is due by the end of the next day; warn after 26 hours without a new day.
-    freshness_policy=FreshnessPolicy.time_window(
-        fail_window=dt.timedelta(hours=48), warn_window=dt.timedelta(hours=26)
+        "Its blocking check `landed_complete` holds the day back until all 24 hourly buckets arrived with "
+        "plausible counts; its freshness policy (the landed layer's) warns when no new day arrived for 26 h."
     ),
 )
 
 
-@asset(
-    partitions_def=daily_partitions,
+@workload_asset(
+    spec,
+    layer="embeddings",
     ins={"user_interactions": window_input(contract.EMBEDDINGS_WINDOW)},
     code_version=contract.EMBEDDINGS_CODE_VERSION,
-    group_name=GROUP,
     kinds={"spark"},
-    pool="spark",
-    retry_policy=DATA_PLANE_RETRY,
-    automation_condition=when_upstream_ready(),
+    profile="spark",
     description=(
         f"User and item ALS factors (Spark MLlib, implicit feedback) over {contract.EMBEDDINGS_WINDOW.days} days "
         "ending the week before the model's training window (D-14..D-8)."
     ),
 )
-def interaction_embeddings(
-    context: AssetExecutionContext,
-    user_interactions: dict[str, ArtifactRef],
-    storage: ArtifactStorage,
-    compute: ComputeBackend,
-):
+def interaction_embeddings(context: AssetExecutionContext, user_interactions: dict[str, ArtifactRef]) -> Step:
     dates = list(user_interactions)
-    yield from run_versioned_step(
-        context,
-        storage=storage,
-        compute=compute,
-        params=EmbeddingsParams(
+    return Step(
+        EmbeddingsParams(
             date=context.partition_key, interactions_uris=tuple(r.uri for r in user_interactions.values())
         ),
         inputs={f"user_interactions/{d}": r for d, r in user_interactions.items()},
-        profile="spark",
         metadata=lambda _: {"window": f"{dates[0]}..{dates[-1]}"},
     )
 
 
-@asset(
-    partitions_def=daily_partitions,
+@workload_asset(
+    spec,
+    layer="model",
     ins={"user_interactions": window_input(contract.MODEL_WINDOW)},
     code_version=contract.TRAIN_CODE_VERSION,
-    group_name=GROUP,
     kinds={"pytorch", "mlflow"},
-    pool="training",
-    retry_policy=DATA_PLANE_RETRY,
-    automation_condition=when_upstream_ready(),
-    check_specs=gate_specs("recommender_model", [AUC_GATE]),
-    description="Two-tower ranker trained with DistributedDataParallel (torchrun), checkpointed per epoch; AUC on day D.",
+    profile="training",
+    gates=[AUC_GATE],
 )
 def recommender_model(
-    context: AssetExecutionContext,
-    interaction_embeddings: ArtifactRef,
-    user_interactions: dict[str, ArtifactRef],
-    storage: ArtifactStorage,
-    compute: ComputeBackend,
-):
+    context: AssetExecutionContext, interaction_embeddings: ArtifactRef, user_interactions: dict[str, ArtifactRef]
+) -> Step:
+    """Two-tower ranker trained with DistributedDataParallel (torchrun), checkpointed per epoch; AUC on day D."""
     date = context.partition_key
     train = {d: r for d, r in user_interactions.items() if d != date}
     held_out = user_interactions[date]
-    yield from run_versioned_step(
-        context,
-        storage=storage,
-        compute=compute,
-        params=TrainParams(
+    return Step(
+        TrainParams(
             date=date,
             interactions_uris=tuple(r.uri for r in train.values()),
             eval_uri=held_out.uri,
@@ -114,24 +85,15 @@ def recommender_model(
         ),
         inputs={"interaction_embeddings": interaction_embeddings, "eval": held_out}
         | {f"user_interactions/{d}": r for d, r in train.items()},
-        profile="training",
-        gates=[AUC_GATE],
         metadata=lambda ref: {"resumed_from_epoch": ref.metadata.get("resumed_from_epoch", 0)},
     )
 
 
-@asset(
-    partitions_def=daily_partitions,
-    code_version="1",
-    group_name=GROUP,
+@step_asset(
+    spec,
+    layer="registered",
     kinds={"mlflow"},
-    pool="registry",  # one slot (resources/tracking.py REGISTRY_POOL): registrations and promotions never overlap
-    retry_policy=DATA_PLANE_RETRY,
-    automation_condition=when_upstream_ready(),
-    description=(
-        "The model registered as `recommender` with lineage tags; `staging` moves to it only if it beats "
-        "(or ties) the current `staging` version on the same held-out day."
-    ),
+    pool="registry",  # one slot (MLTRAIN_POOL_LIMITS): registrations and promotions never overlap
 )
 def registered_recommender(
     context: AssetExecutionContext,
@@ -141,6 +103,9 @@ def registered_recommender(
     compute: ComputeBackend,
     registry: ModelRegistry,
 ):
+    """The model registered as `recommender` with lineage tags; `staging` moves to it only if it beats (or ties)
+    the current `staging` version on the same held-out day.
+    """
     name = contract.REGISTERED_MODEL_NAME
 
     def auc_of(model_uri: str) -> float:
@@ -177,29 +142,17 @@ def registered_recommender(
     )
 
 
-@asset(
-    partitions_def=daily_partitions,
+@workload_asset(
+    spec,
+    layer="inference",
     code_version=contract.RECOMMEND_CODE_VERSION,
-    group_name=GROUP,
     kinds={"pytorch", "parquet"},
-    retry_policy=DATA_PLANE_RETRY,
-    automation_condition=when_upstream_ready(),
     description=f"Top-{contract.TOP_K} items per user from the `staging` recommender; runs when a version is promoted.",
 )
-def recommendations(
-    context: AssetExecutionContext,
-    registered_recommender: ArtifactRef,
-    storage: ArtifactStorage,
-    compute: ComputeBackend,
-):
+def recommendations(context: AssetExecutionContext, registered_recommender: ArtifactRef) -> Step:
     model_uri = served_model_uri(registered_recommender)
-    yield from run_versioned_step(
-        context,
-        storage=storage,
-        compute=compute,
-        params=RecommendParams(model_uri=model_uri),
-        inputs={"model": model_uri},
-        metadata=lambda _: {"model_uri": model_uri},
+    return Step(
+        RecommendParams(model_uri=model_uri), inputs={"model": model_uri}, metadata=lambda _: {"model_uri": model_uri}
     )
 
 

@@ -14,6 +14,8 @@ def _positive(value: str) -> int:
 spec = PipelineSpec(
     name="recsys",
     title="Recommendations",
+    group="recommendations",
+    owners=("team:recommendations",),
     landing_dataset=contract.INTERACTIONS,
     landing_window=contract.LANDING_WINDOW,
     simulator=Simulator(

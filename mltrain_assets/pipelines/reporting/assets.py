@@ -43,6 +43,7 @@ from mltrain_assets.resources.tracking import ModelRegistry
 
 ASSET = "model_quality_report"
 GROUP = "reporting"
+OWNERS = ("team:ml-platform",)  # the report spans every pipeline: the platform team's
 CODE_VERSION = "quality-report-1"
 
 
@@ -98,6 +99,8 @@ def quality_report_asset(pipelines: Sequence[Pipeline]):
         partitions_def=daily_partitions,
         deps=report_deps(pipelines),
         group_name=GROUP,
+        owners=list(OWNERS),
+        tags={"pipeline": "reporting", "layer": "report"},
         code_version=CODE_VERSION,
         kinds={"matplotlib", "markdown"},
         automation_condition=when_any_upstream_updates(),

@@ -6,6 +6,7 @@ registered pipeline's shape (``Pipeline.quality``) and records.
 
 from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
 
+from mltrain_assets.core.assets import with_code_references
 from mltrain_assets.core.partitions import daily_partitions
 from mltrain_assets.core.pipeline import all_pipelines
 from mltrain_assets.pipelines.reporting.assets import ASSET, quality_report_asset
@@ -20,4 +21,4 @@ model_quality_report_job = define_asset_job(
     description="Render the model quality, cost and staleness report for a date.",
 )
 
-defs = Definitions(assets=[model_quality_report], jobs=[model_quality_report_job])
+defs = Definitions(assets=with_code_references([model_quality_report]), jobs=[model_quality_report_job])

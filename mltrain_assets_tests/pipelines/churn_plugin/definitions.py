@@ -1,55 +1,42 @@
 """The churn pipeline's Dagster side: ingestion, a gated model, its registration."""
 
-from dagster import AssetExecutionContext, asset
+from dagster import AssetExecutionContext
 
 from mltrain_assets.artifacts import ArtifactRef
+from mltrain_assets.core.assets import Step, step_asset, workload_asset
 from mltrain_assets.core.gates import metric_above
 from mltrain_assets.core.ingestion import landing_ingestion_asset
-from mltrain_assets.core.partitions import daily_partitions
 from mltrain_assets.core.pipeline import ModelQuality, PipelineJob, define_pipeline
 from mltrain_assets.core.promotion import register_and_promote, snapshot_with_upstream
-from mltrain_assets.core.steps import gate_specs, run_versioned_step
-from mltrain_assets.resources.compute import ComputeBackend
-from mltrain_assets.resources.storage import ArtifactStorage
 from mltrain_assets.resources.tracking import ModelRegistry
 from mltrain_assets_tests.pipelines.churn_plugin import contract
 from mltrain_assets_tests.pipelines.churn_plugin.params import ChurnTrainParams
 from mltrain_assets_tests.pipelines.churn_plugin.spec import spec
 
-GROUP = "churn"
 AUC_GATE = metric_above("churn_auc_above_threshold", "auc", contract.AUC_THRESHOLD)
 
-account_events = landing_ingestion_asset(
-    name="account_events_ingested", spec=contract.ACCOUNT_EVENTS, group_name=GROUP, description="Account events."
-)
+account_events = landing_ingestion_asset(name="account_events_ingested", spec=spec, description="Account events.")
 
 
-@asset(
-    partitions_def=daily_partitions,
+@workload_asset(
+    spec,
+    layer="model",
     code_version=contract.TRAIN_CODE_VERSION,
-    group_name=GROUP,
-    check_specs=gate_specs("churn_model", [AUC_GATE]),
-    description="A logistic churn model for the date, gated on held-out AUC.",
+    kinds={"scikit-learn", "mlflow"},
+    gates=[AUC_GATE],
 )
-def churn_model(
-    context: AssetExecutionContext,
-    account_events_ingested: ArtifactRef,
-    storage: ArtifactStorage,
-    compute: ComputeBackend,
-):
-    yield from run_versioned_step(
-        context,
-        storage=storage,
-        compute=compute,
-        params=ChurnTrainParams(date=context.partition_key, events_uri=account_events_ingested.uri),
+def churn_model(context: AssetExecutionContext, account_events_ingested: ArtifactRef) -> Step:
+    """A logistic churn model for the date, gated on held-out AUC."""
+    return Step(
+        ChurnTrainParams(date=context.partition_key, events_uri=account_events_ingested.uri),
         inputs={"account_events_ingested": account_events_ingested},
-        gates=[AUC_GATE],
     )
 
 
-@asset(
-    partitions_def=daily_partitions,
-    group_name=GROUP,
+@step_asset(
+    spec,
+    layer="registered",
+    kinds={"mlflow"},
     pool="registry",
     description=f"The churn model registered as `{contract.MODEL_NAME}`, aliased `staging`.",
 )

@@ -6,6 +6,8 @@ from mltrain_assets_tests.pipelines.churn_plugin import contract
 spec = PipelineSpec(
     name="churn",
     title="Churn",
+    group="churn",
+    owners=("team:churn",),
     landing_dataset=contract.ACCOUNT_EVENTS,
     landing_window=contract.LANDING_WINDOW,
     simulator=Simulator(
