@@ -133,14 +133,18 @@ def _add_schema_parser(sub: argparse._SubParsersAction) -> None:
     sub.add_parser("schema", help="print the landing datasets' schemas and rules").set_defaults(func=_cmd_schema)
 
 
+def _add_model_version_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="registered model name, e.g. demand-forecast-nyc or recommender")
+    parser.add_argument("version", help="model version number")
+
+
 def _add_lineage_parser(sub: argparse._SubParsersAction) -> None:
     lineage = sub.add_parser(
         "lineage",
         help="everything a registered model version came from: its runs, code commit, params, and every "
         "input version down to the landed days (with their fingerprints)",
     )
-    lineage.add_argument("model", help="registered model name, e.g. demand-forecast-nyc or recommender")
-    lineage.add_argument("version", help="model version number")
+    _add_model_version_arguments(lineage)
     lineage.set_defaults(func=_cmd_lineage)
 
 
@@ -150,8 +154,7 @@ def _add_reproduce_parser(sub: argparse._SubParsersAction) -> None:
         help="rebuild a registered model version from its lineage in a scratch store and say whether every "
         "file (the weights too) and the metrics are equal",
     )
-    reproduce.add_argument("model", help="registered model name")
-    reproduce.add_argument("version", help="model version number")
+    _add_model_version_arguments(reproduce)
     reproduce.add_argument("--scratch", help="folder to rebuild in (default: $MLTRAIN_HOME/reproductions/MODEL-vN)")
     reproduce.set_defaults(func=_cmd_reproduce)
 
