@@ -38,6 +38,7 @@ from mltrain_assets.artifacts import ArtifactRef
 from mltrain_assets.core.automation import when_upstream_ready
 from mltrain_assets.core.gates import Gate
 from mltrain_assets.core.partitions import daily_partitions
+from mltrain_assets.core.report import DEFAULT_GRACE_HOURS
 from mltrain_assets.core.steps import DATA_PLANE_RETRY, WorkloadProfile, gate_specs, run_versioned_step
 from mltrain_assets.registry import PipelineSpec
 from mltrain_assets.workloads.common.params import WorkloadParams
@@ -53,17 +54,21 @@ def _daily(warn_hours: float, fail_hours: float) -> FreshnessPolicy:
     )
 
 
-# Every layer is rebuilt once a day when its day lands (the landing sensor, then automation), so each
-# warns a little after a day's cadence without a new materialization and fails after two days.
-# Landed data is due by the end of the next day (26 h); each later layer gets a further 2 h to build.
+# Every layer is rebuilt once a day when its day lands (the landing sensor, then automation): landed data
+# warns once a day's cadence plus the landing grace passed without a new day (the report's "late" uses the
+# same grace), each later layer 2 h after the one it reads; each fails a day after it warns.
+_LANDED_WARN_HOURS = 24 + DEFAULT_GRACE_HOURS
 FRESHNESS: dict[str, FreshnessPolicy] = {
-    "landed": _daily(26, 48),
-    "aggregates": _daily(28, 50),
-    "features": _daily(28, 50),
-    "embeddings": _daily(28, 50),
-    "model": _daily(30, 52),
-    "registered": _daily(30, 52),
-    "inference": _daily(32, 54),
+    layer: _daily(_LANDED_WARN_HOURS + build_hours, _LANDED_WARN_HOURS + build_hours + 24)
+    for layer, build_hours in (
+        ("landed", 0),
+        ("aggregates", 2),
+        ("features", 2),
+        ("embeddings", 2),
+        ("model", 4),
+        ("registered", 4),
+        ("inference", 6),
+    )
 }
 
 

@@ -94,6 +94,27 @@ class LandingRow:
 
 
 @dataclass(frozen=True)
+class FreshnessRow:
+    """One asset's last update against its freshness policy (the same windows the UI's asset health uses)."""
+
+    pipeline: str
+    asset: str
+    layer: str
+    warn_hours: float
+    fail_hours: float
+    last_updated: str | None  # ISO UTC of its latest materialization at ``as_of``; None: never
+    age_hours: float | None  # hours between that and ``as_of``
+
+    @property
+    def status(self) -> str:
+        if self.age_hours is None:
+            return "never materialized"
+        if self.age_hours > self.fail_hours:
+            return "fail"
+        return "warn" if self.age_hours > self.warn_hours else "fresh"
+
+
+@dataclass(frozen=True)
 class QualityReport:
     date: str
     history_days: int
@@ -101,6 +122,8 @@ class QualityReport:
     sections: list[ModelSection]
     costs: list[CostRow]
     landings: list[LandingRow]
+    freshness: list[FreshnessRow] = field(default_factory=list)
+    freshness_as_of: str = ""  # ISO UTC: when the report was rendered
 
     def history_dates(self) -> list[str]:
         return history_dates(self.date, self.history_days)
@@ -109,8 +132,14 @@ class QualityReport:
         return dataclasses.asdict(self)
 
     def fingerprint(self) -> str:
-        """A hash of everything the report shows: the same state renders the same version."""
-        text = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        """A hash of everything the report shows: the same state renders the same version.
+
+        Freshness counts by status and last update, not by the hours that pass while nothing changes.
+        """
+        shown = self.to_dict()
+        shown.pop("freshness_as_of")
+        shown["freshness"] = [(row.asset, row.last_updated, row.status) for row in self.freshness]
+        text = json.dumps(shown, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -118,6 +147,12 @@ def history_dates(date: str, days: int) -> list[str]:
     """The ``days`` dates ending at ``date``, oldest first."""
     end = dt.date.fromisoformat(date)
     return [(end - dt.timedelta(days=n)).isoformat() for n in range(max(days, 1) - 1, -1, -1)]
+
+
+def due_time(date: str, grace_hours: float) -> dt.datetime:
+    """When a date's day is due: the end of the day (UTC) plus the grace."""
+    end_of_day = dt.datetime.combine(dt.date.fromisoformat(date) + dt.timedelta(days=1), dt.time(), dt.UTC)
+    return end_of_day + dt.timedelta(hours=grace_hours)
 
 
 def days_between(earlier: str, later: str) -> int:
@@ -134,15 +169,16 @@ def landing_arrival(landing_uri: str, dataset: str, date: str, grace_hours: floa
     """
     from mltrain_assets.landing import success_uri
 
-    end_of_day = dt.datetime.combine(dt.date.fromisoformat(date) + dt.timedelta(days=1), dt.time(), dt.UTC)
-    due = end_of_day + dt.timedelta(hours=grace_hours)
+    due = due_time(date, grace_hours)
     landed = _modified(success_uri(landing_uri, dataset, date))
     return LandingRow(
         dataset=dataset,
         date=date,
         due=_iso(due),
         landed_at=_iso(landed) if landed else None,
-        hours_after_day=round((landed - end_of_day).total_seconds() / 3600, 2) if landed else None,
+        hours_after_day=round((landed - due + dt.timedelta(hours=grace_hours)).total_seconds() / 3600, 2)
+        if landed
+        else None,
     )
 
 
@@ -262,9 +298,31 @@ def render_markdown(report: QualityReport, image: str | None = PNG_FILE) -> str:
     landed = [row for row in report.landings if row.landed_at is not None]
     late = [row for row in landed if row.late]
     lines += ["", f"{len(late)} of {len(landed)} landed days arrived late.", ""]
+    lines += _freshness_lines(report)
     if image:
         lines += [f"## Last {report.history_days} days", "", f"![quality per date]({image})", ""]
     return "\n".join(lines)
+
+
+def _freshness_lines(report: QualityReport) -> list[str]:
+    if not report.freshness:
+        return []
+    lines = [
+        f"## Freshness as of {report.freshness_as_of}",
+        "",
+        "Hours since each asset's last materialization against its freshness policy (warn / fail after), "
+        "as the asset health in the Dagster UI shows it.",
+        "",
+        "| pipeline | layer | asset | last materialized | hours since | warn / fail after (h) | status |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in report.freshness:
+        status = row.status if row.status == "fresh" else f"**{row.status}**"
+        lines.append(
+            f"| {row.pipeline} | {row.layer} | {row.asset} | {row.last_updated or '—'} | {_num(row.age_hours, 1)} | "
+            f"{row.warn_hours:g} / {row.fail_hours:g} | {status} |"
+        )
+    return [*lines, ""]
 
 
 # ------------------------------------------------------------------ PNG

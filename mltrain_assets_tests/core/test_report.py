@@ -330,3 +330,29 @@ def test_a_city_update_requests_the_date_even_with_other_cities_missing(monkeypa
         _record(instance, "city_demand_model", city_key("2026-03-09", "nyc"), mape=0.1)
         second = evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
         assert set(second.get_requested_partitions(AssetKey(ASSET))) == {"2026-03-09"}
+
+
+def test_freshness_rows_follow_each_assets_own_policy_and_never_move_the_version_while_unchanged():
+    from mltrain_assets.core.assets import FRESHNESS
+    from mltrain_assets.core.report import FreshnessRow, QualityReport
+
+    landed = FRESHNESS["landed"]
+    warn = landed.warn_window.to_timedelta().total_seconds() / 3600
+    fail = landed.fail_window.to_timedelta().total_seconds() / 3600
+    assert (warn, fail) == (28, 52)  # a day's cadence + the report's landing grace (4 h); fails a day later
+
+    def row(age):
+        return FreshnessRow("demand", "ride_events", "landed", warn, fail, "2026-11-28T04:00:00+00:00", age)
+
+    assert [row(a).status for a in (1.0, 28.5, 52.5)] == ["fresh", "warn", "fail"]
+    assert row(None).status == "never materialized"
+
+    def report(age, as_of):
+        return QualityReport("2026-11-28", 1, 4.0, [], [], [], [row(age)], as_of)
+
+    assert report(1.0, "t1").fingerprint() == report(2.0, "t2").fingerprint()
+    assert report(1.0, "t1").fingerprint() != report(29.0, "t2").fingerprint()
+    assert (
+        "| demand | landed | ride_events | 2026-11-28T04:00:00+00:00 | 29.0 | 28 / 52 | **warn** |"
+        in render_markdown(report(29.0, "t2"))
+    )

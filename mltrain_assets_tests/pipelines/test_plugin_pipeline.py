@@ -87,6 +87,9 @@ def test_a_pipeline_registered_by_its_spec_runs_through_the_cli(plugin_env, mltr
     (row,) = section["rows"]
     assert row["gate_passed"] is False and row["value"] < 0.7 and row["version"] is None
     assert row["staging_now"].startswith(f"v1 ({GOOD_DAY})")
+    freshness = {r["asset"]: r for r in figures["freshness"] if r["pipeline"] == "churn"}
+    assert set(freshness) == {"account_events_ingested", "churn_model", "registered_churn_model"}
+    assert freshness["churn_model"]["last_updated"] and freshness["churn_model"]["warn_hours"] == 32
 
     lineage = _mltrain(plugin_env, "lineage", "churn-classifier", "1")
     assert lineage.returncode == 0, lineage.stderr

@@ -7,7 +7,8 @@
   ``cpu_s``, ``peak_rss_mb``, which ``core.steps`` records);
 - staleness: the newest date on or before the report date whose version was promoted (the
   registration metadata over a look-back window, else the registry's ``staging`` tags), the
-  registry's ``staging`` version now, and when each landed day's ``_SUCCESS`` marker appeared.
+  registry's ``staging`` version now, when each landed day's ``_SUCCESS`` marker appeared, and each
+  asset's last update against its freshness policy (read from its definition: what the UI checks).
 
 Reading the instance rather than loading inputs keeps the report whole when some partitions
 (a city, a failed gate) are missing: a missing one is a row that says so.
@@ -15,16 +16,19 @@ Reading the instance rather than loading inputs keeps the report whole when some
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance, MultiPartitionKey
 
+from mltrain_assets.core.assets import LAYERS
 from mltrain_assets.core.pipeline import Pipeline, QualitySpec
 from mltrain_assets.core.promotion import STAGING_ALIAS
 from mltrain_assets.core.report import (
     CostRow,
+    FreshnessRow,
     LandingRow,
     ModelRow,
     ModelSection,
@@ -67,6 +71,7 @@ def collect_report(
     landings: list[LandingRow] = [
         landing_arrival(landing_uri, dataset, day, grace_hours) for dataset in datasets for day in dates
     ]
+    as_of = dt.datetime.now(dt.UTC)  # freshness is a state of now, as the UI's asset health shows it
     return QualityReport(
         date=date,
         history_days=len(dates),
@@ -74,7 +79,34 @@ def collect_report(
         sections=sections,
         costs=costs,
         landings=landings,
+        freshness=[row for pipeline in pipelines for row in _freshness(instance, pipeline, as_of)],
+        freshness_as_of=as_of.isoformat(timespec="seconds"),
     )
+
+
+def _freshness(instance: DagsterInstance, pipeline: Pipeline, as_of: dt.datetime) -> list[FreshnessRow]:
+    """Each asset's newest materialization at ``as_of`` against its own freshness policy (from its definition)."""
+    rows = []
+    for spec in (spec for asset in pipeline.defs.assets or () for spec in asset.specs):
+        policy = spec.freshness_policy
+        if policy is None:
+            continue
+        result = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=spec.key, before_timestamp=as_of.timestamp()), limit=1
+        )
+        updated = dt.datetime.fromtimestamp(result.records[0].timestamp, dt.UTC) if result.records else None
+        rows.append(
+            FreshnessRow(
+                pipeline=pipeline.name,
+                asset=spec.key.to_user_string(),
+                layer=spec.tags.get("layer", ""),
+                warn_hours=policy.warn_window.to_timedelta().total_seconds() / 3600,
+                fail_hours=policy.fail_window.to_timedelta().total_seconds() / 3600,
+                last_updated=updated.isoformat(timespec="seconds") if updated else None,
+                age_hours=round((as_of - updated).total_seconds() / 3600, 2) if updated else None,
+            )
+        )
+    return sorted(rows, key=lambda row: (LAYERS.index(row.layer) if row.layer in LAYERS else 99, row.asset))
 
 
 # ------------------------------------------------------------------ instance records
