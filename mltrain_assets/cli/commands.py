@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -99,7 +100,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     date = args.date or demo.latest_complete_day()
     started = time.monotonic()
     print(f"mltrain demo for {date}; state in {env['MLTRAIN_HOME']}", flush=True)
-    pipelines = [load_pipeline(name) for name in args.pipeline]
+    pipelines = [load_pipeline(name) for name in args.pipeline or _all_pipeline_names()]
     with _cluster_spark_for_k8s_local(env, started):
         outcomes = _run_demo_pipelines(pipelines, date, env, args, started)
     demo._say(f"model_quality_report for {date}", started)
@@ -160,14 +161,58 @@ def _cluster_spark_for_k8s_local(env: dict, started: float):
             os.environ["MLTRAIN_SPARK_MASTER"] = env["MLTRAIN_SPARK_MASTER"]
 
 
+def _all_pipeline_names() -> list[str]:
+    from mltrain_assets.registry import pipeline_names
+
+    return pipeline_names()
+
+
 def _cmd_summary(args: argparse.Namespace) -> int:
     from mltrain_assets.cli.demo import latest_complete_day
     from mltrain_assets.core.pipeline import all_pipelines
 
-    _effective_env()
+    env = _effective_env()
     date = args.date or latest_complete_day()
-    print("\n\n".join(pipeline.summary(date) for pipeline in all_pipelines()))
+    if args.as_json:
+        print(json.dumps(_served(all_pipelines(), env["MLFLOW_TRACKING_URI"], date), indent=2, sort_keys=True))
+        return 0
+    print("\n\n".join(pipeline.summary(date) for pipeline in all_pipelines() if pipeline.summary))
     return 0
+
+
+def _served(pipelines, tracking_uri: str, date: str) -> dict:
+    """Per pipeline, each model's `staging` version and what its tags say (``mltrain summary --json``)."""
+    from mltrain_assets.core.promotion import STAGING_ALIAS
+    from mltrain_assets.resources.tracking import ModelRegistry
+
+    registry = ModelRegistry(tracking_uri=tracking_uri)
+    served: dict = {"date": date, "pipelines": {}}
+    for pipeline in pipelines:
+        quality = pipeline.quality
+        if quality is None:
+            continue
+        models = []
+        for key in pipeline.keys() if pipeline.keys and pipeline.keyed_assets else [""]:
+            name = quality.model_name(key)
+            version = registry.alias_version(name, STAGING_ALIAS)
+            tags = registry.version_tags(name, version) if version else {}
+            metric = tags.get(f"mltrain.metric.{quality.metric}")
+            models.append(
+                {
+                    "model": name,
+                    "key": key,
+                    "staging_version": version,
+                    quality.metric: float(metric) if metric else None,
+                    "partition": tags.get("mltrain.partition"),
+                    "code_commit": tags.get("mltrain.code_commit"),
+                }
+            )
+        served["pipelines"][pipeline.name] = {
+            "metric": quality.metric,
+            "threshold": quality.threshold,
+            "models": models,
+        }
+    return served
 
 
 def _cmd_lineage(args: argparse.Namespace) -> int:
@@ -175,6 +220,9 @@ def _cmd_lineage(args: argparse.Namespace) -> int:
 
     env = _effective_env()
     record, root = lineage(args.model, args.version, env["MLTRAIN_STORAGE_URI"])
+    if args.as_json:
+        print(json.dumps({"registered": record, "built_from": dataclasses.asdict(root)}, indent=2, default=str))
+        return 0
     print(describe(record, root))
     return 0
 
@@ -242,7 +290,7 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
 
     keys = args.keys.split(",") if args.keys else None
     status = 0
-    for pipeline in args.pipeline:
+    for pipeline in args.pipeline or _all_pipeline_names():
         backfill_id = launch_backfill(args.url, pipeline, args.start, args.end, keys)
         print(
             f"launched {pipeline} backfill {backfill_id} for {args.start}..{args.end}: {args.url}/runs/b/{backfill_id}"
@@ -306,7 +354,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         grace_hours=args.grace_hours,
     )
     markdown_path, png_path, markdown = write_report(report, args.out or Path(env["MLTRAIN_HOME"]) / "reports" / date)
-    print(markdown)
+    print(json.dumps(report.to_dict(), indent=2, sort_keys=True, default=str) if args.as_json else markdown)
     print(f"wrote {markdown_path} and {png_path}", file=sys.stderr)
     return 0
 

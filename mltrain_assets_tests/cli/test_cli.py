@@ -3,16 +3,16 @@ and runs recorded under the code location the UI knows (so they can be re-execut
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from dagster import AssetKey, DagsterInstance, RunsFilter
 
-from mltrain_assets.cli import build_parser, demo, main
+from mltrain_assets.cli import build_cli, demo, main
 from mltrain_assets.simulate import simulate
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -20,26 +20,27 @@ MLTRAIN = Path(sys.executable).parent / "mltrain"
 DAY = "2026-02-10"
 
 
-def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    return dict(sub.choices)
-
-
-def test_every_flag_of_every_subcommand_has_help():
-    parser = build_parser()
-    subcommands = _subcommands(parser)
-    assert {"simulate", "demo", "summary", "dev", "backfill", "materialize", "manifests"} <= set(subcommands)
-    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    assert all(choice.help for choice in sub._choices_actions), "every subcommand has a one-line help"
+def test_every_option_of_every_subcommand_has_help():
+    cli = build_cli()
+    assert {"simulate", "demo", "summary", "dev", "backfill", "materialize", "manifests"} <= set(cli.commands)
+    assert all(command.help for command in cli.commands.values()), "every subcommand has a one-line help"
     missing = [
-        f"mltrain {name} {'/'.join(action.option_strings) or action.dest}"
-        for name, subparser in subcommands.items()
-        for action in subparser._actions
-        if not isinstance(action, argparse._HelpAction) and (not action.help or action.help == argparse.SUPPRESS)
+        f"mltrain {name} {'/'.join(param.opts)}"
+        for name, command in cli.commands.items()
+        for param in command.params
+        if isinstance(param, click.Option) and not param.help
     ]
-    assert missing == [], f"flags without help: {missing}"
-    for subparser in subcommands.values():
-        subparser.format_help()  # every help text formats (a stray % would raise here)
+    assert missing == [], f"options without help: {missing}"
+    for name, command in cli.commands.items():
+        with click.Context(command, info_name=name) as context:
+            command.get_help(context)  # every help text formats
+
+
+def test_dates_are_typed_and_the_version_is_shown(capsys):
+    assert main(["summary", "--date", "2026-02-30"]) == 2
+    assert "'2026-02-30' is not a date, YYYY-MM-DD" in capsys.readouterr().err
+    assert main(["--version"]) == 0
+    assert "mltrain, version " in capsys.readouterr().out
 
 
 def test_materialize_refuses_what_it_cannot_run_with_a_reason(mltrain_home, capsys):

@@ -96,3 +96,9 @@ def test_a_pipeline_registered_by_its_spec_runs_through_the_cli(plugin_env, mltr
     assert "workload mltrain_assets_tests.pipelines.churn_plugin.train" in lineage.stdout
     assert f'params {{"date": "{GOOD_DAY}"}}' in lineage.stdout
     assert f"account_events_ingested {GOOD_DAY}" in lineage.stdout
+    built_from = json.loads(_mltrain(plugin_env, "lineage", "churn-classifier", "1", "--json").stdout)["built_from"]
+    assert built_from["asset"] == "churn_model" and built_from["inputs"][0]["asset"] == "account_events_ingested"
+
+    served = json.loads(_mltrain(plugin_env, "summary", "--date", NO_SIGNAL_DAY, "--json").stdout)
+    (model,) = served["pipelines"]["churn"]["models"]
+    assert model["model"] == "churn-classifier" and model["staging_version"] == "1" and model["auc"] > 0.7
