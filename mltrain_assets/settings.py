@@ -2,6 +2,12 @@
 
 Resources read settings through ``dagster.EnvVar``; ``apply_defaults`` fills in
 the variables a user left unset so the same names work everywhere.
+
+Why rules over environment strings rather than a pydantic-settings model: the environment is the
+one source every reader shares (Dagster's ``EnvVar`` resolves at launch in the run worker, workload
+processes and pods inherit it, Helm sets it), so the settings stay strings there and each rule
+checks one variable's string, naming it and what it accepts; a typed model would be a second copy
+to keep in step. Typed values are parsed where they are used (``ComputeBackend``, ``pools``, ...).
 """
 
 from __future__ import annotations

@@ -13,7 +13,12 @@ VERSION_LENGTH = 12
 
 
 def join_uri(base: str, *parts: str) -> str:
-    """Join URI segments with ``/`` whatever the scheme."""
+    """Join URI segments with ``/`` whatever the scheme.
+
+    Not ``UPath(base) / part``: a URI here is a string recorded in manifests and params and compared as
+    such; UPath would build a filesystem per join and normalize ``file:///`` URIs into paths. Reads and
+    writes go through fsspec (``filesystem``), where UPath's work is done.
+    """
     out = base.rstrip("/")
     for part in parts:
         out = posixpath.join(out, part.strip("/"))

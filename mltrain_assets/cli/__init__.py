@@ -124,18 +124,6 @@ def _backfill() -> click.Command:
     )
 
 
-def _materialize() -> click.Command:
-    return _command(
-        "materialize",
-        commands._cmd_materialize,
-        "Materialize assets for one partition (or a range, in one run) in this process, recorded under the "
-        "mltrain_assets code location like a UI launch (what `dagster asset materialize` does, without -m).",
-        _option("--asset", required=True, help="asset key(s), comma-separated, e.g. ride_events"),
-        _option("--partition", help="partition key: 2026-11-27, or nyc|2026-11-27 for date x city"),
-        _option("--partition-range", help="START...END, e.g. 2026-11-01...2026-11-07 (single-run assets)"),
-    )
-
-
 def _model_version(name: str, handler, help: str, *params: click.Parameter) -> click.Command:
     model = click.Argument(["model"])  # e.g. demand-forecast-nyc or recommender
     return _command(name, handler, help, model, click.Argument(["version"]), *params)
@@ -176,6 +164,12 @@ def _simple_commands() -> list[click.Command]:
                  "that ended (what the daemon's run monitoring does; materialize and demo do it before each launch).",
                  _option("--dry-run", is_flag=True, help="only print what it would do")),
         _command("schema", commands._cmd_schema, "Print the landing datasets' schemas and rules."),
+        _command("materialize", commands._cmd_materialize,
+                 "Materialize assets for one partition (or a range, in one run) in this process, recorded under the "
+                 "mltrain_assets code location like a UI launch (what `dagster asset materialize` does, without -m).",
+                 _option("--asset", required=True, help="asset key(s), comma-separated, e.g. ride_events"),
+                 _option("--partition", help="partition key: 2026-11-27, or nyc|2026-11-27 for date x city"),
+                 _option("--partition-range", help="START...END, e.g. 2026-11-01...2026-11-07 (single-run assets)")),
         _model_version("lineage", commands._cmd_lineage,
                        "Everything a registered model version came from: its runs, code commit, params, and every "
                        "input version down to the landed days (with their fingerprints).", JSON_FLAG),
@@ -196,7 +190,7 @@ def _simple_commands() -> list[click.Command]:
 
 def build_cli() -> click.Group:
     group = click.Group("mltrain", help="Simulate landing data, run the demo, show what is registered and why.")
-    for command in (_init(), _simulate(), _demo(), _backfill(), _materialize(), _report(), *_simple_commands()):
+    for command in (_init(), _simulate(), _demo(), _backfill(), _report(), *_simple_commands()):
         group.add_command(command)
     return click.version_option(version("mltrain_assets"), prog_name="mltrain")(group)
 

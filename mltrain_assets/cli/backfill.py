@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import time
 
-import requests
-
 from mltrain_assets.core.partitions import require_partitions_from
 from mltrain_assets.core.pipeline import load_pipeline
 
@@ -67,12 +65,18 @@ def partitions_by_assets(pipeline_name: str, start: str, end: str, keys: list[st
 
 
 def _graphql(url: str, query: str, variables: dict) -> dict:
-    response = requests.post(f"{url.rstrip('/')}/graphql", json={"query": query, "variables": variables}, timeout=60)
-    response.raise_for_status()
-    body = response.json()
-    if body.get("errors"):
-        raise RuntimeError(f"GraphQL error from {url}: {body['errors']}")
-    return body["data"]
+    """One GraphQL request through gql (what Dagster's own ``DagsterGraphQLClient`` is built on; that
+    client has no backfill call, so the mutation is ours)."""
+    from gql import Client, gql
+    from gql.transport.exceptions import TransportQueryError
+    from gql.transport.requests import RequestsHTTPTransport
+
+    transport = RequestsHTTPTransport(url=f"{url.rstrip('/')}/graphql", timeout=60)
+    try:
+        with Client(transport=transport, fetch_schema_from_transport=False) as session:
+            return session.execute(gql(query), variable_values=variables)
+    except TransportQueryError as refused:
+        raise RuntimeError(f"GraphQL error from {url}: {refused.errors}") from None
 
 
 def launch_backfill(url: str, pipeline: str, start: str, end: str, keys: list[str] | None = None) -> str:

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from dagster import DagsterInstance
+from tenacity import RetryError, Retrying, stop_after_attempt, wait_incrementing
 
 POOL_LIMITS_ENV = "MLTRAIN_POOL_LIMITS"
 # Pools with a limit of their own; every other declared pool takes the profile's default_limit.
@@ -106,16 +106,19 @@ def _converge(
     """Write until the pool reads as wanted (another writer racing us is an attempt, not an error)."""
     source = POOL_LIMITS_ENV if want is not None else "default_limit"
     target = want if want is not None else default
-    for attempt in range(_ATTEMPTS):
+    attempts = 0
+
+    def attempt() -> PoolChange:
+        nonlocal attempts
+        attempts += 1
         current = next((p for p in storage.get_pool_limits() if p.name == pool), None)
         if current is not None and current.limit == target and current.from_default == (want is None):
-            return PoolChange(pool, target, source, "kept" if attempt == 0 else "set")
-        try:
-            write()
-        except Exception as exc:  # sqlalchemy IntegrityError / OperationalError ("database is locked")
-            if attempt == _ATTEMPTS - 1:
-                raise RuntimeError(f"could not set pool {pool} to {target}: {exc}") from exc
-            time.sleep(0.1 * (attempt + 1))
-            continue
+            return PoolChange(pool, target, source, "kept" if attempts == 1 else "set")
+        write()  # sqlalchemy IntegrityError / OperationalError ("database is locked") when another writer races
         return PoolChange(pool, target, source, "set" if want is not None else "initialized")
-    raise RuntimeError(f"could not set pool {pool} to {target}")
+
+    retrying = Retrying(stop=stop_after_attempt(_ATTEMPTS), wait=wait_incrementing(start=0.1, increment=0.1))
+    try:
+        return retrying(attempt)
+    except RetryError as exhausted:
+        raise RuntimeError(f"could not set pool {pool} to {target}: {exhausted.last_attempt.exception()}") from None

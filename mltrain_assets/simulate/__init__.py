@@ -55,14 +55,14 @@ def simulate(
     dataset: str,
     landing_uri: str,
     start: str,
-    end: str,
+    end: str | None = None,
     *,
-    volume: int | None = None,
     skip_landed: bool = False,
+    volume: int | None = None,
     progress: Callable[[str, dict], None] | None = None,
     **options: Any,
 ) -> list[dict]:
-    """Write every day from ``start`` to ``end`` (inclusive) of ``dataset`` into the landing zone.
+    """Write every day from ``start`` to ``end`` (inclusive; default: ``start`` alone) of ``dataset`` into the landing zone.
 
     ``volume`` is rows per day; ``options`` are the dataset's simulator options by name (e.g.
     ``cities=["nyc"]`` for rides, ``users=300`` for interactions; ``None``: the simulator's default).
@@ -73,7 +73,7 @@ def simulate(
     kwargs = simulator_kwargs(dataset, volume, options)
     write_day = simulator(dataset).load()
     summaries = []
-    for date in date_range(start, end):
+    for date in date_range(start, end or start):
         if skip_landed and day_status(landing_uri, dataset, date)["success"]:
             summary = {"date": date, "skipped": "already landed"}
         else:

@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt, wait_fixed
+
 LOOPBACK = "127.0.0.1"
 LOG_DIR_ENV = "MLTRAIN_SPARK_LOG_DIR"
 LOG_FILE_PROPERTY = "mltrain.spark.logFile"
@@ -133,18 +135,27 @@ def check_master(
     if not addresses:
         return
     start = time.monotonic()
-    reasons: list[str] = []
-    for attempt in range(attempts):
-        if attempt:
-            time.sleep(delay_s)
-        reasons = []
-        for host, port in addresses:
-            try:
-                with socket.create_connection((host, port), timeout=timeout_s):
-                    return
-            except OSError as exc:
-                reasons.append(f"{host}:{port}: {exc.strerror or exc}")
-    raise SparkMasterUnreachable(master, attempts, time.monotonic() - start, "; ".join(reasons))
+    try:
+        for attempt in Retrying(
+            stop=stop_after_attempt(attempts), wait=wait_fixed(delay_s), retry=retry_if_exception_type(OSError)
+        ):
+            with attempt:
+                _connect_any(addresses, timeout_s)
+    except RetryError as exhausted:
+        reason = str(exhausted.last_attempt.exception())
+        raise SparkMasterUnreachable(master, attempts, time.monotonic() - start, reason) from None
+
+
+def _connect_any(addresses: list[tuple[str, int]], timeout_s: float) -> None:
+    """Return once any address accepts a connection; else an ``OSError`` naming why each refused."""
+    reasons = []
+    for host, port in addresses:
+        try:
+            with socket.create_connection((host, port), timeout=timeout_s):
+                return
+        except OSError as exc:
+            reasons.append(f"{host}:{port}: {exc.strerror or exc}")
+    raise OSError("; ".join(reasons))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
