@@ -162,45 +162,28 @@ MATCHES_CONTRACT = Gate(
 
 
 def metric_below(
-    check_name: str,
-    metric: str,
-    threshold: float,
-    description: str = "",
-    context: tuple[str, ...] = (),
-    label: str | None = None,
+    check_name: str, metric: str, threshold: float, description: str = "", context: tuple[str, ...] = ()
 ) -> Gate:
     """The committed ``metric`` must be strictly below ``threshold`` (a missing value fails).
 
-    ``context`` names other summary values shown beside it (e.g. a naive baseline); ``label`` is
-    how a pass names the metric (default: the metric in capitals, ``MAPE 0.129 < 0.15``).
+    ``context`` names other summary values shown beside it (e.g. a naive baseline); a pass names
+    the metric in capitals (``MAPE 0.129 < 0.15``).
     """
-    return _metric_gate(check_name, metric, threshold, description, context, label, below=True)
+    return _metric_gate(check_name, metric, threshold, description, context, below=True)
 
 
 def metric_above(
-    check_name: str,
-    metric: str,
-    threshold: float,
-    description: str = "",
-    context: tuple[str, ...] = (),
-    label: str | None = None,
+    check_name: str, metric: str, threshold: float, description: str = "", context: tuple[str, ...] = ()
 ) -> Gate:
     """The committed ``metric`` must be strictly above ``threshold`` (a missing value fails)."""
-    return _metric_gate(check_name, metric, threshold, description, context, label, below=False)
+    return _metric_gate(check_name, metric, threshold, description, context, below=False)
 
 
 def _metric_gate(
-    check_name: str,
-    metric: str,
-    threshold: float,
-    description: str,
-    context: tuple[str, ...],
-    label: str | None,
-    *,
-    below: bool,
+    check_name: str, metric: str, threshold: float, description: str, context: tuple[str, ...], *, below: bool
 ) -> Gate:
     sign = "<" if below else ">"
-    shown_as = label or metric.upper()
+    shown_as = metric.upper()
 
     def rule(asset: str, partition: str, summary: Mapping[str, Any]) -> tuple[list[str], dict[str, Any]]:
         value = summary.get(metric)

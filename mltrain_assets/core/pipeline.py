@@ -161,11 +161,13 @@ def define_pipeline(
     quality: ModelQuality | None = None,
     report_metrics: tuple[str, ...] = (),
     summary: Callable[[str], str] | None = None,
+    keys: Callable[[], list[str]] | None = None,
 ) -> Pipeline:
     """The pipeline's ``Definitions`` (assets, jobs, landing sensor, fallback schedule) and its derived shape.
 
     ``ingestion``'s first asset lands ``spec.landing_dataset``; its other assets are built from each landed
     day alone. ``stages`` run in order after it for a date (a stage over date x key runs once per key).
+    ``keys``: the key dimension's values as configured now (default: its partitions definition's keys).
     """
     ingestion_job = _job(ingestion)
     stage_jobs = [_job(stage) for stage in stages]
@@ -174,7 +176,7 @@ def define_pipeline(
     downstream = [asset for asset in assets if _name(asset) not in landed]
     keyed = [asset for asset in downstream if isinstance(asset.partitions_def, MultiPartitionsDefinition)]
     keyed_names = {_name(asset) for asset in keyed}
-    key_dimension, keys = _key_dimension(keyed)
+    key_dimension, partition_keys = _key_dimension(keyed)
     dataset = spec.landing_dataset.name
     defs = Definitions(
         assets=with_code_references(assets),
@@ -193,7 +195,7 @@ def define_pipeline(
         landing_day_assets=tuple(_name(asset) for asset in ingestion.assets[1:]),
         daily_assets=tuple(_name(asset) for asset in downstream if _name(asset) not in keyed_names),
         keyed_assets=tuple(_name(asset) for asset in keyed),
-        keys=keys,
+        keys=keys or partition_keys,
         key_dimension=key_dimension,
         stages=tuple(
             Stage(

@@ -54,6 +54,21 @@ def snapshot_with_upstream(refs: dict[str, ArtifactRef]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class _Registration:
+    """What a registration step registers, and where: the model's artifact, its scores and gate."""
+
+    registry: ModelRegistry
+    model_name: str
+    model_ref: ArtifactRef
+    score_metadata: dict[str, Any]
+    gate: Gate | None
+
+    @property
+    def mlflow_run_id(self) -> str | None:
+        return self.model_ref.metadata.get("mlflow_run_id")
+
+
+@dataclass(frozen=True)
 class _Decision:
     """A version's promotion decision: made now (and recorded in its tags) or replayed from them."""
 
@@ -65,23 +80,21 @@ class _Decision:
     decided_now: bool
 
 
+# What a replayed decision's reason says after the recorded one.
+_REPLAYED = " (decided earlier; unchanged)"
+
+
 def _register(
-    context: AssetExecutionContext,
-    registry: ModelRegistry,
-    model_name: str,
-    model_ref: ArtifactRef,
-    model_uri: str,
-    data_snapshot: dict[str, Any],
-    score_metadata: dict[str, Any],
+    context: AssetExecutionContext, registration: _Registration, model_uri: str, data_snapshot: dict[str, Any]
 ) -> tuple[RegisteredVersion, dict[str, str]]:
     """Register the model once per lineage (the data snapshot recorded on its first registration); its lineage tags."""
+    registry, model_name, model_ref = registration.registry, registration.model_name, registration.model_ref
     partition = str(context.partition_key)
     date = partition_date(context.partition_key)
     asset_key = context.asset_key.to_user_string()
-    mlflow_run_id = model_ref.metadata.get("mlflow_run_id")
     snapshot_uri = ""
-    if mlflow_run_id and registry.find_version(model_name, model_ref.version) is None:
-        snapshot_uri = registry.record_snapshot(mlflow_run_id, data_snapshot)
+    if registration.mlflow_run_id and registry.find_version(model_name, model_ref.version) is None:
+        snapshot_uri = registry.record_snapshot(registration.mlflow_run_id, data_snapshot)
     tags = lineage_tags(
         code_commit_sha=code_commit(),
         data_snapshot=data_snapshot,
@@ -92,12 +105,13 @@ def _register(
         dagster_ui_url=registry.dagster_ui,
         asset_key=asset_key,
     )
+    metric_tags = {f"mltrain.metric.{k}": str(v) for k, v in registration.score_metadata.items()}
     registered = registry.register(
         model_name,
         model_uri=model_uri,
-        run_id=mlflow_run_id,
+        run_id=registration.mlflow_run_id,
         lineage_key=model_ref.version,
-        tags={**tags, **{f"mltrain.metric.{k}": str(v) for k, v in score_metadata.items()}},
+        tags={**tags, **metric_tags},
     )
     return registered, tags
 
@@ -106,7 +120,7 @@ def _replayed_decision(recorded: dict[str, str], current: str | None) -> _Decisi
     # Decided when this lineage was first registered: a re-run or backfill replays it, moves nothing.
     return _Decision(
         promoted=recorded.get(PROMOTED_TAG) == "true",
-        reason=f"{recorded.get(REASON_TAG, '')} (decided earlier; unchanged)",
+        reason=recorded.get(REASON_TAG, "") + _REPLAYED,
         comparison=json.loads(recorded.get(COMPARISON_TAG, "{}")),
         served=recorded[SERVED_TAG],
         current=current,
@@ -155,15 +169,14 @@ def _registered_ref(
 
 
 def _materialization_metadata(
-    registry: ModelRegistry,
+    registration: _Registration,
     ref: ArtifactRef,
     registered: RegisteredVersion,
     decision: _Decision,
     version_tags: dict[str, str],
-    score_metadata: dict[str, Any],
-    mlflow_run_id: str | None,
 ) -> dict[str, Any]:
     """The materialization's metadata: the version, the decision, links to the MLflow version, run and snapshot."""
+    registry, run_id = registration.registry, registration.mlflow_run_id
     metadata = {
         "model": MetadataValue.text(ref.uri),
         "model_version": int(registered.version),
@@ -175,13 +188,13 @@ def _materialization_metadata(
             registry.version_link(ref.metadata["model_name"], registered.version)
         ),
         "data_snapshot_id": version_tags.get(SNAPSHOT_ID_TAG, ""),
-        **{k: v for k, v in {**score_metadata, **decision.comparison}.items() if v is not None},
+        **{k: v for k, v in {**registration.score_metadata, **decision.comparison}.items() if v is not None},
     }
-    if mlflow_run_id:
-        metadata["mlflow_run"] = MetadataValue.url(registry.run_link(mlflow_run_id))
+    if run_id:
+        metadata["mlflow_run"] = MetadataValue.url(registry.run_link(run_id))
         if version_tags.get(SNAPSHOT_URI_TAG):
             metadata["data_snapshot"] = MetadataValue.url(
-                registry.run_artifact_link(mlflow_run_id, run_artifact_path(version_tags[SNAPSHOT_URI_TAG]))
+                registry.run_artifact_link(run_id, run_artifact_path(version_tags[SNAPSHOT_URI_TAG]))
             )
     return metadata
 
@@ -205,7 +218,8 @@ def register_and_promote(
     person can read: data, gate (``gate``: the model's gate, re-read on its committed summary),
     Dagster run and promotion decision. The materialization links to the MLflow run and version.
     """
-    registered, tags = _register(context, registry, model_name, model_ref, model_uri, data_snapshot, score_metadata)
+    registration = _Registration(registry, model_name, model_ref, score_metadata, gate)
+    registered, tags = _register(context, registration, model_uri, data_snapshot)
     recorded = {} if registered.created else registry.version_tags(model_name, registered.version)
     current = registry.alias_version(model_name, STAGING_ALIAS)
     if SERVED_TAG in recorded:
@@ -214,51 +228,21 @@ def register_and_promote(
         decision = _decide_and_record(context, registry, model_name, registered.version, current, compare_with_champion)
     version_tags = recorded or tags
     if decision.decided_now or not registry.description(model_name, registered.version):
-        registry.set_description(
-            model_name,
-            registered.version,
-            version_description(
-                registry,
-                model_name=model_name,
-                version=registered.version,
-                model_ref=model_ref,
-                tags=version_tags,
-                score_metadata=score_metadata,
-                gate=gate,
-                promoted=decision.promoted,
-                reason=decision.reason.removesuffix(" (decided earlier; unchanged)"),
-                served=decision.served,
-                comparison=decision.comparison,
-            ),
-        )
+        description = _version_description(registration, registered.version, version_tags, decision)
+        registry.set_description(model_name, registered.version, description)
     context.log.info(
         f"{model_name} v{registered.version}: {'promoted' if decision.promoted else 'not promoted'} ({decision.reason})"
     )
     ref = _registered_ref(context, model_name, registered, decision)
-    mlflow_run_id = model_ref.metadata.get("mlflow_run_id")
-    metadata = _materialization_metadata(
-        registry, ref, registered, decision, version_tags, score_metadata, mlflow_run_id
-    )
+    metadata = _materialization_metadata(registration, ref, registered, decision, version_tags)
     return Output(ref, data_version=DataVersion(ref.version), metadata=metadata)
 
 
-def version_description(
-    registry: ModelRegistry,
-    *,
-    model_name: str,
-    version: str,
-    model_ref: ArtifactRef,
-    tags: dict[str, str],
-    score_metadata: dict[str, Any],
-    gate: Gate | None,
-    promoted: bool,
-    reason: str,
-    served: str | None,
-    comparison: dict[str, Any] | None = None,
-) -> str:
+def _version_description(registration: _Registration, version: str, tags: dict[str, str], decision: _Decision) -> str:
     """The version's description in Markdown: data, gate, Dagster run, training run, decision."""
+    registry, model_name, model_ref = registration.registry, registration.model_name, registration.model_ref
     partition = tags.get(PARTITION_TAG, model_ref.partition_key)
-    run_id = model_ref.metadata.get("mlflow_run_id")
+    run_id = registration.mlflow_run_id
     snapshot = f"`{tags[SNAPSHOT_ID_TAG]}`" if tags.get(SNAPSHOT_ID_TAG) else "not recorded"
     if run_id and tags.get(SNAPSHOT_URI_TAG):
         link = registry.run_artifact_link(run_id, run_artifact_path(tags[SNAPSHOT_URI_TAG]))
@@ -268,7 +252,7 @@ def version_description(
         f"(Dagster partition `{partition}`), model artifact version `{model_ref.version}`.",
         "",
         f"- **Data**: snapshot {snapshot}: the input versions this model was trained and registered from.",
-        f"- **Gate**: {_gate_line(gate, model_ref, score_metadata)}",
+        f"- **Gate**: {_gate_line(registration)}",
     ]
     dagster_run = tags.get(DAGSTER_RUN_ID_TAG, "")
     if dagster_run:
@@ -278,14 +262,20 @@ def version_description(
         lines.append(f"- **Dagster run**: {run_link}{asset}")
     if run_id:
         lines.append(f"- **MLflow training run**: [{run_id}]({registry.run_link(run_id)})")
-    decision = f"promoted to `{STAGING_ALIAS}`" if promoted else f"not promoted; `{STAGING_ALIAS}` stays v{served}"
-    compared = "; ".join(f"{k} {_number(v)}" for k, v in sorted((comparison or {}).items()))
-    lines.append(f"- **Promotion**: {decision} ({reason})." + (f" Compared: {compared}." if compared else ""))
+    outcome = (
+        f"promoted to `{STAGING_ALIAS}`"
+        if decision.promoted
+        else f"not promoted; `{STAGING_ALIAS}` stays v{decision.served}"
+    )
+    reason = decision.reason.removesuffix(_REPLAYED)
+    compared = "; ".join(f"{k} {_number(v)}" for k, v in sorted(decision.comparison.items()))
+    lines.append(f"- **Promotion**: {outcome} ({reason})." + (f" Compared: {compared}." if compared else ""))
     return "\n".join(lines)
 
 
-def _gate_line(gate: Gate | None, model_ref: ArtifactRef, score_metadata: dict[str, Any]) -> str:
+def _gate_line(registration: _Registration) -> str:
     """``name`` passed/failed: observed value vs threshold (re-read on the model's committed summary)."""
+    gate, model_ref, score_metadata = registration.gate, registration.model_ref, registration.score_metadata
     if gate is None:
         scores = ", ".join(
             f"{k} = {_number(v)}"

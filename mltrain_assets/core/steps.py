@@ -137,25 +137,32 @@ def plan_version(
     return PlannedVersion(partition_key, version, uri, storage.committed_manifest(uri), built_from)
 
 
+@dataclass(frozen=True)
+class _Builder:
+    """What a step builds with: the store, the compute backend, the launch's timeout and profile, the gates."""
+
+    storage: ArtifactStorage
+    compute: ComputeBackend
+    timeout_s: float | None  # None: the step's configured timeout (MLTRAIN_WORKLOAD_RESOURCES)
+    profile: WorkloadProfile
+    gates: Sequence[Gate]
+
+
 def _build(
     context: AssetExecutionContext,
-    *,
-    storage: ArtifactStorage,
-    compute: ComputeBackend,
+    builder: _Builder,
     planned: Sequence[PlannedVersion],
     params_for: Callable[[dict[str, str]], WorkloadParams],
-    timeout_s: float | None = None,  # None: the step's configured timeout (MLTRAIN_WORKLOAD_RESOURCES)
-    profile: WorkloadProfile = "default",
-    gates: Sequence[Gate] = (),
 ) -> tuple[dict[str, ArtifactRef], list[GateOutcome], int, StepCost]:
     """``build_versions``, also returning what the launch cost (``StepCost()`` when nothing was launched)."""
+    storage, compute = builder.storage, builder.compute
     asset_key = context.asset_key.to_user_string()
     # A dry run (`mltrain manifests`) renders the launch even for a version already committed.
     missing = {str(p.partition_key): p.uri for p in planned if p.manifest is None or compute.dry_run}
     manifests = {str(p.partition_key): p.manifest for p in planned}
     cost = StepCost()
     if missing:
-        cost.add(compute.run(context, params_for(missing), timeout_s=timeout_s, profile=profile))
+        cost.add(compute.run(context, params_for(missing), timeout_s=builder.timeout_s, profile=builder.profile))
         for partition, uri in missing.items():
             manifests[partition] = storage.committed_manifest(uri)
             if manifests[partition] is None:
@@ -175,7 +182,7 @@ def _build(
         for p in planned
     }
     summaries = {partition: ref.metadata for partition, ref in refs.items()}
-    outcomes = [gate.evaluate(asset_key, summaries) for gate in gates]
+    outcomes = [gate.evaluate(asset_key, summaries) for gate in builder.gates]
     for partition, ref in refs.items():
         ref.metadata[GATE_FAILURES] = [
             v for outcome in outcomes for v in outcome.violations if v.startswith(f"{asset_key} {partition}:")
@@ -202,16 +209,8 @@ def build_versions(
     an equal share of the launch's time for the partitions it built, zero for those reused, and
     its rows in (what the workload read from outside the store, e.g. ``rows_landed``) and out.
     """
-    refs, outcomes, built, cost = _build(
-        context,
-        storage=storage,
-        compute=compute,
-        planned=planned,
-        params_for=params_for,
-        timeout_s=timeout_s,
-        profile=profile,
-        gates=gates,
-    )
+    builder = _Builder(storage, compute, timeout_s, profile, gates)
+    refs, outcomes, built, cost = _build(context, builder, planned, params_for)
     partitioned = context.assets_def.partitions_def is not None
     for p in planned:
         ref = refs[str(p.partition_key)]
@@ -244,15 +243,9 @@ def run_versioned_step(
 ) -> Iterator[Output | AssetCheckResult]:
     """The committed version of this partition for these inputs and params (built now if missing), gated."""
     planned = plan_version(context, storage, context.partition_key, inputs, params.versioned_fields())
+    builder = _Builder(storage, compute, timeout_s, profile, gates)
     refs, outcomes, built, cost = _build(
-        context,
-        storage=storage,
-        compute=compute,
-        planned=[planned],
-        params_for=lambda targets: params.with_output(targets[str(planned.partition_key)]),
-        timeout_s=timeout_s,
-        profile=profile,
-        gates=gates,
+        context, builder, [planned], lambda targets: params.with_output(targets[str(planned.partition_key)])
     )
     ref = refs[str(planned.partition_key)]
     yield Output(

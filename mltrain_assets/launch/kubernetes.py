@@ -40,15 +40,26 @@ class Cluster(Protocol):
 
 
 @dataclass
-class KubernetesPod:
-    """The one Pod of ``launch.objects``: created, its logs followed, waited for until it terminates, deleted."""
+class _OnCluster:
+    """A launcher that submits to ``client``, follows the reporting pod's logs, and polls every ``poll_s``."""
 
     client: Cluster
     follow_logs: FollowLogs | None = None
     poll_s: float = POLL_S
 
+
+def _only(launch: Launch, kind: str) -> dict[str, Any]:
+    """The launch's one object of ``kind`` (a launch renders exactly one Pod, or one Service and one Job)."""
+    (obj,) = [obj for obj in launch.objects if obj["kind"] == kind]
+    return obj
+
+
+@dataclass
+class KubernetesPod(_OnCluster):
+    """The one Pod of ``launch.objects``: created, its logs followed, waited for until it terminates, deleted."""
+
     def launch(self, launch: Launch) -> LaunchResult:
-        (pod,) = [obj for obj in launch.objects if obj["kind"] == "Pod"]
+        pod = _only(launch, "Pod")
         namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         self.client.core_api.create_namespaced_pod(namespace, pod)
         try:
@@ -64,16 +75,11 @@ class KubernetesPod:
 
 
 @dataclass
-class IndexedJob:
+class IndexedJob(_OnCluster):
     """A headless Service + an Indexed Job of N pods; pod 0 reports. Waits for all N completions."""
 
-    client: Cluster
-    follow_logs: FollowLogs | None = None
-    poll_s: float = POLL_S
-
     def launch(self, launch: Launch) -> LaunchResult:
-        (service,) = [obj for obj in launch.objects if obj["kind"] == "Service"]
-        (job,) = [obj for obj in launch.objects if obj["kind"] == "Job"]
+        service, job = _only(launch, "Service"), _only(launch, "Job")
         namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
         nodes = int(job["spec"]["completions"])
         self.client.core_api.create_namespaced_service(namespace, service)

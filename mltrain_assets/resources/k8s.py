@@ -189,32 +189,26 @@ def render_indexed_job(
     container["image"] = template.image
     container["env"] += [{"name": k, "value": v} for k, v in {**template.env, **env}.items()]
     container["ports"] = [{"name": "rendezvous", "containerPort": port}]
-    service = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {"name": name, "namespace": template.namespace, "labels": labels},
-        "spec": {
-            "clusterIP": "None",
-            "selector": {"mltrain/job": name},
-            "ports": [{"name": "rendezvous", "port": port, "targetPort": port}],
-            "publishNotReadyAddresses": True,  # rendezvous happens before any pod is "ready"
-        },
+    service_spec = {
+        "clusterIP": "None",
+        "selector": {"mltrain/job": name},
+        "ports": [{"name": "rendezvous", "port": port, "targetPort": port}],
+        "publishNotReadyAddresses": True,  # rendezvous happens before any pod is "ready"
     }
-    job = {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {"name": name, "namespace": template.namespace, "labels": labels},
-        "spec": {
-            "completionMode": "Indexed",
-            "completions": nodes,
-            "parallelism": nodes,
-            "backoffLimit": 0,
-            "activeDeadlineSeconds": int(template.deadline_s),
-            "ttlSecondsAfterFinished": 3600,
-            "template": {"metadata": {"labels": labels}, "spec": spec},
-        },
+    job_spec = {
+        "completionMode": "Indexed",
+        "completions": nodes,
+        "parallelism": nodes,
+        "backoffLimit": 0,
+        "activeDeadlineSeconds": int(template.deadline_s),
+        "ttlSecondsAfterFinished": 3600,
+        "template": {"metadata": {"labels": labels}, "spec": spec},
     }
-    return [service, job]
+    metadata = {"name": name, "namespace": template.namespace, "labels": labels}
+    return [
+        {"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": service_spec},
+        {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec},
+    ]
 
 
 def rendezvous_endpoint(name: str, port: int) -> str:

@@ -218,25 +218,37 @@ _privilege_escalation = _sc_field("allowPrivilegeEscalation", lambda v: v is Fal
 _run_as_user = _sc_field("runAsUser", lambda v: v != 0, "unset or non-zero", pod=True)
 _read_only_root = _sc_field("readOnlyRootFilesystem", lambda v: v is True, "true")
 
+
+def _level(level: str, *rows: tuple[str, str, Check]) -> tuple[Rule, ...]:
+    """One profile's rows of the table: (control, requirement, check)."""
+    return tuple(Rule(control, level, requirement, check) for control, requirement, check in rows)
+
+
 RULES: tuple[Rule, ...] = (
-    Rule("HostProcess", "baseline", "windowsOptions.hostProcess unset or false", _host_process),
-    Rule("Host Namespaces", "baseline", "hostNetwork, hostPID, hostIPC unset or false", _host_namespaces),
-    Rule("Privileged Containers", "baseline", "privileged unset or false", _privileged),
-    Rule("Capabilities", "baseline", "capabilities.add only from the baseline set", _capabilities_baseline),
-    Rule("HostPath Volumes", "baseline", "no hostPath volume", _host_path),
-    Rule("Host Ports", "baseline", "hostPort unset or 0", _host_ports),
-    Rule("AppArmor", "baseline", "appArmorProfile.type / annotation RuntimeDefault or Localhost if set", _apparmor),
-    Rule("SELinux", "baseline", "seLinuxOptions.type a container type; user, role unset", _selinux),
-    Rule("/proc Mount Type", "baseline", "procMount unset or Default", _proc_mount),
-    Rule("Seccomp", "baseline", "seccompProfile.type not Unconfined", _seccomp_baseline),
-    Rule("Sysctls", "baseline", "only the safe sysctls", _sysctls),
-    Rule("Volume Types", "restricted", "volumes only of the allowed types", _volume_types),
-    Rule("Privilege Escalation", "restricted", "allowPrivilegeEscalation false", _linux_only(_privilege_escalation)),
-    Rule("Running as Non-root", "restricted", "runAsNonRoot true on the pod or every container", _run_as_non_root),
-    Rule("Running as Non-root user", "restricted", "runAsUser not 0", _run_as_user),
-    Rule("Seccomp", "restricted", "RuntimeDefault or Localhost on the pod or every container", _linux_only(_seccomp)),
-    Rule("Capabilities", "restricted", "drop ALL; add only NET_BIND_SERVICE", _linux_only(_capabilities_restricted)),
-    Rule("Read-only Root Filesystem", "project", "readOnlyRootFilesystem true", _read_only_root),
+    *_level(
+        "baseline",
+        ("HostProcess", "windowsOptions.hostProcess unset or false", _host_process),
+        ("Host Namespaces", "hostNetwork, hostPID, hostIPC unset or false", _host_namespaces),
+        ("Privileged Containers", "privileged unset or false", _privileged),
+        ("Capabilities", "capabilities.add only from the baseline set", _capabilities_baseline),
+        ("HostPath Volumes", "no hostPath volume", _host_path),
+        ("Host Ports", "hostPort unset or 0", _host_ports),
+        ("AppArmor", "appArmorProfile.type / annotation RuntimeDefault or Localhost if set", _apparmor),
+        ("SELinux", "seLinuxOptions.type a container type; user, role unset", _selinux),
+        ("/proc Mount Type", "procMount unset or Default", _proc_mount),
+        ("Seccomp", "seccompProfile.type not Unconfined", _seccomp_baseline),
+        ("Sysctls", "only the safe sysctls", _sysctls),
+    ),
+    *_level(
+        "restricted",
+        ("Volume Types", "volumes only of the allowed types", _volume_types),
+        ("Privilege Escalation", "allowPrivilegeEscalation false", _linux_only(_privilege_escalation)),
+        ("Running as Non-root", "runAsNonRoot true on the pod or every container", _run_as_non_root),
+        ("Running as Non-root user", "runAsUser not 0", _run_as_user),
+        ("Seccomp", "RuntimeDefault or Localhost on the pod or every container", _linux_only(_seccomp)),
+        ("Capabilities", "drop ALL; add only NET_BIND_SERVICE", _linux_only(_capabilities_restricted)),
+    ),
+    *_level("project", ("Read-only Root Filesystem", "readOnlyRootFilesystem true", _read_only_root)),
 )
 
 

@@ -19,13 +19,11 @@ from mlflow.tracking import MlflowClient
 
 from mltrain_assets.cli.devstack import DevStack
 from mltrain_assets.loopback import free_port
+from mltrain_assets.resources.registry_errors import AliasMoved, RegistryError, RegistryUnavailable
 from mltrain_assets.resources.tracking import (
     LINEAGE_KEY_TAG,
     LINEAGE_TAGS,
-    AliasMoved,
     ModelRegistry,
-    RegistryError,
-    RegistryUnavailable,
     lineage_tags,
     run_artifact_path,
     snapshot_id,

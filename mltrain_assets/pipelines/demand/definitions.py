@@ -12,6 +12,7 @@ from mltrain_assets.pipelines.demand.assets import (
     registered_demand_model,
     ride_events,
 )
+from mltrain_assets.pipelines.demand.partitions import configured_cities
 from mltrain_assets.pipelines.demand.spec import spec
 from mltrain_assets.workloads.demand import contract
 
@@ -44,5 +45,6 @@ pipeline = define_pipeline(
     ),
     report_metrics=("mape", "naive_mape"),
     summary=report.summary,
+    keys=configured_cities,  # MLTRAIN_CITIES as set now (the partitions definition holds it as loaded)
 )
 defs = pipeline.defs

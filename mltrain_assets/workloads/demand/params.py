@@ -42,27 +42,29 @@ class FeaturesParams(WorkloadParams):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class TrainParams(WorkloadParams):
-    """One city's LightGBM demand model for one date, tracked in MLflow."""
-
-    module = "mltrain_assets.workloads.demand.train"
+class CityModelParams(WorkloadParams):
+    """What training and forecasting share: one city and date, that date's features, the MLflow store."""
 
     date: str
     city: str
-    seed: int = 0
     features_uri: str = input_uri(default="")
-    experiment: str = runtime(default=EXPERIMENT_NAME)
     mlflow: MlflowSettings = service("mlflow", default_factory=MlflowSettings)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ForecastParams(WorkloadParams):
+class TrainParams(CityModelParams):
+    """One city's LightGBM demand model for one date, tracked in MLflow."""
+
+    module = "mltrain_assets.workloads.demand.train"
+
+    seed: int = 0
+    experiment: str = runtime(default=EXPERIMENT_NAME)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ForecastParams(CityModelParams):
     """Next-day hourly forecasts for one city from a registered model version."""
 
     module = "mltrain_assets.workloads.demand.forecast"
 
-    date: str
-    city: str
     model_uri: str = input_uri(default="")  # models:/demand-forecast-<city>/<version>
-    features_uri: str = input_uri(default="")
-    mlflow: MlflowSettings = service("mlflow", default_factory=MlflowSettings)

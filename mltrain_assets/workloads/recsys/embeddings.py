@@ -25,7 +25,6 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -352,76 +351,47 @@ def checkpoint_dir_for(settings: SparkSettings, scratch: str) -> str | None:
     return scratch if settings.master.startswith("local") else None
 
 
-def embed_window(
-    interactions_uris: Sequence[str],
-    date: str,
-    out_uri: str,
-    *,
-    rank: int = contract.ALS_RANK,
-    iterations: int = contract.ALS_ITERATIONS,
-    reg: float = contract.ALS_REG,
-    alpha: float = contract.ALS_ALPHA,
-    negative_weight: float = contract.ALS_NEGATIVE_WEIGHT,
-    seed: int = 0,
-    spark_settings: SparkSettings | None = None,
-    reporter: Reporter | None = None,
-) -> dict[str, Any]:
+def run(params: EmbeddingsParams, reporter: Reporter) -> dict[str, Any]:
     """Fit ALS on the committed days at ``interactions_uris`` and commit the factors into ``out_uri``."""
     started = time.monotonic()
-    settings = spark_settings or SparkSettings()
-    uris = list(interactions_uris)
+    settings = params.spark
+    uris = list(params.interactions_uris)
     paths = [spark_events_path(u, settings) for u in uris]
-    if reporter is not None:
-        reporter.info(f"ALS rank={rank} iterations={iterations} over {len(paths)} days for {date}")
+    reporter.info(f"ALS rank={params.rank} iterations={params.iterations} over {len(paths)} days for {params.date}")
     scratch = tempfile.mkdtemp(prefix="mltrain-als-")  # this workload's own: checkpoints, never the version folder
     spark, owned = spark_session(settings, "mltrain-interaction-embeddings", SHUFFLE_PARTITIONS)
     try:
         result = fit_embeddings(
             spark,
             paths,
-            rank=rank,
-            iterations=iterations,
-            reg=reg,
-            alpha=alpha,
-            seed=seed,
-            negative_weight=negative_weight,
+            rank=params.rank,
+            iterations=params.iterations,
+            reg=params.reg,
+            alpha=params.alpha,
+            seed=params.seed,
+            negative_weight=params.negative_weight,
             checkpoint_dir=checkpoint_dir_for(settings, scratch),
         )
     finally:
         if owned:
             spark.stop()
         shutil.rmtree(scratch, ignore_errors=True)
-    if reporter is not None:
-        reporter.info(f"ALS plan {result['stats']['als_plan']} (checkpointed: {result['stats']['checkpointed']})")
+    reporter.info(f"ALS plan {result['stats']['als_plan']} (checkpointed: {result['stats']['checkpointed']})")
     writer = ArtifactWriter(
-        out_uri, producer=PRODUCER, code_version=contract.EMBEDDINGS_CODE_VERSION, inputs={"user_interactions": uris}
+        params.out_uri,
+        producer=PRODUCER,
+        code_version=contract.EMBEDDINGS_CODE_VERSION,
+        inputs={"user_interactions": uris},
     )
     writer.write_table(USER_FACTORS_FILE, result["user_factors"])
     writer.write_table(ITEM_FACTORS_FILE, result["item_factors"])
     summary = {
         **result["stats"],
-        "date": date,
+        "date": params.date,
         "days": len(uris),
         "elapsed_s": round(time.monotonic() - started, 2),
     }
     writer.commit(summary=summary)
-    return summary
-
-
-def run(params: EmbeddingsParams, reporter: Reporter) -> dict[str, Any]:
-    summary = embed_window(
-        params.interactions_uris,
-        params.date,
-        params.out_uri,
-        rank=params.rank,
-        iterations=params.iterations,
-        reg=params.reg,
-        alpha=params.alpha,
-        negative_weight=params.negative_weight,
-        seed=params.seed,
-        spark_settings=params.spark,
-        reporter=reporter,
-    )
     reporter.info(f"committed {params.out_uri}: {summary}")
     return summary
 

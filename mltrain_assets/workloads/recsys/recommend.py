@@ -42,16 +42,8 @@ from mltrain_assets.workloads.common.runtime import DataRejected, Reporter, work
 from mltrain_assets.workloads.common.tracking import use_tracking
 from mltrain_assets.workloads.recsys import contract
 from mltrain_assets.workloads.recsys.evaluate import model_directory
-from mltrain_assets.workloads.recsys.model import (
-    DEVICES,
-    EncodedRows,
-    FactorTable,
-    ModelBundle,
-    encode,
-    feature_layout,
-    load_model_dir,
-    score_rows,
-)
+from mltrain_assets.workloads.recsys.features import DEVICES, EncodedRows, FactorTable, encode, feature_layout
+from mltrain_assets.workloads.recsys.model import ModelBundle, load_model_dir, score_rows
 from mltrain_assets.workloads.recsys.params import RecommendParams
 
 PRODUCER = "mltrain_assets.workloads.recommend"
@@ -323,22 +315,12 @@ def _retrieve_and_rank(
         torch.set_num_threads(workers)
 
 
-def recommend_to(
-    model_uri: str,
-    out_uri: str,
-    *,
-    top_k_items: int = contract.TOP_K,
-    users_limit: int | None = None,
-    device: str = DEVICES[0],
-    position: int = 0,
-    hour: float = 20.0,
-    reporter: Reporter | None = None,
-) -> dict[str, Any]:
+def recommend_to(params: RecommendParams, reporter: Reporter | None = None) -> dict[str, Any]:
     """Score the model at ``model_uri`` and commit its top-``k`` per user into ``out_uri``; returns the summary."""
     started = time.monotonic()
-    if device not in DEVICES:
-        raise ValueError(f"device must be one of {list(DEVICES)}, got {device!r}")
-    with model_directory(model_uri) as model_dir:
+    if params.device not in DEVICES:
+        raise ValueError(f"device must be one of {list(DEVICES)}, got {params.device!r}")
+    with model_directory(params.model_uri) as model_dir:
         bundle = load_model_dir(model_dir)
     n_items = len(bundle.items.ids)
     mode = retrieval_mode(n_items)
@@ -353,22 +335,27 @@ def recommend_to(
             last_report[0] = time.monotonic()
             reporter.progress(done, total, "users scored")
 
-    table = recommend(bundle, top_k_items, users_limit, device, position, hour, progress=progress)
+    table = recommend(
+        bundle, params.top_k, params.users_limit, params.device, params.position, params.hour, progress=progress
+    )
     writer = ArtifactWriter(
-        out_uri, producer=PRODUCER, code_version=contract.RECOMMEND_CODE_VERSION, inputs={"model_uri": model_uri}
+        params.out_uri,
+        producer=PRODUCER,
+        code_version=contract.RECOMMEND_CODE_VERSION,
+        inputs={"model_uri": params.model_uri},
     )
     writer.write_table(RECOMMENDATIONS_FILE, table)
-    users = table.num_rows // max(1, min(top_k_items, n_items))
+    users = table.num_rows // max(1, min(params.top_k, n_items))
     summary = {
         "users": users,
         "rows": table.num_rows,
-        "top_k": top_k_items,
+        "top_k": params.top_k,
         "candidate_items": n_items,
         "mode": mode,
         "candidate_budget": contract.RECOMMEND_CANDIDATES,
         "popular_candidates": contract.RECOMMEND_POPULAR if mode == TWO_STAGE else 0,
-        "model_uri": model_uri,
-        "context": {"device": device, "position": position, "hour": hour},
+        "model_uri": params.model_uri,
+        "context": {"device": params.device, "position": params.position, "hour": params.hour},
         "elapsed_s": round(time.monotonic() - started, 2),
     }
     writer.commit(summary=summary)
@@ -377,16 +364,7 @@ def recommend_to(
 
 def run(params: RecommendParams, reporter: Reporter) -> dict[str, Any]:
     use_tracking(params.mlflow)  # models:/ URIs resolve against this store
-    summary = recommend_to(
-        params.model_uri,
-        params.out_uri,
-        top_k_items=params.top_k,
-        users_limit=params.users_limit,
-        device=params.device,
-        position=params.position,
-        hour=params.hour,
-        reporter=reporter,
-    )
+    summary = recommend_to(params, reporter)
     reporter.info(f"committed {params.out_uri}: {summary}")
     return summary
 

@@ -8,7 +8,7 @@ import pyarrow as pa
 import torch
 
 from mltrain_assets.simulate.interactions import simulate_day
-from mltrain_assets.workloads.recsys.model import (
+from mltrain_assets.workloads.recsys.features import (
     DEVICES,
     EncodedRows,
     FactorTable,

@@ -17,9 +17,9 @@ from mlflow.tracking import MlflowClient
 from mltrain_assets.artifacts import filesystem, read_manifest, read_table
 from mltrain_assets.simulate.interactions import world as simulated_world
 from mltrain_assets.workloads.recsys import contract
+from mltrain_assets.workloads.recsys.features import EncodedRows
 from mltrain_assets.workloads.recsys.model import (
     WEIGHTS_FILE,
-    EncodedRows,
     ModelBundle,
     RecsysNet,
     default_config,
@@ -131,7 +131,7 @@ def test_model_folders_are_loaded_without_unpickling(trained_model, tmp_path):
 
 def test_an_unknown_scoring_context_is_refused_before_any_model_is_loaded(tmp_path):
     with pytest.raises(ValueError, match=r"device must be one of \['ios', 'android', 'web'\], got 'tv'"):
-        recommend_to("models:/recommender/1", str(tmp_path / "out"), device="tv")
+        recommend_to(RecommendParams(model_uri="models:/recommender/1", out_uri=str(tmp_path / "out"), device="tv"))
 
 
 # --------------------------------------------------------------------------- two-stage retrieval (fast)

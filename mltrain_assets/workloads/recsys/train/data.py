@@ -22,7 +22,7 @@ from mltrain_assets.artifacts import read_table, require_manifest
 from mltrain_assets.workloads.common.runtime import DataRejected
 from mltrain_assets.workloads.ingest.params import EVENTS_FILE
 from mltrain_assets.workloads.recsys import contract
-from mltrain_assets.workloads.recsys.model import EncodedRows, FactorTable, encode_rows
+from mltrain_assets.workloads.recsys.features import EncodedRows, FactorTable, encode_rows
 
 EVENT_COLUMNS = ["user_id", "item_id", "device", "position", "event_at", "clicked"]
 

@@ -32,7 +32,8 @@ if TYPE_CHECKING:  # torch and the model load inside ``train``, after ``die_with
     import torch
     from torch.nn.parallel import DistributedDataParallel
 
-    from mltrain_assets.workloads.recsys.model import EncodedRows, FactorTable, RecsysNet
+    from mltrain_assets.workloads.recsys.features import EncodedRows, FactorTable
+    from mltrain_assets.workloads.recsys.model import RecsysNet
 
 MODULE = "mltrain_assets.workloads.recsys.train.worker"
 PROGRESS_MARKER = "MLTRAIN_PROGRESS "  # rank 0's stdout lines the launcher relays as progress
@@ -119,7 +120,8 @@ def _start_worker(params: TrainParams) -> _Worker:
 
 def _load_training_data(params: TrainParams) -> _TrainingData:
     """The factor tables, the model config they imply, and the window's rows and labels split for validation."""
-    from mltrain_assets.workloads.recsys.model import RecsysNet, default_config, global_click_rate, make_bundle
+    from mltrain_assets.workloads.recsys.features import global_click_rate
+    from mltrain_assets.workloads.recsys.model import RecsysNet, default_config, make_bundle
     from mltrain_assets.workloads.recsys.train.data import (
         load_factors,
         load_window,
@@ -146,7 +148,8 @@ def _new_model(params: TrainParams, data: _TrainingData) -> RecsysNet:
     """The seeded initial model, standardized on the training rows, its output bias at the base click rate."""
     import torch
 
-    from mltrain_assets.workloads.recsys.model import RecsysNet, feature_statistics
+    from mltrain_assets.workloads.recsys.features import feature_statistics
+    from mltrain_assets.workloads.recsys.model import RecsysNet
 
     torch.manual_seed(params.seed)
     model = RecsysNet.from_config(data.config)
@@ -185,7 +188,7 @@ def _validation_loss(run: _Run, constant_logit: float | None = None) -> float:
     import torch
     import torch.distributed as dist
 
-    from mltrain_assets.workloads.recsys.model import encode
+    from mltrain_assets.workloads.recsys.features import encode
 
     data, device = run.data, run.worker.device
     with torch.no_grad():
@@ -236,7 +239,7 @@ def _train_epoch(run: _Run, ddp: DistributedDataParallel, params: TrainParams, e
     import torch
     import torch.distributed as dist
 
-    from mltrain_assets.workloads.recsys.model import encode
+    from mltrain_assets.workloads.recsys.features import encode
     from mltrain_assets.workloads.recsys.train.data import epoch_order
 
     data, worker = run.data, run.worker

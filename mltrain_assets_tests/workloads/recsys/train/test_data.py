@@ -13,7 +13,7 @@ from mltrain_assets.simulate.interactions import simulate_day
 from mltrain_assets.workloads.common.runtime import DataRejected
 from mltrain_assets.workloads.ingest.params import EVENTS_FILE
 from mltrain_assets.workloads.recsys import contract
-from mltrain_assets.workloads.recsys.model import FactorTable, encode, encode_rows
+from mltrain_assets.workloads.recsys.features import FactorTable, encode, encode_rows
 from mltrain_assets.workloads.recsys.train.data import (
     EVENT_COLUMNS,
     epoch_order,
