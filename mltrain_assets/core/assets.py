@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 from dagster import (
@@ -164,6 +164,12 @@ def step_asset(
     return decorate
 
 
+def registration_asset(spec: PipelineSpec, **asset_args: Any) -> Callable[[Callable[..., Any]], AssetsDefinition]:
+    """A step that registers a model (``core.promotion.register_and_promote``). The ``registry`` pool has one
+    slot (MLTRAIN_POOL_LIMITS), so registrations and promotions never overlap."""
+    return step_asset(spec, layer="registered", kinds={"mlflow"}, pool="registry", **asset_args)
+
+
 @dataclass(frozen=True)
 class Step:
     """What a workload asset builds for its partition: the workload's params and the references they read."""
@@ -174,20 +180,24 @@ class Step:
 
 
 def workload_asset(
-    spec: PipelineSpec, *, profile: WorkloadProfile = "default", gates: Sequence[Gate] = (), **asset_args: Any
+    spec: PipelineSpec, workload: type[WorkloadParams], *, gates: Sequence[Gate] = (), **asset_args: Any
 ) -> Callable[[Callable[..., Step]], AssetsDefinition]:
-    """A step asset whose body only says which workload to run on which inputs (it returns a ``Step``).
+    """A step asset whose body only says how to run ``workload`` on its inputs (it returns a ``Step``).
 
-    Planning the version, launching the workload (``profile`` sizes it) on the ``compute`` resource,
-    committing to ``storage`` and evaluating ``gates`` are ``core.steps.run_versioned_step``'s. A Spark or
-    training workload takes a slot of the pool of the same name (``MLTRAIN_POOL_LIMITS``).
+    The asset's code version, kinds and resource profile are the workload's (``WorkloadParams``); a Spark
+    or training workload takes a slot of the pool of the same name (``MLTRAIN_POOL_LIMITS``). Planning the
+    version, launching on the ``compute`` resource, committing to ``storage`` and evaluating ``gates`` are
+    ``core.steps.run_versioned_step``'s.
     """
+    profile = cast(WorkloadProfile, workload.profile)
     if profile != "default":
         asset_args.setdefault("pool", profile)
 
     def decorate(body: Callable[..., Step]) -> AssetsDefinition:
         def run(context, **inputs: Any) -> Iterator[Any]:
             step = body(context, **inputs)
+            if not isinstance(step.params, workload):
+                raise TypeError(f"{body.__name__} declares {workload.__name__} but built {type(step.params).__name__}")
             yield from run_versioned_step(
                 context,
                 storage=context.resources.storage,
@@ -202,14 +212,13 @@ def workload_asset(
         functools.update_wrapper(run, body)
         # Dagster reads the inputs from the body's signature; the output type is the IO manager's reference.
         run.__signature__ = inspect.signature(body).replace(return_annotation=inspect.Signature.empty)
-        where = LocalFileCodeReference(
-            file_path=inspect.getsourcefile(body), line_number=inspect.getsourcelines(body)[1]
-        )
         return step_asset(
             spec,
+            code_version=workload.code_version,
+            kinds=set(workload.kinds),
             gates=gates,
             required_resource_keys={"storage", "compute"},
-            metadata={CODE_REFERENCES: CodeReferencesMetadataValue(code_references=[where])},
+            metadata=code_reference(inspect.getsourcefile(body) or "", inspect.getsourcelines(body)[1]),
             **asset_args,
         )(run)
 

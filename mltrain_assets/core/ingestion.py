@@ -18,10 +18,9 @@ from mltrain_assets.core.gates import MATCHES_CONTRACT, landed_complete
 from mltrain_assets.core.partitions import daily_partitions
 from mltrain_assets.core.steps import (
     DATA_PLANE_RETRY,
-    build_versions,
+    build_dated_versions,
     check_results,
     gate_specs,
-    plan_version,
     versions_output,
 )
 from mltrain_assets.landing import bytes_to_hash, content_digests, day_status, success_uri
@@ -125,19 +124,12 @@ def landing_ingestion_asset(*, name: str, spec: PipelineSpec, description: str):
                 allow_retries=True,
             )
 
-        params = IngestParams(dataset=dataset, landing_uri=storage.landing_uri)
-        planned = [
-            plan_version(context, storage, date, {"landing": fingerprints[date]}, params.versioned_fields())
-            for date in dates
-        ]
-        to_build = sum(p.manifest is None for p in planned)
-        if to_build:
-            context.log.info(f"ingesting {to_build} of {len(dates)} date(s); the rest are already committed")
-        refs, outcomes, built = build_versions(
+        refs, outcomes, built = build_dated_versions(
             context,
             storage=storage,
             compute=compute,
-            planned=planned,
+            inputs_by_date={date: {"landing": fingerprints[date]} for date in dates},
+            versioned=IngestParams(dataset=dataset, landing_uri=storage.landing_uri),
             params_for=lambda targets: IngestParams(
                 dataset=dataset,
                 landing_uri=storage.landing_uri,

@@ -258,6 +258,31 @@ def run_versioned_step(
     yield from check_results(outcomes)
 
 
+def build_dated_versions(
+    context: AssetExecutionContext,
+    *,
+    storage: ArtifactStorage,
+    compute: ComputeBackend,
+    inputs_by_date: Mapping[str, Mapping[str, ArtifactRef | str]],
+    versioned: WorkloadParams,
+    params_for: Callable[[dict[str, str]], WorkloadParams],
+    profile: WorkloadProfile = "default",
+    gates: Sequence[Gate] = (),
+) -> tuple[dict[str, ArtifactRef], list[GateOutcome], int]:
+    """A range run's versions, one per date from that date's own inputs and ``versioned``'s fields;
+    the missing ones built in one launch (``build_versions``)."""
+    planned = [
+        plan_version(context, storage, date, inputs, versioned.versioned_fields())
+        for date, inputs in inputs_by_date.items()
+    ]
+    missing = sum(p.manifest is None for p in planned)
+    if missing:
+        context.log.info(f"building {missing} of {len(planned)} date(s); the rest are already committed")
+    return build_versions(
+        context, storage=storage, compute=compute, planned=planned, params_for=params_for, profile=profile, gates=gates
+    )
+
+
 def versions_output(refs: Mapping[str, ArtifactRef], metadata: Mapping[str, Any]) -> Output:
     """The one Output of a run over one partition (its reference, with its data version) or a range.
 

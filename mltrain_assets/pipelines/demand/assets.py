@@ -9,13 +9,13 @@ the pipeline contract (``workloads/demand/contract.py``); the heavy code is in
 from dagster import AssetExecutionContext, BackfillPolicy
 
 from mltrain_assets.artifacts import ArtifactRef
-from mltrain_assets.core.assets import Step, step_asset, workload_asset
+from mltrain_assets.core.assets import Step, registration_asset, step_asset, workload_asset
 from mltrain_assets.core.automation import when_landed_day_ready
 from mltrain_assets.core.gates import ENGINE_PARITY, metric_below
 from mltrain_assets.core.ingestion import landing_ingestion_asset
 from mltrain_assets.core.partitions import same_days_input, window_input
 from mltrain_assets.core.promotion import register_and_promote, served_model_uri, snapshot_with_upstream
-from mltrain_assets.core.steps import build_versions, check_results, plan_version, versions_output
+from mltrain_assets.core.steps import build_dated_versions, check_results, versions_output
 from mltrain_assets.pipelines.demand.partitions import daily_city_partitions
 from mltrain_assets.pipelines.demand.spec import spec
 from mltrain_assets.resources.compute import ComputeBackend
@@ -23,6 +23,8 @@ from mltrain_assets.resources.storage import ArtifactStorage
 from mltrain_assets.resources.tracking import ModelRegistry
 from mltrain_assets.workloads.demand import contract
 from mltrain_assets.workloads.demand.params import AggregatesParams, FeaturesParams, ForecastParams, TrainParams
+
+AGGREGATES_WINDOW = window_input(contract.FEATURES_WINDOW)  # the days of aggregates features[D] reads
 
 MAPE_GATE = metric_below(
     "mape_below_threshold",
@@ -59,40 +61,28 @@ def city_hour_aggregates(
     partition whose window holds the day reads these rows, never the raw events.
     """
     # A range run (backfill, demo) aggregates every date in one launch, each raw day once.
-    params = AggregatesParams()
-    planned = [
-        plan_version(context, storage, date, {"ride_events": ride_events[date]}, params.versioned_fields())
-        for date in context.partition_keys
-    ]
-    refs, outcomes, built = build_versions(
+    refs, outcomes, built = build_dated_versions(
         context,
         storage=storage,
         compute=compute,
-        planned=planned,
+        inputs_by_date={date: {"ride_events": ride_events[date]} for date in context.partition_keys},
+        versioned=AggregatesParams(),
         params_for=lambda targets: AggregatesParams(
             rides_uris={date: ride_events[date].uri for date in targets}, targets=targets
         ),
         profile="spark",
         gates=[ENGINE_PARITY],
     )
-    yield versions_output(refs, {"dates_in_run": len(planned), "dates_aggregated_now": built})
+    yield versions_output(refs, {"dates_in_run": len(refs), "dates_aggregated_now": built})
     yield from check_results(outcomes)
 
 
 @workload_asset(
-    spec,
-    layer="features",
-    ins={"city_hour_aggregates": window_input(contract.FEATURES_WINDOW)},
-    code_version=contract.FEATURES_CODE_VERSION,
-    kinds={"spark", "sql"},
-    profile="spark",
-    gates=[ENGINE_PARITY],
-    description=(
-        f"~200 features per city-hour over a trailing {contract.FEATURES_WINDOW.days}-day window of "
-        "city_hour_aggregates (Spark SQL or DuckDB, same SQL)."
-    ),
+    spec, FeaturesParams, layer="features", ins={"city_hour_aggregates": AGGREGATES_WINDOW}, gates=[ENGINE_PARITY]
 )
 def city_demand_features(context: AssetExecutionContext, city_hour_aggregates: dict[str, ArtifactRef]) -> Step:
+    """~200 features per city-hour over the trailing window of city_hour_aggregates (``FEATURES_WINDOW``:
+    35 days), Spark SQL or DuckDB, same SQL."""
     dates = list(city_hour_aggregates)
     return Step(
         FeaturesParams(date=context.partition_key, aggregates_uris=tuple(r.uri for r in city_hour_aggregates.values())),
@@ -101,15 +91,7 @@ def city_demand_features(context: AssetExecutionContext, city_hour_aggregates: d
     )
 
 
-@workload_asset(
-    spec,
-    layer="model",
-    partitions_def=daily_city_partitions,
-    code_version=contract.TRAIN_CODE_VERSION,
-    kinds={"lightgbm", "mlflow"},
-    profile="training",
-    gates=[MAPE_GATE],
-)
+@workload_asset(spec, TrainParams, layer="model", partitions_def=daily_city_partitions, gates=[MAPE_GATE])
 def city_demand_model(context: AssetExecutionContext, city_demand_features: ArtifactRef) -> Step:
     """LightGBM demand model for one city and date, tracked in MLflow; gated on held-out MAPE."""
     keys = context.partition_key.keys_by_dimension
@@ -120,13 +102,7 @@ def city_demand_model(context: AssetExecutionContext, city_demand_features: Arti
     )
 
 
-@step_asset(
-    spec,
-    layer="registered",
-    partitions_def=daily_city_partitions,
-    kinds={"mlflow"},
-    pool="registry",  # one slot (MLTRAIN_POOL_LIMITS): registrations and promotions never overlap
-)
+@registration_asset(spec, partitions_def=daily_city_partitions)
 def registered_demand_model(
     context: AssetExecutionContext,
     city_demand_model: ArtifactRef,
@@ -150,13 +126,7 @@ def registered_demand_model(
     )
 
 
-@workload_asset(
-    spec,
-    layer="inference",
-    partitions_def=daily_city_partitions,
-    code_version=contract.FORECAST_CODE_VERSION,
-    kinds={"lightgbm", "parquet"},
-)
+@workload_asset(spec, ForecastParams, layer="inference", partitions_def=daily_city_partitions)
 def demand_forecasts(
     context: AssetExecutionContext, registered_demand_model: ArtifactRef, city_demand_features: ArtifactRef
 ) -> Step:

@@ -9,7 +9,7 @@ thresholds, names and code versions come from ``workloads/recsys/contract.py``.
 from dagster import AssetExecutionContext
 
 from mltrain_assets.artifacts import ArtifactRef
-from mltrain_assets.core.assets import Step, step_asset, workload_asset
+from mltrain_assets.core.assets import Step, registration_asset, workload_asset
 from mltrain_assets.core.gates import metric_above
 from mltrain_assets.core.ingestion import landing_ingestion_asset
 from mltrain_assets.core.partitions import window_input
@@ -19,6 +19,10 @@ from mltrain_assets.resources.compute import ComputeBackend
 from mltrain_assets.resources.tracking import ModelRegistry
 from mltrain_assets.workloads.recsys import contract
 from mltrain_assets.workloads.recsys.params import EmbeddingsParams, EvaluateParams, RecommendParams, TrainParams
+
+# The days of user_interactions each step reads for partition D.
+EMBEDDINGS_DAYS = window_input(contract.EMBEDDINGS_WINDOW)
+MODEL_DAYS = window_input(contract.MODEL_WINDOW)
 
 AUC_GATE = metric_above(
     "auc_above_threshold",
@@ -37,19 +41,10 @@ user_interactions = landing_ingestion_asset(
 )
 
 
-@workload_asset(
-    spec,
-    layer="embeddings",
-    ins={"user_interactions": window_input(contract.EMBEDDINGS_WINDOW)},
-    code_version=contract.EMBEDDINGS_CODE_VERSION,
-    kinds={"spark"},
-    profile="spark",
-    description=(
-        f"User and item ALS factors (Spark MLlib, implicit feedback) over {contract.EMBEDDINGS_WINDOW.days} days "
-        "ending the week before the model's training window (D-14..D-8)."
-    ),
-)
+@workload_asset(spec, EmbeddingsParams, layer="embeddings", ins={"user_interactions": EMBEDDINGS_DAYS})
 def interaction_embeddings(context: AssetExecutionContext, user_interactions: dict[str, ArtifactRef]) -> Step:
+    """User and item ALS factors (Spark MLlib, implicit feedback) over the embeddings window (D-14..D-8),
+    which ends the week before the model's training window."""
     dates = list(user_interactions)
     return Step(
         EmbeddingsParams(
@@ -60,15 +55,7 @@ def interaction_embeddings(context: AssetExecutionContext, user_interactions: di
     )
 
 
-@workload_asset(
-    spec,
-    layer="model",
-    ins={"user_interactions": window_input(contract.MODEL_WINDOW)},
-    code_version=contract.TRAIN_CODE_VERSION,
-    kinds={"pytorch", "mlflow"},
-    profile="training",
-    gates=[AUC_GATE],
-)
+@workload_asset(spec, TrainParams, layer="model", ins={"user_interactions": MODEL_DAYS}, gates=[AUC_GATE])
 def recommender_model(
     context: AssetExecutionContext, interaction_embeddings: ArtifactRef, user_interactions: dict[str, ArtifactRef]
 ) -> Step:
@@ -89,12 +76,7 @@ def recommender_model(
     )
 
 
-@step_asset(
-    spec,
-    layer="registered",
-    kinds={"mlflow"},
-    pool="registry",  # one slot (MLTRAIN_POOL_LIMITS): registrations and promotions never overlap
-)
+@registration_asset(spec)
 def registered_recommender(
     context: AssetExecutionContext,
     recommender_model: ArtifactRef,
@@ -142,14 +124,9 @@ def registered_recommender(
     )
 
 
-@workload_asset(
-    spec,
-    layer="inference",
-    code_version=contract.RECOMMEND_CODE_VERSION,
-    kinds={"pytorch", "parquet"},
-    description=f"Top-{contract.TOP_K} items per user from the `staging` recommender; runs when a version is promoted.",
-)
+@workload_asset(spec, RecommendParams, layer="inference")
 def recommendations(context: AssetExecutionContext, registered_recommender: ArtifactRef) -> Step:
+    """Top-K items per user (``TOP_K``: 20) from the `staging` recommender; runs when a version is promoted."""
     model_uri = served_model_uri(registered_recommender)
     return Step(
         RecommendParams(model_uri=model_uri), inputs={"model": model_uri}, metadata=lambda _: {"model_uri": model_uri}

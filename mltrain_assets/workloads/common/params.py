@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import os
 import types
 import typing
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Self
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Self, TypeVar
 
 # Field roles: versioned parameters change the output; the rest say where to read, write or run.
 _INPUT = {"versioned": False, "role": "input"}
@@ -47,6 +48,23 @@ def service(binds: str, **kwargs: Any) -> Any:
     return dataclasses.field(metadata={**_RUNTIME, "binds": binds}, **kwargs)
 
 
+P = TypeVar("P", bound="WorkloadParams")
+
+
+def workload(
+    module: str, code_version: str = "1", kinds: Iterable[str] = ("python",), profile: str = "default"
+) -> Callable[[type[P]], type[P]]:
+    """Declare what a params class runs: its entry module (``.train``: beside the params module), code version,
+    technologies and resource profile."""
+
+    def declare(cls: type[P]) -> type[P]:
+        entry = importlib.util.resolve_name(module, cls.__module__.rpartition(".")[0])
+        cls.module, cls.code_version, cls.kinds, cls.profile = entry, code_version, frozenset(kinds), profile
+        return cls
+
+    return declare
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class WorkloadParams:
     """Base of every workload's parameters. Subclasses are frozen keyword-only dataclasses.
@@ -56,6 +74,12 @@ class WorkloadParams:
     """
 
     module: ClassVar[str]
+    # Declared with ``@workload``: what the asset that runs it shows and needs: its code version (part of
+    # every version hash it commits), the technologies it runs on (the catalog's kinds) and the resources
+    # it needs (``default``, ``spark`` or ``training``: MLTRAIN_WORKLOAD_RESOURCES' profiles and its pool).
+    code_version: ClassVar[str] = "1"
+    kinds: ClassVar[frozenset[str]] = frozenset({"python"})
+    profile: ClassVar[str] = "default"
     distributed: ClassVar[bool] = False  # see DistributedParams
     commits: ClassVar[bool] = True  # commits one version into out_uri (False: reports only, or several targets)
     out_uri: str = dataclasses.field(default="", metadata={"versioned": False, "role": "output"})

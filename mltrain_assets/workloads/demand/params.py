@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 
-from mltrain_assets.workloads.common.params import MlflowSettings, WorkloadParams, input_uri, runtime, service
+from mltrain_assets.workloads.common.params import MlflowSettings, WorkloadParams, input_uri, runtime, service, workload
 from mltrain_assets.workloads.common.spark import SparkSettings
+from mltrain_assets.workloads.demand import contract
 from mltrain_assets.workloads.demand.contract import EXPERIMENT_NAME
 
 SQL_ENGINES = ("spark", "duckdb")
 
 
+@workload(".aggregates", contract.AGGREGATES_CODE_VERSION, kinds={"spark", "sql"}, profile="spark")
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class AggregatesParams(WorkloadParams):
     """City-hour aggregates of one or more days of ride_events, one version per date (each raw day read once)."""
 
-    module = "mltrain_assets.workloads.demand.aggregates"
     commits = False  # commits one version per entry of targets
 
     rides_uris: dict[str, str] = input_uri(default_factory=dict)  # {date: committed ride_events version}
@@ -28,11 +29,10 @@ class AggregatesParams(WorkloadParams):
     targets: dict[str, str] = dataclasses.field(default_factory=dict, metadata={"versioned": False, "role": "output"})
 
 
+@workload(".features", contract.FEATURES_CODE_VERSION, kinds={"spark", "sql"}, profile="spark")
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class FeaturesParams(WorkloadParams):
     """~200 features per city-hour for one date from a trailing window of city-hour aggregates."""
-
-    module = "mltrain_assets.workloads.demand.features"
 
     date: str
     aggregates_uris: tuple[str, ...] = input_uri(default=())
@@ -51,20 +51,18 @@ class CityModelParams(WorkloadParams):
     mlflow: MlflowSettings = service("mlflow", default_factory=MlflowSettings)
 
 
+@workload(".train", contract.TRAIN_CODE_VERSION, kinds={"lightgbm", "mlflow"}, profile="training")
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TrainParams(CityModelParams):
     """One city's LightGBM demand model for one date, tracked in MLflow."""
-
-    module = "mltrain_assets.workloads.demand.train"
 
     seed: int = 0
     experiment: str = runtime(default=EXPERIMENT_NAME)
 
 
+@workload(".forecast", contract.FORECAST_CODE_VERSION, kinds={"lightgbm", "parquet"})
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ForecastParams(CityModelParams):
     """Next-day hourly forecasts for one city from a registered model version."""
-
-    module = "mltrain_assets.workloads.demand.forecast"
 
     model_uri: str = input_uri(default="")  # models:/demand-forecast-<city>/<version>

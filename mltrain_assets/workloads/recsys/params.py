@@ -11,16 +11,16 @@ from mltrain_assets.workloads.common.params import (
     input_uri,
     runtime,
     service,
+    workload,
 )
 from mltrain_assets.workloads.common.spark import SparkSettings
 from mltrain_assets.workloads.recsys import contract
 
 
+@workload(".embeddings", contract.EMBEDDINGS_CODE_VERSION, kinds={"spark"}, profile="spark")
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class EmbeddingsParams(WorkloadParams):
     """User and item ALS factors (Spark MLlib, implicit feedback) over a window of interaction days."""
-
-    module = "mltrain_assets.workloads.recsys.embeddings"
 
     date: str
     rank: int = contract.ALS_RANK
@@ -33,11 +33,10 @@ class EmbeddingsParams(WorkloadParams):
     spark: SparkSettings = service("spark", default_factory=SparkSettings)
 
 
+@workload(".train.launcher", contract.TRAIN_CODE_VERSION, kinds={"pytorch", "mlflow"}, profile="training")
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TrainParams(DistributedParams):
     """The click model trained with DistributedDataParallel under torchrun, checkpointed per epoch."""
-
-    module = "mltrain_assets.workloads.recsys.train.launcher"
 
     date: str
     epochs: int = contract.TRAIN_EPOCHS
@@ -59,11 +58,11 @@ class TrainParams(DistributedParams):
     mlflow: MlflowSettings = service("mlflow", default_factory=MlflowSettings)
 
 
+@workload(".evaluate")
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class EvaluateParams(WorkloadParams):
     """AUC of one model on one committed, held-out day (commits nothing; reports ``auc``)."""
 
-    module = "mltrain_assets.workloads.recsys.evaluate"
     commits = False
 
     model_uri: str = input_uri(default="")
@@ -71,11 +70,10 @@ class EvaluateParams(WorkloadParams):
     mlflow: MlflowSettings = service("mlflow", default_factory=MlflowSettings)
 
 
+@workload(".recommend", contract.RECOMMEND_CODE_VERSION, kinds={"pytorch", "parquet"})
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RecommendParams(WorkloadParams):
     """Top-K items per user from a registered model version, scored in batches."""
-
-    module = "mltrain_assets.workloads.recsys.recommend"
 
     top_k: int = contract.TOP_K
     position: int = 0

@@ -3,7 +3,7 @@
 from dagster import AssetExecutionContext
 
 from mltrain_assets.artifacts import ArtifactRef
-from mltrain_assets.core.assets import Step, step_asset, workload_asset
+from mltrain_assets.core.assets import Step, registration_asset, workload_asset
 from mltrain_assets.core.gates import metric_above
 from mltrain_assets.core.ingestion import landing_ingestion_asset
 from mltrain_assets.core.pipeline import ModelQuality, PipelineJob, define_pipeline
@@ -18,13 +18,7 @@ AUC_GATE = metric_above("churn_auc_above_threshold", "auc", contract.AUC_THRESHO
 account_events = landing_ingestion_asset(name="account_events_ingested", spec=spec, description="Account events.")
 
 
-@workload_asset(
-    spec,
-    layer="model",
-    code_version=contract.TRAIN_CODE_VERSION,
-    kinds={"scikit-learn", "mlflow"},
-    gates=[AUC_GATE],
-)
+@workload_asset(spec, ChurnTrainParams, layer="model", gates=[AUC_GATE])
 def churn_model(context: AssetExecutionContext, account_events_ingested: ArtifactRef) -> Step:
     """A logistic churn model for the date, gated on held-out AUC."""
     return Step(
@@ -33,13 +27,7 @@ def churn_model(context: AssetExecutionContext, account_events_ingested: Artifac
     )
 
 
-@step_asset(
-    spec,
-    layer="registered",
-    kinds={"mlflow"},
-    pool="registry",
-    description=f"The churn model registered as `{contract.MODEL_NAME}`, aliased `staging`.",
-)
+@registration_asset(spec, description=f"The churn model registered as `{contract.MODEL_NAME}`, aliased `staging`.")
 def registered_churn_model(context: AssetExecutionContext, churn_model: ArtifactRef, registry: ModelRegistry):
     return register_and_promote(
         context,
