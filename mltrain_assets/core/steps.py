@@ -31,6 +31,8 @@ from dagster import (
     MetadataValue,
     Output,
     RetryPolicy,
+    TableColumn,
+    TableSchema,
 )
 
 from mltrain_assets.artifacts import ArtifactRef, compute_version
@@ -39,6 +41,9 @@ from mltrain_assets.core.partitions import partition_path
 from mltrain_assets.resources.compute import ComputeBackend, WorkloadProfile, WorkloadResult
 from mltrain_assets.resources.storage import BUILT_FROM, GATE_FAILURES, ArtifactStorage
 from mltrain_assets.workloads.common.params import WorkloadParams
+
+# In a reference's metadata: its version's main table ({name, rows, schema}), for the catalog.
+PRIMARY_TABLE = "primary_table"
 
 # Every data-plane step: 3 retries, 15 s doubling, with jitter so a fleet of retries doesn't stampede.
 DATA_PLANE_RETRY = RetryPolicy(max_retries=3, delay=15, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
@@ -314,6 +319,15 @@ def check_results(outcomes: Sequence[GateOutcome]) -> Iterator[AssetCheckResult]
         )
 
 
+def _primary_table(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The version's main table (its largest file with a schema): the catalog's row count and column schema."""
+    tables = [(name, entry) for name, entry in (manifest.get("files") or {}).items() if entry.get("schema")]
+    if not tables:
+        return None
+    name, entry = max(tables, key=lambda item: (item[1].get("rows", 0), item[0]))
+    return {"name": name, "rows": int(entry.get("rows", 0)), "schema": entry["schema"]}
+
+
 def _ref_from_manifest(
     asset_key: str, partition_key: Any, version: str, uri: str, manifest: dict, built_from: Sequence[dict] = ()
 ) -> ArtifactRef:
@@ -324,7 +338,12 @@ def _ref_from_manifest(
         partition_key=str(partition_key),
         version=version,
         uri=uri,
-        metadata={**summary, "rows": manifest.get("rows", 0), BUILT_FROM: list(built_from)},
+        metadata={
+            **summary,
+            "rows": manifest.get("rows", 0),
+            BUILT_FROM: list(built_from),
+            PRIMARY_TABLE: _primary_table(manifest),
+        },
     )
 
 
@@ -347,6 +366,11 @@ def step_metadata(
         "reused_committed_version": reused,
         "rows": int(ref.metadata.get("rows", 0)),
     }
+    table = ref.metadata.get(PRIMARY_TABLE)
+    if table:
+        metadata["dagster/row_count"] = table["rows"]
+        columns = [TableColumn(column["name"], column["type"]) for column in table["schema"]]
+        metadata["dagster/column_schema"] = TableSchema(columns=columns)
     if cost is not None:
         metadata.update(cost.metadata())
         metadata["rows_out"] = metadata["rows"]

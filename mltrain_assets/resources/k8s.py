@@ -4,6 +4,12 @@ The ``k8s`` backend submits them, ``mltrain manifests`` prints them, and the ``k
 backend executes them on this machine. A workload is one Pod (through ``PipesK8sClient``,
 built with its own ``build_pod_body``), or, for a distributed workload over several nodes, a
 headless Service plus an Indexed Job whose pods rendezvous at index 0.
+
+Plain dicts in the API's own (camelCase) shape, not ``kubernetes.client`` models: every reader
+here wants that shape (kubernetes-validate checks it against the OpenAPI schema, the Pod Security
+rules walk it, ``mltrain manifests`` prints it as YAML, dagster-k8s's ``build_pod_body`` returns
+it, the client's ``create_namespaced_*`` accept it), and models would be converted back with
+``ApiClient.sanitize_for_serialization`` at each of those steps.
 """
 
 from __future__ import annotations

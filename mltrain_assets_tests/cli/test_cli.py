@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import click
+import pyarrow.parquet as pq
 import pytest
 from dagster import AssetKey, DagsterInstance, RunsFilter
 
@@ -80,6 +81,15 @@ def test_materialize_works_from_the_project_folder_and_the_run_has_the_location_
     assert run.run_id in done.stdout
     assert run.asset_selection == {AssetKey("ride_events")}
     assert DAY in instance.get_materialized_partitions(AssetKey("ride_events"))
+    # The catalog's figures on the materialization: rows and columns of the version's main table.
+    from mltrain_assets.workloads.demand.contract import RIDES
+
+    event = instance.get_latest_materialization_event(AssetKey("ride_events")).asset_materialization
+    assert event.partition == DAY
+    events = pq.read_table(str(event.metadata["uri"].value).removeprefix("file://") + "/events.parquet")
+    assert event.metadata["dagster/row_count"].value == events.num_rows > 0
+    schema = event.metadata["dagster/column_schema"].schema
+    assert [column.name for column in schema.columns] == RIDES.schema.names
 
 
 def test_demo_runs_are_recorded_under_the_code_location_the_ui_loads(mltrain_home):
