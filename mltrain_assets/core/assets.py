@@ -100,8 +100,9 @@ def with_code_references(assets: Sequence[AssetsDefinition]) -> list[AssetsDefin
     # A workload asset already points at its body (``workload_asset``): Dagster's own reference would name the wrapper.
     located = [asset for asset in assets if CODE_REFERENCES in asset.metadata_by_key[asset.key]]
     referenced = [*with_source_code_references([a for a in assets if a not in located]), *located]
-    git_url, commit = os.environ.get("MLTRAIN_GIT_URL", ""), code_commit().removesuffix("-dirty")
-    if not git_url or commit == "unknown":
+    git_url = os.environ.get("MLTRAIN_GIT_URL", "")
+    commit = code_commit().removesuffix("-dirty") if git_url else "unknown"
+    if commit == "unknown":
         return list(referenced)
     return list(
         link_code_references_to_git(
@@ -109,7 +110,9 @@ def with_code_references(assets: Sequence[AssetsDefinition]) -> list[AssetsDefin
             git_url=git_url,
             git_branch=commit,  # a commit pins the link to the code that runs, where a branch would move on
             file_path_mapping=AnchorBasedFilePathMapping(
-                local_file_anchor=Path(__file__).resolve().parents[2], file_anchor_path_in_repository=""
+                # The folder holding the package: the checkout, or site-packages in an image (same relative paths).
+                local_file_anchor=Path(__file__).resolve().parents[2],
+                file_anchor_path_in_repository="",
             ),
         )
     )
