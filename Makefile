@@ -7,7 +7,7 @@ export DAGSTER_HOME ?= $(MLTRAIN_HOME)/dagster
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-fast dev lint format clean bench bench-seed lock
+.PHONY: install demo test test-fast dev lint typecheck format clean bench bench-seed lock
 
 # Installed at the versions requirements.lock pins (as constraints, without its hashes: the lock
 # carries PyPI's CUDA torch for the image, this machine takes the CPU build of the same release).
@@ -25,9 +25,10 @@ demo: install
 
 # Two workers by default (this machine's cores): one takes the e2e package (mostly waiting on the
 # daemon), the other the rest; each test package stays on one worker (its fixtures built once).
-# Lint first (`lint`: ruff check + ruff format --check): a style or import error fails in seconds, not after the suite.
+# Lint and type-check first (`lint`: ruff check + ruff format --check; `typecheck`: mypy over the control plane,
+# [tool.mypy] in pyproject.toml): a style, import or type error fails in seconds, not after the suite.
 TEST_WORKERS ?= 2
-test: lint
+test: lint typecheck
 	$(BIN)/pytest -n $(TEST_WORKERS)
 
 test-fast: install
@@ -39,6 +40,9 @@ dev: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
 
 format: install
 	$(BIN)/ruff format .

@@ -57,7 +57,7 @@ def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     return fs, path
 
 
-def _is_connection_error(error: BaseException) -> bool:
+def _is_connection_error(error: BaseException | None) -> bool:
     """botocore's connection and timeout errors, however s3fs wraps them."""
     while error is not None:
         module = type(error).__module__

@@ -58,6 +58,7 @@ def partitions_by_assets(pipeline_name: str, start: str, end: str, keys: list[st
         selection.append({"assetKey": {"path": [name]}, "partitions": {"ranges": [{"start": start, "end": end}]}})
     if pipeline.keyed_assets:
         # Date x key partition keys order key-major ("nyc|2026-03-01"), so one contiguous range per key.
+        assert pipeline.keys is not None  # keyed assets have a key dimension (core/pipeline.py)
         key_ranges = [{"start": f"{k}|{start}", "end": f"{k}|{end}"} for k in (keys or pipeline.keys())]
         for name in pipeline.keyed_assets:
             selection.append({"assetKey": {"path": [name]}, "partitions": {"ranges": key_ranges}})

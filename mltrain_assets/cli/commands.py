@@ -108,7 +108,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     failed = [o for o in outcomes if not o.success]
     print()
     for pipeline in pipelines:
-        print(pipeline.summary(date))
+        if pipeline.summary:
+            print(pipeline.summary(date))
     print(
         f"data-plane versions built this time: {demo.data_plane_work(outcomes)}; "
         f"model versions registered this time: {demo.new_registrations(outcomes)}; "
@@ -275,7 +276,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     print(f"MLflow UI   {stack.mlflow_url}   (store {env['MLFLOW_TRACKING_URI']})")
     print(f"state in {env['MLTRAIN_HOME']}; logs in {env['MLTRAIN_HOME']}/logs; Ctrl-C stops everything", flush=True)
     try:
-        while all(s.process.poll() is None for s in stack.services):
+        while all(s.started.poll() is None for s in stack.services):
             time.sleep(1)
         print("a service exited; stopping the rest", file=sys.stderr)
         return 1

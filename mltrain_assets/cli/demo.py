@@ -221,7 +221,8 @@ def execute(
         outcome.check_descriptions[name] = evaluation.description or ""
     if not result.success:
         failures = [e for e in result.all_events if e.is_step_failure]
-        outcome.error = "; ".join(str(e.step_failure_data.error.message).strip() for e in failures)[:2000]
+        errors = [e.step_failure_data.error for e in failures]
+        outcome.error = "; ".join(str(error.message if error else "").strip() for error in errors)[:2000]
     return outcome
 
 
@@ -271,6 +272,7 @@ def materialize(
                 job.validate_partition_key(key, selected_asset_keys=keys, context=context)
             except DagsterUnknownPartitionError:
                 partitions_def = repository.asset_graph.get(AssetKey.from_user_string(partitioned[0])).partitions_def
+                assert partitions_def is not None  # one of the partitioned assets
                 raise ValueError(
                     f"{key} is not a partition of {', '.join(names)} (the latest is "
                     f"{partitions_def.get_last_partition_key()}; days run from {PARTITIONS_START_DATE} "
@@ -325,6 +327,7 @@ def run_pipeline(pipeline: Pipeline, date: str, *, parallel: int = 2, started: f
             outcomes.append(execute(stage.job, stage.label, partition_key=date))
             _report(pipeline, outcomes[-1], started)
             continue
+        assert pipeline.keys is not None  # a per-key stage's assets have a key dimension (core/pipeline.py)
         keys = pipeline.keys()
         _say(f"{stage.label} for {len(keys)} {pipeline.key_dimension} partitions, {parallel} at a time", started)
         with ProcessPoolExecutor(max_workers=parallel) as pool:

@@ -32,6 +32,13 @@ class Service:
     process: subprocess.Popen | None = None
     log_path: Path | None = None
 
+    @property
+    def started(self) -> subprocess.Popen:
+        """Its process (``DevStack.start`` starts every service before anything polls one)."""
+        if self.process is None:
+            raise RuntimeError(f"{self.name} is not started")
+        return self.process
+
 
 @dataclass
 class DevStack:
@@ -130,8 +137,8 @@ class DevStack:
         pending = [s for s in self.services if s.health_url]
         while pending:
             for service in list(pending):
-                if service.process.poll() is not None:
-                    raise RuntimeError(f"{service.name} exited ({service.process.returncode}); see {service.log_path}")
+                if service.started.poll() is not None:
+                    raise RuntimeError(f"{service.name} exited ({service.started.returncode}); see {service.log_path}")
                 try:
                     if requests.get(service.health_url, timeout=2).ok:
                         pending.remove(service)

@@ -9,19 +9,20 @@ is checked with kubernetes-validate (Kubernetes 1.30, strict) and against Pod Se
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 K8S_VERSION = "1.30"
 
 
 def render(asset: str, partition: str | None, backend: str = "k8s") -> list[dict[str, Any]]:
     """The objects for ``asset`` at ``partition``; raises with the step's own error if it cannot get that far."""
-    from dagster import AssetKey, DagsterInstance, materialize
+    from dagster import AssetKey, AssetsDefinition, DagsterInstance, materialize
 
     from mltrain_assets.definitions import defs
     from mltrain_assets.resources.compute import RENDERED_KEY, ComputeBackend
 
-    assets = list(defs.assets or [])
+    # Declared as any asset-like definition; this code location's are all AssetsDefinitions (@asset, multi_asset).
+    assets = cast(list[AssetsDefinition], list(defs.assets or []))
     keys = {k.to_user_string() for a in assets for k in a.keys}
     if asset not in keys:
         raise SystemExit(f"unknown asset {asset!r}; assets: {sorted(keys)}")
@@ -29,7 +30,7 @@ def render(asset: str, partition: str | None, backend: str = "k8s") -> list[dict
         assets,
         selection=[AssetKey(asset)],
         partition_key=_partition_key(defs, asset, partition),
-        resources={**defs.resources, "compute": ComputeBackend.from_settings(backend=backend, dry_run=True)},
+        resources={**(defs.resources or {}), "compute": ComputeBackend.from_settings(backend=backend, dry_run=True)},
         instance=DagsterInstance.ephemeral(),
         run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
         raise_on_error=False,
@@ -40,10 +41,11 @@ def render(asset: str, partition: str | None, backend: str = "k8s") -> list[dict
         obj
         for failure in failures
         if failure.user_failure_data is not None and RENDERED_KEY in failure.user_failure_data.metadata
-        for obj in failure.user_failure_data.metadata[RENDERED_KEY].value
+        # DryRun records them as a JSON metadata value (declared as any metadata value): a list of objects.
+        for obj in cast(list[dict[str, Any]], failure.user_failure_data.metadata[RENDERED_KEY].value)
     ]
     if not rendered:
-        errors = [str(failure.error.message).strip() for failure in failures]
+        errors = [str(failure.error.message if failure.error else "").strip() for failure in failures]
         raise SystemExit(f"{asset} {partition}: no workload launch to render. " + " ".join(errors)[:3000])
     return rendered
 

@@ -83,15 +83,22 @@ def _batches(level: list[Version], store: Store) -> list[list[Version]]:
     return list(batches.values())
 
 
+def _workload(node: Version) -> dict[str, Any]:
+    """The workload a version records (``reproduce`` refuses a batch with an unrecorded one before launching)."""
+    workload = node.workload
+    assert workload is not None
+    return workload
+
+
 def _rebuild_params(batch: list[Version], scratch_root: str, rebuilt: dict[str, str], store: Store) -> WorkloadParams:
     """The recorded params of a launch, its inputs the rebuilt versions and its outputs in the scratch store."""
-    workload = batch[0].workload
+    workload = _workload(batch[0])
     roles_of = field_roles(workload["module"])
-    keys = {own_key(node.workload["params"], store.relative(node.uri)): node for node in batch}
+    keys = {own_key(_workload(node)["params"], store.relative(node.uri)): node for node in batch}
     values = {}
     for name, value in workload["params"].items():
         if isinstance(value, dict) and None not in keys:  # a multi-date field: every date of the batch
-            value = {key: node.workload["params"][name][key] for key, node in keys.items()}
+            value = {key: _workload(node)["params"][name][key] for key, node in keys.items()}
         if roles_of.get(name) == "input":
             if name == "landing_uri":
                 value = os.environ["MLTRAIN_LANDING_URI"]  # the landing zone is today's, the days are the same
@@ -166,7 +173,7 @@ def reproduce(model: str, version: str, storage_root: str, scratch: Path, progre
         mlflow_artifacts_uri=f"file://{scratch.resolve()}/mlartifacts",
     )
     rebuilt: dict[str, str] = {}
-    steps = []
+    steps: list[dict[str, Any]] = []
     env = {"SPARK_LOCAL_IP": os.environ.get("SPARK_LOCAL_IP", "127.0.0.1")}
     logs = scratch / "logs"
     logs.mkdir(exist_ok=True)
@@ -181,7 +188,7 @@ def reproduce(model: str, version: str, storage_root: str, scratch: Path, progre
         params = backend.bind(_rebuild_params(batch, scratch_root, rebuilt, store))
         started = time.monotonic()
         what = f"{batch[0].asset} {batch[0].partition}" + (f" (+{len(batch) - 1} more)" if len(batch) > 1 else "")
-        progress(f"[{number}/{len(launches)}] {what}: {batch[0].workload['module']}")
+        progress(f"[{number}/{len(launches)}] {what}: {_workload(batch[0])['module']}")
         log = logs / f"{number:03d}-{batch[0].asset}.log"
         # The launch path the assets use (a supervised local process), its output in the log.
         code = (

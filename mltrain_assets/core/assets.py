@@ -99,22 +99,28 @@ def with_code_references(assets: Sequence[AssetsDefinition]) -> list[AssetsDefin
 
     # A workload asset already points at its body (``workload_asset``): Dagster's own reference would name the wrapper.
     located = [asset for asset in assets if CODE_REFERENCES in asset.metadata_by_key[asset.key]]
-    referenced = [*with_source_code_references([a for a in assets if a not in located]), *located]
+    # Dagster's helpers return the definitions they are given (declared as any asset-like one): AssetsDefinitions.
+    referenced = cast(
+        list[AssetsDefinition], [*with_source_code_references([a for a in assets if a not in located]), *located]
+    )
     git_url = os.environ.get("MLTRAIN_GIT_URL", "")
     commit = code_commit().removesuffix("-dirty") if git_url else "unknown"
     if commit == "unknown":
         return list(referenced)
-    return list(
-        link_code_references_to_git(
-            referenced,
-            git_url=git_url,
-            git_branch=commit,  # a commit pins the link to the code that runs, where a branch would move on
-            file_path_mapping=AnchorBasedFilePathMapping(
-                # The folder holding the package: the checkout, or site-packages in an image (same relative paths).
-                local_file_anchor=Path(__file__).resolve().parents[2],
-                file_anchor_path_in_repository="",
-            ),
-        )
+    return cast(
+        list[AssetsDefinition],
+        list(
+            link_code_references_to_git(
+                referenced,
+                git_url=git_url,
+                git_branch=commit,  # a commit pins the link to the code that runs, where a branch would move on
+                file_path_mapping=AnchorBasedFilePathMapping(
+                    # The folder holding the package: the checkout, or site-packages in an image (same relative paths).
+                    local_file_anchor=Path(__file__).resolve().parents[2],
+                    file_anchor_path_in_repository="",
+                ),
+            )
+        ),
     )
 
 
@@ -214,7 +220,8 @@ def workload_asset(
 
         functools.update_wrapper(run, body)
         # Dagster reads the inputs from the body's signature; the output type is the IO manager's reference.
-        run.__signature__ = inspect.signature(body).replace(return_annotation=inspect.Signature.empty)
+        # inspect reads a function's __signature__; typeshed's function type does not declare it.
+        run.__signature__ = inspect.signature(body).replace(return_annotation=inspect.Signature.empty)  # type: ignore[attr-defined]
         return step_asset(
             spec,
             code_version=workload.code_version,

@@ -33,22 +33,22 @@ def automation_lookback_days() -> int:
     return days
 
 
-def _eager_any_partition() -> AutomationCondition:
-    # Gates are enforced per partition by the reference IO manager: the checks here are not
-    # partitioned, so ``all_deps_blocking_checks_passed`` would let one bad day block every other.
-    return AutomationCondition.eager().without(AutomationCondition.in_latest_time_window())
+# Gates are enforced per partition by the reference IO manager: the checks here are not
+# partitioned, so ``all_deps_blocking_checks_passed`` would let one bad day block every other.
+# (A value, not a function: its inferred type is the ``AndAutomationCondition`` that has ``with_label``.)
+_EAGER_ANY_PARTITION = AutomationCondition.eager().without(AutomationCondition.in_latest_time_window())
 
 
 def when_landed_day_ready() -> AutomationCondition:
     """Like ``eager()``, but for any partition: a late or re-landed day's own step runs too."""
-    return _eager_any_partition().with_label("eager, any partition")
+    return _EAGER_ANY_PARTITION.with_label("eager, any partition")
 
 
 def when_upstream_ready(lookback_days: int | None = None) -> AutomationCondition:
     """Like ``eager()``, for the partitions of the last ``lookback_days`` days (the automation lookback)."""
     days = lookback_days or automation_lookback_days()
     within = AutomationCondition.in_latest_time_window(lookback_delta=dt.timedelta(days=days))
-    return (_eager_any_partition() & within).with_label(f"eager, last {days} days")
+    return (_EAGER_ANY_PARTITION & within).with_label(f"eager, last {days} days")
 
 
 # Evaluates every asset's condition; on by default so a landed day flows through without a manual step.

@@ -178,8 +178,8 @@ class HealReport:
     dry_run: bool = False
 
     def lines(self) -> list[str]:
-        verdicts = [*self.failed, *self.running, *self.unknown]
-        return [item.line(self.dry_run) for item in [*verdicts, *self.freed]]
+        items: list[RunVerdict | FreedSlots] = [*self.failed, *self.running, *self.unknown, *self.freed]
+        return [item.line(self.dry_run) for item in items]
 
 
 def heal(

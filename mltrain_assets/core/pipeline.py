@@ -92,7 +92,7 @@ class Pipeline:
     # Per-day assets built from each landed day alone (in the ingestion job, over the landing window).
     landing_day_assets: tuple[str, ...] = ()
     keyed_assets: tuple[str, ...] = ()  # downstream assets partitioned by date x key
-    keys: Callable[[], list[str]] | None = None  # the key dimension's values (e.g. configured cities)
+    keys: Callable[[], Sequence[str]] | None = None  # the key dimension's values (e.g. configured cities)
     key_dimension: str = ""
     stages: tuple[Stage, ...] = ()
     report_metrics: tuple[str, ...] = ()  # materialization metadata the demo prints per run
@@ -122,7 +122,7 @@ def _job(declared: PipelineJob):
     )
 
 
-def _key_dimension(assets: Sequence[AssetsDefinition]) -> tuple[str, Callable[[], list[str]] | None]:
+def _key_dimension(assets: Sequence[AssetsDefinition]) -> tuple[str, Callable[[], Sequence[str]] | None]:
     """The non-date dimension of the date x key assets, and its values."""
     for asset in assets:
         partitions = asset.partitions_def
@@ -161,7 +161,7 @@ def define_pipeline(
     quality: ModelQuality | None = None,
     report_metrics: tuple[str, ...] = (),
     summary: Callable[[str], str] | None = None,
-    keys: Callable[[], list[str]] | None = None,
+    keys: Callable[[], Sequence[str]] | None = None,
 ) -> Pipeline:
     """The pipeline's ``Definitions`` (assets, jobs, landing sensor, fallback schedule) and its derived shape.
 

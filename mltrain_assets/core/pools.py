@@ -19,6 +19,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 from dagster import DagsterInstance
 from tenacity import RetryError, Retrying, stop_after_attempt, wait_incrementing
@@ -81,16 +82,14 @@ def apply_pool_limits(
     for pool in sorted(set(pools) | set(limits)):
         if pool in limits:
             changes.append(
-                _converge(storage, pool, limits[pool], lambda p=pool: storage.set_concurrency_slots(p, limits[p]))
+                _converge(storage, pool, limits[pool], partial(storage.set_concurrency_slots, pool, limits[pool]))
             )
         elif (explicit := _explicit_limit(storage, pool)) is not None:
             # `dagster instance concurrency set POOL N`: an operator's choice on this instance, kept.
             changes.append(PoolChange(pool, explicit, "the instance (dagster instance concurrency set)", "kept"))
         elif default is not None:
             changes.append(
-                _converge(
-                    storage, pool, None, lambda p=pool: storage.initialize_concurrency_limit_to_default(p), default
-                )
+                _converge(storage, pool, None, partial(storage.initialize_concurrency_limit_to_default, pool), default)
             )
     return changes
 

@@ -136,6 +136,7 @@ def _decide_and_record(
         context, registry, model_name, version, current, compare_with_champion
     )
     served = version if promoted else current
+    assert served is not None  # `_decide` only declines to promote against a current `staging` version
     for key, value in {
         REASON_TAG: reason,
         PROMOTED_TAG: str(promoted).lower(),

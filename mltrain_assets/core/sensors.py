@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import NamedTuple
 
 from dagster import (
@@ -94,7 +94,7 @@ def plan_landing_runs(
     dataset: str,
     days: list[LandedDay],
     cursor: Mapping[str, object],
-    already_ingested: set[str] = frozenset(),
+    already_ingested: Collection[str] = frozenset(),
     today: dt.date | None = None,
     content_check: ContentChecker | None = None,
 ) -> LandingPlan:
@@ -186,7 +186,8 @@ class _ContentChecker:
         if not records or records[0].asset_materialization is None:
             return None
         value = records[0].asset_materialization.metadata.get(LANDING_FINGERPRINT)
-        return getattr(value, "value", value)
+        fingerprint = value.value if value is not None else None
+        return fingerprint if isinstance(fingerprint, str) else None
 
 
 def landing_sensor(dataset: str, asset_name: str, job):

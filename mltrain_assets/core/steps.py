@@ -164,17 +164,18 @@ def _build(
     asset_key = context.asset_key.to_user_string()
     # A dry run (`mltrain manifests`) renders the launch even for a version already committed.
     missing = {str(p.partition_key): p.uri for p in planned if p.manifest is None or compute.dry_run}
-    manifests = {str(p.partition_key): p.manifest for p in planned}
+    manifests = {str(p.partition_key): p.manifest for p in planned if p.manifest is not None}
     cost = StepCost()
     if missing:
         cost.add(compute.run(context, params_for(missing), timeout_s=builder.timeout_s, profile=builder.profile))
         for partition, uri in missing.items():
-            manifests[partition] = storage.committed_manifest(uri)
-            if manifests[partition] is None:
+            manifest = storage.committed_manifest(uri)
+            if manifest is None:
                 raise Failure(
                     description=f"{asset_key} {partition}: the workload finished but committed nothing at {uri}",
                     allow_retries=True,
                 )
+            manifests[partition] = manifest
     else:
         for p in planned:
             context.log.info(

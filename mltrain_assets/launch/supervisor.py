@@ -181,7 +181,7 @@ class _RunWorkerGuard:
     start, the workloads still die with the run worker through ``PR_SET_PDEATHSIG`` (the leaders only).
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> _RunWorkerGuard:
@@ -211,7 +211,8 @@ class _RunWorkerGuard:
             return
         self._say(b"done\n")
         with contextlib.suppress(BrokenPipeError, OSError):
-            self.process.stdin.close()
+            if self.process.stdin is not None:
+                self.process.stdin.close()
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:

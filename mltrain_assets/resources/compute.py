@@ -321,8 +321,10 @@ class ComputeBackend(ConfigurableResource, WorkloadObjects):
         workload = params.module
         started = time.monotonic()
         if self.dry_run:
-            objects = self.manifests(context, params, timeout_s=timeout_s, profile=profile)
-            raise DryRun(f"{workload}: rendered, not launched", objects)
+            raise DryRun(
+                f"{workload}: rendered, not launched",
+                self.manifests(context, params, timeout_s=timeout_s, profile=profile),
+            )
         context.log.info(f"launching {workload} on {self.backend} ({profile}), timeout {timeout_s:.0f}s")
         on_cluster = self.backend == "k8s"
         reader = _pod_logs_reader() if on_cluster else PipesTempFileMessageReader()
@@ -336,7 +338,11 @@ class ComputeBackend(ConfigurableResource, WorkloadObjects):
                 if self.backend == "local"
                 else tuple(
                     self.manifests(
-                        context, params, timeout_s=timeout_s, profile=profile, pipes_env=bootstrap if on_cluster else {}
+                        context,
+                        params,
+                        timeout_s=timeout_s,
+                        profile=profile,
+                        pipes_env=dict(bootstrap) if on_cluster else {},
                     )
                 )
             )
@@ -351,6 +357,7 @@ class ComputeBackend(ConfigurableResource, WorkloadObjects):
             )
 
             def follow_logs(namespace: str, pod: str) -> None:  # pod logs carry the Pipes messages on a cluster
+                assert not isinstance(reader, PipesTempFileMessageReader)  # only the k8s launchers follow pod logs
                 cluster = launcher.client
                 cluster.wait_for_pod_ready(pod, namespace, timeout_s)
                 reader.consume_pod_logs(context=context, core_api=cluster.core_api, namespace=namespace, pod_name=pod)

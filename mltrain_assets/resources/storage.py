@@ -69,7 +69,7 @@ class ArtifactRefIOManager(UPathIOManager):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(obj.relative_to(self.storage_root).to_json())
 
-    def load_from_path(self, context: InputContext, path: UPath) -> ArtifactRef:
+    def load_from_path(self, context: InputContext | None, path: UPath) -> ArtifactRef:  # None: _current_ref
         return ArtifactRef.from_json(path.read_text()).resolved(self.storage_root)
 
     def load_input(self, context: InputContext) -> ArtifactRef | dict[str, ArtifactRef]:
@@ -98,8 +98,8 @@ class ArtifactRefIOManager(UPathIOManager):
             _refuse_uncommitted(consumer, refs)
             return loaded
         expected = [str(k) for k in context.asset_partition_keys]
-        refs = loaded if isinstance(loaded, dict) else {expected[0]: loaded}
-        absent = [k for k in expected if k not in refs]
+        by_key = loaded if isinstance(loaded, dict) else {expected[0]: loaded}
+        absent = [k for k in expected if k not in by_key]
         if absent:
             raise Failure(
                 description=(
@@ -108,7 +108,7 @@ class ArtifactRefIOManager(UPathIOManager):
                 ),
                 allow_retries=False,
             )
-        window = {k: refs[k] for k in expected}
+        window = {k: by_key[k] for k in expected}
         _refuse_failed_gates(consumer, list(window.values()))
         self._refuse_stale(consumer, list(window.values()))
         _refuse_uncommitted(consumer, list(window.values()))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagster import AssetExecutionContext, Failure
 
@@ -44,6 +44,22 @@ def step_of(context: AssetExecutionContext | None) -> str:
 
 class WorkloadObjects:
     """Rendering for ``ComputeBackend`` (which provides the ``k8s_*`` settings, ``spark`` and the helpers used here)."""
+
+    if TYPE_CHECKING:  # what ComputeBackend provides (declared for the type checker only, not as fields)
+        spark: SparkConfig | None
+        rendezvous_port: int
+        k8s_namespace: str
+        k8s_service_account: str
+        k8s_image_pull_policy: str
+        k8s_node_selector: str
+        k8s_training_node_selector: str
+        k8s_training_tolerations: str
+        k8s_env_secret: str
+
+        def image(self, context: AssetExecutionContext | None = None) -> str: ...
+        def resources_for(self, profile: WorkloadProfile, step: str = "") -> WorkloadResources: ...
+        def topology(self) -> tuple[int, int]: ...
+        def workload_env(self) -> dict[str, str]: ...
 
     def pod_template(
         self,
@@ -125,7 +141,7 @@ class WorkloadObjects:
             if spark and spark.executor_pod_template
             else []
         )
-        if distributed and params.nnodes > 1:
+        if isinstance(params, DistributedParams) and params.nnodes > 1:
             name = object_name(context.run_id, context.op_def.name, partition)
             params = dataclasses.replace(
                 params, node_rank=-1, rdzv_endpoint=rendezvous_endpoint(name, self.rendezvous_port)

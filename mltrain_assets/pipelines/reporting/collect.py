@@ -19,9 +19,9 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
-from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance, MultiPartitionKey
+from dagster import AssetKey, AssetRecordsFilter, AssetsDefinition, DagsterEventType, DagsterInstance, MultiPartitionKey
 
 from mltrain_assets.core.assets import LAYERS
 from mltrain_assets.core.pipeline import Pipeline, QualitySpec
@@ -87,9 +87,13 @@ def collect_report(
 def _freshness(instance: DagsterInstance, pipeline: Pipeline, as_of: dt.datetime) -> list[FreshnessRow]:
     """Each asset's newest materialization at ``as_of`` against its own freshness policy (from its definition)."""
     rows = []
-    for spec in (spec for asset in pipeline.defs.assets or () for spec in asset.specs):
-        policy = spec.freshness_policy
-        if policy is None:
+    # Declared as any asset-like definition; a pipeline's are AssetsDefinitions (core/assets.py).
+    assets = cast(list[AssetsDefinition], list(pipeline.defs.assets or ()))
+    for spec in (spec for asset in assets for spec in asset.specs):
+        # A time-window policy (FreshnessPolicy.time_window, core/assets.py); its class is not public Dagster.
+        warn_window = getattr(spec.freshness_policy, "warn_window", None)
+        fail_window = getattr(spec.freshness_policy, "fail_window", None)
+        if warn_window is None or fail_window is None:
             continue
         result = instance.fetch_materializations(
             AssetRecordsFilter(asset_key=spec.key, before_timestamp=as_of.timestamp()), limit=1
@@ -100,8 +104,8 @@ def _freshness(instance: DagsterInstance, pipeline: Pipeline, as_of: dt.datetime
                 pipeline=pipeline.name,
                 asset=spec.key.to_user_string(),
                 layer=spec.tags.get("layer", ""),
-                warn_hours=policy.warn_window.to_timedelta().total_seconds() / 3600,
-                fail_hours=policy.fail_window.to_timedelta().total_seconds() / 3600,
+                warn_hours=warn_window.to_timedelta().total_seconds() / 3600,
+                fail_hours=fail_window.to_timedelta().total_seconds() / 3600,
                 last_updated=updated.isoformat(timespec="seconds") if updated else None,
                 age_hours=round((as_of - updated).total_seconds() / 3600, 2) if updated else None,
             )
@@ -161,9 +165,10 @@ def _number(value: Any) -> float | None:
 def _gate_passed(instance: DagsterInstance, record: Any, spec: QualitySpec, value: float | None) -> bool | None:
     """The gate's check result in the run that materialized ``record``; else the rule applied to the metric."""
     for event in instance.all_logs(record.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
-        evaluation = event.dagster_event.event_specific_data
+        evaluation = event.asset_check_evaluation
         if (
-            evaluation.asset_key == AssetKey(spec.model_asset)
+            evaluation is not None
+            and evaluation.asset_key == AssetKey(spec.model_asset)
             and evaluation.check_name == spec.gate
             and getattr(evaluation, "partition", None) in (None, record.partition_key)
         ):
