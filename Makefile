@@ -23,11 +23,12 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/mltrain demo
 
-# Two workers by default (this machine's cores): one takes the e2e package (mostly waiting on the
-# daemon), the other the rest; each test package stays on one worker (its fixtures built once).
+# Three workers on this 2-core machine: one takes the e2e package (mostly waiting on the daemon and its
+# runs), the other two the rest; each test package stays on one worker (its fixtures built once).
+# With two, a third of the CPU sat idle (128% of 200% over the suite; BENCHMARKS.md).
 # Lint and type-check first (`lint`: ruff check + ruff format --check; `typecheck`: mypy over the control plane,
 # [tool.mypy] in pyproject.toml): a style, import or type error fails in seconds, not after the suite.
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 test: lint typecheck
 	$(BIN)/pytest -n $(TEST_WORKERS)
 

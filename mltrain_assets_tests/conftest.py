@@ -36,15 +36,43 @@ def package_of(nodeid: str) -> str:
     return "/".join(folders[:2]) if folders else path
 
 
+# The packages that keep a worker longest, longest first (BENCHMARKS.md, "Test suite"). The rest
+# follow by number of tests. Longest first, so the workers end together: xdist's own order (most
+# tests first) started the e2e package (few tests, ~7 minutes, mostly waiting on the daemon) last,
+# alone on one worker after the others had run out of work.
+LONGEST_PACKAGES = (
+    "e2e",
+    "pipelines/demand",
+    "workloads/recsys",
+    "services",
+    "core",
+    "workloads/demand",
+)
+
+
+def package_rank(package: str) -> int:
+    return LONGEST_PACKAGES.index(package) if package in LONGEST_PACKAGES else len(LONGEST_PACKAGES)
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """``make test`` runs ``pytest -n 2``: one worker per test package, so a package's shared fixtures (the
-    e2e stack, the simulated worlds) are built once; xdist's own ``loadgroup`` cannot regroup on pytest 9."""
+    """``make test`` runs ``pytest -n 3``: one worker per test package, so a package's shared fixtures (the
+    e2e stack, the simulated worlds) are built once; xdist's own ``loadgroup`` cannot regroup on pytest 9.
+    Packages are handed out longest first (``LONGEST_PACKAGES``)."""
     from xdist.scheduler import LoadScopeScheduling
 
     class PackageScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return package_of(nodeid)
+
+        def _assign_work_unit(self, node) -> None:
+            # The work queue is complete before the first unit is handed out; order it once, stably.
+            if not getattr(self, "_longest_first", False):
+                ordered = sorted(self.workqueue.items(), key=lambda unit: package_rank(unit[0]))
+                self.workqueue.clear()
+                self.workqueue.update(ordered)
+                self._longest_first = True
+            super()._assign_work_unit(node)
 
     return PackageScheduling(config, log)
 

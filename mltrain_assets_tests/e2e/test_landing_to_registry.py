@@ -8,7 +8,7 @@ from dagster import AssetKey, DagsterInstance, DagsterRunStatus, RunsFilter
 from mlflow.tracking import MlflowClient
 
 from mltrain_assets.simulate import simulate
-from mltrain_assets_tests.e2e.conftest import E2E_CITIES, NEW_DAY
+from mltrain_assets_tests.e2e.conftest import E2E_CITIES, INTERACTIONS, NEW_DAY
 from mltrain_assets_tests.e2e.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -23,7 +23,7 @@ def test_landed_day_is_ingested_by_sensor_and_flows_to_registered_models(stack, 
     cities = E2E_CITIES.split(",")
     landing = e2e_env["MLTRAIN_LANDING_URI"]
     simulate("rides", landing, NEW_DAY, NEW_DAY, cities=cities)
-    simulate("interactions", landing, NEW_DAY, NEW_DAY)
+    simulate("interactions", landing, NEW_DAY, NEW_DAY, **INTERACTIONS)
     instance = DagsterInstance.get()
     client = MlflowClient(e2e_env["MLFLOW_TRACKING_URI"])
 
