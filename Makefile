@@ -23,12 +23,12 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/mltrain demo
 
-# Three workers on this 2-core machine: one takes the e2e package (mostly waiting on the daemon and its
-# runs), the other two the rest; each test package stays on one worker (its fixtures built once).
-# With two, a third of the CPU sat idle (128% of 200% over the suite; BENCHMARKS.md).
+# Two workers (this machine's cores): one takes the e2e package, the other the rest; each test package
+# stays on one worker (its fixtures built once). Three were slower here: the e2e runs are CPU-bound
+# (the backfill test 165 s alone, 390 s beside one worker, 504 s beside two; BENCHMARKS.md).
 # Lint and type-check first (`lint`: ruff check + ruff format --check; `typecheck`: mypy over the control plane,
 # [tool.mypy] in pyproject.toml): a style, import or type error fails in seconds, not after the suite.
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 2
 test: lint typecheck
 	$(BIN)/pytest -n $(TEST_WORKERS)
 

@@ -56,7 +56,7 @@ def package_rank(package: str) -> int:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """``make test`` runs ``pytest -n 3``: one worker per test package, so a package's shared fixtures (the
+    """``make test`` runs ``pytest -n 2``: one worker per test package, so a package's shared fixtures (the
     e2e stack, the simulated worlds) are built once; xdist's own ``loadgroup`` cannot regroup on pytest 9.
     Packages are handed out longest first (``LONGEST_PACKAGES``)."""
     from xdist.scheduler import LoadScopeScheduling
