@@ -55,8 +55,8 @@ def history(e2e_env):
     from mltrain_assets.workloads.recsys.contract import LANDING_WINDOW as INTERACTIONS_WINDOW
 
     last = shift(NEW_DAY, -1)
-    # Enough rides for NEW_DAY's window and for a backfill of the three days before it.
-    rides_first = RIDES_WINDOW.first(shift(NEW_DAY, -3))
+    # Enough rides for NEW_DAY's window and for a backfill of the two days before it.
+    rides_first = RIDES_WINDOW.first(shift(NEW_DAY, -2))
     interactions_first = INTERACTIONS_WINDOW.first(NEW_DAY)
     landing = e2e_env["MLTRAIN_LANDING_URI"]
     simulate("rides", landing, rides_first, last, cities=E2E_CITIES.split(","))

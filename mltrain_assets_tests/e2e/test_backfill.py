@@ -13,7 +13,8 @@ from mltrain_assets_tests.e2e.conftest import E2E_CITIES, NEW_DAY
 pytestmark = pytest.mark.e2e
 
 CITIES = E2E_CITIES.split(",")
-DATES = [(dt.date.fromisoformat(NEW_DAY) - dt.timedelta(days=k)).isoformat() for k in (3, 2, 1)]
+# A range of two days: every partition of a range, in dependency order, twice (the second changes nothing).
+DATES = [(dt.date.fromisoformat(NEW_DAY) - dt.timedelta(days=k)).isoformat() for k in (2, 1)]
 
 
 def _backfill(stack) -> str:

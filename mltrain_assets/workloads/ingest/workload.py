@@ -128,9 +128,14 @@ class _Written:
 
 
 def _label_rows(con: duckdb.DuckDBPyConnection, sql: _DaySql, rel_of: dict[str, str]) -> None:
-    """The ``labelled`` view: every landed row with the first rule it breaks and the file it came from."""
+    """``labelled``: every landed row with the first rule it breaks and the file it came from.
+
+    A view over local files (read in place by each later query); a table for a remote landing zone, so its
+    files are fetched once, not once per query (the rule scan, the duplicates and 24 hourly writes).
+    """
+    kind = "VIEW" if all(path.startswith("/") for path in rel_of) else "TABLE"
     con.execute(
-        f"CREATE TEMP VIEW labelled AS SELECT {sql.columns}, CASE {sql.first_broken} END AS {RULE_COLUMN}, "
+        f"CREATE TEMP {kind} labelled AS SELECT {sql.columns}, CASE {sql.first_broken} END AS {RULE_COLUMN}, "
         f"{FILE_COLUMN} FROM read_parquet({sql_list(list(rel_of))}, union_by_name = true, "
         f"filename = '{FILE_COLUMN}')"
     )
@@ -303,8 +308,9 @@ def ingest_day(
 ) -> dict:
     """Validate, quarantine, deduplicate and commit one landed day; returns the committed summary.
 
-    Out of core: DuckDB reads the landed files in place and spills past ``memory_limit``; the
-    events are written hour by hour (each hour's rows sorted), so memory holds one hour, not the day.
+    Out of core: DuckDB reads local landed files in place (remote ones once, into a temp table) and spills
+    past ``memory_limit``; the events are written hour by hour (each hour's rows sorted), so memory holds one
+    hour, not the day.
     ``expected_listing``: the listing fingerprint the control plane versioned this day by; a day
     whose listing differs (or changes before the commit) raises ``LandingChanged``.
     ``landing_fingerprint``: its content fingerprint, recorded in the summary.
