@@ -21,6 +21,8 @@ E2E_CITIES = "nyc,sf"
 INTERACTIONS = {"volume": 40_000, "users": 3_000, "items": 300}
 # Recent enough for the landing sensor's lookback, whatever the date the suite runs on.
 NEW_DAY = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=20)).isoformat()
+# The backfill test's range: the days just before NEW_DAY (a range of two proves what three did).
+BACKFILL_DAYS = 2
 
 
 @pytest.fixture(scope="package")
@@ -55,8 +57,8 @@ def history(e2e_env):
     from mltrain_assets.workloads.recsys.contract import LANDING_WINDOW as INTERACTIONS_WINDOW
 
     last = shift(NEW_DAY, -1)
-    # Enough rides for NEW_DAY's window and for a backfill of the two days before it.
-    rides_first = RIDES_WINDOW.first(shift(NEW_DAY, -2))
+    # Enough rides for NEW_DAY's window and for the backfill of the days before it.
+    rides_first = RIDES_WINDOW.first(shift(NEW_DAY, -BACKFILL_DAYS))
     interactions_first = INTERACTIONS_WINDOW.first(NEW_DAY)
     landing = e2e_env["MLTRAIN_LANDING_URI"]
     simulate("rides", landing, rides_first, last, cities=E2E_CITIES.split(","))

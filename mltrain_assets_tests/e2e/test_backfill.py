@@ -8,13 +8,13 @@ import pytest
 from dagster import AssetCheckKey, AssetKey, DagsterInstance, RunsFilter
 from mlflow.tracking import MlflowClient
 
-from mltrain_assets_tests.e2e.conftest import E2E_CITIES, NEW_DAY
+from mltrain_assets_tests.e2e.conftest import BACKFILL_DAYS, E2E_CITIES, NEW_DAY
 
 pytestmark = pytest.mark.e2e
 
 CITIES = E2E_CITIES.split(",")
-# A range of two days: every partition of a range, in dependency order, twice (the second changes nothing).
-DATES = [(dt.date.fromisoformat(NEW_DAY) - dt.timedelta(days=k)).isoformat() for k in (2, 1)]
+# Every partition of a range, in dependency order, twice (the second changes nothing).
+DATES = [(dt.date.fromisoformat(NEW_DAY) - dt.timedelta(days=k)).isoformat() for k in range(BACKFILL_DAYS, 0, -1)]
 
 
 def _backfill(stack) -> str:

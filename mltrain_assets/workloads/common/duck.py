@@ -36,9 +36,14 @@ def duckdb_connection(memory_limit: str = DEFAULT_MEMORY_LIMIT, threads: int | N
             con.close()
 
 
+def reads_in_place(uri: str) -> bool:
+    """Whether DuckDB reads ``uri`` from local disk (a re-read costs no request), as ``duckdb_path`` maps it."""
+    return uri.startswith("file://")
+
+
 def duckdb_path(con, uri: str) -> str:
     """The path DuckDB reads ``uri`` by on ``con``: a local path, or the URI on a registered fsspec filesystem."""
-    if uri.startswith("file://"):
+    if reads_in_place(uri):
         return uri[len("file://") :]
     fs, _ = filesystem(uri)
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]

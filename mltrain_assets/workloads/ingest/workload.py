@@ -48,7 +48,13 @@ from mltrain_assets.artifacts import AlreadyCommitted, ArtifactWriter, join_uri,
 from mltrain_assets.landing import day_status, day_uri
 from mltrain_assets.registry import landing_dataset
 from mltrain_assets.schemas import DatasetSpec
-from mltrain_assets.workloads.common.duck import DEFAULT_MEMORY_LIMIT, duckdb_connection, duckdb_path, sql_list
+from mltrain_assets.workloads.common.duck import (
+    DEFAULT_MEMORY_LIMIT,
+    duckdb_connection,
+    duckdb_path,
+    reads_in_place,
+    sql_list,
+)
 from mltrain_assets.workloads.common.runtime import DataRejected, Reporter, workload_main
 from mltrain_assets.workloads.ingest.checks import (
     FILE_COLUMN,
@@ -127,13 +133,13 @@ class _Written:
     rows_by_value: dict[str, dict[str, int]]
 
 
-def _label_rows(con: duckdb.DuckDBPyConnection, sql: _DaySql, rel_of: dict[str, str]) -> None:
+def _label_rows(con: duckdb.DuckDBPyConnection, sql: _DaySql, rel_of: dict[str, str], in_place: bool) -> None:
     """``labelled``: every landed row with the first rule it breaks and the file it came from.
 
     A view over local files (read in place by each later query); a table for a remote landing zone, so its
     files are fetched once, not once per query (the rule scan, the duplicates and 24 hourly writes).
     """
-    kind = "VIEW" if all(path.startswith("/") for path in rel_of) else "TABLE"
+    kind = "VIEW" if in_place else "TABLE"
     con.execute(
         f"CREATE TEMP {kind} labelled AS SELECT {sql.columns}, CASE {sql.first_broken} END AS {RULE_COLUMN}, "
         f"{FILE_COLUMN} FROM read_parquet({sql_list(list(rel_of))}, union_by_name = true, "
@@ -181,10 +187,16 @@ def _find_duplicates(con: duckdb.DuckDBPyConnection, sql: _DaySql) -> dict[int, 
 
 
 def _plan_day(
-    con: duckdb.DuckDBPyConnection, spec: DatasetSpec, dataset: str, date: str, sql: _DaySql, rel_of: dict[str, str]
+    con: duckdb.DuckDBPyConnection,
+    spec: DatasetSpec,
+    dataset: str,
+    date: str,
+    sql: _DaySql,
+    rel_of: dict[str, str],
+    in_place: bool,
 ) -> _DayPlan:
     """Label, count and deduplicate the landed rows; reject the day on row rules, duplicates or completeness."""
-    _label_rows(con, sql, rel_of)
+    _label_rows(con, sql, rel_of, in_place)
     scan = _scan_rules(con, sql, rel_of)
     _reject(dataset, date, _row_rule_violations(spec, scan.counts, scan.by_file, scan.rows_landed))
     dropped_by_hour = _find_duplicates(con, sql)
@@ -331,7 +343,7 @@ def ingest_day(
     with duckdb_connection(memory_limit) as con:
         rel_of = {duckdb_path(con, join_uri(root_uri, rel)): rel for rel in files}
         try:
-            plan = _plan_day(con, spec, dataset, date, sql, rel_of)
+            plan = _plan_day(con, spec, dataset, date, sql, rel_of, reads_in_place(root_uri))
             if reporter:
                 reporter.info(
                     f"{dataset} {date}: {plan.scan.rows_landed} rows landed in {len(files)} files, "

@@ -277,3 +277,30 @@ def test_the_clean_days_are_accepted(clean_days, tmp_path):
         summary = ingest_day(normalize_uri(str(clean_days)), dataset, DATE, normalize_uri(str(tmp_path / dataset)))
         assert summary["rows"] > 3_000 and summary["hours_present"] == list(range(24))
         assert 0 < summary["duplicates_removed"] < 0.05 * summary["rows_landed"], "a few repeats are dropped"
+
+
+# Cases whose error arises while reading the rows: on S3 the day is read once into a temp table, not a view.
+S3_CASES = [c for c in CASES if c.kind in ("corrupt page", "mixed schemas across hours", "null ids", "duplicate keys")]
+
+
+@pytest.mark.parametrize("case", S3_CASES, ids=lambda c: c.kind.replace(" ", "_"))
+def test_a_malformed_day_on_s3_is_rejected_as_on_local_disk(case, clean_days, tmp_path, s3_endpoint):
+    from mltrain_assets.artifacts import filesystem
+
+    spec = landing_dataset("rides")
+    day = tmp_path / "landing" / "rides" / f"date={DATE}"
+    shutil.copytree(clean_days / "rides" / f"date={DATE}", day)
+    case.mutate(day, spec)
+    landing = f"s3://mltrain/{tmp_path.name}/landing"
+    fs, path = filesystem(f"{landing}/rides/date={DATE}")
+    fs.put(f"{day}/", path, recursive=True)
+    out = f"s3://mltrain/{tmp_path.name}/out/v=test"
+
+    with pytest.raises(DataRejected) as rejected:
+        ingest_day(landing, "rides", DATE, out)
+
+    message = str(rejected.value)
+    assert message.startswith(f"rides {DATE}: rule {case.rule}: "), message
+    for fragment in case.expect:
+        assert fragment.replace("<id>", spec.id_column).replace("<time>", spec.time_column) in message, message
+    assert read_manifest(out) is None, "a rejected day commits nothing"

@@ -38,7 +38,8 @@ def spark():
 @pytest.mark.slow
 def test_two_fits_of_the_same_window_give_equal_factors(spark, recsys_world):
     # One day is enough to show the fit is a function of its inputs (the full window: the embeddings workload test).
-    paths = [spark_events_path(uri, LOCAL) for uri in recsys_world.train_uris[-1:]]
+    window = recsys_world.train_uris[-1:]
+    paths = [spark_events_path(uri, LOCAL) for uri in window]
     first = fit_embeddings(spark, paths, rank=8, iterations=5, seed=3)
     second = fit_embeddings(spark, paths, rank=8, iterations=5, seed=3)
     assert first["user_factors"].equals(second["user_factors"])
@@ -46,7 +47,7 @@ def test_two_fits_of_the_same_window_give_equal_factors(spark, recsys_world):
     timeless = [{k: v for k, v in r["stats"].items() if k != "timings_s"} for r in (first, second)]
     assert timeless[0] == timeless[1]
 
-    events = pa.concat_tables(read_table(uri, EVENTS_FILE) for uri in recsys_world.train_uris[-1:])
+    events = pa.concat_tables(read_table(uri, EVENTS_FILE) for uri in window)
     users = first["user_factors"]
     factors = np.stack(users.column("factors").to_numpy(zero_copy_only=False))
     assert factors.shape == (users.num_rows, 8) and np.isfinite(factors).all()
