@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -69,6 +70,8 @@ def local_pods(objects: list[dict[str, Any]], *, python: str = "", port: int) ->
             name = obj["metadata"]["name"]
             pods += [(container, f"{name}-{index}", index) for index in range(int(obj["spec"]["completions"]))]
     resolved = []
+    # The replayed pods share this machine: each gets its share of its cores, never more than it requested.
+    share = max(1, len(os.sched_getaffinity(0)) // max(1, len(pods)))
     for container, pod_name, index in pods:
         command = local_python(workload_command(container), python)
         params = command_params(command)
@@ -80,18 +83,31 @@ def local_pods(objects: list[dict[str, Any]], *, python: str = "", port: int) ->
             if item["name"].startswith("DAGSTER_PIPES_"):
                 continue
             field_path = item.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+            resource = item.get("valueFrom", {}).get("resourceFieldRef", {}).get("resource")
             if "value" in item:
                 env[item["name"]] = item["value"]
             elif field_path == "status.podIP":
                 env[item["name"]] = "127.0.0.1"
             elif field_path == "metadata.name":
                 env[item["name"]] = pod_name
+            elif resource in ("requests.cpu", "limits.cpu"):
+                kind, _ = resource.split(".")
+                asked = container.get("resources", {}).get(kind, {}).get("cpu")
+                env[item["name"]] = str(min(share, whole_cores(asked)) if asked else share)
             elif "secretKeyRef" in item.get("valueFrom", {}) and item["name"] in os.environ:
                 env[item["name"]] = os.environ[item["name"]]
         if index is not None:
             env[COMPLETION_INDEX_ENV] = str(index)
         resolved.append((command, env))
     return resolved
+
+
+def whole_cores(quantity: str) -> int:
+    """A Kubernetes CPU quantity ("2", "500m", "1.5") in whole cores, rounded up as the downward API does."""
+    # Only objects rendered by a k8s backend carry one, and rendering has imported the client already.
+    from kubernetes.utils.quantity import parse_quantity
+
+    return max(1, math.ceil(parse_quantity(quantity)))
 
 
 def workload_command(container: dict[str, Any]) -> list[str]:

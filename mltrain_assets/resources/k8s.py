@@ -59,6 +59,7 @@ class PodTemplate:
     env_secret: str = ""  # a Secret whose keys become env vars (credentials): a reference, never a value
     env: dict[str, str] = field(default_factory=dict)  # plain settings the workload environment needs
     field_env: dict[str, str] = field(default_factory=dict)  # env var -> pod field (downward API), e.g. status.podIP
+    resource_env: dict[str, str] = field(default_factory=dict)  # env var -> own resource (downward API), requests.cpu
     scratch_size: str = ""  # sizeLimit of the /tmp emptyDir (evicted past it, not filling the node's disk)
     shm_size: str = ""  # a memory-backed /dev/shm of this size (NCCL, DataLoader workers); "" none
     deadline_s: int = 3600
@@ -74,7 +75,15 @@ def container_spec(template: PodTemplate, name: str = CONTAINER) -> dict[str, An
         "volumeMounts": [{"name": "scratch", "mountPath": SCRATCH}]
         + ([{"name": "shm", "mountPath": SHM}] if template.shm_size else []),
         "env": [
-            {"name": env, "valueFrom": {"fieldRef": {"fieldPath": path}}} for env, path in template.field_env.items()
+            *(
+                {"name": env, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+                for env, path in template.field_env.items()
+            ),
+            # Divisor 1: whole cores, rounded up (Kubernetes' rule for resourceFieldRef).
+            *(
+                {"name": env, "valueFrom": {"resourceFieldRef": {"resource": resource, "divisor": "1"}}}
+                for env, resource in template.resource_env.items()
+            ),
         ],
     }
     if template.env_secret:

@@ -84,11 +84,14 @@ class WorkloadObjects:
             tolerations = _json_setting("MLTRAIN_K8S_TRAINING_TOLERATIONS", self.k8s_training_tolerations, list)
         spark = self.spark or SparkConfig()
         field_env: dict[str, str] = {}
+        resource_env: dict[str, str] = {}
         if profile == "spark" and spark.runs_driver_in_pod and not executor:
             # The driver is reached at its pod IP, and owns its executors (they die with it) by its pod name.
             field_env = {"SPARK_DRIVER_HOST": "status.podIP", "SPARK_DRIVER_POD_NAME": "metadata.name"}
         elif profile == "training":
             field_env = {"MLTRAIN_POD_IP": "status.podIP"}  # a training node binds its rendezvous to its pod IP only
+            # Its workers' threads follow the pod's CPU request, not the node's cores (os.cpu_count sees the host).
+            resource_env = {"MLTRAIN_NODE_CPUS": "requests.cpu"}
         return PodTemplate(
             image=image,
             namespace=self.k8s_namespace,
@@ -105,6 +108,7 @@ class WorkloadObjects:
             env_secret=self.k8s_env_secret,
             env={} if executor else self.workload_env(),
             field_env=field_env,
+            resource_env=resource_env,
             scratch_size=resources.scratch,
             shm_size=resources.shm,
             deadline_s=int(timeout_s if timeout_s is not None else resources.timeout_s),

@@ -141,6 +141,11 @@ def test_cli_prints_the_indexed_job_for_eight_gpu_nodes(upstream):
     assert container["envFrom"] == [{"secretRef": {"name": "aws"}}]
     # Each node binds its rendezvous to its own pod IP (the pod network), never to every interface.
     assert {"name": "MLTRAIN_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} in container["env"]
+    # Its workers' threads follow its CPU request (8), not the cores of whatever node it lands on.
+    assert {
+        "name": "MLTRAIN_NODE_CPUS",
+        "valueFrom": {"resourceFieldRef": {"resource": "requests.cpu", "divisor": "1"}},
+    } in container["env"]
     params = command_params(container["args"])
     assert (params["backend"], params["device"], params["nnodes"], params["nproc_per_node"]) == ("nccl", "cuda", 8, 8)
     name = job["metadata"]["name"]

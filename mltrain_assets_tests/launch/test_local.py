@@ -1,5 +1,6 @@
 """The local launchers and the one /proc reader, without Dagster."""
 
+import math
 import os
 import sys
 
@@ -54,6 +55,20 @@ def test_the_pods_of_an_indexed_job_run_here_each_with_its_index(tmp_path):
     assert result.returncodes == [0, 0, 0]
     assert sorted(record.read_text().splitlines()) == [f"{i} 127.0.0.1:4242 127.0.0.1" for i in range(3)]
     assert [env["JOB_COMPLETION_INDEX"] for _, env in local_pods(objects, port=1)] == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize(("request_cpu", "pods"), [("8", 2), ("500m", 1), ("1", 1), ("3", 1)])
+def test_each_replayed_pod_is_told_its_share_of_this_machine_never_more_than_it_requested(request_cpu, pods):
+    template = PodTemplate(
+        image="img", namespace="ml", requests={"cpu": request_cpu}, resource_env={"MLTRAIN_NODE_CPUS": "requests.cpu"}
+    )
+    objects = render_indexed_job(
+        template, name="job", nodes=pods, command=["python", "--params", "{}"], env={}, port=29400
+    )
+    share = max(1, len(os.sched_getaffinity(0)) // pods)
+    asked = math.ceil(float(request_cpu[:-1]) / 1000 if request_cpu.endswith("m") else float(request_cpu))
+    told = [env["MLTRAIN_NODE_CPUS"] for _, env in local_pods(objects, port=1)]
+    assert told == [str(min(share, asked))] * pods
 
 
 def test_procfs_reads_this_process():

@@ -275,9 +275,16 @@ def test_k8s_backend_submits_a_valid_pod_running_the_same_params(profile, monkey
     assert container["args"] == bound.command("python")
     assert container["envFrom"] == [{"secretRef": {"name": "mltrain-aws"}}]
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
-    # A training node binds its rendezvous to its own pod IP (downward API), nothing else is derived.
-    from_pod = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"] if "valueFrom" in e}
-    assert from_pod == ({"MLTRAIN_POD_IP": "status.podIP"} if profile == "training" else {})
+    from_pod = {e["name"]: e["valueFrom"] for e in container["env"] if "valueFrom" in e}
+    # A training node binds its rendezvous to its own pod IP and sizes its threads by its own CPU request.
+    assert from_pod == (
+        {
+            "MLTRAIN_POD_IP": {"fieldRef": {"fieldPath": "status.podIP"}},
+            "MLTRAIN_NODE_CPUS": {"resourceFieldRef": {"resource": "requests.cpu", "divisor": "1"}},
+        }
+        if profile == "training"
+        else {}
+    )
     # The environment is passed explicitly: the same settings the local backend adds to its subprocess.
     assert {k: v for k, v in env.items() if not k.startswith("DAGSTER_PIPES")} == backend.workload_env()
     assert env["AWS_ENDPOINT_URL"] == "http://minio.storage:9000" and DAGSTER_PIPES_CONTEXT_ENV_VAR in env

@@ -128,6 +128,23 @@ def click_labels(events: pa.Table) -> np.ndarray:
     return pc.cast(events.column("clicked"), pa.int8()).to_numpy()
 
 
+NODE_CPUS_ENV = "MLTRAIN_NODE_CPUS"  # the training pod's CPU request, whole cores (downward API, resources/k8s.py)
+
+
+def node_cpus() -> int:
+    """The cores this training node may use: its pod's CPU request where one is set, else the cores it may run on.
+
+    ``os.cpu_count()`` counts the host's cores whatever the pod asked for; workers that size their thread
+    pools by it oversubscribe a shared node, and OpenMP's spinning threads then stall each other.
+    """
+    value = os.environ.get(NODE_CPUS_ENV, "")
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"${NODE_CPUS_ENV}={value!r}: expected a whole number of cores >= 1")
+        return int(value)
+    return len(os.sched_getaffinity(0))
+
+
 def threads_per_worker(nproc_per_node: int) -> int:
     """CPU threads each of a node's workers uses (the launcher sets OpenMP's, the worker torch's)."""
-    return max(1, (os.cpu_count() or 1) // max(1, nproc_per_node))
+    return max(1, node_cpus() // max(1, nproc_per_node))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -16,8 +18,11 @@ from mltrain_assets.workloads.recsys import contract
 from mltrain_assets.workloads.recsys.features import FactorTable, encode, encode_rows
 from mltrain_assets.workloads.recsys.train.data import (
     EVENT_COLUMNS,
+    NODE_CPUS_ENV,
     epoch_order,
     load_window,
+    node_cpus,
+    threads_per_worker,
     training_labels,
     validation_split,
     window_head,
@@ -96,3 +101,14 @@ def test_epoch_order_is_the_distributed_samplers_without_its_python_list(n, repl
             sampler.set_epoch(epoch)
             order = epoch_order(n, replicas, rank, seed=5, epoch=epoch)
             assert order.dtype == torch.int64 and order.tolist() == list(sampler)
+
+
+def test_workers_size_their_threads_by_the_pods_cpu_request_else_by_the_cores_they_may_use(monkeypatch):
+    monkeypatch.setenv(NODE_CPUS_ENV, "8")
+    assert (node_cpus(), threads_per_worker(2), threads_per_worker(8), threads_per_worker(16)) == (8, 4, 1, 1)
+    monkeypatch.delenv(NODE_CPUS_ENV)
+    assert node_cpus() == len(os.sched_getaffinity(0))
+    for bad in ("0", "1.5", "2000m"):
+        monkeypatch.setenv(NODE_CPUS_ENV, bad)
+        with pytest.raises(ValueError, match=rf"\$MLTRAIN_NODE_CPUS={bad!r}: expected a whole number of cores"):
+            node_cpus()
