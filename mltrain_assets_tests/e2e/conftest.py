@@ -19,8 +19,10 @@ E2E_CITIES = "nyc,sf"
 # room to spare (0.844-0.849 held out on dates from March to November 2026), and it trains, embeds
 # and rebuilds in ~2/3 of the time.
 INTERACTIONS = {"volume": 40_000, "users": 3_000, "items": 300}
-# Recent enough for the landing sensor's lookback, whatever the date the suite runs on.
-NEW_DAY = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=20)).isoformat()
+# Eight days back: within the automation's lookback, clear of the UI's "Latest" (yesterday), and the one
+# embeddings partition that landing it completes (D+8's, over D-6..D) is today's, not a partition yet; so
+# the automation's work after NEW_DAY lands is the work the tests wait for (it was a 70 s Spark fit more).
+NEW_DAY = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=8)).isoformat()
 # The backfill test's range: the days just before NEW_DAY (a range of two proves what three did).
 BACKFILL_DAYS = 2
 
@@ -37,7 +39,7 @@ def e2e_env(tmp_path_factory):
     mp.setenv("MLTRAIN_SQL_ENGINE", "duckdb")
     # Engine parity starts Spark beside DuckDB in every SQL step; it is proven in the demand pipeline tests.
     mp.setenv("MLTRAIN_ENGINE_PARITY", "false")
-    # NEW_DAY lies 20 days back (clear of the UI's "Latest"): automation must reach it.
+    # NEW_DAY lies 8 days back (clear of the UI's "Latest"): automation must reach it.
     mp.setenv("MLTRAIN_AUTOMATION_LOOKBACK_DAYS", "30")
     from mltrain_assets.settings import apply_defaults
 
@@ -86,7 +88,7 @@ def stack(e2e_env, history):
 
     @dataclasses.dataclass
     class BriskDevStack(DevStack):
-        """``mltrain dev``'s stack, its daemon's backfill loop at 5 s (``brisk_daemon``)."""
+        """``mltrain dev``'s stack, its daemon's backfill loop at 2 s (``brisk_daemon``)."""
 
         def plan(self):
             services = super().plan()

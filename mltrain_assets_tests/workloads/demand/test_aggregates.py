@@ -157,6 +157,41 @@ def test_parity_passes_within_tolerance_and_names_the_cells_that_drift(events, t
     assert "fare_sum at city=" in violation and "hour_idx=" in violation
 
 
+def _counted_check_queries(monkeypatch) -> list[str]:
+    """The SQL the check engine (DuckDB here, standing in for Spark) is asked, in order."""
+    real, asked = sql_session, []
+
+    @contextmanager
+    def sessions(engine, spark=None):
+        with real("duckdb") as session:
+            if sessions.opened:
+                query = session.query
+                session.query = lambda sql: asked.append(sql) or query(sql)
+            sessions.opened += 1
+            yield session
+
+    sessions.opened = 0
+    monkeypatch.setattr(aggregates_module, "sql_session", sessions)
+    return asked
+
+
+def test_a_range_is_checked_in_one_query_per_batch_each_date_against_its_own_sample(events, tmp_path, monkeypatch):
+    asked = _counted_check_queries(monkeypatch)
+    together = build_aggregates(events, _targets(tmp_path / "together"), "duckdb")["dates"]
+    assert len(asked) == 1, "two dates, one batch: one query on the other engine"
+    for date in DATES:
+        report = together[date]["engine_parity"]
+        cities, hours = parity_sample(date)
+        assert report["sample"] == {"cities": cities, "hours": hours}
+        assert report["rows_compared"] == PARITY_CITIES * PARITY_HOURS and report["cells_differing"] == 0
+
+    monkeypatch.setattr(aggregates_module, "BATCH_DATES", 1)
+    asked = _counted_check_queries(monkeypatch)
+    apart = build_aggregates(events, _targets(tmp_path / "apart"), "duckdb")["dates"]
+    assert len(asked) == len(DATES)
+    assert {d: apart[d]["engine_parity"] for d in DATES} == {d: together[d]["engine_parity"] for d in DATES}
+
+
 @pytest.mark.slow
 def test_spark_and_duckdb_aggregate_a_day_identically_and_the_check_says_so(events, tmp_path):
     targets = _targets(tmp_path, DATES[:1])
