@@ -63,6 +63,8 @@ def _embedded_defaults() -> dict[str, str]:
         "MLTRAIN_SQL_ENGINE": "spark",
         "MLTRAIN_ENGINE_PARITY": "true",
         "MLTRAIN_AUTOMATION_LOOKBACK_DAYS": "3",
+        # How often each landing sensor lists the landing zone (a listing per dataset per tick).
+        "MLTRAIN_LANDING_SENSOR_INTERVAL_S": "30",
         # Pools with a limit of their own, written into the instance by `mltrain init` (core/pools.py).
         "MLTRAIN_POOL_LIMITS": '{"registry": 1}',
         # Empty: the run's own image (DAGSTER_CURRENT_IMAGE on the code server, the run's recorded image in its pod).
@@ -196,6 +198,7 @@ SETTING_RULES: dict[str, tuple[Callable[[str], bool], str]] = {
     "MLTRAIN_SQL_ENGINE": (lambda v: v in ("spark", "duckdb"), "spark or duckdb"),
     "MLTRAIN_ENGINE_PARITY": (lambda v: v in ("true", "false"), "true or false"),
     "MLTRAIN_AUTOMATION_LOOKBACK_DAYS": (_is_int(1), "a whole number of days >= 1"),
+    "MLTRAIN_LANDING_SENSOR_INTERVAL_S": (_is_int(1), "a whole number of seconds >= 1"),
     "MLTRAIN_POOL_LIMITS": (
         _is_json(dict, lambda kv: isinstance(kv[1], int) and not isinstance(kv[1], bool) and kv[1] >= 0),
         'a JSON object of pool: slots, e.g. {"registry": 1, "training": 1}',

@@ -30,6 +30,7 @@ BAD_VALUES = {
     "MLTRAIN_SQL_ENGINE": "polars",
     "MLTRAIN_ENGINE_PARITY": "maybe",
     "MLTRAIN_AUTOMATION_LOOKBACK_DAYS": "0",
+    "MLTRAIN_LANDING_SENSOR_INTERVAL_S": "30s",
     "MLTRAIN_K8S_IMAGE": "registry/mltrain latest",
     "MLTRAIN_WORKLOAD_RESOURCES": '{"training": {"memory": "lots"}}',
     "MLTRAIN_POOL_LIMITS": '{"registry": "one"}',

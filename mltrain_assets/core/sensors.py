@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from collections.abc import Callable, Collection, Mapping
 from typing import NamedTuple
 
@@ -190,11 +191,15 @@ class _ContentChecker:
         return fingerprint if isinstance(fingerprint, str) else None
 
 
+LANDING_SENSOR_INTERVAL_ENV = "MLTRAIN_LANDING_SENSOR_INTERVAL_S"
+
+
 def landing_sensor(dataset: str, asset_name: str, job):
     @sensor(
         name=f"{dataset}_landing_sensor",
         job=job,
-        minimum_interval_seconds=30,
+        # Read when the code location loads (validated with every setting): a change needs a reload.
+        minimum_interval_seconds=int(os.environ.get(LANDING_SENSOR_INTERVAL_ENV) or 30),
         default_status=DefaultSensorStatus.RUNNING,
         description=f"Starts {job.name} for each date whose {dataset} `_SUCCESS` marker appeared or whose "
         "landed content changed; names the folders it skips.",

@@ -14,7 +14,7 @@ from dagster import AssetMaterialization, DagsterInstance, build_sensor_context
 
 from mltrain_assets.core.ingestion import LANDING_FINGERPRINT, landing_fingerprint
 from mltrain_assets.core.partitions import DEFAULT_PARTITIONS_START, PARTITIONS_START_DATE, partitions_start_date
-from mltrain_assets.core.sensors import ContentCheck, describe_skipped, plan_landing_runs
+from mltrain_assets.core.sensors import ContentCheck, describe_skipped, landing_sensor, plan_landing_runs
 from mltrain_assets.definitions import defs
 from mltrain_assets.landing import LandedDay, day_status, scan_landing
 from mltrain_assets.resources.storage import ArtifactStorage
@@ -243,3 +243,11 @@ def test_sensor_adopts_days_ingested_by_another_run(mltrain_home):
         assert [r.run_key for r in first.run_requests] == [f"rides:{RECENT[1]}"]
         assert set(json.loads(first.cursor)) == set(RECENT)
         assert _tick(sensor, instance, storage, first.cursor).run_requests == []
+
+
+def test_the_landing_sensors_interval_is_a_setting(monkeypatch):
+    job = defs.resolve_job_def("ride_events_job")
+    monkeypatch.delenv("MLTRAIN_LANDING_SENSOR_INTERVAL_S", raising=False)
+    assert landing_sensor("rides", "ride_events", job).minimum_interval_seconds == 30
+    monkeypatch.setenv("MLTRAIN_LANDING_SENSOR_INTERVAL_S", "5")
+    assert landing_sensor("rides", "ride_events", job).minimum_interval_seconds == 5
