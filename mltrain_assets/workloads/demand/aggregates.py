@@ -104,32 +104,42 @@ def parity_sample(date: str, cities: Sequence[str] = CITIES) -> tuple[list[str],
     )
 
 
-def check_parity(
-    tables: Mapping[str, pa.Table], check: SqlSession, engine: str, events_uris: Mapping[str, str]
-) -> dict:
-    """Each date's sampled city-hours of ``tables`` recomputed on ``check`` (the other engine) and compared.
+@dataclass(frozen=True)
+class AggregatedDay:
+    """One date aggregated on the primary engine, not yet committed."""
 
-    One query for all the dates: an hour index names its date, so each date's rows are picked out of one
+    date: str
+    rides_uri: str
+    events_uri: str
+    manifest: dict
+    table: pa.Table
+    seconds: float
+
+
+def _in_sample(table: pa.Table, cities: list[str], hours: list[int]) -> pa.Table:
+    return table.filter(
+        pc.and_(pc.is_in(table.column("city"), pa.array(cities)), pc.is_in(table.column("hour_idx"), pa.array(hours)))
+    )
+
+
+def check_parity(days: Mapping[str, AggregatedDay], check: SqlSession, engine: str) -> dict[str, dict]:
+    """Each day's sampled city-hours recomputed on ``check`` (the other engine) and compared, by date.
+
+    One query for all the days: an hour index names its date, so each day's rows are picked out of one
     result. On Spark a query costs about a second whatever its size; one per date made a 35-day range's
     check take ~30 s.
     """
     samples = {
-        date: parity_sample(date, sorted(set(table.column("city").to_pylist()))) for date, table in tables.items()
+        date: parity_sample(date, sorted(set(day.table.column("city").to_pylist()))) for date, day in days.items()
     }
     every_hour = sorted({hour for _, hours in samples.values() for hour in hours})
-    recomputed = compute_aggregates(check, [events_uris[date] for date in tables], every_hour)
+    recomputed = compute_aggregates(check, [day.events_uri for day in days.values()], every_hour)
     reports = {}
-    for date, table in tables.items():
+    for date, day in days.items():
         cities, hours = samples[date]
-
-        def in_sample(t: pa.Table, cities=cities, hours=hours):
-            return pc.and_(
-                pc.is_in(t.column("city"), pa.array(cities)), pc.is_in(t.column("hour_idx"), pa.array(hours))
-            )
-
         report = parity.compare(
-            table.filter(in_sample(table)),
-            recomputed.filter(in_sample(recomputed)),
+            _in_sample(day.table, cities, hours),
+            _in_sample(recomputed, cities, hours),
             keys=HOURLY_KEY,
             values=HOURLY_VALUES,
             engines=(engine, check.engine),
@@ -150,19 +160,7 @@ def input_manifest(rides_uri: str, date: str) -> dict:
     return manifest
 
 
-@dataclass(frozen=True)
-class _Day:
-    """One date aggregated on the primary engine, not yet committed."""
-
-    date: str
-    rides_uri: str
-    events_uri: str
-    manifest: dict
-    table: pa.Table
-    seconds: float
-
-
-def aggregate_day(session: SqlSession, rides_uri: str, manifest: dict, date: str) -> _Day:
+def aggregate_day(session: SqlSession, rides_uri: str, manifest: dict, date: str) -> AggregatedDay:
     """Aggregate one day on the primary engine, refusing city-hours outside it."""
     events_uri = verified_file_uri(rides_uri, EVENTS_FILE, manifest)
     started = time.monotonic()
@@ -171,10 +169,10 @@ def aggregate_day(session: SqlSession, rides_uri: str, manifest: dict, date: str
     outside = sorted(set(table.column("hour_idx").to_pylist()) - set(day_hours(date)))
     if outside:
         raise DataRejected(f"partition {date}: rule event_time_in_date: {len(outside)} city-hours outside the day")
-    return _Day(date, rides_uri, events_uri, manifest, table, seconds)
+    return AggregatedDay(date, rides_uri, events_uri, manifest, table, seconds)
 
 
-def commit_day(day: _Day, engine: str, engine_parity: dict, out_uri: str, reporter: Reporter | None) -> dict:
+def commit_day(day: AggregatedDay, engine: str, engine_parity: dict, out_uri: str, reporter: Reporter | None) -> dict:
     """Commit one aggregated day with its parity report; returns its summary."""
     table, manifest = day.table, day.manifest
     summary = {
@@ -246,12 +244,7 @@ def build_aggregates(
                     for date in pending[start : start + BATCH_DATES]
                 }
                 reports = (
-                    check_parity(
-                        {date: day.table for date, day in days.items()},
-                        check,
-                        session.engine,
-                        {date: day.events_uri for date, day in days.items()},
-                    )
+                    check_parity(days, check, session.engine)
                     if check is not None
                     else dict.fromkeys(
                         days, parity.not_checked("engine parity is switched off (MLTRAIN_ENGINE_PARITY=false)")
