@@ -41,8 +41,8 @@ def e2e_env(tmp_path_factory):
     mp.setenv("MLTRAIN_ENGINE_PARITY", "false")
     # NEW_DAY lies 8 days back (clear of the UI's "Latest"): automation must reach it.
     mp.setenv("MLTRAIN_AUTOMATION_LOOKBACK_DAYS", "30")
-    # A landed day is seen within 5 s instead of 30: the tests wait on the sensors, not for them.
-    mp.setenv("MLTRAIN_LANDING_SENSOR_INTERVAL_S", "5")
+    # A landed day is seen within 10 s instead of 30 (at 5 s the ticks cost more CPU than the wait they saved).
+    mp.setenv("MLTRAIN_LANDING_SENSOR_INTERVAL_S", "10")
     from mltrain_assets.settings import apply_defaults
 
     for name, value in apply_defaults().items():
