@@ -24,6 +24,8 @@ from typing import Any
 DEFAULT_HOME = ".mltrain"
 DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"
 DEFAULT_DAGSTER_UI_URL = "http://127.0.0.1:3000"
+# How often each landing sensor lists the landing zone (a listing per dataset per tick).
+DEFAULT_LANDING_SENSOR_INTERVAL_S = 30
 
 
 def mltrain_home() -> Path:
@@ -63,8 +65,7 @@ def _embedded_defaults() -> dict[str, str]:
         "MLTRAIN_SQL_ENGINE": "spark",
         "MLTRAIN_ENGINE_PARITY": "true",
         "MLTRAIN_AUTOMATION_LOOKBACK_DAYS": "3",
-        # How often each landing sensor lists the landing zone (a listing per dataset per tick).
-        "MLTRAIN_LANDING_SENSOR_INTERVAL_S": "30",
+        "MLTRAIN_LANDING_SENSOR_INTERVAL_S": str(DEFAULT_LANDING_SENSOR_INTERVAL_S),
         # Pools with a limit of their own, written into the instance by `mltrain init` (core/pools.py).
         "MLTRAIN_POOL_LIMITS": '{"registry": 1}',
         # Empty: the run's own image (DAGSTER_CURRENT_IMAGE on the code server, the run's recorded image in its pod).

@@ -37,6 +37,7 @@ from mltrain_assets.core.ingestion import LANDING_FINGERPRINT, landing_fingerpri
 from mltrain_assets.core.partitions import PARTITIONS_START_DATE, PARTITIONS_START_ENV
 from mltrain_assets.landing import LandedDay, SkippedFolder, bytes_to_hash, day_status, scan_landing
 from mltrain_assets.resources.storage import ArtifactStorage
+from mltrain_assets.settings import DEFAULT_LANDING_SENSOR_INTERVAL_S
 
 # Landed days older than this (before today, UTC), or before the first partition
 # (MLTRAIN_PARTITIONS_START), are left alone: a first tick on a long-lived landing zone must not
@@ -199,7 +200,7 @@ def landing_sensor(dataset: str, asset_name: str, job):
         name=f"{dataset}_landing_sensor",
         job=job,
         # Read when the code location loads (validated with every setting): a change needs a reload.
-        minimum_interval_seconds=int(os.environ.get(LANDING_SENSOR_INTERVAL_ENV) or 30),
+        minimum_interval_seconds=int(os.environ.get(LANDING_SENSOR_INTERVAL_ENV) or DEFAULT_LANDING_SENSOR_INTERVAL_S),
         default_status=DefaultSensorStatus.RUNNING,
         description=f"Starts {job.name} for each date whose {dataset} `_SUCCESS` marker appeared or whose "
         "landed content changed; names the folders it skips.",
