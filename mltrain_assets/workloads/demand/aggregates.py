@@ -126,8 +126,8 @@ def check_parity(days: Mapping[str, AggregatedDay], check: SqlSession, engine: s
     """Each day's sampled city-hours recomputed on ``check`` (the other engine) and compared, by date.
 
     One query for all the days: an hour index names its date, so each day's rows are picked out of one
-    result. On Spark a query costs about a second whatever its size; one per date made a 35-day range's
-    check take ~30 s.
+    result. A Spark query has a fixed cost whatever its size: one per date made a 35-day range ~4x slower
+    (``bench/parity_batches.py``).
     """
     samples = {
         date: parity_sample(date, sorted(set(day.table.column("city").to_pylist()))) for date, day in days.items()
