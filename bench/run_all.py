@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-EVERYDAY = ("data_plane.py", "control_plane_memory.py", "service_outages.py")
+EVERYDAY = ("data_plane.py", "parity_batches.py", "control_plane_memory.py", "service_outages.py")
 SEED = ("seed_demand.py", "seed_recsys.py", "control_plane_memory.py", "control_plane_overhead.py")
 
 for script in SEED if "--seed" in sys.argv[1:] else EVERYDAY:
