@@ -52,12 +52,13 @@ def _init() -> click.Command:
     return _command(
         "init",
         commands._cmd_init,
-        "Create MLTRAIN_HOME and DAGSTER_HOME, write the pool limits (MLTRAIN_POOL_LIMITS) into the instance; "
-        "print the effective settings.",
+        "Create MLTRAIN_HOME and DAGSTER_HOME, make pool slot claims exclusive and write the pool limits "
+        "(MLTRAIN_POOL_LIMITS) into the instance; print the effective settings.",
         _option(
             "--pools",
             is_flag=True,
-            help="only write the pool limits into the instance at DAGSTER_HOME as it is (the Kubernetes init container)",
+            help="only guard the slot claims and write the pool limits into the instance at DAGSTER_HOME as it is "
+            "(the Kubernetes init container)",
         ),
     )
 

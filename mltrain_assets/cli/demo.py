@@ -82,11 +82,13 @@ def ensure_instance() -> DagsterInstance:
 
 
 def init_pools(instance: DagsterInstance) -> list:
-    """The one explicit step that writes pool limits (``core/pools.py``): before any run is launched."""
+    """The one explicit step that prepares the pools before any run is launched: each slot claim made
+    exclusive (``core/slot_claims.py``), then the pool limits written (``core/pools.py``)."""
     from mltrain_assets.core.pools import apply_pool_limits, declared_pools
+    from mltrain_assets.core.slot_claims import guard_slot_claims
     from mltrain_assets.definitions import defs
 
-    return apply_pool_limits(instance, declared_pools(defs))
+    return [guard_slot_claims(instance), *apply_pool_limits(instance, declared_pools(defs))]
 
 
 def ensure_tracking_store() -> None:

@@ -106,3 +106,59 @@ def run_mltrain_init(dagster_home: Path, mltrain_home: Path, env: dict[str, str]
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout + f"\n(init took {time.monotonic() - started:.1f}s)"
+
+
+def claim_at_once(storage, pool: str, claimers: int, rounds: int) -> list[dict]:
+    """Each round, ``claimers`` steps claim a slot of ``pool`` at the same moment (one thread each,
+    as separate run workers would); then the steps take the slot in turn until each has held it.
+
+    Per round: ``first`` (how many the burst let in), ``holders`` (the steps the slot rows name after
+    the burst) and ``most`` (the most claims held at once over the round, the burst included).
+    """
+    outcomes = []
+    for round_no in range(rounds):
+        steps = [(f"run-{round_no}-{i}", "step") for i in range(claimers)]
+        claimed = _claim_together(storage, pool, steps)
+        first = len(claimed)
+        holders = _slot_holders(storage, pool)
+        most, served = first, set(claimed)
+        for _ in range(claimers * 3):  # the rest take the slot in turn as it comes free
+            for run_id, step_key in claimed:
+                storage.free_concurrency_slot_for_step(run_id, step_key)
+            if len(served) == claimers:
+                break
+            claimed = [s for s in steps if s not in served and storage.claim_concurrency_slot(pool, *s).is_claimed]
+            most, served = max(most, len(claimed)), served | set(claimed)
+        outcomes.append({"first": first, "holders": holders, "most": most, "served": len(served)})
+    return outcomes
+
+
+def _claim_together(storage, pool: str, steps: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The steps that won a slot when all claimed at the same moment."""
+    import threading
+
+    barrier = threading.Barrier(len(steps))
+    claimed: list[tuple[str, str]] = []
+
+    def claim(run_id: str, step_key: str) -> None:
+        barrier.wait()
+        if storage.claim_concurrency_slot(pool, run_id, step_key).is_claimed:
+            claimed.append((run_id, step_key))
+
+    threads = [threading.Thread(target=claim, args=step) for step in steps]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return claimed
+
+
+def _slot_holders(storage, pool: str) -> list[str]:
+    from sqlalchemy import text
+
+    with storage.index_connection() as conn:
+        rows = conn.execute(
+            text("SELECT run_id FROM concurrency_slots WHERE concurrency_key = :pool AND step_key IS NOT NULL"),
+            {"pool": pool},
+        )
+        return sorted(row[0] for row in rows)

@@ -15,7 +15,7 @@ from mltrain_assets.core.pools import (
     declared_pools,
 )
 from mltrain_assets.resources.tracking import REGISTRY_POOL, ModelRegistry
-from mltrain_assets_tests.core.pooled_runs import run_mltrain_init, start_runs_at_once
+from mltrain_assets_tests.core.pooled_runs import most_at_once, run_mltrain_init, start_runs_at_once
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -101,10 +101,9 @@ def test_six_runs_started_at_once_on_a_brand_new_instance_all_succeed(tmp_path: 
     for run in outcome["runs"]:
         assert run["returncode"] == 0 and run["run"]["success"], run["stderr"]
     assert len(outcome["spans"]) == 18, "every run executed its three pooled steps"
-    # Not asserted here: at most one registry step at a time. Dagster's SQLite storage can let two
-    # claims taken in the same millisecond both win (its claim is a SELECT then an UPDATE of that
-    # slot, and SQLite ignores FOR UPDATE SKIP LOCKED); PostgreSQL locks the row, and the PostgreSQL
-    # variant of this test asserts it. Promotion itself is compare-and-set, so an overlap is safe.
+    assert "pool slot claims: exclusive (trigger mltrain_keep_slot_claim on concurrency_slots, sqlite)" in printed
+    assert most_at_once(outcome["spans"], "registry") == 1, "registry has one slot (the claim guard keeps it)"
+    assert most_at_once(outcome["spans"], "training") <= 2 and most_at_once(outcome["spans"], "spark") <= 2
     with DagsterInstance.from_config(str(dagster_home)) as instance:
         assert _limits(instance) == {"registry": (1, False), "spark": (2, True), "training": (2, True)}
         assert not instance.event_log_storage.get_concurrency_run_ids(), "every slot was given back"

@@ -446,12 +446,8 @@ config, ready, both = json.loads(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[
 spans = []
 asset_def = _candidate_asset([], pool=REGISTRY_POOL, spans=spans)
 ready.touch()
-while len(list(both.glob("ready-*"))) < 2:  # both launch together...
-    time.sleep(0.05)
-# ...the second 0.3 s later, inside the first's 2 s body: without the pool they would overlap. Not in
-# the same millisecond: Dagster's SQLite claim (SELECT, then UPDATE that slot) can let two such claims
-# both win; PostgreSQL locks the row (services/test_postgres_profile.py starts six runs at once).
-time.sleep(0.3 * int(ready.name.split("-")[1]))
+while len(list(both.glob("ready-*"))) < 2:  # both launch at the same moment: without the pool (and the
+    time.sleep(0.05)  # claim guard, core/slot_claims.py) their 2 s bodies would overlap
 with DagsterInstance.get() as instance:
     result = materialize(
         [asset_def],
@@ -470,7 +466,9 @@ def test_two_materializations_of_one_partition_at_once_register_one_version(trac
     steps take the registry pool's one slot (written by `mltrain init`, never by a run), so they run
     one after the other, and the second finds the first's version."""
     from mltrain_assets.core.pools import apply_pool_limits
+    from mltrain_assets.core.slot_claims import guard_slot_claims
 
+    assert guard_slot_claims(instance).installed
     apply_pool_limits(instance, {REGISTRY_POOL})
     registry = Registry(tracking, "twice")
     run_id, model_uri = registry.models[0.8]

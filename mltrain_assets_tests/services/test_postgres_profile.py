@@ -1,6 +1,7 @@
 """The production instance profile on a real PostgreSQL (Debian's postgresql-15, started by .ci/run)."""
 
 import os
+import types
 
 import psycopg2
 import pytest
@@ -86,6 +87,7 @@ def test_six_runs_started_at_once_on_a_brand_new_postgres_instance_all_succeed(t
     env = {**PG, "MLTRAIN_PG_DB": postgres_db, "MLTRAIN_DAGSTER_YAML": "deploy/dagster.postgres.yaml"}
     dagster_home = tmp_path / "dagster_home"
     printed = run_mltrain_init(dagster_home, tmp_path / "mltrain_home", env)
+    assert "pool slot claims: exclusive (trigger mltrain_keep_slot_claim on concurrency_slots, postgresql)" in printed
     assert "pool registry: 1 slot(s) from MLTRAIN_POOL_LIMITS (set)" in printed
     assert "pool spark: 4 slot(s) from default_limit (initialized)" in printed
 
@@ -93,7 +95,7 @@ def test_six_runs_started_at_once_on_a_brand_new_postgres_instance_all_succeed(t
     for run in outcome["runs"]:
         assert run["returncode"] == 0 and run["run"]["success"], run["stderr"]
     assert len(outcome["spans"]) == 18
-    assert most_at_once(outcome["spans"], "registry") == 1, "registry has one slot (PostgreSQL locks the claimed row)"
+    assert most_at_once(outcome["spans"], "registry") == 1, "registry has one slot (the claim guard keeps it)"
     assert most_at_once(outcome["spans"], "spark") <= 4 and most_at_once(outcome["spans"], "training") <= 4
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -101,3 +103,36 @@ def test_six_runs_started_at_once_on_a_brand_new_postgres_instance_all_succeed(t
         limits = {p.name: (p.limit, p.from_default) for p in instance.event_log_storage.get_pool_limits()}
         assert limits == {"registry": (1, False), "spark": (4, True), "training": (4, True)}
         assert instance.get_run_records() and all(r.dagster_run.is_success for r in instance.get_run_records())
+
+
+def test_a_burst_of_claims_on_one_slot_lets_one_step_in_at_a_time(postgres_db, monkeypatch):
+    """Dagster's claim (SELECT a free slot, then UPDATE it, each autocommitted) let two of six
+    simultaneous claimers into a one-slot pool in 19 and 29 rounds of 100 here; the guard none."""
+    from dagster_postgres.event_log import PostgresEventLogStorage
+
+    from mltrain_assets.core.slot_claims import GUARD, guard_slot_claims
+    from mltrain_assets_tests.core.pooled_runs import claim_at_once
+
+    storage = PostgresEventLogStorage(
+        f"postgresql+psycopg2://{PG['MLTRAIN_PG_USER']}:{PG['MLTRAIN_PG_PASSWORD']}"
+        f"@{PG['MLTRAIN_PG_HOST']}:{PG['MLTRAIN_PG_PORT']}/{postgres_db}"
+    )
+    try:
+        storage.set_concurrency_slots("registry", 1)
+        instance = types.SimpleNamespace(event_log_storage=storage)
+        guard = guard_slot_claims(instance)
+        assert (guard.database, guard.installed) == ("postgresql", True)
+        assert guard_slot_claims(instance).installed, "installing again replaces it"
+        with storage.index_connection() as conn:
+            triggers = conn.exec_driver_sql(
+                "SELECT tgname FROM pg_trigger WHERE tgrelid = 'concurrency_slots'::regclass AND NOT tgisinternal"
+            ).scalars()
+            assert list(triggers) == [GUARD]
+
+        rounds = claim_at_once(storage, "registry", claimers=6, rounds=30)
+        assert [r["first"] for r in rounds] == [1] * 30, [r for r in rounds if r["first"] != 1]
+        assert all(r["most"] == 1 and len(r["holders"]) == 1 for r in rounds), rounds
+        assert [r["served"] for r in rounds] == [6] * 30, "every claimer got the slot in turn"
+        assert not storage.get_concurrency_run_ids(), "every slot was given back"
+    finally:
+        storage.dispose()
