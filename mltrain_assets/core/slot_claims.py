@@ -5,7 +5,8 @@ Dagster 1.13.27 claims a slot in two statements, each committed on its own
 then UPDATE that slot by id to name the claiming step. The row lock ends with the SELECT, so two
 run workers can pick the same free slot and both write themselves into it: both steps run, over the
 pool's limit (the project CI saw two ``registry`` steps at once on a one-slot pool in PostgreSQL;
-six claimers released together on one slot let two in on 6 rounds of 30, ``test_slot_claims.py``).
+six claimers released together on one slot let two in on 19 and 29 rounds of 100 here, the burst of
+``services/test_postgres_profile.py``).
 SQLite runs the same two statements.
 
 The guard is a BEFORE UPDATE trigger on Dagster's ``concurrency_slots`` table that drops an update
@@ -73,7 +74,6 @@ def guard_slot_claims(instance: DagsterInstance) -> ClaimGuard:
     storage = instance.event_log_storage
     if not storage.supports_global_concurrency_limits or not hasattr(storage, "index_transaction"):
         return ClaimGuard(type(storage).__name__, installed=False)
-    storage.get_pool_limits()  # the storage creates its tables (a fresh instance) before the trigger needs one
     with storage.index_transaction() as conn:
         database = conn.dialect.name
         if database == "postgresql":

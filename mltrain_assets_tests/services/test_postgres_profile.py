@@ -105,7 +105,7 @@ def test_six_runs_started_at_once_on_a_brand_new_postgres_instance_all_succeed(t
         assert instance.get_run_records() and all(r.dagster_run.is_success for r in instance.get_run_records())
 
 
-def test_a_burst_of_claims_on_one_slot_lets_one_step_in_at_a_time(postgres_db, monkeypatch):
+def test_a_burst_of_claims_on_one_slot_lets_one_step_in_at_a_time(postgres_db):
     """Dagster's claim (SELECT a free slot, then UPDATE it, each autocommitted) let two of six
     simultaneous claimers into a one-slot pool in 19 and 29 rounds of 100 here; the guard none."""
     from dagster_postgres.event_log import PostgresEventLogStorage
