@@ -1,6 +1,5 @@
 """``mltrain manifests``: the exact objects the k8s backend would submit, for every asset that launches work."""
 
-import json
 import os
 import subprocess
 import sys
@@ -10,15 +9,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from mltrain_assets.artifacts import MANIFEST_NAME, ArtifactRef, join_uri
 from mltrain_assets.launch.local import command_params
 from mltrain_assets.resources.pod_security import violations
 from mltrain_assets.resources.workload_resources import resolve
-from mltrain_assets.simulate import simulate
-from mltrain_assets.workloads.common.dates import shift
+from mltrain_assets_tests.cli.conftest import CITY, DATE
 
-DATE = "2026-06-10"
-CITY = "nyc"
 REPO = Path(__file__).resolve().parents[2]
 
 # Asset -> the workload module its launch runs.
@@ -33,41 +28,6 @@ LAUNCHES = {
     "recommender_model": "mltrain_assets.workloads.recsys.train.launcher",
     "recommendations": "mltrain_assets.workloads.recsys.recommend",
 }
-
-
-def _write_ref(storage: str, asset: str, partition_path: str, **metadata) -> None:
-    path = Path(join_uri(storage, "_refs", asset, f"{partition_path}.json").removeprefix("file://"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    uri = join_uri(storage, asset, partition_path, "v=0123456789ab")
-    partition = partition_path.replace("/", "|")
-    path.write_text(ArtifactRef(asset, partition, "0123456789ab", uri, {"rows": 1, **metadata}).to_json())
-    # The version it points to is committed (readers refuse references to versions that are not).
-    version = Path(uri.removeprefix("file://"))
-    version.mkdir(parents=True, exist_ok=True)
-    (version / MANIFEST_NAME).write_text(json.dumps({"files": {}, "rows": 1, "summary": metadata}))
-
-
-@pytest.fixture
-def upstream(mltrain_home):
-    """References for every upstream partition the steps of DATE read, and DATE landed (no data work)."""
-    storage = os.environ["MLTRAIN_STORAGE_URI"]
-    for k in range(35):
-        _write_ref(storage, "ride_events", shift(DATE, -k))
-        _write_ref(storage, "city_hour_aggregates", shift(DATE, -k))
-    for k in range(15):
-        _write_ref(storage, "user_interactions", shift(DATE, -k))
-    _write_ref(storage, "city_demand_features", DATE)
-    _write_ref(storage, "city_demand_model", f"{CITY}/{DATE}", mape=0.1, mlflow_model_uri="models:/m-1")
-    _write_ref(
-        storage, "registered_demand_model", f"{CITY}/{DATE}", model_name="demand-forecast-nyc", served_version="3"
-    )
-    _write_ref(storage, "interaction_embeddings", DATE)
-    _write_ref(storage, "recommender_model", DATE, auc=0.9, model_artifact_uri="runs:/r/model")
-    _write_ref(storage, "registered_recommender", DATE, model_name="recommender", served_version="2")
-    landing = os.environ["MLTRAIN_LANDING_URI"]
-    simulate("rides", landing, DATE, DATE, volume=2_000, cities=[CITY])
-    simulate("interactions", landing, DATE, DATE, volume=2_000)
-    return storage
 
 
 @pytest.mark.parametrize("asset", sorted(LAUNCHES))
@@ -207,7 +167,11 @@ def test_spark_on_kubernetes_renders_the_driver_and_its_executor_template(upstre
     assert exec_container["envFrom"] == [{"secretRef": {"name": "mltrain-aws"}}]
     assert exec_container["securityContext"] == container["securityContext"]
     assert spec["securityContext"] == driver["spec"]["securityContext"]
-    assert {"name": "scratch", "emptyDir": {"sizeLimit": "96Gi"}} in spec["volumes"]
+    # Its bounded scratch is the volume Spark would otherwise add for SPARK_LOCAL_DIRS (so /tmp is mounted once),
+    # and the executor's working directory (the image's WORKDIR is on the read-only root).
+    assert {"name": "spark-local-dir-1", "emptyDir": {"sizeLimit": "96Gi"}} in spec["volumes"]
+    assert exec_container["volumeMounts"][0] == {"name": "spark-local-dir-1", "mountPath": "/tmp"}
+    assert exec_container["workingDir"] == "/tmp"
 
 
 def test_the_driver_hands_spark_its_pod_name_and_the_executor_template(tmp_path, monkeypatch):
