@@ -5,6 +5,7 @@ from dagster import Definitions, EnvVar, in_process_executor
 
 from mltrain_assets.core.automation import automation_sensor
 from mltrain_assets.core.pipeline import all_pipelines
+from mltrain_assets.core.reap import workload_reaper
 from mltrain_assets.pipelines.reporting import definitions as reporting
 from mltrain_assets.resources.compute import ComputeBackend
 from mltrain_assets.resources.storage import ArtifactRefIOManagerFactory, ArtifactStorage
@@ -20,7 +21,7 @@ defs = Definitions.merge(
         # What the UI's Materialize launches (the implicit asset job): its steps run in the run worker, like the
         # pipelines' own jobs, rather than in one process per step that imports these definitions again.
         executor=in_process_executor,
-        sensors=[automation_sensor],
+        sensors=[automation_sensor, workload_reaper],
         resources={
             "storage": ArtifactStorage(
                 base_uri=EnvVar("MLTRAIN_STORAGE_URI"), landing_uri=EnvVar("MLTRAIN_LANDING_URI")

@@ -75,10 +75,17 @@ def _embedded_defaults() -> dict[str, str]:
         "MLTRAIN_WORKLOAD_RESOURCES": "{}",
         "MLTRAIN_K8S_NAMESPACE": "mltrain",
         "MLTRAIN_K8S_SERVICE_ACCOUNT": "",
+        # The Spark driver's account (k8s:// master: it creates its executor pods); empty: MLTRAIN_K8S_SERVICE_ACCOUNT.
+        "MLTRAIN_K8S_SPARK_SERVICE_ACCOUNT": "",
+        # What one node of each pool offers a pod ({pool: {cpu, memory, nvidia.com/gpu, ephemeral-storage}}):
+        # `mltrain manifests` warns about a pod no node fits. Empty: not checked.
+        "MLTRAIN_K8S_NODE_SIZES": "",
         "MLTRAIN_K8S_ENV_SECRET": "",
         "MLTRAIN_K8S_NODE_SELECTOR": "{}",
         "MLTRAIN_K8S_TRAINING_NODE_SELECTOR": "{}",
         "MLTRAIN_K8S_TRAINING_TOLERATIONS": "[]",
+        # How long a workload pod may stay unschedulable (FailedScheduling) before its step fails; cover node autoscaling.
+        "MLTRAIN_K8S_UNSCHEDULABLE_TIMEOUT_S": "300",
         "DAGSTER_HOME": str(home / "dagster"),
         # Spark otherwise binds the machine's external address; keep traffic on loopback.
         "SPARK_LOCAL_IP": "127.0.0.1",
@@ -152,6 +159,18 @@ def _workload_resources_usable(value: str) -> bool:
     return True
 
 
+def _node_sizes_usable(value: str) -> bool:
+    if not value.strip():
+        return True
+    from mltrain_assets.resources.node_sizes import parse_node_sizes
+
+    try:
+        parse_node_sizes(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _registered_pipelines(value: str) -> bool:
     from mltrain_assets.registry import specs
 
@@ -219,6 +238,15 @@ SETTING_RULES: dict[str, tuple[Callable[[str], bool], str]] = {
         "empty (the namespace default) or a service account name",
     ),
     "MLTRAIN_K8S_ENV_SECRET": (lambda v: not v or bool(_DNS_SUBDOMAIN.match(v)), "empty or a Secret name"),
+    "MLTRAIN_K8S_SPARK_SERVICE_ACCOUNT": (
+        lambda v: not v or bool(_DNS_SUBDOMAIN.match(v)),
+        "empty (MLTRAIN_K8S_SERVICE_ACCOUNT) or a service account name",
+    ),
+    "MLTRAIN_K8S_NODE_SIZES": (
+        _node_sizes_usable,
+        "empty or a JSON object of pool -> {cpu, memory, nvidia.com/gpu, ephemeral-storage}, e.g. "
+        '{"gpu": {"cpu": "94", "memory": "1300Gi", "nvidia.com/gpu": "8", "ephemeral-storage": "80Gi"}}',
+    ),
     "MLTRAIN_K8S_NODE_SELECTOR": (
         _is_json(dict, lambda kv: isinstance(kv[1], str)),
         'a JSON object of label: value, e.g. {"pool": "cpu"}',
@@ -230,6 +258,10 @@ SETTING_RULES: dict[str, tuple[Callable[[str], bool], str]] = {
     "MLTRAIN_K8S_TRAINING_TOLERATIONS": (
         _is_json(list, lambda t: isinstance(t, dict)),
         'a JSON list of tolerations, e.g. [{"key": "nvidia.com/gpu", "operator": "Exists"}]',
+    ),
+    "MLTRAIN_K8S_UNSCHEDULABLE_TIMEOUT_S": (
+        _is_int(0),
+        "seconds, an integer >= 0 (0: fail at the first FailedScheduling)",
     ),
     "MLTRAIN_PIPELINES": (
         _registered_pipelines,
@@ -274,7 +306,15 @@ def settings_problems(env: Mapping[str, str] | None = None) -> list[str]:
 
 
 # Settings that may be set to the empty string (meaning "none" / "the default").
-_OPTIONAL_EMPTY = frozenset({"MLTRAIN_K8S_SERVICE_ACCOUNT", "MLTRAIN_K8S_ENV_SECRET", "MLTRAIN_K8S_IMAGE"})
+_OPTIONAL_EMPTY = frozenset(
+    {
+        "MLTRAIN_K8S_SERVICE_ACCOUNT",
+        "MLTRAIN_K8S_ENV_SECRET",
+        "MLTRAIN_K8S_IMAGE",
+        "MLTRAIN_K8S_SPARK_SERVICE_ACCOUNT",
+        "MLTRAIN_K8S_NODE_SIZES",
+    }
+)
 
 
 def combination_problems(env: Mapping[str, str] | None = None) -> list[str]:

@@ -5,7 +5,7 @@ Three layers, in the order the API server applies them: the OpenAPI schema (kube
 kubernetes/pkg/apis/core/validation: unique volume and container names, unique mount paths per
 container, every mount backed by a volume), and Pod Security admission at ``restricted``
 (``resources/pod_security.py``, itself checked against the upstream fixtures). Plus what a read-only
-root file system needs to work at all: a writable working directory.
+root file system and a non-root user need to work at all: a writable working directory, no port below 1024.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import kubernetes_validate
 
-from mltrain_assets.resources.pod_security import pod_specs, violations
+from mltrain_assets.resources.pod_security import pod_specs, privileged_ports, violations
 
 
 def pod_spec_refusals(spec: dict[str, Any], where: str = "spec") -> list[str]:
@@ -64,4 +64,5 @@ def admission_refusals(obj: dict[str, Any], version: str = "1.30") -> list[str]:
     for where, spec in pod_specs(obj):
         refusals += pod_spec_refusals(spec, where)
     refusals += violations(obj)
+    refusals += privileged_ports(obj)  # a non-root container cannot bind below 1024: it would crash-loop
     return refusals

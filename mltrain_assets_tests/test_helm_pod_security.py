@@ -11,11 +11,16 @@ way the official chart's templates do (dagster-io/dagster, helm/dagster), for ev
 - the webserver, templates/deployment-webserver.yaml (helpers/_deployment-webserver.tpl), and the daemon,
   templates/deployment-daemon.yaml: the same two keys, plus the init containers ``check-db-ready`` and
   ``init-user-deployment-<name>``, which the chart gives the component's ``securityContext`` too;
+- the webserver's command (``dagster-webserver -h 0.0.0.0 -p <service.port>``, helpers/_helpers.tpl), its
+  containerPort "http", its probes as the values give them, and its Service (helpers/_service-webserver.tpl);
 - the run pods: templates/helpers/instance/_run-launcher.tpl writes ``runLauncher.config.k8sRunLauncher``
   into the instance's run launcher config, and the code location's container context
   (``includeConfigInLaunchedRuns``; "dagsterUserDeployments.k8sContainerContext" in the subchart's
-  helpers/_helpers.tpl) is merged over it as ``K8sContainerContext.create_for_run`` does. The Job itself is
-  built by dagster_k8s's own ``construct_dagster_k8s_job``, the function K8sRunLauncher calls.
+  helpers/_helpers.tpl) travels on the run's origin. From there nothing is retyped: a real K8sRunLauncher
+  launches the run and the Job it posts is what is checked (test_helm_run_job.launched_run_jobs).
+
+Every container's command, args and ports are also checked against what it may bind (``privileged_ports``):
+a non-root container with all capabilities dropped cannot listen below 1024.
 
 The chart's defaults for the keys these values leave unset (securityContext, volumes, extra containers)
 are empty. Each object is also validated as a Kubernetes v1.30 object, and the checks must reach every
@@ -23,12 +28,12 @@ container listed in EXPECTED_CONTAINERS, so the test cannot pass on an empty pod
 """
 
 import copy
+import tempfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from mltrain_assets.resources.pod_security import pod_specs, violations
+from mltrain_assets.resources.pod_security import listening_ports, pod_specs, privileged_ports, violations
 
 yaml = pytest.importorskip("yaml")
 
@@ -40,7 +45,7 @@ DAGSTER_HOME = "/opt/dagster/dagster_home"  # the chart's global.dagsterHome def
 # matter to the checks, which read only the securityContext the chart gives these init containers.
 POSTGRES_IMAGE = "docker.io/library/postgres:14.6"
 BUSYBOX_IMAGE = "docker.io/library/busybox:1.28"
-RUN_JOB = "dagster-run-5e1f0c2a-0000-4000-8000-000000000000"  # get_job_name_from_run_id(<a run id>)
+RUN_JOB = "dagster-run-5e1f0c2a-0000-4000-8000-000000000000"  # get_job_name_from_run_id(test_helm_run_job.RUN_ID)
 
 # (object, container) pairs the checks must reach: the chart's pods and all their containers.
 EXPECTED_CONTAINERS = {
@@ -92,6 +97,14 @@ def _user_deployments(vals: dict) -> list[dict]:
             "args": ["dagster", "api", "grpc", "-h", "0.0.0.0", "-p", str(deployment["port"])]
             + deployment["dagsterApiGrpcArgs"],
             "resources": deployment.get("resources") or {},
+            # The chart's default readiness probe (no readinessProbe in the values): a client of the port.
+            "readinessProbe": {
+                "exec": {"command": ["dagster", "api", "grpc-health-check", "-p", str(deployment["port"])]},
+                "periodSeconds": 20,
+                "timeoutSeconds": 10,
+                "successThreshold": 1,
+                "failureThreshold": 15,
+            },
             "volumeMounts": deployment.get("volumeMounts"),
         }
         spec = {
@@ -108,6 +121,41 @@ def _user_deployments(vals: dict) -> list[dict]:
     return objects
 
 
+def _pg_isready(postgresql: dict) -> str:
+    """helpers/_helpers.tpl, "dagster.postgresql.pgisready" (external PostgreSQL: postgresqlHost, quoted)."""
+    host, port, user = postgresql["postgresqlHost"], postgresql["service"]["port"], postgresql["postgresqlUsername"]
+    return f'until pg_isready -h "{host}" -p {port} -U {user}; do echo waiting for database; sleep 2; done;'
+
+
+def _command(vals: dict, key: str) -> str:
+    """helpers/_helpers.tpl, "dagster.webserver.dagsterWebserverCommand" and "dagster.dagsterDaemon.daemonCommand"."""
+    workspace = " -w /dagster-workspace/workspace.yaml" if vals["dagster-user-deployments"].get("enabled") else ""
+    if key == "dagsterDaemon":
+        return f"dagster-daemon run{workspace}"
+    values = vals[key]
+    command = f"dagster-webserver -h 0.0.0.0 -p {values['service']['port']}{workspace}"
+    for option, flag in (("dbStatementTimeout", "--db-statement-timeout"), ("dbPoolRecycle", "--db-pool-recycle")):
+        command += f" {flag} {values[option]}" if values.get(option) else ""
+    command += f" --path-prefix {values['pathPrefix']}" if values.get("pathPrefix") else ""
+    return command + (f" --log-level {values['logLevel']}" if values.get("logLevel") else "")
+
+
+def _webserver_service(vals: dict) -> dict:
+    """helpers/_service-webserver.tpl: one port, named http, no targetPort (so the same port on the pod)."""
+    service = vals["dagsterWebserver"]["service"]
+    selector = {"app.kubernetes.io/name": "dagster", "app.kubernetes.io/instance": RELEASE}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": f"{RELEASE}-webserver", "namespace": NAMESPACE},
+        "spec": {
+            "type": service.get("type") or "ClusterIP",
+            "ports": [{"port": service.get("port") or 80, "protocol": "TCP", "name": "http"}],
+            "selector": {**selector, "component": "dagster-webserver"},
+        },
+    }
+
+
 def _control_plane(vals: dict, key: str, name: str, component: str) -> dict:
     """deployment-webserver.yaml / deployment-daemon.yaml: the component's pod, its init containers included."""
     values = vals[key]
@@ -120,7 +168,7 @@ def _control_plane(vals: dict, key: str, name: str, component: str) -> dict:
             {
                 "name": "check-db-ready",
                 "image": POSTGRES_IMAGE,
-                "command": ["sh", "-c", "until pg_isready -h $PGHOST -p 5432 -U dagster; do sleep 2; done"],
+                "command": ["sh", "-c", _pg_isready(vals["postgresql"])],
                 "securityContext": security,
                 "resources": init_resources,
             }
@@ -146,9 +194,17 @@ def _control_plane(vals: dict, key: str, name: str, component: str) -> dict:
         "securityContext": security,
         "imagePullPolicy": values["image"]["pullPolicy"],
         "image": _image(values["image"]),
+        "command": ["/bin/bash", "-c", _command(vals, key)],
         "volumeMounts": mounts + list(values.get("volumeMounts") or []),
         "resources": values.get("resources") or {},
     }
+    if key == "dagsterWebserver":
+        container["ports"] = [{"name": "http", "containerPort": values["service"]["port"], "protocol": "TCP"}]
+        for probe in ("readinessProbe", "livenessProbe"):
+            if values.get(probe):
+                container[probe] = values[probe]
+        if (values.get("startupProbe") or {}).get("enabled"):
+            container["startupProbe"] = {k: v for k, v in values["startupProbe"].items() if k != "enabled"}
     spec = {
         "serviceAccountName": vals["global"]["serviceAccountName"],
         "securityContext": values.get("podSecurityContext") or {},
@@ -207,64 +263,29 @@ def _code_location_container_context(vals: dict, deployment: dict) -> dict:
         "env": deployment.get("env") if isinstance(deployment.get("env"), list) else None,
     }
     pod_spec_config = {
+        "automount_service_account_token": True,
         "containers": deployment.get("sidecarContainers"),
         "init_containers": deployment.get("initContainers"),
     }
-    if any(pod_spec_config.values()):
-        k8s["run_k8s_config"] = {"pod_spec_config": {k: v for k, v in pod_spec_config.items() if v}}
+    k8s["run_k8s_config"] = {"pod_spec_config": {k: v for k, v in pod_spec_config.items() if v}}
+    if deployment.get("annotations"):
+        k8s["run_k8s_config"]["pod_template_spec_metadata"] = {"annotations": deployment["annotations"]}
     return {"k8s": {key: value for key, value in k8s.items() if value not in (None, [], {})}}
 
 
 def _run_jobs(vals: dict) -> list[dict]:
-    """The Job K8sRunLauncher creates for a run of each code location, built by dagster_k8s itself."""
-    kubernetes = pytest.importorskip("kubernetes")
-    from dagster._config import process_config
-    from dagster_k8s.container_context import K8sContainerContext
-    from dagster_k8s.job import UserDefinedDagsterK8sConfig, construct_dagster_k8s_job
-    from dagster_k8s.launcher import K8sRunLauncher
+    """The Job K8sRunLauncher posts for a run of each code location: launched by dagster-k8s itself
+    (test_helm_run_job.launched_run_jobs) against a local stand-in for the API server."""
+    from mltrain_assets_tests.test_helm_run_job import launched_run_jobs  # imports this module: here, not at the top
 
-    processed = process_config(K8sRunLauncher.config_type(), _run_launcher_config(vals))
-    assert processed.success, processed.errors
-    launcher = processed.value
-    fields = ("image_pull_policy", "image_pull_secrets", "service_account_name", "env_config_maps", "env_secrets")
-    fields += ("env_vars", "volume_mounts", "volumes", "labels", "resources", "scheduler_name", "security_context")
-    # K8sContainerContext.create_for_run: the launcher's settings, then the code location's over them.
-    from_launcher = K8sContainerContext(
-        **{field: launcher.get(field) for field in fields},
-        namespace=launcher["job_namespace"],
-        run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(launcher.get("run_k8s_config") or {}),
-    )
-    subchart = vals["dagster-user-deployments"]
-    jobs = []
-    for deployment in subchart["deployments"] if subchart.get("enabled") else []:
-        include = (deployment.get("includeConfigInLaunchedRuns") or {"enabled": True})["enabled"]
-        context = from_launcher
-        if include:
-            context = context.merge(
-                K8sContainerContext.create_from_config(_code_location_container_context(vals, deployment))
-            )
-        job_fields = ("dagster_home", "instance_config_map", "postgres_password_secret")
-        run_launcher = SimpleNamespace(job_image=None, **{key: launcher[key] for key in job_fields})
-        job_config = context.get_k8s_job_config(job_image=_image(deployment["image"]), run_launcher=run_launcher)
-        job = construct_dagster_k8s_job(
-            job_config=job_config,
-            args=["dagster", "api", "execute_run", "{}"],
-            job_name=RUN_JOB,
-            pod_name=RUN_JOB,
-            component="run_worker",
-            user_defined_k8s_config=context.run_k8s_config,
-            labels={"dagster/job": "__ASSET_JOB", "dagster/code-location": deployment["name"]},
-            env_vars=[{"name": "DAGSTER_RUN_JOB_NAME", "value": "__ASSET_JOB"}],
-        )
-        job = kubernetes.client.ApiClient().sanitize_for_serialization(job)
-        job["metadata"]["namespace"] = context.namespace
-        jobs.append(job)
-    return jobs
+    with tempfile.TemporaryDirectory() as tmp:
+        return launched_run_jobs(vals, Path(tmp))
 
 
 def chart_objects(vals: dict) -> list[dict]:
     objects = _user_deployments(vals)
     objects.append(_control_plane(vals, "dagsterWebserver", f"{RELEASE}-webserver", "dagster-webserver"))
+    objects.append(_webserver_service(vals))
     if vals["dagsterDaemon"].get("enabled", True):
         objects.append(_control_plane(vals, "dagsterDaemon", f"{RELEASE}-daemon", "dagster-daemon"))
     return objects + _run_jobs(vals)
@@ -380,3 +401,82 @@ def test_the_mirror_follows_the_values(mutation, expected):
     mutation(vals)
     found = [line for obj in chart_objects(vals) for line in violations(obj)]
     assert any(line.startswith(expected) for line in found), found
+
+
+def _webserver(objects: list[dict]) -> dict:
+    (deployment,) = [
+        obj for obj in objects if obj["metadata"]["name"] == f"{RELEASE}-webserver" and obj["kind"] != "Service"
+    ]
+    return deployment
+
+
+def test_no_chart_pod_listens_on_a_privileged_port(objects):
+    """Every container's command, args and declared ports, against what it may bind (item: non-root start)."""
+    for obj in objects:
+        assert privileged_ports(obj) == [], f"{obj['kind']}/{obj['metadata']['name']}"
+    # What the check read: the webserver's and the code server's listening ports (not an empty scan).
+    ports = {
+        (label, container["name"], port)
+        for obj in objects
+        for label, spec in pod_specs(obj)
+        for container in spec["containers"]
+        for _, port in listening_ports(container)
+    }
+    assert ("Deployment/dagster-webserver", "dagster", 8080) in ports
+    assert ("Deployment/dagster-dagster-user-deployments-mltrain-assets", "dagster-user-deployments", 3030) in ports
+
+
+def test_the_webserver_probes_and_service_follow_its_port(objects):
+    (container,) = _webserver(objects)["spec"]["template"]["spec"]["containers"]
+    listening = {port for where, port in listening_ports(container) if where.startswith("command")}
+    assert listening == {8080}, container["command"]
+    assert [port["containerPort"] for port in container["ports"]] == [8080]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["port"] in (8080, "http"), probe
+    vals = load_values()
+    startup = vals["dagsterWebserver"]["startupProbe"]
+    assert startup["httpGet"]["port"] == 8080  # off, but right if switched on
+    (service,) = [obj for obj in objects if obj["kind"] == "Service"]  # validated with the others below
+    (port,) = service["spec"]["ports"]
+    assert port.get("targetPort", port["port"]) == 8080
+
+
+def test_the_chart_default_port_is_refused():
+    """The chart's default (service.port 80) under these security contexts: the webserver could not bind."""
+    vals = load_values()
+    vals["dagsterWebserver"]["service"]["port"] = 80
+    found = privileged_ports(_webserver(chart_objects(vals)))
+    assert found == [
+        "Deployment/dagster-webserver container dagster: Privileged Port (project): ports[0].containerPort is 80, "
+        "must be 1024 or above, or the container must add NET_BIND_SERVICE",
+        "Deployment/dagster-webserver container dagster: Privileged Port (project): command -p 80 is 80, "
+        "must be 1024 or above, or the container must add NET_BIND_SERVICE",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("container", "sysctls", "refused"),
+    [
+        ({"args": ["dagster", "api", "grpc", "--port", "443"]}, [], ["command --port 443 is 443"]),
+        ({"args": ["server", "--port=80"]}, [], ["command --port=80 is 80"]),
+        ({"command": ["sh", "-c", "exec app -p $PORT"]}, [], ["command -p $PORT is not a port number"]),
+        (
+            {"ports": [{"containerPort": 80}], "securityContext": {"capabilities": {"add": ["NET_BIND_SERVICE"]}}},
+            [],
+            [],
+        ),
+        ({"ports": [{"containerPort": 80}]}, [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "0"}], []),
+        ({"args": ["server", "-p", "8080"]}, [], []),
+    ],
+    ids=["--port N", "--port=N", "not a literal", "NET_BIND_SERVICE", "sysctl lowers the start", "unprivileged"],
+)
+def test_privileged_ports_reads_commands_capabilities_and_sysctls(container, sysctls, refused):
+    pod = {
+        "kind": "Pod",
+        "metadata": {"name": "p"},
+        "spec": {"securityContext": {"sysctls": sysctls}, "containers": [{"name": "c", "image": "x", **container}]},
+    }
+    found = privileged_ports(pod)
+    assert len(found) == len(refused), found
+    for line, expected in zip(found, refused, strict=True):
+        assert line.startswith("Pod/p container c: Privileged Port (project): ") and expected in line, line

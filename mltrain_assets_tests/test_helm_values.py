@@ -208,7 +208,8 @@ def test_json_settings_are_valid():
     for name in ("MLTRAIN_K8S_NODE_SELECTOR", "MLTRAIN_K8S_TRAINING_NODE_SELECTOR"):
         selector = json.loads(env[name])
         assert isinstance(selector, dict) and all(isinstance(v, str) for v in selector.values()), name
-    assert json.loads(env["MLTRAIN_K8S_TRAINING_NODE_SELECTOR"]), "training must be placed on the GPU pool"
+    # The GPU request alone places training (a label like nvidia.com/gpu.present is not on every GPU pool).
+    assert json.loads(env["MLTRAIN_K8S_TRAINING_NODE_SELECTOR"]) == {}
     tolerations = json.loads(env["MLTRAIN_K8S_TRAINING_TOLERATIONS"])
     assert tolerations and isinstance(tolerations, list)
     for toleration in tolerations:

@@ -40,6 +40,9 @@ BAD_VALUES = {
     "MLTRAIN_K8S_NODE_SELECTOR": '["pool"]',
     "MLTRAIN_K8S_TRAINING_NODE_SELECTOR": '{"gpu": true}',
     "MLTRAIN_K8S_TRAINING_TOLERATIONS": '{"key": "nvidia.com/gpu"}',
+    "MLTRAIN_K8S_UNSCHEDULABLE_TIMEOUT_S": "5m",
+    "MLTRAIN_K8S_SPARK_SERVICE_ACCOUNT": "Spark Driver",
+    "MLTRAIN_K8S_NODE_SIZES": '{"gpu": {"gpus": "8"}}',
     "MLTRAIN_CITIES": "nyc,paris",  # declared by the demand pipeline's spec
     "MLTRAIN_PIPELINES": "demand,my_company.missing.spec",
     "MLTRAIN_GIT_URL": "git@github.com:acme/mltrain.git",

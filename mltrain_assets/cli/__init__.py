@@ -162,7 +162,8 @@ def _simple_commands() -> list[click.Command]:
                  _option("--mlflow-port", type=int, default=5000, show_default=True, help="MLflow UI port")),
         _command("heal", commands._cmd_heal,
                  "Fail the runs whose run worker died on this host (kill -9, OOM) and free the pool slots of runs "
-                 "that ended (what the daemon's run monitoring does; materialize and demo do it before each launch).",
+                 "that ended (what the daemon's run monitoring does; materialize and demo do it before each launch); "
+                 "then delete the workload objects (pods, jobs, services; k8s-local's processes) of runs that ended.",
                  _option("--dry-run", is_flag=True, help="only print what it would do")),
         _command("schema", commands._cmd_schema, "Print the landing datasets' schemas and rules."),
         _command("materialize", commands._cmd_materialize,

@@ -320,18 +320,26 @@ def _cmd_materialize(args: argparse.Namespace) -> int:
 def _cmd_heal(args: argparse.Namespace) -> int:
     from mltrain_assets.cli.demo import ensure_instance
     from mltrain_assets.core.heal import heal
+    from mltrain_assets.core.reap import backends_from_settings, reap
 
     _effective_env()
-    report = heal(ensure_instance(), dry_run=args.dry_run)
+    instance = ensure_instance()
+    report = heal(instance, dry_run=args.dry_run)
     for line in report.lines():
         print(line)
     if not report.lines():
         print("no runs in progress and no pool slots held")
+    # Then the workload objects (pods, jobs, services; k8s-local's processes) of runs that ended, those just failed too.
+    backends, problems = backends_from_settings()
+    reaped = reap(instance, backends, dry_run=args.dry_run, say=print)
+    for problem in problems:
+        print(problem)
     verb = "would fail" if args.dry_run else "failed"
     print(
         f"{verb} {len(report.failed)} run(s) whose run worker is gone; "
         f"{'would free' if args.dry_run else 'freed'} the pool slots of {len(report.freed)} run(s); "
-        f"{len(report.running)} running, {len(report.unknown)} left to the daemon's run monitoring"
+        f"{len(report.running)} running, {len(report.unknown)} left to the daemon's run monitoring; "
+        f"{'would delete' if args.dry_run else 'deleted'} {len(reaped)} workload object(s) of ended runs"
     )
     return 0
 

@@ -9,6 +9,7 @@ is checked with kubernetes-validate (Kubernetes 1.30, strict) and against Pod Se
 
 from __future__ import annotations
 
+import sys
 from typing import Any, cast
 
 K8S_VERSION = "1.30"
@@ -106,4 +107,19 @@ def main(asset: str, partition: str | None, backend: str = "k8s") -> int:
     objects = render(asset, partition, backend)
     validate(objects)
     print(header(asset, objects) + to_yaml(objects), end="")
+    for warning in fit_warnings(objects):
+        print(warning, file=sys.stderr)
     return 0
+
+
+def fit_warnings(objects: list[dict[str, Any]]) -> list[str]:
+    """A warning per pod no node of ``MLTRAIN_K8S_NODE_SIZES`` can hold (it would stay Pending)."""
+    import os
+
+    from mltrain_assets.resources.node_sizes import NODE_SIZES_ENV, oversized, parse_node_sizes
+
+    try:
+        sizes = parse_node_sizes(os.environ.get(NODE_SIZES_ENV, ""))
+    except ValueError as refused:
+        return [f"warning: {refused}: node sizes not checked"]
+    return oversized(objects, sizes)

@@ -16,7 +16,7 @@ tree (``None`` on ``k8s``, where the run worker cannot see the pod; ``cost_measu
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dagster import (
@@ -64,6 +64,9 @@ class StepCost:
     peak_rss_mb: float | None = 0.0
     launches: int = 0
     measured: str = ""
+    # Node index -> pods it took where the cluster replaced one (evicted, preempted), and the seconds they had run.
+    pod_attempts: dict[int, int] = field(default_factory=dict)
+    seconds_lost: float = 0.0
 
     def add(self, result: WorkloadResult) -> None:
         self.launches += 1
@@ -75,6 +78,9 @@ class StepCost:
             else max(self.peak_rss_mb, result.peak_rss_mb)
         )
         self.measured = result.measured
+        for index, attempts in result.attempts.items():
+            self.pod_attempts[index] = self.pod_attempts.get(index, 1) + attempts - 1
+        self.seconds_lost += result.seconds_lost
 
     def share(self, parts: int) -> StepCost:
         """One partition's share of a launch that built ``parts`` partitions (time splits; the peak does not)."""
@@ -86,6 +92,8 @@ class StepCost:
             peak_rss_mb=self.peak_rss_mb,
             launches=self.launches,
             measured=self.measured,
+            pod_attempts=dict(self.pod_attempts),
+            seconds_lost=self.seconds_lost,
         )
 
     def metadata(self) -> dict[str, Any]:
@@ -96,6 +104,9 @@ class StepCost:
         }
         if self.launches:
             metadata["cost_measured"] = self.measured
+        if self.pod_attempts:  # the work survived a disruption: which nodes were replaced, and what it cost
+            metadata["pod_attempts"] = {str(index): n for index, n in sorted(self.pod_attempts.items())}
+            metadata["seconds_lost"] = round(self.seconds_lost, 1)
         return metadata
 
 

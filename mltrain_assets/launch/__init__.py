@@ -13,7 +13,7 @@ imports it in a bare interpreter).
 from mltrain_assets.launch.kubernetes import Cluster, IndexedJob, KubernetesPod, RenderOnly
 from mltrain_assets.launch.local import KubernetesHere, LocalProcess, local_pods
 from mltrain_assets.launch.metering import TreeUsage
-from mltrain_assets.launch.protocol import Launch, Launcher, LaunchFailed, LaunchResult
+from mltrain_assets.launch.protocol import Launch, Launcher, LaunchFailed, LaunchResult, PodCannotStart
 from mltrain_assets.launch.supervisor import LaunchTimeout
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "LaunchTimeout",
     "Launcher",
     "LocalProcess",
+    "PodCannotStart",
     "RenderOnly",
     "TreeUsage",
     "local_pods",

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import math
 import os
+import re
+import sys
 from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
-from mltrain_assets.launch.protocol import Launch, LaunchResult, local_python
-from mltrain_assets.launch.supervisor import run_processes
+from mltrain_assets.launch.local_objects import recorded
+from mltrain_assets.launch.protocol import Launch, LaunchResult, PodCannotStart, local_python
+from mltrain_assets.launch.supervisor import OOM_EXIT, run_processes, supervise
 from mltrain_assets.workloads.common.params import COMPLETION_INDEX_ENV  # what a node reads its rank from
 
+GPU = "nvidia.com/gpu"
 # Loopback for Spark: it otherwise binds the machine's external address.
 LOCAL_ENV = {"SPARK_LOCAL_IP": "127.0.0.1"}
 
@@ -40,66 +48,371 @@ class KubernetesHere:
     """Exactly the rendered objects, run here: each pod's container as a local process (``k8s-local``).
 
     Pod env is resolved the way the kubelet would (downward-API pod IP -> 127.0.0.1, pod name ->
-    its name, Secret references -> this machine's values of the same variables); an Indexed Job
-    runs as one process per completion index, the rendezvous host mapped to 127.0.0.1:``port``.
-    Only pod 0 gets ``launch.env`` (it alone talks to Dagster, here through a temp file).
+    its name, Secret references -> ``local_secret``); an Indexed Job runs as one process per
+    completion index, the rendezvous host mapped to 127.0.0.1:``port``. Only pod 0 gets
+    ``launch.env`` (it alone talks to Dagster, here through a temp file).
+
+    Before anything starts, what the cluster would refuse is refused with its words
+    (``PodCannotStart``): a pod no node fits (``schedule``) and an env var whose Secret or key
+    is missing. While they run, a pod past its memory limit is killed (``OOMKilled``), and a pod
+    named by a file in ``evict_dir`` is evicted: its processes killed, the pod recorded Failed with
+    a ``DisruptionTarget`` condition, and its replacement started with the same index, command and env.
     """
 
     port: int
     python: str = ""
     ok_exits: tuple[int, ...] = (0,)
+    evict_dir: str = ""  # default: $MLTRAIN_HOME/k8s-local/evict
 
     def launch(self, launch: Launch) -> LaunchResult:
-        pods = local_pods(list(launch.objects), python=self.python, port=self.port)
+        objects = list(launch.objects)
+        nodes = cluster_nodes()
+        for unscheduled in pods_of(objects):
+            schedule(unscheduled, nodes)
+        pods = replayed_pods(objects, python=self.python, port=self.port)
         processes = [
-            (command, {**os.environ, **env, **(launch.env if index == 0 else {})})
-            for index, (command, env) in enumerate(pods)
+            (pod.command, {**os.environ, **pod.env, **(launch.env if slot == 0 else {})})
+            for slot, pod in enumerate(pods)
         ]
-        returncodes, usage = run_processes(processes, timeout_s=launch.timeout_s, ok_exits=self.ok_exits)
-        return LaunchResult(returncodes=returncodes, usage=usage)
+        evictions = Evictions(Path(self.evict_dir) if self.evict_dir else evict_dir(), pods)
+        # Recorded while it runs (launch/local_objects.py): what a killed run worker leaves, `mltrain heal` reaps.
+        with recorded(objects, processes) as processes:
+            supervised = supervise(
+                processes,
+                timeout_s=launch.timeout_s,
+                ok_exits=self.ok_exits,
+                memory_limits_kb=[pod.memory_limit_kb for pod in pods],
+                evictions=evictions,
+            )
+        for slot in supervised.out_of_memory:
+            killed = pods[slot]
+            raise PodCannotStart(
+                killed.pod.name,
+                "OOMKilled",
+                f"container {killed.container_name!r} was killed past its memory limit {killed.memory_limit} "
+                f"(exit code {OOM_EXIT}; k8s-local: the resident memory of its processes)",
+                namespace=killed.namespace,
+            )
+        return LaunchResult(
+            returncodes=supervised.returncodes,
+            usage=supervised.usage,
+            attempts={slot: n for slot, n in enumerate(supervised.attempts) if n > 1},
+            seconds_lost=supervised.seconds_lost,
+            disruptions=evictions.disruptions,
+        )
+
+
+@dataclass(frozen=True)
+class PodOf:
+    """One pod the objects would make: its name, namespace, completion index (Indexed Job) and container."""
+
+    name: str
+    namespace: str
+    index: int | None
+    spec: dict[str, Any]
+
+    @property
+    def container(self) -> dict[str, Any]:
+        return self.spec["containers"][0]
+
+
+@dataclass(frozen=True)
+class LocalPod:
+    """A pod resolved for this machine: the process it runs, and what the supervisor enforces on it."""
+
+    pod: PodOf
+    command: list[str]
+    env: dict[str, str]
+
+    @property
+    def namespace(self) -> str:
+        return self.pod.namespace
+
+    @property
+    def container_name(self) -> str:
+        return str(self.pod.container.get("name", ""))
+
+    @property
+    def memory_limit(self) -> str:
+        return str((self.pod.container.get("resources") or {}).get("limits", {}).get("memory", ""))
+
+    @property
+    def memory_limit_kb(self) -> int | None:
+        return int(_quantity(self.memory_limit)) // 1024 if self.memory_limit else None
+
+
+def pods_of(objects: list[dict[str, Any]]) -> list[PodOf]:
+    """The pods the objects would make: a Pod itself, ``completions`` pods per Indexed Job (``{job}-{index}``)."""
+    pods: list[PodOf] = []
+    for obj in objects:
+        namespace = obj["metadata"].get("namespace", "default")
+        if obj["kind"] == "Pod":
+            pods.append(PodOf(obj["metadata"]["name"], namespace, None, obj["spec"]))
+        elif obj["kind"] == "Job":
+            spec, name = obj["spec"]["template"]["spec"], obj["metadata"]["name"]
+            pods += [
+                PodOf(f"{name}-{index}", namespace, index, spec) for index in range(int(obj["spec"]["completions"]))
+            ]
+    return pods
 
 
 def local_pods(objects: list[dict[str, Any]], *, python: str = "", port: int) -> list[tuple[list[str], dict[str, str]]]:
     """``(command, env)`` per pod the objects would start, resolved for this machine."""
-    pods: list[tuple[dict[str, Any], str, int | None]] = []
-    for obj in objects:
-        if obj["kind"] == "Pod":
-            pods.append((obj["spec"]["containers"][0], obj["metadata"]["name"], None))
-        elif obj["kind"] == "Job":
-            container = obj["spec"]["template"]["spec"]["containers"][0]
-            name = obj["metadata"]["name"]
-            pods += [(container, f"{name}-{index}", index) for index in range(int(obj["spec"]["completions"]))]
+    return [(pod.command, pod.env) for pod in replayed_pods(objects, python=python, port=port)]
+
+
+def replayed_pods(objects: list[dict[str, Any]], *, python: str = "", port: int) -> list[LocalPod]:
+    """Each pod the objects would start, its container's command and env resolved as the kubelet would here.
+
+    Raises ``PodCannotStart`` (``CreateContainerConfigError``) for an env var whose Secret or key is missing.
+    """
+    pods = pods_of(objects)
     resolved = []
     # The replayed pods share this machine: each gets its share of its cores, never more than it requested.
     share = max(1, len(os.sched_getaffinity(0)) // max(1, len(pods)))
-    for container, pod_name, index in pods:
+    for pod in pods:
+        container = pod.container
         command = local_python(workload_command(container), python)
         params = command_params(command)
         if params.get("rdzv_endpoint"):
             params["rdzv_endpoint"] = f"127.0.0.1:{port}"  # pod 0's DNS name, on this machine
             command = with_params(command, params)
         env = dict(LOCAL_ENV)
+        for source in container.get("envFrom") or []:
+            env.update(_env_from(pod, source))
         for item in container.get("env") or []:
             if item["name"].startswith("DAGSTER_PIPES_"):
                 continue
-            field_path = item.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
-            resource = item.get("valueFrom", {}).get("resourceFieldRef", {}).get("resource")
+            value_from = item.get("valueFrom", {})
+            field_path = value_from.get("fieldRef", {}).get("fieldPath")
+            resource = value_from.get("resourceFieldRef", {}).get("resource")
             if "value" in item:
                 env[item["name"]] = item["value"]
             elif field_path == "status.podIP":
                 env[item["name"]] = "127.0.0.1"
             elif field_path == "metadata.name":
-                env[item["name"]] = pod_name
+                env[item["name"]] = pod.name
             elif resource in ("requests.cpu", "limits.cpu"):
                 kind, _ = resource.split(".")
                 asked = container.get("resources", {}).get(kind, {}).get("cpu")
                 env[item["name"]] = str(min(share, whole_cores(asked)) if asked else share)
-            elif "secretKeyRef" in item.get("valueFrom", {}) and item["name"] in os.environ:
-                env[item["name"]] = os.environ[item["name"]]
-        if index is not None:
-            env[COMPLETION_INDEX_ENV] = str(index)
-        resolved.append((command, env))
+            elif "secretKeyRef" in value_from:
+                value = _secret_key(pod, value_from["secretKeyRef"])
+                if value is not None:
+                    env[item["name"]] = value
+        if pod.index is not None:
+            env[COMPLETION_INDEX_ENV] = str(pod.index)
+        resolved.append(LocalPod(pod, command, env))
     return resolved
+
+
+# ------------------------------------------------------------------ Secrets, as the kubelet resolves them
+
+
+def secrets_dir() -> Path:
+    """k8s-local's Secrets: ``<name>.env`` files (``KEY=VALUE`` lines, what ``kubectl create secret generic
+    <name> --from-env-file`` takes), in ``$MLTRAIN_HOME/k8s-local/secrets``."""
+    from mltrain_assets.settings import mltrain_home
+
+    return mltrain_home() / "k8s-local" / "secrets"
+
+
+def local_secret(name: str) -> dict[str, str] | None:
+    """Secret ``name`` on this machine: its env file's keys, or ``None`` where there is no such file.
+
+    Read as ``kubectl create secret generic --from-env-file`` reads it (kubectl's ``processEnvFileLine``):
+    leading blanks dropped, blank and ``#`` lines skipped, ``KEY=value`` split at the first ``=`` with
+    the value verbatim (no quotes removed), and a bare ``KEY`` taking this machine's value, if any.
+    """
+    path = secrets_dir() / f"{name}.env"
+    if not path.is_file():
+        return None
+    secret = {}
+    for line in path.read_text(encoding="utf-8-sig").splitlines():
+        line = line.lstrip()
+        if not line or line.startswith("#"):
+            continue
+        key, has_value, value = line.partition("=")
+        if has_value:
+            secret[key] = value
+        elif key in os.environ:
+            secret[key] = os.environ[key]
+    return secret
+
+
+def _secret_key(pod: PodOf, ref: dict[str, Any]) -> str | None:
+    """``valueFrom.secretKeyRef``: the key of the Secret's file; without a file, this machine's variable ``key``."""
+    name, key, optional = ref.get("name", ""), ref["key"], bool(ref.get("optional"))
+    secret = local_secret(name)
+    value = os.environ.get(key) if secret is None else secret.get(key)
+    if value is None and not optional:
+        # The kubelet's words (kubelet_pods.go, makeEnvironmentVariables).
+        raise _config_error(pod, f"couldn't find key {key} in Secret {pod.namespace}/{name}")
+    return value
+
+
+def _env_from(pod: PodOf, source: dict[str, Any]) -> dict[str, str]:
+    """``envFrom.secretRef``: every key of the Secret's file; a Secret without one is not found."""
+    ref = source.get("secretRef")
+    if not ref:
+        return {}
+    secret = local_secret(ref["name"])
+    if secret is None:
+        if ref.get("optional"):
+            return {}
+        raise _config_error(
+            pod, f'secret "{ref["name"]}" not found'
+        )  # the API server's NotFound, as the kubelet shows it
+    return {f"{source.get('prefix', '')}{key}": value for key, value in secret.items()}
+
+
+def _config_error(pod: PodOf, message: str) -> PodCannotStart:
+    return PodCannotStart(pod.name, "CreateContainerConfigError", message, namespace=pod.namespace)
+
+
+# ------------------------------------------------------------------ the scheduler
+
+
+@dataclass(frozen=True)
+class Node:
+    """What one emulated node can give a pod (allocatable): CPU and memory where they are checked, GPUs always."""
+
+    name: str
+    allocatable: dict[str, str]
+
+
+def cluster_nodes() -> list[Node]:
+    """The nodes k8s-local schedules onto.
+
+    ``MLTRAIN_K8S_NODE_SIZES`` set: one node per pool, as the cluster it describes (the sizes ``mltrain
+    manifests`` warns against), each with no more GPUs than this machine has. Unset: this machine, for
+    GPUs only: k8s-local runs the production-sized requests scaled to its share of this machine's cores
+    (``MLTRAIN_NODE_CPUS``), so only what no process here can have is unschedulable. ``MLTRAIN_K8S_NODE_SIZES``
+    naming this machine's size (``host_allocatable``) makes CPU and memory requests count too.
+    """
+    from mltrain_assets.resources.node_sizes import NODE_SIZES_ENV, parse_node_sizes
+
+    raw = os.environ.get(NODE_SIZES_ENV, "")
+    gpus = str(host_gpus())
+    if not raw.strip():
+        return [Node("this-machine", {GPU: gpus})]
+    sizes = parse_node_sizes(raw)
+    return [
+        Node(pool, {**size, GPU: str(min(int(_quantity(size.get(GPU, "0"))), int(gpus)))})
+        for pool, size in sizes.items()
+    ]
+
+
+def host_allocatable() -> dict[str, str]:
+    """This machine as a node: the CPUs this process may use, ``MemTotal``, its NVIDIA GPUs."""
+    return {"cpu": str(len(os.sched_getaffinity(0))), "memory": f"{_mem_total_kb()}Ki", GPU: str(host_gpus())}
+
+
+def host_gpus() -> int:
+    return len([d for d in glob.glob("/dev/nvidia*") if re.fullmatch(r"/dev/nvidia\d+", d)])
+
+
+def _mem_total_kb() -> int:
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1])
+    raise OSError("no MemTotal in /proc/meminfo")
+
+
+def schedule(pod: PodOf, nodes: list[Node]) -> Node:
+    """The node the pod fits, or ``PodCannotStart`` (``Unschedulable``) in the scheduler's own words.
+
+    The NodeResourcesFit filter's reason per node and resource (``Insufficient <resource>``),
+    counted over nodes, sorted and joined as ``FitError.Error()`` does, then the DefaultPreemption
+    plugin's message (nothing runs here that a preemption could remove).
+    """
+    from mltrain_assets.resources.node_sizes import pod_requests
+
+    requests = pod_requests(pod.spec)
+    reasons: dict[str, int] = {}
+    for node in nodes:
+        short = [
+            resource
+            for resource, asked in requests.items()
+            if resource in node.allocatable and _quantity(asked) > _quantity(node.allocatable[resource])
+        ]
+        if not short:
+            return node
+        for resource in short:
+            reason = f"Insufficient {resource}"
+            reasons[reason] = reasons.get(reason, 0) + 1
+    histogram = ", ".join(sorted(f"{count} {reason}" for reason, count in reasons.items()))
+    message = (
+        f"0/{len(nodes)} nodes are available: {histogram}. "
+        # DefaultPreemption's reason ends in a period, and its message appends one, hence "pod.." as clusters print it.
+        f"preemption: 0/{len(nodes)} nodes are available: {len(nodes)} No preemption victims found for incoming pod.."
+    )
+    raise PodCannotStart(pod.name, "Unschedulable", message, namespace=pod.namespace)
+
+
+# ------------------------------------------------------------------ eviction
+
+
+# The condition the API server puts on a pod it evicts (the Job's podFailurePolicy matches its type).
+DISRUPTION = {
+    "type": "DisruptionTarget",
+    "status": "True",
+    "reason": "EvictionByEvictionAPI",
+    "message": "Eviction API: evicting",
+}
+
+
+def evict_dir() -> Path:
+    """Where a file named after a running pod evicts it: ``$MLTRAIN_HOME/k8s-local/evict``."""
+    from mltrain_assets.settings import mltrain_home
+
+    return mltrain_home() / "k8s-local" / "evict"
+
+
+class Evictions:
+    """The supervisor's ``evictions``: the slots whose pod a file in ``directory`` names (each file is consumed).
+
+    An evicted pod is recorded (``disruptions``) as the Job controller sees it: phase Failed with a
+    ``DisruptionTarget`` condition (``EvictionByEvictionAPI``), which the Job's podFailurePolicy ignores;
+    its replacement keeps the completion index, command and env (and, here, the pod's name: a file by
+    that name evicts it in turn).
+    """
+
+    def __init__(self, directory: Path, pods: list[LocalPod]):
+        self.directory = directory
+        self.pods = pods
+        self.attempts = [1] * len(pods)
+        self.disruptions: list[str] = []
+
+    def __call__(self) -> list[int]:
+        if not self.directory.is_dir():
+            return []
+        slots = []
+        for slot, pod in enumerate(self.pods):
+            request = self.directory / pod.pod.name
+            with contextlib.suppress(FileNotFoundError):
+                request.unlink()
+                slots.append(slot)
+                self._record(slot)
+        return slots
+
+    def _record(self, slot: int) -> None:
+        pod = self.pods[slot].pod
+        self.attempts[slot] += 1
+        self.disruptions.append(
+            f"pod {pod.namespace}/{pod.name} (index {pod.index}) was disrupted: phase Failed, condition "
+            f"DisruptionTarget ({DISRUPTION['reason']}: {DISRUPTION['message']}); replaced by a new pod for index "
+            f"{pod.index} (attempt {self.attempts[slot]})"
+        )
+        print(f"k8s-local: {self.disruptions[-1]}", file=sys.stderr, flush=True)
+
+
+def _quantity(quantity: str) -> Decimal:
+    # Only objects rendered by a k8s backend carry one, and rendering has imported the client already.
+    from kubernetes.utils.quantity import parse_quantity
+
+    return parse_quantity(str(quantity))
 
 
 def whole_cores(quantity: str) -> int:

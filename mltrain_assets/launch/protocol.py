@@ -33,10 +33,40 @@ class LaunchResult:
     returncodes: list[int] = field(default_factory=list)
     usage: TreeUsage | None = None
     objects: list[dict[str, Any]] = field(default_factory=list)
+    # Pods started per node index (an evicted or preempted pod's replacement is a second attempt); {} where
+    # nothing was replaced, and the seconds the replaced pods had run (work redone from the last checkpoint).
+    attempts: dict[int, int] = field(default_factory=dict)
+    seconds_lost: float = 0.0
+    disruptions: list[str] = field(default_factory=list)  # each replaced pod, with the cluster's reason
 
 
 class LaunchFailed(Exception):
     """The launch itself failed (an API error, no pod for an index): retrying the step may help."""
+
+
+class PodCannotStart(LaunchFailed):
+    """A pod the cluster will not start (or keeps killing), with the scheduler's or kubelet's own words.
+
+    ``reason`` is Kubernetes' reason string: ``Unschedulable`` (Pending with ``FailedScheduling``
+    past ``MLTRAIN_K8S_UNSCHEDULABLE_TIMEOUT_S``), ``ErrImagePull`` / ``ImagePullBackOff``,
+    ``CreateContainerConfigError`` (a missing Secret or key), ``OOMKilled``. ``message`` is the
+    cluster's message (an event's or the container state's). ``retryable``: whether a step retry
+    soon may help; an unschedulable request, a missing image or Secret, and an out-of-memory kill
+    do not fix themselves, so the control plane fails the step without retries for those.
+    k8s-local raises the same class for what it emulates.
+    """
+
+    def __init__(self, pod: str, reason: str, message: str, *, namespace: str = "", retryable: bool = False):
+        self.pod, self.reason, self.message, self.namespace, self.retryable = pod, reason, message, namespace, retryable
+        where = f"{namespace}/{pod}" if namespace else pod
+        super().__init__(f"pod {where} cannot start: {reason}: {message}")
+
+    def __reduce__(self):
+        return (_pod_cannot_start, (self.pod, self.reason, self.message, self.namespace, self.retryable))
+
+
+def _pod_cannot_start(pod: str, reason: str, message: str, namespace: str, retryable: bool) -> PodCannotStart:
+    return PodCannotStart(pod, reason, message, namespace=namespace, retryable=retryable)
 
 
 class Launcher(Protocol):

@@ -37,6 +37,7 @@ from mltrain_assets.launch import (
     LocalProcess,
     RenderOnly,
 )
+from mltrain_assets.launch.protocol import PodCannotStart
 from mltrain_assets.loopback import free_port
 from mltrain_assets.resources.k8s import (
     executor_pod_template,
@@ -93,6 +94,9 @@ class WorkloadResult:
     cpu_s: float | None = None
     peak_rss_mb: float | None = None
     measured: str = ""  # how cpu_s and peak_rss_mb were measured, or why they were not
+    # Node index -> pods it took, where the cluster replaced one (evicted, preempted); the seconds they had run.
+    attempts: dict[int, int] = field(default_factory=dict)
+    seconds_lost: float = 0.0
 
     @property
     def elapsed_s(self) -> float:
@@ -146,6 +150,8 @@ class ComputeBackend(ConfigurableResource, WorkloadObjects):
     k8s_image: str = ""
     k8s_namespace: str = "mltrain"
     k8s_service_account: str = ""
+    # A Spark driver with a k8s:// master creates its executors: only it gets a token, and this account ("": the above).
+    k8s_spark_service_account: str = ""
     k8s_image_pull_policy: str = "IfNotPresent"
     # CPU, memory, GPUs, scratch, /dev/shm and timeout per profile and step (resources/workload_resources.py).
     workload_resources: str = "{}"
@@ -153,6 +159,7 @@ class ComputeBackend(ConfigurableResource, WorkloadObjects):
     k8s_training_node_selector: str = "{}"  # JSON object, pods that request GPUs (a GPU node pool)
     k8s_training_tolerations: str = "[]"  # JSON list, pods that request GPUs (e.g. nvidia.com/gpu taints)
     k8s_env_secret: str = ""  # Secret whose keys become env vars of every workload pod
+    k8s_unschedulable_timeout_s: str = "300"  # a pod unschedulable this long fails its step (FailedScheduling)
     dry_run: bool = False  # render what would be submitted (the render-only launcher) and launch nothing
 
     @classmethod
@@ -178,7 +185,9 @@ class ComputeBackend(ConfigurableResource, WorkloadObjects):
             "workload_resources": EnvVar("MLTRAIN_WORKLOAD_RESOURCES"),
             "k8s_namespace": EnvVar("MLTRAIN_K8S_NAMESPACE"),
             "k8s_service_account": EnvVar("MLTRAIN_K8S_SERVICE_ACCOUNT"),
+            "k8s_spark_service_account": EnvVar("MLTRAIN_K8S_SPARK_SERVICE_ACCOUNT"),
             "k8s_env_secret": EnvVar("MLTRAIN_K8S_ENV_SECRET"),
+            "k8s_unschedulable_timeout_s": EnvVar("MLTRAIN_K8S_UNSCHEDULABLE_TIMEOUT_S"),
             "k8s_node_selector": EnvVar("MLTRAIN_K8S_NODE_SELECTOR"),
             "k8s_training_node_selector": EnvVar("MLTRAIN_K8S_TRAINING_NODE_SELECTOR"),
             "k8s_training_tolerations": EnvVar("MLTRAIN_K8S_TRAINING_TOLERATIONS"),
@@ -229,14 +238,21 @@ class ComputeBackend(ConfigurableResource, WorkloadObjects):
                 "spark.kubernetes.namespace": self.k8s_namespace,
                 **(
                     {
-                        "spark.kubernetes.authenticate.driver.serviceAccountName": account,
+                        "spark.kubernetes.authenticate.driver.serviceAccountName": self.k8s_spark_service_account
+                        or account,
                         "spark.kubernetes.authenticate.executor.serviceAccountName": account,
                     }
                     if account
                     else {}
                 ),
             }
-            template = self.pod_template("spark", self.resources_for("spark"), image=self.image(context), executor=True)
+            template = self.pod_template(
+                "spark",
+                self.resources_for("spark"),
+                image=self.image(context),
+                executor=True,
+                run_id=context.run_id if context is not None else "",
+            )
             settings = dataclasses.replace(
                 settings, conf={**defaults, **settings.conf}, executor_pod_template=executor_pod_template(template)
             )
@@ -298,7 +314,8 @@ class ComputeBackend(ConfigurableResource, WorkloadObjects):
             return KubernetesHere(port=free_port(), python=self.python_executable, ok_exits=(0, *REPORTED_EXITS))
         from mltrain_assets.resources.k8s_cluster import DagsterCluster
 
-        cluster = DagsterCluster()
+        timeout = _positive_int("MLTRAIN_K8S_UNSCHEDULABLE_TIMEOUT_S", self.k8s_unschedulable_timeout_s, minimum=0)
+        cluster = DagsterCluster(unschedulable_timeout_s=timeout)
         return (IndexedJob if distributed else KubernetesPod)(client=cluster, follow_logs=follow_logs)
 
     def run(
@@ -358,9 +375,9 @@ class ComputeBackend(ConfigurableResource, WorkloadObjects):
 
             def follow_logs(namespace: str, pod: str) -> None:  # pod logs carry the Pipes messages on a cluster
                 assert not isinstance(reader, PipesTempFileMessageReader)  # only the k8s launchers follow pod logs
-                cluster = launcher.client
-                cluster.wait_for_pod_ready(pod, namespace, timeout_s)
-                reader.consume_pod_logs(context=context, core_api=cluster.core_api, namespace=namespace, pod_name=pod)
+                # Called once the pod started (and again for a pod the Job started in place of an evicted one).
+                core_api = launcher.client.core_api
+                reader.consume_pod_logs(context=context, core_api=core_api, namespace=namespace, pod_name=pod)
 
             launcher = self.launcher(follow_logs=follow_logs, distributed=distributed)
             try:
@@ -369,6 +386,12 @@ class ComputeBackend(ConfigurableResource, WorkloadObjects):
                 raise Failure(
                     description=f"{workload} timed out after {timeout_s:.0f}s and was killed", allow_retries=True
                 ) from timeout
+            except PodCannotStart as refused:  # an unschedulable request or a missing Secret: not fixed by a retry
+                raise Failure(
+                    description=f"{workload}: {refused}",
+                    metadata={"pod_cannot_start": MetadataValue.text(refused.reason), "pod": refused.pod},
+                    allow_retries=refused.retryable,
+                ) from refused
             except LaunchFailed as failed:
                 raise Failure(description=str(failed), allow_retries=True) from failed
         messages = _checked(workload, result.returncodes, list(session.get_custom_messages()))
@@ -384,12 +407,19 @@ class ComputeBackend(ConfigurableResource, WorkloadObjects):
                     allow_retries=False,
                 )
         usage = result.usage
+        if result.attempts:
+            context.log.warning(
+                f"{workload}: pods replaced by the cluster (attempts per node {result.attempts}, "
+                f"{result.seconds_lost:.0f}s of work redone): {'; '.join(result.disruptions)}"
+            )
         return WorkloadResult(
             summary=summary,
             wall_s=time.monotonic() - started,
             cpu_s=usage.cpu_s if usage else None,
             peak_rss_mb=usage.peak_rss_mb if usage else None,
             measured=usage.measured if usage else K8S_NOT_MEASURED,
+            attempts=dict(result.attempts),
+            seconds_lost=result.seconds_lost,
         )
 
 

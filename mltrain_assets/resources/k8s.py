@@ -23,9 +23,16 @@ from typing import Any
 from mltrain_assets.workloads.common.spark import EXECUTOR_CONTAINER
 
 PART_OF = {"app.kubernetes.io/part-of": "mltrain"}
+# The label dagster-k8s puts on run pods (K8sRunLauncher) and step pods: our objects carry it too, so the reaper
+# (core/reap.py) finds the objects of a run that ended.
+RUN_ID_LABEL = "dagster/run-id"
 CONTAINER = "workload"
 SCRATCH = "/tmp"
+# The name Spark gives its first local-dir volume (LocalDirsFeatureStep); a template volume by it is reused.
+SPARK_LOCAL_DIR_VOLUME = "spark-local-dir-1"
 SHM = "/dev/shm"
+# Crashes of one node's pod retried in place before the Job (and the step) fails.
+BACKOFF_LIMIT_PER_INDEX = 2
 # Pod Security "restricted" (resources/pod_security.py checks it), plus a read-only root file system:
 # every pod we create, and every Spark executor, runs this way.
 POD_SECURITY = {
@@ -64,6 +71,13 @@ class PodTemplate:
     shm_size: str = ""  # a memory-backed /dev/shm of this size (NCCL, DataLoader workers); "" none
     deadline_s: int = 3600
     labels: dict[str, str] = field(default_factory=dict)
+    # The run pod that launched this (downward API in the run pod: MLTRAIN_RUN_POD_NAME/UID): the objects are
+    # owned by it, so deleting the run pod (its Job's TTL, kubectl) garbage-collects them.
+    owner_pod: str = ""
+    owner_uid: str = ""
+    # Whether the pod talks to the Kubernetes API (a Spark driver with a k8s:// master creates its executors);
+    # every other pod gets no service-account token.
+    api_access: bool = False
 
 
 def container_spec(template: PodTemplate, name: str = CONTAINER) -> dict[str, Any]:
@@ -100,6 +114,7 @@ def pod_spec(template: PodTemplate, *, args: list[str] | None = None, restart_po
         "restartPolicy": restart_policy,
         "activeDeadlineSeconds": int(template.deadline_s),
         "securityContext": dict(POD_SECURITY),
+        "automountServiceAccountToken": template.api_access,
         "volumes": volumes(template),
         "containers": [container],
     }
@@ -135,6 +150,17 @@ def executor_pod_template(template: PodTemplate) -> dict[str, Any]:
     spec.pop("activeDeadlineSeconds")  # executors live as long as their driver, which has the deadline
     spec["automountServiceAccountToken"] = False  # only the driver talks to the Kubernetes API
     spec["containers"] = [container]
+    # Spark adds a volume spark-local-dir-1 at each SPARK_LOCAL_DIRS entry (the image's /tmp) unless the template
+    # mounts one by that name: under any other name the pod mounts /tmp twice and the API server refuses it.
+    for mount in container["volumeMounts"]:
+        if mount["name"] == "scratch":
+            mount["name"] = SPARK_LOCAL_DIR_VOLUME
+    for volume in spec["volumes"]:
+        if volume["name"] == "scratch":
+            volume["name"] = SPARK_LOCAL_DIR_VOLUME
+    # The image's WORKDIR is on the read-only root: executors fetch files and jars into their working directory.
+    container["workingDir"] = SCRATCH
+    # No owner reference here: Spark makes each executor owned by its driver pod (which the run pod owns).
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"labels": {**PART_OF, **template.labels}}, "spec": spec}
 
 
@@ -156,7 +182,16 @@ def spark_executor_object(pod: dict[str, Any], namespace: str) -> dict[str, Any]
 
 
 def pod_meta(template: PodTemplate) -> dict[str, Any]:
-    return {"labels": {**PART_OF, **template.labels}}
+    return {"labels": {**PART_OF, **template.labels}, **owner_meta(template)}
+
+
+def owner_meta(template: PodTemplate) -> dict[str, Any]:
+    """``ownerReferences`` to the run pod that launched the objects, when it is known (both name and uid)."""
+    if not (template.owner_pod and template.owner_uid):
+        return {}
+    # Not a controller (the Job controls its pods), and deleting the run pod never waits for ours.
+    owner = {"apiVersion": "v1", "kind": "Pod", "name": template.owner_pod, "uid": template.owner_uid}
+    return {"ownerReferences": [{**owner, "controller": False, "blockOwnerDeletion": False}]}
 
 
 def render_pod(template: PodTemplate, *, name: str, command: list[str], env: dict[str, str]) -> dict[str, Any]:
@@ -194,8 +229,11 @@ def render_indexed_job(
     """A headless Service and an Indexed Job of ``nodes`` pods; pod ``i`` is ``{name}-{i}.{name}``.
 
     Every pod runs the same command; it learns its node rank from ``JOB_COMPLETION_INDEX`` and
-    reaches the rendezvous at pod 0 through the Service's DNS. A failed pod fails the Job
-    (``backoffLimit: 0``): the control plane retries the step, and checkpoints make it resume.
+    reaches the rendezvous at pod 0 through the Service's DNS. A pod the cluster evicted or
+    preempted (``DisruptionTarget``) is not the work's failure: its index gets a new pod, not counted
+    against any limit, and training resumes from its checkpoint. A crashed pod is retried in place
+    (``backoffLimitPerIndex``), then fails the Job (``maxFailedIndexes: 0``) and the step; a data
+    rejection or an unavailable service (the workload's reported exit codes) fails the Job at once.
     """
     labels = {**PART_OF, **template.labels, "mltrain/job": name}
     spec = pod_spec(template, args=command)
@@ -214,16 +252,41 @@ def render_indexed_job(
         "completionMode": "Indexed",
         "completions": nodes,
         "parallelism": nodes,
-        "backoffLimit": 0,
+        "backoffLimitPerIndex": BACKOFF_LIMIT_PER_INDEX,
+        "maxFailedIndexes": 0,
+        "podReplacementPolicy": "Failed",  # a replacement starts once the old pod is gone: one hostname, one pod
+        "podFailurePolicy": pod_failure_policy(),
         "activeDeadlineSeconds": int(template.deadline_s),
         "ttlSecondsAfterFinished": 3600,
         "template": {"metadata": {"labels": labels}, "spec": spec},
     }
-    metadata = {"name": name, "namespace": template.namespace, "labels": labels}
+    metadata = {"name": name, "namespace": template.namespace, "labels": labels, **owner_meta(template)}
     return [
         {"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": service_spec},
         {"apiVersion": "batch/v1", "kind": "Job", "metadata": metadata, "spec": job_spec},
     ]
+
+
+def pod_failure_policy() -> dict[str, Any]:
+    """The Indexed Job's ``podFailurePolicy`` (rules apply in order; it needs ``restartPolicy: Never``)."""
+    # runtime pulls in dagster_pipes and the artifact store (~0.1 s): only rendering a Job pays for it.
+    from mltrain_assets.workloads.common.runtime import EXIT_DATA_REJECTED, EXIT_SERVICE_UNAVAILABLE
+
+    return {
+        "rules": [
+            # Evicted, preempted, drained or its node lost: the Job starts another pod for the index.
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            # Reported and final: the same input, or a service its client already retried, gives the same result.
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": CONTAINER,
+                    "operator": "In",
+                    "values": [EXIT_DATA_REJECTED, EXIT_SERVICE_UNAVAILABLE],
+                },
+            },
+        ]
+    }
 
 
 def rendezvous_endpoint(name: str, port: int) -> str:

@@ -7,6 +7,9 @@ it restricts and the values it allows:
 
     https://kubernetes.io/docs/concepts/security/pod-security-standards/
 
+The table is checked against the upstream pod-security-admission fixtures for v1.30 (kubernetes/kubernetes,
+staging/src/k8s.io/pod-security-admission/test/testdata/{baseline,restricted}/v1.30, vendored under
+mltrain_assets_tests/resources/psa_fixtures): every "fail" pod refused, every "pass" pod admitted.
 Controls the page adds after v1.30 are left out (Host Probes / Lifecycle Hooks, v1.34; the SELinux
 type ``container_engine_t``, v1.31). Pure standard library: ``mltrain manifests`` and the tests
 import it, so it must stay light.
@@ -15,6 +18,8 @@ import it, so it must stay light.
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -158,8 +163,9 @@ def _sysctls(meta: dict, spec: dict) -> Iterator[Finding]:
 def _volume_types(meta: dict, spec: dict) -> Iterator[Finding]:
     for i, volume in enumerate(spec.get("volumes") or []):
         types = [key for key, value in volume.items() if key != "name" and value is not None]
-        if not types or any(kind not in RESTRICTED_VOLUME_TYPES for kind in types):
-            found, must = Text(f"of type {'/'.join(types) or 'none'}"), ", ".join(RESTRICTED_VOLUME_TYPES)
+        # A volume with no source is an emptyDir: the API server defaults it so before admission sees it.
+        if any(kind not in RESTRICTED_VOLUME_TYPES for kind in types):
+            found, must = Text(f"of type {'/'.join(types)}"), ", ".join(RESTRICTED_VOLUME_TYPES)
             yield None, f"spec.volumes[{i}] ({volume.get('name')})", found, f"one of {must}"
 
 
@@ -280,12 +286,66 @@ def _show(value: Any) -> str:
     return "unset" if value is None else value if isinstance(value, Text) else json.dumps(value)
 
 
-def violations(obj: dict) -> list[str]:
-    """Every violation of RULES in the object's pods, one line each (empty: it passes)."""
+def violations(obj: dict, levels: Iterable[str] | None = None) -> list[str]:
+    """Every violation of RULES (of ``levels`` only, if given) in the object's pods, one line each (empty: it passes)."""
     found = []
+    rules = [rule for rule in RULES if levels is None or rule.level in levels]
     for label, meta, spec in _pods(obj):
-        for rule in RULES:
+        for rule in rules:
             for where, path, value, must in rule.check(meta, spec):
                 place = f"{label} {where}" if where else label
                 found.append(f"{place}: {rule.control} ({rule.level}): {path} is {_show(value)}, must be {must}")
+    return found
+
+
+# Privileged ports: not a Pod Security control, a start-up failure. A process that is not root and holds no
+# NET_BIND_SERVICE cannot bind a port below the node's net.ipv4.ip_unprivileged_port_start (1024 unless the
+# pod's safe sysctl lowers it), so a server told to listen there crashes on start.
+PORT_FLAGS = ("-p", "--port")
+UNPRIVILEGED_PORT_START = 1024
+
+
+def _command_words(container: dict) -> list[str]:
+    """command + args as words; a shell script among them (``bash -c "x -p 80"``) is split as the shell would."""
+    words: list[str] = []
+    for word in [*(container.get("command") or []), *(container.get("args") or [])]:
+        try:
+            words.extend(shlex.split(word) if re.search(r"\s", word) else [word])
+        except ValueError:  # unbalanced quotes: not a script shlex can read
+            words.extend(word.split())
+    return words
+
+
+def listening_ports(container: dict) -> list[tuple[str, Any]]:
+    """(where, port) for each port the container declares (``ports[].containerPort``) or its command is told to
+    listen on (``-p N``, ``--port N``, ``--port=N``); a value that is not a number is returned as written."""
+    found: list[tuple[str, Any]] = [
+        (f"ports[{i}].containerPort", port.get("containerPort")) for i, port in enumerate(container.get("ports") or [])
+    ]
+    words = _command_words(container)
+    for i, word in enumerate(words):
+        if word in PORT_FLAGS and i + 1 < len(words):
+            found.append((f"command {word} {words[i + 1]}", words[i + 1]))
+        elif word.startswith("--port="):
+            found.append((f"command {word}", word.split("=", 1)[1]))
+    return [(where, int(port) if str(port).isdigit() else port) for where, port in found]
+
+
+def privileged_ports(obj: dict) -> list[str]:
+    """Every port a container of the object's pods would listen on and cannot, one line each (empty: none)."""
+    found = []
+    for label, _, spec in _pods(obj):
+        start = UNPRIVILEGED_PORT_START
+        for sysctl in _get(spec, "securityContext.sysctls") or []:
+            if sysctl.get("name") == "net.ipv4.ip_unprivileged_port_start" and str(sysctl.get("value")).isdigit():
+                start = int(sysctl["value"])
+        for where, container in _containers(spec):
+            if "NET_BIND_SERVICE" in (_get(container, "securityContext.capabilities.add") or []):
+                continue
+            for path, port in listening_ports(container):
+                if not isinstance(port, int):
+                    found.append(f"{label} {where}: Privileged Port (project): {path} is not a port number")
+                elif port < start:
+                    must = f"{start} or above, or the container must add NET_BIND_SERVICE"
+                    found.append(f"{label} {where}: Privileged Port (project): {path} is {port}, must be {must}")
     return found

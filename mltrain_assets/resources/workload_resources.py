@@ -50,14 +50,17 @@ class WorkloadResources:
 FIELDS = {f.name for f in dataclasses.fields(WorkloadResources)}
 
 # Sized for the seed-scale benchmarks (BENCHMARKS.md): a 50M-ride day, 1M users x 50k items.
+# Node-local disk: what an ordinary node's 100 GB boot disk offers after the system's and images' share
+# (GKE's and AKS's defaults; an EKS node group's 20 GiB default needs a larger disk) — ephemeral-storage is
+# the boot disk unless the pool puts it elsewhere, so asking for more leaves the pod Pending on every node.
 EMBEDDED: dict[str, dict[str, Any]] = {
-    "default": {"cpu": "2", "memory": "8Gi", "ephemeral_storage": "20Gi", "scratch": "16Gi", "timeout_s": 1800},
-    "spark": {"cpu": "4", "memory": "16Gi", "ephemeral_storage": "100Gi", "scratch": "96Gi", "timeout_s": 3600},
+    "default": {"cpu": "2", "memory": "8Gi", "ephemeral_storage": "10Gi", "scratch": "8Gi", "timeout_s": 1800},
+    "spark": {"cpu": "4", "memory": "16Gi", "ephemeral_storage": "40Gi", "scratch": "32Gi", "timeout_s": 3600},
     "training": {
         "cpu": "8",
         "memory": "64Gi",
-        "ephemeral_storage": "100Gi",
-        "scratch": "64Gi",
+        "ephemeral_storage": "40Gi",
+        "scratch": "32Gi",
         "timeout_s": 3600,
         "shm": "16Gi",
     },

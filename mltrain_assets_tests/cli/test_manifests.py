@@ -114,8 +114,8 @@ def test_cli_prints_the_indexed_job_for_eight_gpu_nodes(upstream):
     pod = job["spec"]["template"]["spec"]
     assert {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}} in pod["volumes"]
     assert {"name": "shm", "mountPath": "/dev/shm"} in container["volumeMounts"]
-    assert {"name": "scratch", "emptyDir": {"sizeLimit": "64Gi"}} in pod["volumes"]
-    assert container["resources"]["requests"]["ephemeral-storage"] == "100Gi"
+    assert {"name": "scratch", "emptyDir": {"sizeLimit": "32Gi"}} in pod["volumes"]
+    assert container["resources"]["requests"]["ephemeral-storage"] == "40Gi"
 
 
 def test_resources_come_from_settings(upstream, monkeypatch):
@@ -169,7 +169,7 @@ def test_spark_on_kubernetes_renders_the_driver_and_its_executor_template(upstre
     assert spec["securityContext"] == driver["spec"]["securityContext"]
     # Its bounded scratch is the volume Spark would otherwise add for SPARK_LOCAL_DIRS (so /tmp is mounted once),
     # and the executor's working directory (the image's WORKDIR is on the read-only root).
-    assert {"name": "spark-local-dir-1", "emptyDir": {"sizeLimit": "96Gi"}} in spec["volumes"]
+    assert {"name": "spark-local-dir-1", "emptyDir": {"sizeLimit": "32Gi"}} in spec["volumes"]
     assert exec_container["volumeMounts"][0] == {"name": "spark-local-dir-1", "mountPath": "/tmp"}
     assert exec_container["workingDir"] == "/tmp"
 

@@ -12,8 +12,8 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from mltrain_assets.artifacts import ArtifactRef, compute_version, read_manifest
 from mltrain_assets.core.partitions import daily_partitions
-from mltrain_assets.core.steps import build_versions, plan_version, run_versioned_step
-from mltrain_assets.resources.compute import ComputeBackend
+from mltrain_assets.core.steps import StepCost, build_versions, plan_version, run_versioned_step
+from mltrain_assets.resources.compute import ComputeBackend, WorkloadResult
 from mltrain_assets.resources.spark import SparkConfig
 from mltrain_assets.resources.storage import ArtifactRefIOManagerFactory, ArtifactStorage
 from mltrain_assets_tests.resources.sample_workload import SampleParams
@@ -200,3 +200,22 @@ def test_a_range_records_each_dates_own_cost(tmp_path):
     }
     assert by_date["2026-01-01"]["wall_s"] == by_date["2026-01-01"]["cpu_s"] == 0, "found committed"
     assert by_date["2026-01-02"]["cpu_s"] >= 0.5 and by_date["2026-01-02"]["rows_out"] == 10
+
+
+def test_a_step_whose_pods_the_cluster_replaced_records_the_attempts_and_the_time_lost():
+    """An evicted or preempted node is not a failure of the work, but the step's metadata says what it cost."""
+    cost = StepCost()
+    cost.add(
+        WorkloadResult(wall_s=100.0, cpu_s=None, peak_rss_mb=None, measured="k8s", attempts={1: 2}, seconds_lost=42.34)
+    )
+    cost.add(
+        WorkloadResult(
+            wall_s=50.0, cpu_s=None, peak_rss_mb=None, measured="k8s", attempts={1: 2, 0: 2}, seconds_lost=7.0
+        )
+    )
+    metadata = cost.metadata()
+    assert metadata["pod_attempts"] == {"0": 2, "1": 3} and metadata["seconds_lost"] == 49.3
+    assert cost.share(2).metadata()["pod_attempts"] == {"0": 2, "1": 3}
+    undisturbed = StepCost()
+    undisturbed.add(WorkloadResult(wall_s=1.0, cpu_s=0.5, peak_rss_mb=10.0, measured="wait4 + /proc"))
+    assert "pod_attempts" not in undisturbed.metadata() and "seconds_lost" not in undisturbed.metadata()

@@ -43,7 +43,7 @@ def test_several_nodes_render_a_headless_service_and_an_indexed_job(tmp_path):
     assert params["rdzv_endpoint"] == f"{name}-0.{name}:29400"
     # NCCL's shared memory: a memory-backed /dev/shm of the training profile's size, bounded scratch.
     assert {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}} in pod["volumes"]
-    assert container["resources"]["requests"]["ephemeral-storage"] == "100Gi"
+    assert container["resources"]["requests"]["ephemeral-storage"] == "40Gi"
 
 
 def test_one_node_is_one_pod(tmp_path):
@@ -105,3 +105,29 @@ def test_the_image_is_the_code_locations_or_the_runs_own(monkeypatch):
         dagster_run = Run()
 
     assert backend.image(Context()) == "registry.example.com/mltrain@sha256:" + "2" * 64
+
+
+def test_the_indexed_job_ignores_disruptions_and_fails_at_once_on_a_reported_exit():
+    """What the API server checks beyond the schema: podFailurePolicy needs restartPolicy Never, names a container
+    of the template, and 0 is never an ``In`` exit code; maxFailedIndexes needs backoffLimitPerIndex."""
+    from mltrain_assets.resources.k8s import PodTemplate, render_indexed_job
+    from mltrain_assets.workloads.common.runtime import EXIT_DATA_REJECTED, EXIT_SERVICE_UNAVAILABLE
+
+    _, job = render_indexed_job(
+        PodTemplate(image="registry.example.com/mltrain:1", namespace="ml"),
+        name="mltrain-train-1a2b",
+        nodes=2,
+        command=["python", "-m", "x"],
+        env={},
+        port=29400,
+    )
+    kubernetes_validate.validate(job, "1.30", strict=True)
+    spec = job["spec"]
+    assert spec["template"]["spec"]["restartPolicy"] == "Never"
+    ignore, fail = spec["podFailurePolicy"]["rules"]
+    assert ignore == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    assert fail["action"] == "FailJob" and fail["onExitCodes"]["operator"] == "In"
+    assert fail["onExitCodes"]["values"] == [EXIT_DATA_REJECTED, EXIT_SERVICE_UNAVAILABLE]
+    assert fail["onExitCodes"]["containerName"] in [c["name"] for c in spec["template"]["spec"]["containers"]]
+    assert spec["backoffLimitPerIndex"] >= 1 and spec["maxFailedIndexes"] == 0 and "backoffLimit" not in spec
+    assert spec["podReplacementPolicy"] == "Failed"

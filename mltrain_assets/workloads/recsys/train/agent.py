@@ -8,6 +8,9 @@ exposes the rendezvous to the whole network. Here a store that hosts listens on 
 ``$MLTRAIN_RDZV_BIND`` alone (loopback for one node; the pod's IP on a multi-node Job), handed
 over through ``TCPStore``'s ``master_listen_fd``. Gloo and NCCL pair sockets are kept on the same
 interface by ``GLOO_SOCKET_IFNAME`` / ``NCCL_SOCKET_IFNAME`` (set by the launcher).
+
+Several nodes re-rendezvous when one is replaced (``--max-restarts``): each round's workers' store
+is looked up afresh (``install_store_info_per_round``), which torch's handler alone does not do.
 """
 
 from __future__ import annotations
@@ -58,10 +61,35 @@ def install_bound_stores(address: str) -> None:
         module.TCPStore = BoundTCPStore
 
 
+def install_store_info_per_round() -> None:
+    """Have every rendezvous round publish (rank 0) and read (the others) where the workers' store is.
+
+    torch 2.13's c10d handler keeps the first round's answer: after a node is replaced (evicted,
+    preempted), an agent that was rank 0 never writes ``MASTER_ADDR`` under the new round, so the
+    replacement waits for it until the store times out; an agent that became rank 1 would hand its
+    workers its own old store. Forgetting it before each round makes each round build it afresh
+    (rank 0 serves a new store).
+    """
+    from torch.distributed.elastic.rendezvous.dynamic_rendezvous import DynamicRendezvousHandler
+
+    if getattr(DynamicRendezvousHandler, "_mltrain_per_round", False):
+        return
+    original = DynamicRendezvousHandler.next_rendezvous
+
+    def next_rendezvous(self):
+        self._bootstrap_store_info = None
+        self._shared_tcp_store_server = None
+        return original(self)
+
+    DynamicRendezvousHandler.next_rendezvous = next_rendezvous  # type: ignore[method-assign]
+    DynamicRendezvousHandler._mltrain_per_round = True  # type: ignore[attr-defined]
+
+
 def main() -> None:
     address = os.environ.get(BIND_ENV)
     if address:
         install_bound_stores(address)
+    install_store_info_per_round()
     from torch.distributed.run import main as torchrun
 
     torchrun(sys.argv[1:])

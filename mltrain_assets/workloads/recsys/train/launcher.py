@@ -47,6 +47,8 @@ LOOPBACK = "127.0.0.1"
 POD_IP_ENV = "MLTRAIN_POD_IP"  # set from status.podIP in the training pods (resources/compute.py)
 PRODUCER = "mltrain_assets.workloads.train_recommender"
 BACKENDS = ("gloo", "nccl")
+# Worker-group restarts a multi-node agent allows: each lost node (evicted, preempted) costs one.
+MAX_RESTARTS = 3
 DEVICES = ("cpu", "cuda")
 
 
@@ -84,9 +86,13 @@ def torchrun_command(params: TrainParams, python: str = sys.executable) -> list[
     else:
         # --standalone picks a free port itself: no MASTER_PORT to manage, no clash with a killed run.
         rendezvous = ["--standalone", "--nnodes", "1"]
+    # Several nodes: when one is evicted and its pod replaced, the others' workers fail at their next collective,
+    # their agents restart them and re-rendezvous with the replacement, and the workers resume from the last
+    # checkpoint. One node: a restart would only repeat the failure (the step's retry resumes it instead).
+    restarts = MAX_RESTARTS if params.rdzv_endpoint else 0
     # The agent is torchrun with its stores listening on the bind address only (agent.py).
     return [python, "-m", agent.__name__, *rendezvous, "--local-addr", rendezvous_bind_address(params),
-            "--nproc-per-node", str(params.nproc_per_node), "--max-restarts", "0",
+            "--nproc-per-node", str(params.nproc_per_node), "--max-restarts", str(restarts),
             "-m", worker.MODULE, *params.argv()]  # fmt: skip
 
 

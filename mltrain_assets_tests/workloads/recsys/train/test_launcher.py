@@ -37,7 +37,12 @@ from mltrain_assets.workloads.recsys.params import TrainParams
 from mltrain_assets.workloads.recsys.train import agent, worker
 from mltrain_assets.workloads.recsys.train.checkpoints import list_checkpoints, training_fingerprint
 from mltrain_assets.workloads.recsys.train.data import read_events
-from mltrain_assets.workloads.recsys.train.launcher import torchrun_command, validate, worker_environment
+from mltrain_assets.workloads.recsys.train.launcher import (
+    MAX_RESTARTS,
+    torchrun_command,
+    validate,
+    worker_environment,
+)
 from mltrain_assets_tests.workloads.recsys._world import DAGSTER_LINKS, DATE, REPO, TRAIN_EPOCHS, TRAIN_NPROC
 
 PARAMS = TrainParams(
@@ -122,7 +127,8 @@ def test_torchrun_hands_every_worker_the_params_the_launcher_received(layout, mo
     config, _python, worker_args = config_from_args(torchrun_parse_args(command[3:]))
     assert config.min_nodes == config.max_nodes == params.nnodes
     assert config.nproc_per_node * config.max_nodes == params.world_size
-    assert config.max_restarts == 0
+    # Several nodes: the agents restart their workers to re-rendezvous with a replaced node (test_multinode.py).
+    assert config.max_restarts == (MAX_RESTARTS if params.nnodes > 1 else 0) and MAX_RESTARTS > 0
     if params.rdzv_endpoint:
         assert config.rdzv_backend == "c10d" and config.rdzv_endpoint == "10.0.0.5:29400"
         assert config.run_id == training_fingerprint(params)  # the same on every node
