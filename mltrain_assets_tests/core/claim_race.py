@@ -25,30 +25,36 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class _PausedAfterFirstStatement:
-    """A connection that calls ``pause()`` once its first statement (the claim's SELECT) has run."""
+    """A connection that calls ``pause()`` once its first statement (the claim's SELECT) has run.
 
-    def __init__(self, conn: Any, pause: Callable[[], None]):
-        self._conn, self._pause, self._statements = conn, pause, 0
+    The SELECT runs under ``turn`` when given: two SELECTs at the same instant would skip each other's row
+    lock (``SKIP LOCKED``) and one would read no free slot; in turn, each reads the slot free.
+    """
+
+    def __init__(self, conn: Any, pause: Callable[[], None], turn: Any = None):
+        self._conn, self._pause, self._turn, self._statements = conn, pause, turn, 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
 
     def execute(self, *args: Any, **kwargs: Any) -> Any:
-        result = self._conn.execute(*args, **kwargs)
+        first = self._statements == 0
+        with self._turn if first and self._turn is not None else contextlib.nullcontext():
+            result = self._conn.execute(*args, **kwargs)
         self._statements += 1
-        if self._statements == 1:
+        if first:
             self._pause()
         return result
 
 
-def claim_paused(storage: Any, pool: str, run_id: str, pause: Callable[[], None]) -> str:
+def claim_paused(storage: Any, pool: str, run_id: str, pause: Callable[[], None], turn: Any = None) -> str:
     """One claim by Dagster's own code, paused between its two statements; the slot status's name."""
     original = storage.index_connection
 
     @contextlib.contextmanager
     def paused() -> Iterator[Any]:
         with original() as conn:
-            yield _PausedAfterFirstStatement(conn, pause)
+            yield _PausedAfterFirstStatement(conn, pause, turn)
 
     storage.index_connection = paused
     try:
@@ -60,12 +66,13 @@ def claim_paused(storage: Any, pool: str, run_id: str, pause: Callable[[], None]
 def claim_interleaved_in_threads(make_storage: Callable[[], Any], pool: str, claimers: int) -> list[str]:
     """``claimers`` threads, each with its own storage object, interleaved; each claim's status."""
     barrier = threading.Barrier(claimers, timeout=60)
+    turn = threading.Lock()  # the SELECTs one after another (each committed before the next), UPDATEs after all
     statuses: dict[int, str] = {}
 
     def claim(i: int) -> None:
         storage = make_storage()
         try:
-            statuses[i] = claim_paused(storage, pool, f"run-{i}", barrier.wait)
+            statuses[i] = claim_paused(storage, pool, f"run-{i}", barrier.wait, turn)
         finally:
             storage.dispose()
 
