@@ -3,6 +3,7 @@ definitions merged with the shared resources, automation and reporting. Assemble
 
 from dagster import Definitions, EnvVar, in_process_executor
 
+from mltrain_assets.core.alerts import ALERT_SENSORS
 from mltrain_assets.core.automation import automation_sensor
 from mltrain_assets.core.pipeline import all_pipelines
 from mltrain_assets.core.reap import workload_reaper
@@ -21,7 +22,7 @@ defs = Definitions.merge(
         # What the UI's Materialize launches (the implicit asset job): its steps run in the run worker, like the
         # pipelines' own jobs, rather than in one process per step that imports these definitions again.
         executor=in_process_executor,
-        sensors=[automation_sensor, workload_reaper],
+        sensors=[automation_sensor, workload_reaper, *ALERT_SENSORS],
         resources={
             "storage": ArtifactStorage(
                 base_uri=EnvVar("MLTRAIN_STORAGE_URI"), landing_uri=EnvVar("MLTRAIN_LANDING_URI")

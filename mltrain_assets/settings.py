@@ -86,6 +86,10 @@ def _embedded_defaults() -> dict[str, str]:
         "MLTRAIN_K8S_TRAINING_TOLERATIONS": "[]",
         # How long a workload pod may stay unschedulable (FailedScheduling) before its step fails; cover node autoscaling.
         "MLTRAIN_K8S_UNSCHEDULABLE_TIMEOUT_S": "300",
+        # Alerts (core/alerts.py): empty webhook URL, no alerts; slack or json; delivery attempts per alert.
+        "MLTRAIN_ALERT_WEBHOOK_URL": "",
+        "MLTRAIN_ALERT_FORMAT": "slack",
+        "MLTRAIN_ALERT_ATTEMPTS": "3",
         "DAGSTER_HOME": str(home / "dagster"),
         # Spark otherwise binds the machine's external address; keep traffic on loopback.
         "SPARK_LOCAL_IP": "127.0.0.1",
@@ -273,6 +277,12 @@ SETTING_RULES: dict[str, tuple[Callable[[str], bool], str]] = {
         lambda v: not v or bool(re.match(r"^https?://\S+$", v)),
         "empty or the repository's web URL, e.g. https://github.com/acme/mltrain",
     ),
+    "MLTRAIN_ALERT_WEBHOOK_URL": (
+        lambda v: not v or bool(re.match(r"^https?://[^/\s]+\S*$", v)),
+        "empty (no alerts) or the webhook's http(s) URL, e.g. a Slack incoming webhook's",
+    ),
+    "MLTRAIN_ALERT_FORMAT": (lambda v: v in ("slack", "json"), "slack or json"),
+    "MLTRAIN_ALERT_ATTEMPTS": (_is_int(1), "a whole number of delivery attempts >= 1"),
 }
 
 
@@ -313,6 +323,7 @@ _OPTIONAL_EMPTY = frozenset(
         "MLTRAIN_K8S_IMAGE",
         "MLTRAIN_K8S_SPARK_SERVICE_ACCOUNT",
         "MLTRAIN_K8S_NODE_SIZES",
+        "MLTRAIN_ALERT_WEBHOOK_URL",
     }
 )
 

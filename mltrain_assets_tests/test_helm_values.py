@@ -99,7 +99,8 @@ def deployment(vals: dict) -> dict:
 
 
 def deployment_env(vals: dict) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in deployment(vals)["env"]}
+    # Literal values only: a Secret reference (the alert webhook) has no value here.
+    return {e["name"]: e["value"] for e in deployment(vals)["env"] if "value" in e}
 
 
 def test_absent_schema_fails_where_required_and_skips_otherwise(tmp_path, monkeypatch):

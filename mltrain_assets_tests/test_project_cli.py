@@ -1,22 +1,31 @@
-"""Dagster's own CLI where a user stands: the project folder, with no -m/-w flags.
+"""Dagster's CLIs where a user stands: the project folder, with no -m/-w flags.
 
-What Dagster 1.13.27 finds there on its own (read from its source, dagster/_cli):
+What Dagster 1.13.27 finds there on its own (read from its source, dagster/_cli and dagster_dg_cli):
 
+- ``dg`` (dagster-dg-cli) reads ``[tool.dg]`` in ./pyproject.toml: the project's module
+  (``mltrain_assets.definitions``) under the location name ``mltrain_assets``. ``dg list defs``,
+  ``dg check defs``, ``dg launch`` and ``dg dev`` need no flag. ``dg launch --assets`` executes in its own
+  process through ``dagster asset materialize``'s code (``execute_job``), which records a Python origin only;
+  the UI's re-execution (``launchPipelineReexecution`` with a parent run id) needs the code location's
+  (``remote_job_origin``): the profile's ``instance_class`` (``core/instance.py``) adds it to such runs.
 - ``dagster dev`` (and every command taking workspace options: ``definitions validate``, ``job launch``...)
   reads ``[tool.dagster]`` in ./pyproject.toml first, then ./workspace.yaml: both name the location
   ``mltrain_assets``, the location ``mltrain materialize`` and ``mltrain dev`` record and load.
 - ``dagster asset list`` and ``dagster asset materialize`` take only Python pointer options
   (``-m``/``-f``/``--package-name``/``--autoload-defs-module-name`` or their environment variables) and
   read no project file; ``asset materialize`` executes through ``execute_job``, which creates the run
-  without a code location origin (``dg launch --assets`` runs the same function). Their environment
+  without a code location origin. Their environment
   variables (``DAGSTER_MODULE_NAME``...) are read by ``dagster dev`` too, which would then load a location
   named after the module instead of ``mltrain_assets``. So no project file can make them work flag-less here:
   the two tests below say what the issue asks and are expected to fail until Dagster reads the project
   (strict: the day they pass, the README's `mltrain materialize` row and these marks must change).
+- All of them read ``./.env`` before they open an instance: ``mltrain`` writes ``DAGSTER_HOME`` there (the
+  instance it uses from this folder by default, unless DAGSTER_HOME is exported; ``cli/profile.py``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -26,9 +35,11 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from dagster import AssetKey, DagsterInstance
 
 from mltrain_assets.loopback import free_port
+from mltrain_assets_tests.conftest import SETTINGS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -48,6 +59,9 @@ NO_PROJECT_LOOKUP = (
     "and read no pyproject/workspace/dg file; `asset materialize` records no code location origin (execute_job). "
     "Use `mltrain materialize` (origin recorded) or `-m mltrain_assets.definitions`."
 )
+
+# What makes `dg launch` record the code location origin (mltrain_assets/core/instance.py).
+INSTANCE_CLASS = {"module": "mltrain_assets.core.instance", "class": "LocationOriginInstance"}
 
 
 @pytest.fixture
@@ -88,19 +102,7 @@ def test_dagster_dev_from_the_project_folder_serves_the_mltrain_assets_location(
         assets = _graphql(url, "{ assetNodes { assetKey { path } } }")["assetNodes"]
         assert ["ride_events"] in [node["assetKey"]["path"] for node in assets]
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            returncode = process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
-            pytest.fail(f"dagster dev ignored SIGTERM for 60 s; see {log}")
-        deadline = time.monotonic() + 30
-        while _group_alive(process.pid) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        if _group_alive(process.pid):
-            os.killpg(process.pid, signal.SIGKILL)
-            pytest.fail("dagster dev left its webserver, daemon or code server running after it exited")
+        returncode = _stop(process, log, "dagster dev")
     assert returncode == 0, log.read_text()[-3000:]
     # It used DAGSTER_HOME, not a temporary instance in the project folder.
     assert not list(REPO_ROOT.glob(".tmp_dagster_home_*"))
@@ -151,6 +153,111 @@ def test_the_project_file_names_the_location_and_dagster_module_name_would_renam
     assert "Validation successful for code location mltrain_assets.definitions." in renamed.stdout + renamed.stderr
 
 
+@pytest.fixture(scope="module")
+def dg_project(tmp_path_factory) -> dict:
+    """A fresh home prepared by `mltrain init`, a simulated day, and that day's ride_events launched with
+    `dg launch` from the project folder (once for the module: a launch loads the code location)."""
+    home = tmp_path_factory.mktemp("dg") / "mltrain"
+    env = {k: v for k, v in os.environ.items() if k not in (*DAGSTER_TARGET_VARIABLES, *SETTINGS)}
+    # DAGSTER_HOME as mltrain derives it, exported: otherwise ./.env points dg at the checkout's own instance.
+    env.update(MLTRAIN_HOME=str(home), DAGSTER_HOME=str(home / "dagster"), PYTHONWARNINGS="ignore")
+    env["VIRTUAL_ENV"] = sys.prefix  # the project's environment is the active one (else dg warns that it is not)
+    # The user's profile names the instance class (`mltrain init` keeps it and adds the rest).
+    profile = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
+    profile.setdefault("instance_class", INSTANCE_CLASS)
+    (home / "dagster").mkdir(parents=True)
+    (home / "dagster" / "dagster.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    init = _run([str(BIN / "mltrain"), "init"], env)
+    assert init.returncode == 0, init.stderr[-2000:]
+    simulate = [str(BIN / "mltrain"), "simulate", "--dataset", "rides", "--start", DAY, "--rides-per-day", "2000"]
+    landed = _run(simulate, env)
+    assert landed.returncode == 0, landed.stderr[-2000:]
+    launch = _run([str(BIN / "dg"), "launch", "--assets", "ride_events", "--partition", DAY], env)
+    return {"env": env, "launch": launch}
+
+
+def _launched_run(env: dict[str, str]):
+    with DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        runs = [run for run in instance.get_runs() if run.parent_run_id is None]  # not the UI's re-execution
+        materialized = instance.get_materialized_partitions(AssetKey("ride_events"))
+    assert len(runs) == 1, [r.job_name for r in runs]
+    return runs[0], materialized
+
+
+def test_dg_list_defs_from_the_project_folder(dg_project):
+    listed = _run([str(BIN / "dg"), "list", "defs", "--json"], dg_project["env"])
+    assert listed.returncode == 0, listed.stderr[-2000:]
+    listing = json.loads(listed.stdout)
+    assets = {asset["asset_key"] for asset in listing["assets"]}
+    assert {"ride_events", "city_demand_model", "registered_demand_model", "recommender_model"} <= assets, sorted(
+        assets
+    )
+    assert "ride_events_job" in {job["name"] for job in listing["jobs"]}
+
+
+def test_dg_check_defs_from_the_project_folder(dg_project):
+    checked = _run([str(BIN / "dg"), "check", "defs"], dg_project["env"])
+    assert checked.returncode == 0, checked.stdout[-2000:] + checked.stderr[-2000:]
+    # Printed once Dagster's `definitions validate` loaded the project's location (it raises otherwise).
+    assert checked.stdout.splitlines()[-1] == "All definitions loaded successfully.", checked.stdout[-2000:]
+
+
+def test_dg_launch_from_the_project_folder_materializes_the_partition_in_mltrains_instance(dg_project):
+    launch = dg_project["launch"]
+    assert launch.returncode == 0, launch.stdout[-2000:] + launch.stderr[-2000:]
+    run, materialized = _launched_run(dg_project["env"])
+    assert run.is_success and run.tags.get("dagster/partition") == DAY
+    assert run.asset_selection == {AssetKey("ride_events")}
+    assert DAY in materialized
+    # The instance mltrain uses (DAGSTER_HOME), not a temporary one in the project folder.
+    assert not list(REPO_ROOT.glob(".tmp_dagster_home_*"))
+
+
+def test_dg_launch_records_the_code_location_origin_the_ui_re_executes_from(dg_project):
+    """`dg launch` executes through `execute_job` (a Python origin only); the instance class adds the location's."""
+    run, _ = _launched_run(dg_project["env"])
+    assert run.remote_job_origin is not None
+    assert run.remote_job_origin.repository_origin.code_location_origin.location_name == LOCATION
+    assert run.remote_job_origin.repository_origin.repository_name == "__repository__"
+    assert run.tags.get("dagster/code_location") == LOCATION
+
+
+def test_dg_dev_serves_the_location_and_the_instance_mltrain_uses(dg_project, tmp_path):
+    """`dg dev` from the folder: location `mltrain_assets` loaded, and the run `dg launch` recorded is listed."""
+    run, _ = _launched_run(dg_project["env"])
+    port = free_port()
+    log = tmp_path / "dg-dev.log"
+    process = subprocess.Popen(
+        [str(BIN / "dg"), "dev", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=REPO_ROOT,
+        env=dg_project["env"],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # see the `dagster dev` test above
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        entries = _wait_for_locations(process, url, log, timeout_s=240)
+        assert [(e["name"], e["loadStatus"]) for e in entries] == [(LOCATION, "LOADED")], entries
+        runs = _graphql(url, "{ runsOrError { ... on Runs { results { runId status } } } }")["runsOrError"]
+        assert runs["results"] == [{"runId": run.run_id, "status": "SUCCESS"}]
+        # The UI's "Re-execute all" on the run `dg launch` recorded: queued, launched by the daemon, done.
+        launched = _graphql(
+            url,
+            "mutation { launchPipelineReexecution(reexecutionParams: "
+            f'{{parentRunId: "{run.run_id}", strategy: ALL_STEPS}}) '
+            "{ __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }",
+        )["launchPipelineReexecution"]
+        assert launched["__typename"] == "LaunchRunSuccess", launched
+        child = _wait_for_run_end(dg_project["env"], launched["run"]["runId"], timeout_s=240)
+        assert child.is_success and child.parent_run_id == run.run_id, child.status
+        assert child.tags.get("dagster/partition") == DAY
+    finally:
+        returncode = _stop(process, log, "dg dev")
+    assert returncode == 0, log.read_text()[-3000:]
+
+
 def _graphql(url: str, query: str) -> dict:
     response = requests.post(f"{url}/graphql", json={"query": query}, timeout=30)
     response.raise_for_status()
@@ -180,6 +287,36 @@ def _wait_for_locations(process: subprocess.Popen, url: str, log: Path, timeout_
             pass
         time.sleep(0.5)
     pytest.fail(f"dagster dev: no loaded workspace at {url} after {timeout_s} s:\n{log.read_text()[-3000:]}")
+
+
+def _wait_for_run_end(env: dict[str, str], run_id: str, timeout_s: float):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+            run = instance.get_run_by_id(run_id)
+        if run is not None and run.is_finished:
+            return run
+        if time.monotonic() > deadline:
+            pytest.fail(f"run {run_id} not finished after {timeout_s} s: {run.status if run else 'missing'}")
+        time.sleep(1)
+
+
+def _stop(process: subprocess.Popen, log: Path, name: str) -> int:
+    """SIGTERM, then the whole process group must be gone within 30 s (else it is killed and the test fails)."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        returncode = process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+        pytest.fail(f"{name} ignored SIGTERM for 60 s; see {log}")
+    deadline = time.monotonic() + 30
+    while _group_alive(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if _group_alive(process.pid):
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail(f"{name} left its webserver, daemon or code server running after it exited")
+    return returncode
 
 
 def _group_alive(pgid: int) -> bool:

@@ -15,6 +15,9 @@ from mltrain_assets.settings import (
 )
 
 BAD_VALUES = {
+    "MLTRAIN_ALERT_WEBHOOK_URL": "hooks.example.com/services/x",
+    "MLTRAIN_ALERT_FORMAT": "teams",
+    "MLTRAIN_ALERT_ATTEMPTS": "0",
     "MLTRAIN_LANDING_URI": "ftp://landing",
     "MLTRAIN_STORAGE_URI": "ftp://x",
     "MLTRAIN_MLFLOW_ARTIFACTS_URI": "relative/path",
@@ -115,7 +118,8 @@ def test_the_code_location_refuses_to_load_naming_the_variables(tmp_path):
         [sys.executable, "-m", "mltrain_assets.cli", "init"], env=env, capture_output=True, text=True, timeout=120
     )
     assert (
-        cli.returncode != 0 and "mltrain: mltrain settings are not usable: MLTRAIN_STORAGE_URI='ftp://x'" in cli.stderr
+        cli.returncode != 0
+        and "mltrain init: mltrain settings are not usable: MLTRAIN_STORAGE_URI='ftp://x'" in cli.stderr
     )
 
 

@@ -17,6 +17,7 @@ from importlib.metadata import version
 import click
 
 from mltrain_assets.cli import commands
+from mltrain_assets.cli.errors import USAGE_EXIT_CODE, UsageError
 from mltrain_assets.registry import pipeline_names, specs
 from mltrain_assets.simulate import option_name
 
@@ -30,7 +31,7 @@ class IsoDate(click.ParamType):
         try:
             return dt.date.fromisoformat(str(value)).isoformat()
         except ValueError:
-            self.fail(f"{value!r} is not a date, YYYY-MM-DD", param, ctx)
+            self.fail(f"{value!r} is not a date: expected YYYY-MM-DD, e.g. 2026-11-27", param, ctx)
 
 
 DATE = IsoDate()
@@ -38,10 +39,18 @@ JSON_FLAG = click.Option(["--json", "as_json"], is_flag=True, help="print JSON i
 
 
 def _command(name: str, handler: Callable[[argparse.Namespace], int], help: str, *params: click.Parameter):
-    """A subcommand whose parsed options reach ``handler`` as one namespace (the handlers' shape)."""
-    return click.Command(
-        name, callback=lambda **values: handler(argparse.Namespace(**values)), params=list(params), help=help
-    )
+    """A subcommand whose parsed options reach ``handler`` as one namespace (the handlers' shape).
+
+    Every command reads settings: they are checked first, before the handler imports or creates anything.
+    """
+
+    def run(**values) -> int:
+        from mltrain_assets.settings import validate_settings
+
+        validate_settings()  # a SettingsError is the user's: main prints its one line
+        return handler(argparse.Namespace(**values))
+
+    return click.Command(name, callback=run, params=list(params), help=help)
 
 
 def _option(*flags: str, **kwargs) -> click.Option:
@@ -106,6 +115,13 @@ def _demo() -> click.Command:
         *volumes,
         _pipeline_option(),
         _option("--parallel", type=int, default=2, show_default=True, help="key partitions (cities) at once"),
+        _option(
+            "--days",
+            type=int,
+            default=1,
+            show_default=True,
+            help="the last N dates up to --date; N > 1 runs them as asset backfills through a Dagster daemon started for it",
+        ),
     )
 
 
@@ -197,17 +213,40 @@ def build_cli() -> click.Group:
     return click.version_option(version("mltrain_assets"), prog_name="mltrain")(group)
 
 
+def _command_name(cli: click.Group, argv: list[str]) -> str:
+    """``mltrain <command>`` for the first argument naming a subcommand, else ``mltrain``."""
+    name = next((arg for arg in argv if arg in cli.commands), None)
+    return f"mltrain {name}" if name else "mltrain"
+
+
+def refuse(prefix: str, message: str) -> int:
+    """A user's mistake: one line on stderr, exit code 2 (anything else that escapes is a bug: its traceback stays)."""
+    print(f"{prefix}: {' '.join(message.split())}", file=sys.stderr)
+    return USAGE_EXIT_CODE
+
+
 def main(argv: list[str] | None = None) -> int:
+    from mltrain_assets.settings import SettingsError
+
     # Dagster flags beta/preview APIs on every use; the CLI's readers want progress, not that.
     warnings.filterwarnings("ignore", message=".*(beta|preview).*", category=Warning)
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         cli = build_cli()  # reads the registered pipelines' specs (their datasets and options)
-    except ValueError as refused:
-        raise SystemExit(f"mltrain: {refused}") from None
+    except ValueError as refused:  # MLTRAIN_PIPELINES (or a setting a spec reads) names what cannot load
+        return refuse("mltrain", str(refused))
     try:
         result = cli.main(args=argv, prog_name="mltrain", standalone_mode=False)
     except click.exceptions.Exit as done:  # --help, --version
         return done.exit_code
+    except click.UsageError as refused:  # click's own: a bad flag, a missing argument, a value of the wrong type
+        prefix = refused.ctx.command_path if refused.ctx is not None else _command_name(cli, argv)
+        message = refused.format_message()
+        if message.startswith("No such command"):
+            message += f" The commands: {', '.join(sorted(cli.commands))}."
+        return refuse(prefix, message)
+    except (UsageError, SettingsError) as refused:
+        return refuse(_command_name(cli, argv), str(refused))
     except click.ClickException as refused:
         refused.show()
         return refused.exit_code

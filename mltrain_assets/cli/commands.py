@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from mltrain_assets.cli.errors import UsageError
+
 
 def _landing_dataset_names() -> list[str]:
     from mltrain_assets.registry import landing_datasets
@@ -33,7 +35,9 @@ def _cmd_init(args: argparse.Namespace) -> int:
             changes = init_pools(ensure_instance())
             for name in sorted(env):
                 print(f"{name}={os.environ[name]}")
-    except (ValueError, RuntimeError) as refused:  # a bad MLTRAIN_POOL_LIMITS, a pool that would not converge
+    except ValueError as refused:  # a bad MLTRAIN_POOL_LIMITS
+        raise UsageError(str(refused)) from None
+    except RuntimeError as refused:  # a pool that would not converge
         raise SystemExit(f"mltrain init: {refused}") from None
     for change in changes:
         print(change.line())
@@ -41,14 +45,9 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _effective_env() -> dict[str, str]:
-    from mltrain_assets.settings import SettingsError, apply_defaults, validate_settings
+    from mltrain_assets.cli.errors import check_settings
 
-    env = apply_defaults()
-    try:
-        validate_settings()
-    except SettingsError as refused:
-        raise SystemExit(f"mltrain: {refused}") from None
-    return env
+    return check_settings()
 
 
 def _simulator_options(args: argparse.Namespace) -> dict:
@@ -60,8 +59,11 @@ def _simulator_options(args: argparse.Namespace) -> dict:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    from mltrain_assets.cli.checks import check_landing_uri, check_simulate
     from mltrain_assets.simulate import simulate
 
+    check_simulate(args)
+    check_landing_uri(args.landing_uri)
     env = _effective_env()
     landing = args.landing_uri or env["MLTRAIN_LANDING_URI"]
     started = time.monotonic()
@@ -92,17 +94,24 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from mltrain_assets.cli import demo
+    from mltrain_assets.cli.checks import check_demo
     from mltrain_assets.core.pipeline import load_pipeline
 
+    date = check_demo(args, args.pipeline or _all_pipeline_names())  # before anything is simulated or created
+    pipelines = [load_pipeline(name) for name in args.pipeline or _all_pipeline_names()]
+    dates = demo.demo_dates(args.days, date, pipelines)  # --days: before anything is simulated
     env = _effective_env()
     demo.init_pools(demo.ensure_instance())
     demo.ensure_tracking_store()
-    date = args.date or demo.latest_complete_day()
     started = time.monotonic()
-    print(f"mltrain demo for {date}; state in {env['MLTRAIN_HOME']}", flush=True)
-    pipelines = [load_pipeline(name) for name in args.pipeline or _all_pipeline_names()]
+    span = f"{dates[0]}..{date}" if len(dates) > 1 else date
+    print(f"mltrain demo for {span}; state in {env['MLTRAIN_HOME']}", flush=True)
     with _cluster_spark_for_k8s_local(env, started):
-        outcomes = _run_demo_pipelines(pipelines, date, env, args, started)
+        if len(dates) > 1:  # as a user would from the UI: asset backfills run by a daemon
+            volumes = {p.name: getattr(args, f"volume_{p.name}", None) for p in pipelines}
+            outcomes = demo.run_backfill_demo(pipelines, dates, volumes=volumes, started=started)
+        else:
+            outcomes = _run_demo_pipelines(pipelines, date, env, args, started)
     demo._say(f"model_quality_report for {date}", started)
     outcomes.append(demo.execute("model_quality_report_job", "model_quality_report", partition_key=date))
     failed = [o for o in outcomes if not o.success]
@@ -170,10 +179,11 @@ def _all_pipeline_names() -> list[str]:
 
 def _cmd_summary(args: argparse.Namespace) -> int:
     from mltrain_assets.cli.demo import latest_complete_day
+    from mltrain_assets.cli.errors import check_partition_date
     from mltrain_assets.core.pipeline import all_pipelines
 
+    date = check_partition_date(args.date) if args.date else latest_complete_day()
     env = _effective_env()
-    date = args.date or latest_complete_day()
     if args.as_json:
         print(json.dumps(_served(all_pipelines(), env["MLFLOW_TRACKING_URI"], date), indent=2, sort_keys=True))
         return 0
@@ -217,9 +227,11 @@ def _served(pipelines, tracking_uri: str, date: str) -> dict:
 
 
 def _cmd_lineage(args: argparse.Namespace) -> int:
+    from mltrain_assets.cli.checks import check_model_version
     from mltrain_assets.cli.lineage import describe, lineage
 
     env = _effective_env()
+    check_model_version(args.model, args.version)
     record, root = lineage(args.model, args.version, env["MLTRAIN_STORAGE_URI"])
     if args.as_json:
         print(json.dumps({"registered": record, "built_from": dataclasses.asdict(root)}, indent=2, default=str))
@@ -231,9 +243,11 @@ def _cmd_lineage(args: argparse.Namespace) -> int:
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from mltrain_assets.cli.checks import check_model_version
     from mltrain_assets.cli.reproduce import describe_reproduction, reproduce
 
     env = _effective_env()
+    check_model_version(args.model, args.version)
     scratch = Path(args.scratch or Path(env["MLTRAIN_HOME"]) / "reproductions" / f"{args.model}-v{args.version}")
     report = reproduce(args.model, args.version, env["MLTRAIN_STORAGE_URI"], scratch)
     print(describe_reproduction(report))
@@ -241,9 +255,15 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _cmd_relocate(args: argparse.Namespace) -> int:
+    from mltrain_assets.cli.checks import check_relocatable_store, check_store_root
     from mltrain_assets.relocate import relocate_mlflow
 
+    check_store_root(args.old, "--from")
+    check_store_root(args.new, "--to")
+    if args.old.rstrip("/") == args.new.rstrip("/"):
+        raise UsageError(f"--from and --to are both {args.old}: expected the old root and a different new one")
     env = _effective_env()
+    check_relocatable_store(env["MLFLOW_TRACKING_URI"])
     rows = relocate_mlflow(env["MLFLOW_TRACKING_URI"], args.old, args.new)
     print(f"{rows} MLflow artifact locations moved from {args.old} to {args.new}")
     return 0
@@ -268,8 +288,13 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:
+    from mltrain_assets.cli.checks import check_port_free
     from mltrain_assets.cli.devstack import DevStack
 
+    check_port_free(args.port, "--port")
+    check_port_free(args.mlflow_port, "--mlflow-port")
+    if args.port == args.mlflow_port:
+        raise UsageError(f"--port and --mlflow-port are both {args.port}: expected two different ports")
     env = _effective_env()
     stack = DevStack(dagster_port=args.port, mlflow_port=args.mlflow_port).start()
     print(f"Dagster UI  {stack.dagster_url}   (webserver + daemon: sensors, schedules, automation, backfills)")
@@ -288,31 +313,38 @@ def _cmd_dev(args: argparse.Namespace) -> int:
 
 def _cmd_backfill(args: argparse.Namespace) -> int:
     from mltrain_assets.cli.backfill import launch_backfill, wait_for_backfill
+    from mltrain_assets.cli.checks import check_backfill
 
-    keys = args.keys.split(",") if args.keys else None
+    pipelines = args.pipeline or _all_pipeline_names()
+    keys = check_backfill(args, pipelines)  # before anything is launched
     status = 0
-    for pipeline in args.pipeline or _all_pipeline_names():
-        backfill_id = launch_backfill(args.url, pipeline, args.start, args.end, keys)
+    for pipeline in pipelines:
+        try:
+            backfill_id = launch_backfill(args.url, pipeline, args.start, args.end, keys)
+        except RuntimeError as refused:  # the webserver's own answer (another code location, an invalid subset)
+            raise SystemExit(f"mltrain backfill: {refused}") from None
         print(
             f"launched {pipeline} backfill {backfill_id} for {args.start}..{args.end}: {args.url}/runs/b/{backfill_id}"
         )
         if args.wait:
-            result = wait_for_backfill(args.url, backfill_id, timeout_s=args.timeout)
+            try:
+                result = wait_for_backfill(args.url, backfill_id, timeout_s=args.timeout)
+            except TimeoutError as late:
+                raise SystemExit(f"mltrain backfill: {late}") from None
             status |= result["status"] not in ("COMPLETED", "COMPLETED_SUCCESS")
     return status
 
 
 def _cmd_materialize(args: argparse.Namespace) -> int:
     from mltrain_assets.cli import demo
+    from mltrain_assets.cli.checks import check_materialize
 
     _effective_env()
-    span = tuple(args.partition_range.split("...")) if args.partition_range else None
-    if span is not None and len(span) != 2:
-        raise SystemExit(f"--partition-range {args.partition_range}: expected START...END")
+    assets, span = check_materialize(args)  # before the instance is touched
     try:
-        outcome = demo.materialize(args.asset.split(","), partition=args.partition, partition_range=span)
-    except ValueError as refused:
-        raise SystemExit(f"mltrain materialize: {refused}") from None
+        outcome = demo.materialize(assets, partition=args.partition, partition_range=span)
+    except ValueError as refused:  # what only the selection can say (assets that share no partitions definition)
+        raise UsageError(str(refused)) from None
     demo.print_outcome(outcome)
     return 0 if outcome.success else 1
 
@@ -346,13 +378,16 @@ def _cmd_heal(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from mltrain_assets.cli.demo import ensure_instance, latest_complete_day
+    from mltrain_assets.cli.errors import check_partition_date, check_positive
     from mltrain_assets.core.pipeline import all_pipelines
     from mltrain_assets.core.report import write_report
     from mltrain_assets.pipelines.reporting.collect import collect_report
     from mltrain_assets.resources.tracking import ModelRegistry
 
+    date = check_partition_date(args.date) if args.date else latest_complete_day()
+    check_positive(args.history_days, "--history-days")
+    check_positive(args.grace_hours, "--grace-hours", minimum=0)
     env = _effective_env()
-    date = args.date or latest_complete_day()
     report = collect_report(
         ensure_instance(),
         date,
@@ -370,6 +405,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_manifests(args: argparse.Namespace) -> int:
     from mltrain_assets.cli import manifests
+    from mltrain_assets.cli.checks import check_assets, check_partition
 
     _effective_env()
+    check_assets([args.asset])
+    if args.partition is not None:
+        check_partition([args.asset], args.partition)
     return manifests.main(args.asset, args.partition)

@@ -1,7 +1,9 @@
 """The local stack behind ``make dev`` and the end-to-end tests: Dagster webserver + daemon, MLflow UI.
 
-Each service runs in its own process group on 127.0.0.1 and is stopped with SIGTERM
-(then SIGKILL); logs go to ``$MLTRAIN_HOME/logs``. Before starting, runs left STARTED by a stack
+Each service runs in its own session on 127.0.0.1 (``cli/services.py``); the stack stops them all,
+with whatever they started (the daemon's code servers and run workers), on exit and on SIGINT,
+SIGTERM or SIGHUP: SIGTERM to each session's process group, up to 20 s, then SIGKILL (at once on a
+second signal). Logs go to ``$MLTRAIN_HOME/logs``. Before starting, runs left STARTED by a stack
 that was killed (its code server died with their run workers, so nobody failed them) are failed
 and their pool slots freed (``core.heal``).
 """
@@ -9,7 +11,6 @@ and their pool slots freed (``core.heal``).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 import requests
 
 from mltrain_assets.cli.demo import REPO_ROOT, WORKSPACE_FILE, ensure_instance, init_pools
+from mltrain_assets.cli.services import Services
 from mltrain_assets.core.heal import heal
 
 BIN = Path(sys.executable).parent
@@ -49,6 +51,7 @@ class DevStack:
     webserver: bool = True
     workspace: Path = WORKSPACE_FILE  # the code locations the webserver and the daemon load
     services: list[Service] = field(default_factory=list)
+    running: Services | None = field(default=None, repr=False)  # the sessions started, and the signal handlers
 
     @property
     def dagster_url(self) -> str:
@@ -103,31 +106,29 @@ class DevStack:
         return services
 
     def start(self, timeout_s: float = 120) -> DevStack:
-        instance = ensure_instance()
-        init_pools(instance)  # before the daemon launches anything: pool limits are never written by a run
-        heal(instance, by="mltrain dev (start)", say=lambda line: print(f"heal: {line}", file=sys.stderr))
-        logs = Path(os.environ["MLTRAIN_HOME"]) / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        env = {
-            **os.environ,
-            **self.link_settings(),
-            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-            "PYTHONUNBUFFERED": "1",
-        }
-        self.services = self.plan()
-        for service in self.services:
-            service.log_path = logs / f"{service.name}.log"
-            service.process = subprocess.Popen(
-                service.command,
-                cwd=REPO_ROOT,
-                env=env,
-                stdout=service.log_path.open("ab"),
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.running = Services("mltrain dev")
+        self.running.handle_signals()  # from here on a SIGTERM or SIGHUP stops what has started, as Ctrl-C does
         try:
+            instance = ensure_instance()
+            init_pools(instance)  # before the daemon launches anything: pool limits are never written by a run
+            heal(instance, by="mltrain dev (start)", say=lambda line: print(f"heal: {line}", file=sys.stderr))
+            logs = Path(os.environ["MLTRAIN_HOME"]) / "logs"
+            logs.mkdir(parents=True, exist_ok=True)
+            env = {
+                **os.environ,
+                **self.link_settings(),
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                "PYTHONUNBUFFERED": "1",
+            }
+            self.services = self.plan()
+            for service in self.services:
+                service.log_path = logs / f"{service.name}.log"
+                with service.log_path.open("ab") as log:
+                    service.process = self.running.start(
+                        service.command, env=env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT
+                    )
             self._wait_healthy(timeout_s)
-        except Exception:
+        except BaseException:  # a stop signal (StopSignal is a KeyboardInterrupt) as well as a failure
             self.stop()
             raise
         return self
@@ -149,18 +150,9 @@ class DevStack:
             time.sleep(0.5)
 
     def stop(self, grace_s: float = 20) -> None:
-        for service in self.services:
-            if service.process and service.process.poll() is None:
-                os.killpg(service.process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        for service in self.services:
-            if not service.process:
-                continue
-            try:
-                service.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            except subprocess.TimeoutExpired:
-                os.killpg(service.process.pid, signal.SIGKILL)
-                service.process.wait()
+        """Every service and what it started: SIGTERM, up to ``grace_s``, then SIGKILL (at once on a stop signal)."""
+        if self.running is not None:
+            self.running.stop(grace_s)
 
     def __enter__(self) -> DevStack:
         return self.start()

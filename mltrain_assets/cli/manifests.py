@@ -12,6 +12,8 @@ from __future__ import annotations
 import sys
 from typing import Any, cast
 
+from mltrain_assets.cli.errors import UsageError
+
 K8S_VERSION = "1.30"
 
 
@@ -26,7 +28,7 @@ def render(asset: str, partition: str | None, backend: str = "k8s") -> list[dict
     assets = cast(list[AssetsDefinition], list(defs.assets or []))
     keys = {k.to_user_string() for a in assets for k in a.keys}
     if asset not in keys:
-        raise SystemExit(f"unknown asset {asset!r}; assets: {sorted(keys)}")
+        raise UsageError(f"unknown asset {asset!r}: expected one of {sorted(keys)}")
     result = materialize(
         assets,
         selection=[AssetKey(asset)],
@@ -62,7 +64,9 @@ def _partition_key(defs, asset: str, partition: str | None) -> str | None:
     for key in candidates:
         if partitions_def is None or partitions_def.has_partition_key(key):
             return key
-    raise SystemExit(f"{partition!r} is not a partition of {asset} (e.g. {partitions_def.get_last_partition_key()})")
+    raise UsageError(
+        f"{partition!r} is not a partition of {asset}: expected e.g. {partitions_def.get_last_partition_key()}"
+    )
 
 
 def validate(objects: list[dict[str, Any]]) -> None:

@@ -163,7 +163,7 @@ def step_asset(
             retry_policy=DATA_PLANE_RETRY,
             backfill_policy=backfill_policy,
             automation_condition=automation_condition or when_upstream_ready(),
-            check_specs=gate_specs(name, gates),
+            check_specs=gate_specs(name, gates, partitions_def),
             freshness_policy=FRESHNESS[layer],
             description=description or inspect.getdoc(body),
             required_resource_keys=required_resource_keys,

@@ -48,6 +48,31 @@ Failing a run whose worker died, and checking workers for run monitoring (``core
   ``RunLauncher.check_run_worker_health`` must return; ``PidCheckedRunLauncher`` (a subclass of the
   public ``DefaultRunLauncher``) implements it. The public API exports neither.
 
+Gates of a run over a range of partitions (``core/steps.py``):
+
+- ``AssetCheckEvaluationTargetMaterializationData``
+  (``dagster._core.definitions.asset_checks.asset_check_evaluation``): which materialization a check
+  evaluation judged. A range run reports its partitioned gates as public ``AssetCheckEvaluation``s,
+  one per partition (``AssetCheckResult`` takes no partition: it takes the run's, and a range run has
+  none); without this the instance counts each partition's result as not evaluated for its latest
+  materialization and the UI shows no result there.
+
+The instance profile and the instance class (``cli/profile.py``, ``core/instance.py``):
+
+- ``dagster_instance_config`` (``dagster._core.instance.config``): Dagster's own check of a
+  ``dagster.yaml`` (schema, and the keys it refuses side by side), run on a merged profile before
+  ``mltrain`` writes it. Public ``DagsterInstance.from_config`` would build the storages (connect to
+  PostgreSQL) to find the same errors.
+- ``InstanceRef`` (``dagster._core.instance.ref``): ``InstanceRef.config_defaults``, the storages a
+  profile that names none gets, which a ``DagsterInstance`` subclass named as ``instance_class`` must
+  provide (``LocationOriginInstance``: ``dg launch`` runs get the code location's origin).
+
+Alerts (``core/alerts.py``):
+
+- ``SerializableErrorInfo`` (``dagster._utils.error``): the type of a failed run's and step's error
+  (``JobFailureData.error``, ``StepFailureData.error``), whose ``cause`` chain leads to the step code's own
+  exception; a type annotation only, Dagster exports no public name for it.
+
 Also relied on, without an import (no public accessor): ``PidCheckedRunLauncher`` reads the
 instance it was registered with as ``self._instance`` (``RunLauncher``'s weak reference; Dagster's
 own launchers read it the same way).
@@ -63,9 +88,14 @@ the run storage is SQLite is read from the public ``instance.run_storage`` (``co
 
 from __future__ import annotations
 
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 from dagster._core.events import JobFailureData, RunFailureReason
 from dagster._core.execution.api import execute_run
+from dagster._core.instance.config import dagster_instance_config
+from dagster._core.instance.ref import InstanceRef
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
 from dagster._core.remote_origin import (
     CodeLocationOrigin,
@@ -76,12 +106,15 @@ from dagster._core.remote_origin import (
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._core.workspace.load_target import WorkspaceFileTarget
+from dagster._utils.error import SerializableErrorInfo
 
 __all__ = [
     "ASSET_PARTITION_RANGE_END_TAG",
     "ASSET_PARTITION_RANGE_START_TAG",
+    "AssetCheckEvaluationTargetMaterializationData",
     "CheckRunHealthResult",
     "CodeLocationOrigin",
+    "InstanceRef",
     "JobFailureData",
     "LoadableTargetOrigin",
     "ManagedGrpcPythonEnvCodeLocationOrigin",
@@ -89,7 +122,9 @@ __all__ = [
     "RemoteJobOrigin",
     "RemoteRepositoryOrigin",
     "RunFailureReason",
+    "SerializableErrorInfo",
     "WorkerStatus",
     "WorkspaceFileTarget",
+    "dagster_instance_config",
     "execute_run",
 ]

@@ -2,7 +2,8 @@
 
 A ``Gate`` is a named rule over the summary a workload committed for one partition. The
 step that produces a partition evaluates its gates (``core.steps``): each gate becomes a
-blocking ``AssetCheckResult`` and its violations are recorded in the partition's reference.
+blocking check result of that partition (the checks are partitioned like their asset) and its
+violations are recorded in the partition's reference.
 The reference IO manager refuses to hand a gated reference to any downstream asset, so no
 asset body can forget the check. Every outcome names the partition and the observed value,
 passing or failing: a violation names the asset, partition, rule and value
@@ -24,17 +25,29 @@ class GateOutcome:
     """One gate over one or more partitions: the violations that failed it, and what each partition showed.
 
     ``observed`` maps partition -> its observed values, ``partition`` first (it becomes the check
-    result's metadata); ``findings`` maps partition -> one line naming the partition and its values.
+    result's metadata); ``findings`` maps partition -> one line naming the partition and its values;
+    ``violations_by_partition`` maps partition -> its own violations (each partition's check result).
     """
 
     name: str
     violations: list[str] = field(default_factory=list)
     observed: dict[str, Any] = field(default_factory=dict)
     findings: dict[str, str] = field(default_factory=dict)
+    violations_by_partition: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
         return not self.violations
+
+    def for_partition(self, partition: str) -> GateOutcome:
+        """This gate's outcome on one of its partitions alone: what that partition's check result says."""
+        return GateOutcome(
+            self.name,
+            violations=list(self.violations_by_partition.get(partition, [])),
+            observed={partition: self.observed[partition]},
+            findings={partition: self.findings[partition]},
+            violations_by_partition={partition: list(self.violations_by_partition.get(partition, []))},
+        )
 
     def describe(self) -> str:
         """What the check result says: the violations if any, else each partition with its observed values."""
@@ -80,6 +93,7 @@ class Gate:
         for partition, summary in sorted(summaries.items()):
             violations, observed = self.rule(asset, partition, summary)
             outcome.violations.extend(violations)
+            outcome.violations_by_partition[partition] = list(violations)
             outcome.observed[partition] = {"partition": partition, **observed}
             outcome.findings[partition] = f"{partition}: {self.finding(observed)}"
         return outcome

@@ -85,7 +85,7 @@ def landing_ingestion_asset(*, name: str, spec: PipelineSpec, description: str):
         description=description,
         kinds={"python", "parquet"},
         retry_policy=DATA_PLANE_RETRY,
-        check_specs=gate_specs(name, gates),
+        check_specs=gate_specs(name, gates, daily_partitions),
         freshness_policy=FRESHNESS["landed"],
         metadata={
             "landing_dataset": dataset,

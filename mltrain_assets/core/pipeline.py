@@ -113,9 +113,12 @@ def _job(declared: PipelineJob):
     if len(partitions) != 1:
         raise ValueError(f"job {declared.name}: its assets must share one partitioning")
     # Each job's steps form a chain, so they run in the run worker's process (no per-step start-up).
+    # The assets with their own checks (the gates), not checks defined beside them: a freshness check run right after
+    # its asset's step would only ever pass (a sensor evaluates those; pipelines/reporting/freshness.py).
+    own_checks = [key for asset in declared.assets for key in asset.check_keys]
     return define_asset_job(
         declared.name,
-        selection=AssetSelection.assets(*declared.assets),
+        selection=AssetSelection.assets(*declared.assets).without_checks() | AssetSelection.checks(*own_checks),
         partitions_def=partitions.pop(),
         executor_def=in_process_executor,
         description=declared.description,

@@ -95,7 +95,11 @@ class LandingRow:
 
 @dataclass(frozen=True)
 class FreshnessRow:
-    """One asset's last update against its freshness policy (the same windows the UI's asset health uses)."""
+    """One asset's (or one key's of it) last update against its freshness policy (the windows the UI's asset health uses).
+
+    With ``key`` (a city): that key's partitions only, ``newest_date`` the newest date materialized
+    for it and ``last_updated`` when that date was last materialized.
+    """
 
     pipeline: str
     asset: str
@@ -104,6 +108,8 @@ class FreshnessRow:
     fail_hours: float
     last_updated: str | None  # ISO UTC of its latest materialization at ``as_of``; None: never
     age_hours: float | None  # hours between that and ``as_of``
+    key: str = ""
+    newest_date: str | None = None
 
     @property
     def status(self) -> str:
@@ -112,6 +118,22 @@ class FreshnessRow:
         if self.age_hours > self.fail_hours:
             return "fail"
         return "warn" if self.age_hours > self.warn_hours else "fresh"
+
+    @property
+    def stale(self) -> bool:
+        return self.status != "fresh"
+
+    def describe(self) -> str:
+        """One line naming the asset, the key, what was last materialized when, and the policy."""
+        who = f"{self.asset} {self.key}".strip()
+        if self.age_hours is None:
+            return f"{who}: never materialized (warn after {self.warn_hours:g} h, fail after {self.fail_hours:g} h)"
+        newest = f" (newest date {self.newest_date})" if self.newest_date else ""
+        verdict = {"fresh": "fresh", "warn": "STALE (warn)", "fail": "STALE (fail)"}[self.status]
+        return (
+            f"{who}: {verdict}: last materialized {self.last_updated}{newest}, {self.age_hours:.1f} h ago; "
+            f"warn after {self.warn_hours:g} h, fail after {self.fail_hours:g} h"
+        )
 
 
 @dataclass(frozen=True)
@@ -124,6 +146,12 @@ class QualityReport:
     landings: list[LandingRow]
     freshness: list[FreshnessRow] = field(default_factory=list)
     freshness_as_of: str = ""  # ISO UTC: when the report was rendered
+    key_freshness: list[FreshnessRow] = field(default_factory=list)  # per key (city) of each date x key asset
+
+    def stale_keys(self) -> list[FreshnessRow]:
+        """The keys (cities) whose newest partition is stale, worst first."""
+        order = {"never materialized": 0, "fail": 1, "warn": 2}
+        return sorted((row for row in self.key_freshness if row.stale), key=lambda r: (order[r.status], r.asset, r.key))
 
     def history_dates(self) -> list[str]:
         return history_dates(self.date, self.history_days)
@@ -139,6 +167,7 @@ class QualityReport:
         shown = self.to_dict()
         shown.pop("freshness_as_of")
         shown["freshness"] = [(row.asset, row.last_updated, row.status) for row in self.freshness]
+        shown["key_freshness"] = [(row.asset, row.key, row.last_updated, row.status) for row in self.key_freshness]
         text = json.dumps(shown, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -306,7 +335,7 @@ def render_markdown(report: QualityReport, image: str | None = PNG_FILE) -> str:
 
 def _freshness_lines(report: QualityReport) -> list[str]:
     if not report.freshness:
-        return []
+        return _key_freshness_lines(report)
     lines = [
         f"## Freshness as of {report.freshness_as_of}",
         "",
@@ -321,6 +350,34 @@ def _freshness_lines(report: QualityReport) -> list[str]:
         lines.append(
             f"| {row.pipeline} | {row.layer} | {row.asset} | {row.last_updated or '—'} | {_num(row.age_hours, 1)} | "
             f"{row.warn_hours:g} / {row.fail_hours:g} | {status} |"
+        )
+    return [*lines, "", *_key_freshness_lines(report)]
+
+
+def _key_freshness_lines(report: QualityReport) -> list[str]:
+    """Per city: an asset is fresh while any city updates, so each city's newest partition is judged on its own."""
+    if not report.key_freshness:
+        return []
+    stale = report.stale_keys()
+    keys = sorted({row.key for row in report.key_freshness})
+    stale_keys = sorted({row.key for row in stale})
+    headline = (
+        f"**{len(stale_keys)} of {len(keys)} stale: {', '.join(stale_keys)}.**" if stale else f"All {len(keys)} fresh."
+    )
+    lines = [
+        "## Freshness per key",
+        "",
+        "Each key's (city's) newest date and when it was last materialized, against the asset's freshness policy: "
+        f"{headline}",
+        "",
+        "| pipeline | asset | key | newest date | last materialized | hours since | warn / fail after (h) | status |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in [*stale, *(row for row in report.key_freshness if not row.stale)]:
+        status = row.status if row.status == "fresh" else f"**{row.status}**"
+        lines.append(
+            f"| {row.pipeline} | {row.asset} | {row.key} | {row.newest_date or '—'} | {row.last_updated or '—'} | "
+            f"{_num(row.age_hours, 1)} | {row.warn_hours:g} / {row.fail_hours:g} | {status} |"
         )
     return [*lines, ""]
 

@@ -3,9 +3,12 @@
 An asset body builds its workload's typed ``Params`` and calls ``run_versioned_step``. The
 version hashes the asset's code version, its inputs' versions and the params' versioned
 fields, so a retry or a backfill of unchanged work finds the committed version and launches
-nothing. The step's gates are evaluated on what was committed: each yields a blocking
-``AssetCheckResult`` and its violations travel in the reference (``gate_failures``), which
-the reference IO manager refuses to hand to any downstream asset.
+nothing. The step's gates are evaluated on what was committed: each is a blocking check
+partitioned like its asset (``gate_specs``), so every partition (a date, a date x city) has its
+own result; its violations travel in the reference (``gate_failures``), which the reference IO
+manager refuses to hand to any downstream asset. A run over one partition reports each gate as
+an ``AssetCheckResult`` (Dagster attaches the run's partition); a run over a range reports one
+``AssetCheckEvaluation`` per partition of the range (``check_results``).
 
 Every step records what it cost on its materialization: ``wall_s`` (seconds its launch ran; 0
 when the committed version was reused), ``cpu_s`` and ``peak_rss_mb`` of the workload's process
@@ -15,27 +18,35 @@ tree (``None`` on ``k8s``, where the run worker cannot see the pod; ``cost_measu
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckKey,
     AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetRecordsFilter,
     Backoff,
+    DagsterInvariantViolationError,
     DataVersion,
     Failure,
     Jitter,
     MetadataValue,
     Output,
+    PartitionsDefinition,
+    PreviewWarning,
     RetryPolicy,
     TableColumn,
     TableSchema,
 )
 
 from mltrain_assets.artifacts import ArtifactRef, compute_version
+from mltrain_assets.core.dagster_private import AssetCheckEvaluationTargetMaterializationData
 from mltrain_assets.core.gates import Gate, GateOutcome
 from mltrain_assets.core.partitions import partition_path
 from mltrain_assets.resources.compute import ComputeBackend, WorkloadProfile, WorkloadResult
@@ -119,9 +130,22 @@ def asset_code_version(context: AssetExecutionContext) -> str:
     return context.assets_def.code_versions_by_key.get(context.asset_key) or "unversioned"
 
 
-def gate_specs(asset: str, gates: Sequence[Gate]) -> list[AssetCheckSpec]:
-    """The blocking check specs an asset declares for the gates its step evaluates."""
-    return [AssetCheckSpec(g.name, asset=asset, blocking=True, description=g.description) for g in gates]
+def gate_specs(
+    asset: str, gates: Sequence[Gate], partitions_def: PartitionsDefinition | None = None
+) -> list[AssetCheckSpec]:
+    """The blocking check specs an asset declares for the gates its step evaluates, partitioned like the asset.
+
+    Pass the asset's ``partitions_def``: each partition (a date, a date x city) then has its own
+    result in the UI and the instance, so one city failing its gate every day never hides behind
+    another's pass (``test_catalog`` holds every partitioned asset's checks to it).
+    """
+    with warnings.catch_warnings():
+        # Partitioned checks are a preview in Dagster 1.13: opted into here, once, on purpose.
+        warnings.simplefilter("ignore", PreviewWarning)
+        return [
+            AssetCheckSpec(g.name, asset=asset, blocking=True, description=g.description, partitions_def=partitions_def)
+            for g in gates
+        ]
 
 
 @dataclass(frozen=True)
@@ -201,9 +225,7 @@ def _build(
     summaries = {partition: ref.metadata for partition, ref in refs.items()}
     outcomes = [gate.evaluate(asset_key, summaries) for gate in builder.gates]
     for partition, ref in refs.items():
-        ref.metadata[GATE_FAILURES] = [
-            v for outcome in outcomes for v in outcome.violations if v.startswith(f"{asset_key} {partition}:")
-        ]
+        ref.metadata[GATE_FAILURES] = [v for outcome in outcomes for v in outcome.violations_by_partition[partition]]
     return refs, outcomes, len(missing), cost
 
 
@@ -257,7 +279,7 @@ def run_versioned_step(
     profile: WorkloadProfile = "default",
     gates: Sequence[Gate] = (),
     metadata: Callable[[ArtifactRef], Mapping[str, Any]] | None = None,
-) -> Iterator[Output | AssetCheckResult]:
+) -> Iterator[Output | AssetCheckResult | AssetCheckEvaluation]:
     """The committed version of this partition for these inputs and params (built now if missing), gated."""
     planned = plan_version(context, storage, context.partition_key, inputs, params.versioned_fields())
     builder = _Builder(storage, compute, timeout_s, profile, gates)
@@ -311,24 +333,80 @@ def versions_output(refs: Mapping[str, ArtifactRef], metadata: Mapping[str, Any]
     return Output(dict(refs), metadata=dict(metadata))
 
 
-def check_results(outcomes: Sequence[GateOutcome]) -> Iterator[AssetCheckResult]:
+def check_results(outcomes: Sequence[GateOutcome]) -> Iterator[AssetCheckResult | AssetCheckEvaluation | Output]:
+    """Each gate's result: one per partition of the run.
+
+    A run over one partition yields an ``AssetCheckResult`` per gate (Dagster records it on the run's
+    partition when the check is partitioned). A run over a range (a single-run backfill, the demo's
+    ingestion window) has no partition of its own, so each partitioned gate yields its check's output
+    once and one ``AssetCheckEvaluation`` per partition, each naming that partition's own values and
+    violations; a failed one still fails the step (Dagster's blocking check handling).
+    """
+    context = _current_context()
     for outcome in outcomes:
-        observed = next(iter(outcome.observed.values())) if len(outcome.observed) == 1 else outcome.observed
-        yield AssetCheckResult(
-            check_name=outcome.name,
-            passed=outcome.passed,
-            severity=AssetCheckSeverity.ERROR,
-            description=outcome.describe(),
-            metadata={
-                **(
-                    {k: v for k, v in observed.items() if isinstance(v, (int, float, str))}
-                    if len(outcome.observed) == 1
-                    else {}
-                ),
-                "partitions": MetadataValue.json(outcome.observed),
-                "violations": len(outcome.violations),
-            },
-        )
+        spec = _partitioned_spec(context, outcome.name) if context is not None else None
+        if context is None or spec is None or context.has_partition_key:
+            yield AssetCheckResult(check_name=outcome.name, passed=outcome.passed, **_result_fields(outcome))
+            continue
+        if spec.key in context.selected_asset_check_keys:  # the check's own output, as Dagster emits it
+            yield Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(spec.key))
+        for partition in sorted(outcome.observed):
+            own = outcome.for_partition(partition)
+            yield AssetCheckEvaluation(
+                asset_key=spec.asset_key,
+                check_name=outcome.name,
+                passed=own.passed,
+                target_materialization_data=_materialization_of(context, partition),
+                blocking=spec.blocking,
+                partition=partition,
+                **_result_fields(own),
+            )
+
+
+def _current_context() -> AssetExecutionContext | None:
+    """The asset step being executed, if any (``check_results`` is also called outside a run)."""
+    try:
+        return AssetExecutionContext.get()
+    except DagsterInvariantViolationError:
+        return None
+
+
+def _partitioned_spec(context: AssetExecutionContext, check_name: str) -> AssetCheckSpec | None:
+    spec = context.assets_def.get_spec_for_check_key(AssetCheckKey(context.asset_key, check_name))
+    return spec if spec is not None and spec.partitions_def is not None else None
+
+
+def _materialization_of(
+    context: AssetExecutionContext, partition: str
+) -> AssetCheckEvaluationTargetMaterializationData | None:
+    """The partition's materialization this check evaluated (what Dagster attaches to a single-partition result)."""
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[partition]), limit=1
+    ).records
+    if not records:
+        return None
+    record = records[0]
+    return AssetCheckEvaluationTargetMaterializationData(
+        run_id=record.run_id, storage_id=record.storage_id, timestamp=record.timestamp
+    )
+
+
+def _result_fields(outcome: GateOutcome) -> dict[str, Any]:
+    """Severity, description and metadata of a gate's result: one partition's values flat, else all of them."""
+    observed = next(iter(outcome.observed.values())) if len(outcome.observed) == 1 else outcome.observed
+    return {
+        "severity": AssetCheckSeverity.ERROR,
+        "description": outcome.describe(),
+        "metadata": {
+            **(
+                {k: v for k, v in observed.items() if isinstance(v, (int, float, str))}
+                if len(outcome.observed) == 1
+                else {}
+            ),
+            "partitions": MetadataValue.json(outcome.observed),
+            "violations": len(outcome.violations),
+        },
+    }
 
 
 def _primary_table(manifest: Mapping[str, Any]) -> dict[str, Any] | None:

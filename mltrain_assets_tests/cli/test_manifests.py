@@ -188,6 +188,7 @@ def test_the_driver_hands_spark_its_pod_name_and_the_executor_template(tmp_path,
 
 def test_unknown_asset_is_named(upstream):
     from mltrain_assets.cli import manifests
+    from mltrain_assets.cli.errors import UsageError
 
-    with pytest.raises(SystemExit, match="unknown asset 'nope'"):
+    with pytest.raises(UsageError, match="unknown asset 'nope'"):
         manifests.render("nope", DATE)

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from dagster import FreshnessPolicy, TableSchema
+from dagster import AssetCheckKey, AssetKey, FreshnessPolicy, MultiPartitionsDefinition, TableSchema
 
 from mltrain_assets.core.assets import LAYERS
 from mltrain_assets.definitions import defs
@@ -54,3 +54,29 @@ def test_code_references_link_to_the_running_commit_when_a_git_url_is_set(monkey
     assert url.code_references[0].url.startswith(
         f"https://github.com/acme/mltrain/tree/{commit}/mltrain_assets/pipelines/demand/assets.py#L"
     )
+
+
+def test_every_check_of_a_partitioned_asset_is_partitioned_like_it():
+    """Each partition (a date, a date x city) has its own gate result: none hides behind another's."""
+    graph = defs.resolve_asset_graph()
+    checks = list(graph.asset_check_keys)
+    assert checks
+    for key in checks:
+        asset = graph.get(key.asset_key)
+        assert graph.get(key).partitions_def == asset.partitions_def, f"{key.to_user_string()}"
+    gates = {key.to_user_string() for key in checks}
+    assert {"city_demand_model:mape_below_threshold", "recommender_model:auc_above_threshold"} <= gates
+
+
+def test_every_date_x_city_asset_with_a_freshness_policy_has_a_check_per_city():
+    graph = defs.resolve_asset_graph()
+    keyed = [
+        name
+        for name, spec in SPECS.items()
+        if isinstance(spec.partitions_def, MultiPartitionsDefinition) and spec.freshness_policy is not None
+    ]
+    assert "city_demand_model" in keyed
+    for name in keyed:
+        check = AssetCheckKey(AssetKey(name), "city_fresh")
+        assert check in graph.asset_check_keys, name
+        assert not graph.get(check).blocking, "staleness flags a city; it blocks nothing"

@@ -77,7 +77,9 @@ class Figures(Config):
 def _gated(name: str, check: str, partitions_def):
     """A stand-in for a gated model asset: records the given metadata and its blocking gate's result."""
 
-    @asset(name=name, partitions_def=partitions_def, check_specs=[AssetCheckSpec(check, asset=name, blocking=True)])
+    spec = AssetCheckSpec(check, asset=name, blocking=True, partitions_def=partitions_def)  # as gate_specs declares
+
+    @asset(name=name, partitions_def=partitions_def, check_specs=[spec])
     def stand_in(config: Figures) -> MaterializeResult:
         return MaterializeResult(
             metadata=json.loads(config.metadata_json),

@@ -7,12 +7,36 @@ fields; where or how the workload runs (Spark master, SQL engine, MLflow) is not
 import os
 from pathlib import Path
 
-from dagster import AssetExecutionContext, BackfillPolicy, Config, Output, asset, materialize
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckKey,
+    AssetExecutionContext,
+    AssetKey,
+    BackfillPolicy,
+    Config,
+    DagsterInstance,
+    MultiPartitionKey,
+    MultiPartitionsDefinition,
+    Output,
+    StaticPartitionsDefinition,
+    asset,
+    instance_for_test,
+    materialize,
+)
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from mltrain_assets.artifacts import ArtifactRef, compute_version, read_manifest
+from mltrain_assets.core.gates import metric_below
 from mltrain_assets.core.partitions import daily_partitions
-from mltrain_assets.core.steps import StepCost, build_versions, plan_version, run_versioned_step
+from mltrain_assets.core.steps import (
+    StepCost,
+    build_versions,
+    check_results,
+    gate_specs,
+    plan_version,
+    run_versioned_step,
+    versions_output,
+)
 from mltrain_assets.resources.compute import ComputeBackend, WorkloadResult
 from mltrain_assets.resources.spark import SparkConfig
 from mltrain_assets.resources.storage import ArtifactRefIOManagerFactory, ArtifactStorage
@@ -219,3 +243,139 @@ def test_a_step_whose_pods_the_cluster_replaced_records_the_attempts_and_the_tim
     undisturbed = StepCost()
     undisturbed.add(WorkloadResult(wall_s=1.0, cpu_s=0.5, peak_rss_mb=10.0, measured="wait4 + /proc"))
     assert "pod_attempts" not in undisturbed.metadata() and "seconds_lost" not in undisturbed.metadata()
+
+
+# ------------------------------------------------------------------ gates per partition
+
+SCORE_GATE = metric_below("score_below_threshold", "score", 0.5)
+CITY_DAYS = MultiPartitionsDefinition({"date": daily_partitions, "city": StaticPartitionsDefinition(["nyc", "sf"])})
+
+
+class ScoreConfig(Config):
+    score: float
+
+
+@asset(partitions_def=CITY_DAYS, check_specs=gate_specs("city_model", [SCORE_GATE], CITY_DAYS))
+def city_model(context: AssetExecutionContext, config: ScoreConfig, storage: ArtifactStorage, compute: ComputeBackend):
+    yield from run_versioned_step(
+        context,
+        storage=storage,
+        compute=compute,
+        params=SampleParams(mode="commit", city=context.partition_key.keys_by_dimension["city"], score=config.score),
+        inputs={},
+        timeout_s=60,
+        gates=[SCORE_GATE],
+    )
+
+
+@asset(partitions_def=CITY_DAYS)
+def city_forecast(city_model: ArtifactRef) -> None:
+    """Downstream of the gate: runs only where the city's gate passed."""
+
+
+@asset(
+    partitions_def=daily_partitions,
+    code_version=CODE_VERSION,
+    backfill_policy=BackfillPolicy.single_run(),
+    check_specs=gate_specs("ranged_gated", [SCORE_GATE], daily_partitions),
+)
+def ranged_gated(
+    context: AssetExecutionContext, config: ScoreConfig, storage: ArtifactStorage, compute: ComputeBackend
+):
+    """A range run's dates, gated each on its own score (the sample workload commits one date per launch)."""
+    planned = [plan_version(context, storage, d, {}, {"sample": 1}) for d in context.partition_keys]
+    refs, outcomes, _ = build_versions(
+        context,
+        storage=storage,
+        compute=compute,
+        planned=planned,
+        params_for=lambda targets: SampleParams(mode="commit", score=config.score).with_output(*targets.values()),
+        timeout_s=120,
+        gates=[SCORE_GATE],
+    )
+    yield versions_output(refs, {})
+    yield from check_results(outcomes)
+
+
+def _resources(tmp_path: Path) -> dict:
+    base = f"file://{tmp_path}/storage"
+    return {
+        "storage": ArtifactStorage(base_uri=base, landing_uri=f"{base}/landing"),
+        "compute": ComputeBackend(),
+        "io_manager": ArtifactRefIOManagerFactory(base_uri=base),
+    }
+
+
+def _latest_by_partition(instance: DagsterInstance, asset: str) -> dict[str, tuple[str, AssetCheckEvaluation]]:
+    """``{partition: (status, evaluation)}`` of the gate's latest execution per partition, read from the instance."""
+    history = instance.event_log_storage.get_asset_check_execution_history(
+        AssetCheckKey(AssetKey(asset), SCORE_GATE.name), limit=100
+    )
+    latest: dict[str, tuple[str, AssetCheckEvaluation]] = {}
+    for record in history:  # newest first
+        assert record.evaluation is not None and record.partition == record.evaluation.partition
+        latest.setdefault(record.partition, (record.status.value, record.evaluation))
+    return latest
+
+
+def test_one_citys_failed_gate_is_that_partitions_alone_and_blocks_only_its_downstream(tmp_path):
+    with instance_for_test() as instance:
+        for city, score in (("nyc", 0.9), ("sf", 0.1)):
+            materialize(
+                [city_model, city_forecast],
+                partition_key=MultiPartitionKey({"date": DATE, "city": city}),
+                resources=_resources(tmp_path),
+                run_config={"ops": {"city_model": {"config": {"score": score}}}},
+                instance=instance,
+                raise_on_error=False,
+            )
+        gates = _latest_by_partition(instance, "city_model")
+        assert set(gates) == {f"nyc|{DATE}", f"sf|{DATE}"}, "one result per (date, city), none for the whole asset"
+        status, failed = gates[f"nyc|{DATE}"]
+        assert status == "FAILED" and failed.blocking
+        assert failed.description == f"city_model nyc|{DATE}: rule score < 0.5: observed score=0.9"
+        status, passed = gates[f"sf|{DATE}"]
+        assert status == "SUCCEEDED" and passed.description == f"sf|{DATE}: SCORE 0.1 < 0.5"
+        # Each partition's result judged that partition's materialization (the UI shows it as current).
+        info = instance.event_log_storage.get_asset_check_partition_info(
+            [AssetCheckKey(AssetKey("city_model"), SCORE_GATE.name)]
+        )
+        assert {i.partition_key: i.is_current for i in info} == {f"nyc|{DATE}": True, f"sf|{DATE}": True}
+        # Blocking: the failed city's forecast did not run; the other city's did.
+        assert instance.get_materialized_partitions(AssetKey("city_forecast")) == {f"sf|{DATE}"}
+
+
+def test_a_range_run_records_each_dates_own_gate_result(tmp_path):
+    days = ("2026-01-01", "2026-01-02")
+    with instance_for_test() as instance:
+        # 2026-01-01 committed with a score over the gate; the range run then builds 2026-01-02 under it.
+        first = materialize(
+            [ranged_gated],
+            partition_key=days[0],
+            resources=_resources(tmp_path),
+            run_config={"ops": {"ranged_gated": {"config": {"score": 0.9}}}},
+            instance=instance,
+            raise_on_error=False,
+        )
+        assert not first.success
+        ranged = materialize(
+            [ranged_gated],
+            resources=_resources(tmp_path),
+            run_config={"ops": {"ranged_gated": {"config": {"score": 0.1}}}},
+            tags={ASSET_PARTITION_RANGE_START_TAG: days[0], ASSET_PARTITION_RANGE_END_TAG: days[1]},
+            instance=instance,
+            raise_on_error=False,
+        )
+        assert not ranged.success, "a failed gate fails the step, as a blocking check does"
+        evaluations = {e.partition: e for e in ranged.get_asset_check_evaluations()}
+        assert set(evaluations) == set(days)
+        assert not evaluations[days[0]].passed and evaluations[days[1]].passed
+        assert evaluations[days[0]].description == f"ranged_gated {days[0]}: rule score < 0.5: observed score=0.9"
+        assert evaluations[days[1]].description == f"{days[1]}: SCORE 0.1 < 0.5"
+        gates = _latest_by_partition(instance, "ranged_gated")
+        assert {day: gates[day][0] for day in days} == {days[0]: "FAILED", days[1]: "SUCCEEDED"}
+        assert {gates[day][1].partition for day in days} == set(days)
+        info = instance.event_log_storage.get_asset_check_partition_info(
+            [AssetCheckKey(AssetKey("ranged_gated"), SCORE_GATE.name)]
+        )
+        assert all(i.is_current for i in info) and {i.partition_key for i in info} == set(days)

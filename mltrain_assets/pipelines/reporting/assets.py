@@ -44,7 +44,7 @@ from mltrain_assets.resources.tracking import ModelRegistry
 ASSET = "model_quality_report"
 GROUP = "reporting"
 OWNERS = ("team:ml-platform",)  # the report spans every pipeline: the platform team's
-CODE_VERSION = "quality-report-1"
+CODE_VERSION = "quality-report-2"  # 2: freshness per key (city)
 
 
 class ReportConfig(Config):
@@ -90,6 +90,8 @@ def summary_of(report: QualityReport) -> dict[str, int]:
         "gates_failed": sum(row.gate_passed is False for row in rows),
         "models_promoted": sum(row.promoted is True for row in rows),
         "late_landings": sum(bool(row.late) for row in report.landings),
+        # (asset, key) pairs whose newest partition is stale: a city no longer getting new models
+        "stale_keys": len(report.stale_keys()),
     }
 
 
@@ -107,7 +109,8 @@ def quality_report_asset(pipelines: Sequence[Pipeline]):
         description=(
             "Per date: each model's metric against its gate threshold (and a naive baseline), gate result, "
             "promotion, days since the last promotion, what the date's steps cost (wall, CPU, peak memory), "
-            "and which landed days arrived late. Markdown + PNG, committed like every asset."
+            "which landed days arrived late, and freshness per asset and per city. Markdown + PNG, committed "
+            "like every asset."
         ),
     )
     def model_quality_report(

@@ -7,8 +7,11 @@
   ``cpu_s``, ``peak_rss_mb``, which ``core.steps`` records);
 - staleness: the newest date on or before the report date whose version was promoted (the
   registration metadata over a look-back window, else the registry's ``staging`` tags), the
-  registry's ``staging`` version now, when each landed day's ``_SUCCESS`` marker appeared, and each
-  asset's last update against its freshness policy (read from its definition: what the UI checks).
+  registry's ``staging`` version now, when each landed day's ``_SUCCESS`` marker appeared, each
+  asset's last update against its freshness policy (read from its definition: what the UI checks),
+  and, for a date x key asset, each key's (city's) own: the latest materialization of its newest
+  date against the same policy (``key_freshness``), so a city that stopped getting new models is
+  stale while the others are fresh (the asset's own last update says fresh as long as any city updates).
 
 Reading the instance rather than loading inputs keeps the report whole when some partitions
 (a city, a failed gate) are missing: a missing one is a row that says so.
@@ -21,7 +24,16 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
 
-from dagster import AssetKey, AssetRecordsFilter, AssetsDefinition, DagsterEventType, DagsterInstance, MultiPartitionKey
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    AssetsDefinition,
+    AssetSpec,
+    DagsterEventType,
+    DagsterInstance,
+    MultiPartitionKey,
+    MultiPartitionsDefinition,
+)
 
 from mltrain_assets.core.assets import LAYERS
 from mltrain_assets.core.pipeline import Pipeline, QualitySpec
@@ -80,37 +92,114 @@ def collect_report(
         costs=costs,
         landings=landings,
         freshness=[row for pipeline in pipelines for row in _freshness(instance, pipeline, as_of)],
+        key_freshness=[row for pipeline in pipelines for row in key_freshness(instance, pipeline, as_of)],
         freshness_as_of=as_of.isoformat(timespec="seconds"),
     )
+
+
+def freshness_windows(spec: AssetSpec) -> tuple[float, float] | None:
+    """The asset's freshness policy as (warn, fail) hours, or None without a time-window policy."""
+    # A time-window policy (FreshnessPolicy.time_window, core/assets.py); its class is not public Dagster.
+    warn_window = getattr(spec.freshness_policy, "warn_window", None)
+    fail_window = getattr(spec.freshness_policy, "fail_window", None)
+    if warn_window is None or fail_window is None:
+        return None
+    return warn_window.to_timedelta().total_seconds() / 3600, fail_window.to_timedelta().total_seconds() / 3600
+
+
+def asset_specs(pipeline: Pipeline) -> list[AssetSpec]:
+    # Declared as any asset-like definition; a pipeline's are AssetsDefinitions (core/assets.py).
+    assets = cast(list[AssetsDefinition], list(pipeline.defs.assets or ()))
+    return [spec for asset in assets for spec in asset.specs]
+
+
+def _age(updated: dt.datetime | None, as_of: dt.datetime) -> tuple[str | None, float | None]:
+    if updated is None:
+        return None, None
+    return updated.isoformat(timespec="seconds"), round((as_of - updated).total_seconds() / 3600, 2)
 
 
 def _freshness(instance: DagsterInstance, pipeline: Pipeline, as_of: dt.datetime) -> list[FreshnessRow]:
     """Each asset's newest materialization at ``as_of`` against its own freshness policy (from its definition)."""
     rows = []
-    # Declared as any asset-like definition; a pipeline's are AssetsDefinitions (core/assets.py).
-    assets = cast(list[AssetsDefinition], list(pipeline.defs.assets or ()))
-    for spec in (spec for asset in assets for spec in asset.specs):
-        # A time-window policy (FreshnessPolicy.time_window, core/assets.py); its class is not public Dagster.
-        warn_window = getattr(spec.freshness_policy, "warn_window", None)
-        fail_window = getattr(spec.freshness_policy, "fail_window", None)
-        if warn_window is None or fail_window is None:
+    for spec in asset_specs(pipeline):
+        windows = freshness_windows(spec)
+        if windows is None:
             continue
         result = instance.fetch_materializations(
             AssetRecordsFilter(asset_key=spec.key, before_timestamp=as_of.timestamp()), limit=1
         )
         updated = dt.datetime.fromtimestamp(result.records[0].timestamp, dt.UTC) if result.records else None
+        last_updated, age_hours = _age(updated, as_of)
         rows.append(
             FreshnessRow(
                 pipeline=pipeline.name,
                 asset=spec.key.to_user_string(),
                 layer=spec.tags.get("layer", ""),
-                warn_hours=warn_window.to_timedelta().total_seconds() / 3600,
-                fail_hours=fail_window.to_timedelta().total_seconds() / 3600,
-                last_updated=updated.isoformat(timespec="seconds") if updated else None,
-                age_hours=round((as_of - updated).total_seconds() / 3600, 2) if updated else None,
+                warn_hours=windows[0],
+                fail_hours=windows[1],
+                last_updated=last_updated,
+                age_hours=age_hours,
             )
         )
-    return sorted(rows, key=lambda row: (LAYERS.index(row.layer) if row.layer in LAYERS else 99, row.asset))
+    return sorted(rows, key=_layer_order)
+
+
+def _layer_order(row: FreshnessRow) -> tuple[int, str, str]:
+    return (LAYERS.index(row.layer) if row.layer in LAYERS else 99, row.asset, row.key)
+
+
+def key_freshness(
+    instance: DagsterInstance, pipeline: Pipeline, as_of: dt.datetime, keys: Sequence[str] | None = None
+) -> list[FreshnessRow]:
+    """Per key (city) of each date x key asset: its newest date's latest materialization against the asset's policy.
+
+    One row per configured key (``keys``, default the pipeline's), so a city never materialized is a
+    row that says so. The newest *date* is what counts: a backfill of an old date does not make a city
+    look fresh. Read from the instance's latest materialization per partition (one query per asset).
+    """
+    wanted = list(keys if keys is not None else (pipeline.keys() if pipeline.keys else []))
+    rows = []
+    for spec in asset_specs(pipeline):
+        windows = freshness_windows(spec)
+        partitions_def = spec.partitions_def
+        if windows is None or not isinstance(partitions_def, MultiPartitionsDefinition) or not wanted:
+            continue
+        newest: dict[str, tuple[str, str]] = {}  # key -> (date, partition)
+        latest_ids = instance.event_log_storage.get_latest_storage_id_by_partition(
+            spec.key, DagsterEventType.ASSET_MATERIALIZATION
+        )
+        for partition in latest_ids:
+            dimensions = partitions_def.get_partition_key_from_str(partition).keys_by_dimension
+            key, day = dimensions[pipeline.key_dimension], dimensions["date"]
+            if key in wanted and day > newest.get(key, ("", ""))[0]:
+                newest[key] = (day, partition)
+        for key in wanted:
+            day, partition = newest.get(key, ("", ""))
+            updated = None
+            if partition:
+                records = instance.fetch_materializations(
+                    AssetRecordsFilter(
+                        asset_key=spec.key, asset_partitions=[partition], before_timestamp=as_of.timestamp()
+                    ),
+                    limit=1,
+                ).records
+                updated = dt.datetime.fromtimestamp(records[0].timestamp, dt.UTC) if records else None
+            last_updated, age_hours = _age(updated, as_of)
+            rows.append(
+                FreshnessRow(
+                    pipeline=pipeline.name,
+                    asset=spec.key.to_user_string(),
+                    layer=spec.tags.get("layer", ""),
+                    warn_hours=windows[0],
+                    fail_hours=windows[1],
+                    last_updated=last_updated,
+                    age_hours=age_hours,
+                    key=key,
+                    newest_date=day or None,
+                )
+            )
+    return sorted(rows, key=_layer_order)
 
 
 # ------------------------------------------------------------------ instance records
@@ -163,16 +252,26 @@ def _number(value: Any) -> float | None:
 
 
 def _gate_passed(instance: DagsterInstance, record: Any, spec: QualitySpec, value: float | None) -> bool | None:
-    """The gate's check result in the run that materialized ``record``; else the rule applied to the metric."""
+    """The gate's result for ``record``'s partition in the run that materialized it; else the rule on the metric.
+
+    Gates are partitioned (``core.steps.gate_specs``): a run over a range records one result per
+    partition, so the partition's own is read (an unpartitioned result, from before, counts for all).
+    """
+    unpartitioned = None
     for event in instance.all_logs(record.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
         evaluation = event.asset_check_evaluation
         if (
-            evaluation is not None
-            and evaluation.asset_key == AssetKey(spec.model_asset)
-            and evaluation.check_name == spec.gate
-            and getattr(evaluation, "partition", None) in (None, record.partition_key)
+            evaluation is None
+            or evaluation.asset_key != AssetKey(spec.model_asset)
+            or evaluation.check_name != spec.gate
         ):
+            continue
+        if evaluation.partition == record.partition_key:
             return bool(evaluation.passed)
+        if evaluation.partition is None:
+            unpartitioned = bool(evaluation.passed)
+    if unpartitioned is not None:
+        return unpartitioned
     if value is None:
         return None
     return value < spec.threshold if spec.lower_is_better else value > spec.threshold

@@ -10,6 +10,7 @@ from mltrain_assets.core.assets import with_code_references
 from mltrain_assets.core.partitions import daily_partitions
 from mltrain_assets.core.pipeline import all_pipelines
 from mltrain_assets.pipelines.reporting.assets import ASSET, quality_report_asset
+from mltrain_assets.pipelines.reporting.freshness import key_freshness_checks, key_freshness_sensor
 
 model_quality_report = quality_report_asset(all_pipelines())
 
@@ -21,4 +22,10 @@ model_quality_report_job = define_asset_job(
     description="Render the model quality, cost and staleness report for a date.",
 )
 
-defs = Definitions(assets=with_code_references([model_quality_report]), jobs=[model_quality_report_job])
+defs = Definitions(
+    assets=with_code_references([model_quality_report]),
+    # Each city of every date x city asset judged on its own against the asset's freshness policy.
+    asset_checks=key_freshness_checks(all_pipelines()),
+    jobs=[model_quality_report_job],
+    sensors=[key_freshness_sensor(all_pipelines())],
+)

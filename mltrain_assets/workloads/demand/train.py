@@ -17,9 +17,10 @@
   ``mltrain.features_uri`` and, launched by Dagster, ``mltrain.partition`` (``<city>|<date>``),
   ``mltrain.dagster_run_id`` and links to the Dagster run and asset partition
   (``mltrain.dagster_run_url``, ``mltrain.dagster_asset_url``); params, metrics (one value
-  each, no curves), the training and holdout datasets (``mlflow.log_input``), and the model with
+  each, no curves), the training and holdout datasets (``mlflow.log_input``), the model with
   the lightgbm flavor (a native LightGBM text model, never a pickle) with signature and input
-  example.
+  example, and the figure a reviewer opens first: ``figures/holdout_forecast.png``, the holdout
+  week's hourly demand against the model's and the naive forecast (``FORECAST_FIGURE``).
 - Output version: ``model.txt`` (LightGBM native), ``metrics.json``, ``feature_importance.json``,
   ``holdout.parquet`` (city, ts, demand, forecast, naive). The summary carries
   ``mlflow_model_uri``: the ``models:/m-<model id>`` URI MLflow 3 returns for the logged model,
@@ -59,6 +60,8 @@ METRICS_FILE = "metrics.json"
 IMPORTANCE_FILE = "feature_importance.json"
 HOLDOUT_FILE = "holdout.parquet"
 MLFLOW_MODEL_NAME = "model"
+# The run's artifact a reviewer opens first: forecast vs actual over the holdout week.
+FORECAST_FIGURE = "figures/holdout_forecast.png"
 MIN_TRAIN_DAYS = 7
 NUM_BOOST_ROUND = 400
 LGB_PARAMS = {
@@ -185,6 +188,30 @@ def _log_datasets(train: pd.DataFrame, holdout: pd.DataFrame, features_uri: str,
         mlflow.log_input(dataset, context=context)
 
 
+def holdout_figure(city: str, date: str, ts: pd.Series, evaluated: _Holdout):
+    """The holdout week hour by hour: actual demand, the model's forecast and the naive one (Agg, no pyplot)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, 3.6), dpi=90, layout="constrained")
+    FigureCanvasAgg(figure)
+    ax = figure.subplots()
+    hours = pd.to_datetime(ts).dt.tz_localize(None).to_numpy()
+    metrics = evaluated.metrics
+    ax.plot(hours, evaluated.actual, color="black", linewidth=1.2, label="actual")
+    ax.plot(hours, evaluated.forecast, color="tab:blue", linewidth=1.2, label=f"forecast (MAPE {metrics['mape']:.3f})")
+    ax.plot(
+        hours, evaluated.naive, color="tab:gray", linewidth=0.8, linestyle="--",
+        label=f"naive: same hour yesterday (MAPE {metrics['naive_mape']:.3f})",
+    )  # fmt: skip
+    ax.set_title(f"demand-forecast-{city}, partition {date}: holdout week, rides per hour (UTC)", fontsize=10)
+    ax.set_ylabel("rides per hour")
+    ax.grid(alpha=0.3)
+    # Below the axes: a day's peak fills the plot's upper corners.
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=8, frameon=False)
+    return figure
+
+
 def _log_model(booster: lgb.Booster, train: pd.DataFrame):
     """Log the booster with the lightgbm flavor, its signature and an input example; MLflow's model info."""
     import mlflow.lightgbm
@@ -214,8 +241,9 @@ def _log_run(
     metrics: dict,
     train: pd.DataFrame,
     holdout: pd.DataFrame,
+    evaluated: _Holdout,
 ) -> _Logged:
-    """One MLflow run in ``experiment``: tags, params, metrics, the datasets and the model."""
+    """One MLflow run in ``experiment``: tags, params, metrics, the datasets, the model and its holdout figure."""
     import mlflow
 
     from mltrain_assets.workloads.common.tracking import ensure_experiment
@@ -244,6 +272,7 @@ def _log_run(
         mlflow.log_metrics(metrics)
         _log_datasets(train, holdout, features_uri, city, date)
         info = _log_model(booster, train)
+        mlflow.log_figure(holdout_figure(city, date, holdout.ts, evaluated), FORECAST_FIGURE)
         return _Logged(run.info.run_id, run.info.experiment_id, info)
 
 
@@ -319,6 +348,7 @@ def train_city(
         metrics=metrics,
         train=train,
         holdout=holdout,
+        evaluated=evaluated,
     )
     summary = _summary(city, date, seed, metrics, importance, logged)
     writer = ArtifactWriter(

@@ -198,7 +198,7 @@ def _plan_day(
     """Label, count and deduplicate the landed rows; reject the day on row rules, duplicates or completeness."""
     _label_rows(con, sql, rel_of, in_place)
     scan = _scan_rules(con, sql, rel_of)
-    _reject(dataset, date, _row_rule_violations(spec, scan.counts, scan.by_file, scan.rows_landed))
+    _reject(dataset, date, _row_rule_violations(spec, scan.counts, scan.by_file, scan.rows_landed, con, sql.rules))
     dropped_by_hour = _find_duplicates(con, sql)
     duplicates = sum(int(n) for n in dropped_by_hour.values())
     _check_duplicates(spec, dataset, date, duplicates, scan.rows_landed)

@@ -56,11 +56,57 @@ def auc_of(labels: np.ndarray, scores: np.ndarray, what: str = "eval day") -> fl
     return float(roc_auc_score(labels, scores))
 
 
-def evaluate_model_dir(model_dir: str, impressions: pd.DataFrame | pa.Table) -> float:
-    """ROC AUC of the model in ``model_dir`` on ``impressions`` (pandas or Arrow, label ``clicked``)."""
+def labels_and_scores(model_dir: str, impressions: pd.DataFrame | pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """The clicks of ``impressions`` (pandas or Arrow, label ``clicked``) and the model's click probabilities."""
     bundle = load_model_dir(model_dir)
     labels = click_labels(impressions) if isinstance(impressions, pa.Table) else impressions["clicked"].to_numpy()
-    return auc_of(labels, score(bundle, impressions))
+    return np.asarray(labels), np.asarray(score(bundle, impressions))
+
+
+def evaluate_model_dir(model_dir: str, impressions: pd.DataFrame | pa.Table) -> float:
+    """ROC AUC of the model in ``model_dir`` on ``impressions`` (pandas or Arrow, label ``clicked``)."""
+    return auc_of(*labels_and_scores(model_dir, impressions))
+
+
+# The figures a reviewer opens first on a recommender's MLflow run, by artifact path.
+ROC_FIGURE = "figures/roc_curve.png"
+CALIBRATION_FIGURE = "figures/calibration.png"
+CALIBRATION_BINS = 10
+
+
+def review_figures(labels: np.ndarray, scores: np.ndarray, title: str) -> dict[str, Any]:
+    """ROC curve and calibration (reliability diagram, quantile bins) of ``scores`` on ``labels``, as Agg figures."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from sklearn.calibration import calibration_curve
+    from sklearn.metrics import roc_curve
+
+    auc = auc_of(labels, scores, title)
+    false_positive, true_positive, _ = roc_curve(labels, scores)
+    roc = Figure(figsize=(4.8, 4.4), dpi=90, layout="constrained")
+    FigureCanvasAgg(roc)
+    ax = roc.subplots()
+    ax.plot(false_positive, true_positive, color="tab:blue", linewidth=1.4, label=f"model (AUC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], color="tab:gray", linestyle="--", linewidth=0.8, label="chance (AUC 0.5)")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01))
+    ax.set_title(f"ROC curve\n{title}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8, frameon=False)
+
+    # Quantile bins: the scores crowd near the base rate, equal-width bins would leave most empty.
+    observed, predicted = calibration_curve(labels, scores, n_bins=CALIBRATION_BINS, strategy="quantile")
+    calibration = Figure(figsize=(4.8, 4.4), dpi=90, layout="constrained")
+    FigureCanvasAgg(calibration)
+    ax = calibration.subplots()
+    top = float(max(predicted.max(initial=0), observed.max(initial=0), 1e-3)) * 1.1
+    ax.plot([0, top], [0, top], color="tab:gray", linestyle="--", linewidth=0.8, label="perfectly calibrated")
+    ax.plot(predicted, observed, color="tab:blue", marker="o", markersize=4, linewidth=1.4, label="model")
+    ax.axhline(float(np.mean(labels)), color="crimson", linewidth=0.8, linestyle=":", label="base rate")
+    ax.set(xlabel="predicted click probability (bin mean)", ylabel="observed click rate", xlim=(0, top), ylim=(0, top))
+    ax.set_title(f"Calibration, {len(predicted)} quantile bins\n{title}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8, frameon=False)
+    return {ROC_FIGURE: roc, CALIBRATION_FIGURE: calibration}
 
 
 def evaluate(model_uri: str, eval_uri: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from mltrain_assets.workloads.demand.contract import HOLDOUT_DAYS, MAPE_THRESHOL
 from mltrain_assets.workloads.demand.feature_sql import FEATURE_NAMES
 from mltrain_assets.workloads.demand.features import read_features
 from mltrain_assets.workloads.demand.params import TrainParams
-from mltrain_assets.workloads.demand.train import split_rows, train_city
+from mltrain_assets.workloads.demand.train import FORECAST_FIGURE, split_rows, train_city
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -85,6 +85,19 @@ def test_the_run_is_logged_to_mlflow_with_metrics_tags_inputs_and_model(demand_w
     # The URI in the summary is what registration takes.
     version = mlflow.register_model(summary["mlflow_model_uri"], "demand-forecast-test-registration")
     assert str(version.version) == "1" and version.run_id == summary["mlflow_run_id"]
+
+
+def test_the_run_carries_the_holdout_forecast_figure_as_a_png(demand_world, trained_models, tmp_path):
+    from PIL import Image
+
+    client = MlflowClient(demand_world.tracking_uri)
+    for city, summary in trained_models.items():
+        run_id = summary["mlflow_run_id"]  # the run a registered version of this model points to
+        assert [a.path for a in client.list_artifacts(run_id, "figures")] == [FORECAST_FIGURE], city
+        local = client.download_artifacts(run_id, FORECAST_FIGURE, str(tmp_path / city))
+        with Image.open(local) as image:
+            assert image.format == "PNG" and image.width > 600 and image.height > 200, (city, image.size)
+            image.verify()
 
 
 def test_the_output_version_holds_model_metrics_and_importances(demand_world, trained_models):

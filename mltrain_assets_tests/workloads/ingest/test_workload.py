@@ -144,8 +144,9 @@ def test_more_than_one_percent_bad_rows_rejects_the_day(landing, tmp_path):
     with pytest.raises(DataRejected) as rejected:
         ingest_day(landing_uri, "rides", DATE, out)
     message = str(rejected.value)
-    assert f"rides {DATE}: rule non_negative_distance: {bad} rows" in message
-    assert "more than the 1% allowed" in message
+    # The rule, its column and the offending value, how many rows, and the hours they are in.
+    assert f"rides {DATE}: rule non_negative_distance: distance_km = -1.0 in " in message
+    assert f"({bad:,} of " in message and "1% allowed" in message and "hour=16/part-00000.parquet" in message
     assert read_manifest(out) is None
 
 

@@ -35,7 +35,7 @@ from typing import Any
 from mltrain_assets.artifacts import ArtifactWriter, read_manifest, require_manifest
 from mltrain_assets.workloads.common.runtime import Reporter, workload_main
 from mltrain_assets.workloads.recsys import contract
-from mltrain_assets.workloads.recsys.evaluate import auc_of, evaluate_model_dir
+from mltrain_assets.workloads.recsys.evaluate import auc_of, labels_and_scores, review_figures
 from mltrain_assets.workloads.recsys.model import MODEL_FILES, RecsysNet, make_bundle, save_model_dir, score
 from mltrain_assets.workloads.recsys.params import TrainParams
 from mltrain_assets.workloads.recsys.train import agent, checkpoints, worker
@@ -192,7 +192,8 @@ def evaluate_and_commit(
     with tempfile.TemporaryDirectory(prefix="recommender-") as tmp:
         model_dir = os.path.join(tmp, "model")
         save_model_dir(model_dir, model, config, user_factors, item_factors)
-        auc = evaluate_model_dir(model_dir, held_out)
+        labels, scores = labels_and_scores(model_dir, held_out)
+        auc = auc_of(labels, scores)
         reporter.info(f"AUC on {params.date} (held out): {auc:.4f}")
         metrics = {
             "auc": auc,
@@ -214,6 +215,7 @@ def evaluate_and_commit(
             "weights_sha256": trained_digest,
         }
         run_id = log_training_run(params, model_dir, metrics, trained_digest)
+        log_review_figures(run_id, labels, scores, f"recommender {params.date} (held-out day)")
         writer = ArtifactWriter(
             params.out_uri,
             producer=PRODUCER,
@@ -249,6 +251,17 @@ def evaluate_and_commit(
         }
         writer.commit(summary=summary)
     return summary
+
+
+def log_review_figures(run_id: str, labels, scores, title: str) -> list[str]:
+    """ROC curve and calibration on the held-out day, as artifacts of the run the registered version points to."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()  # the store log_training_run used (use_tracking set it)
+    figures = review_figures(labels, scores, title)
+    for path, figure in figures.items():
+        client.log_figure(run_id, figure, path)  # a retry re-logs the same figure under the same path
+    return list(figures)
 
 
 def run(params: TrainParams, reporter: Reporter) -> dict[str, Any]:

@@ -252,6 +252,21 @@ def test_good_labels_train_a_model_that_passes_the_gate_and_is_logged_to_mlflow(
 
 
 @pytest.mark.slow
+def test_the_trained_models_run_carries_its_roc_curve_and_calibration_as_pngs(recsys_world, trained_model, tmp_path):
+    from PIL import Image
+
+    from mltrain_assets.workloads.recsys.evaluate import CALIBRATION_FIGURE, ROC_FIGURE
+
+    client = MlflowClient(tracking_uri=recsys_world.mlflow.tracking_uri)
+    run_id = trained_model["summary"]["mlflow_run_id"]  # the run the registered version points to
+    assert sorted(a.path for a in client.list_artifacts(run_id, "figures")) == sorted([CALIBRATION_FIGURE, ROC_FIGURE])
+    for path in (ROC_FIGURE, CALIBRATION_FIGURE):
+        with Image.open(client.download_artifacts(run_id, path, str(tmp_path))) as image:
+            assert image.format == "PNG" and image.width > 300 and image.height > 300, (path, image.size)
+            image.verify()
+
+
+@pytest.mark.slow
 def test_shuffled_labels_fail_the_gate(recsys_world):
     out_uri = recsys_world.uri("recommender_model", DATE, "v=shuffled")
     recsys_world.run(recsys_world.train_params(out_uri, shuffle_labels=True))
