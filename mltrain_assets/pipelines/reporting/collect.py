@@ -126,23 +126,44 @@ def _freshness(instance: DagsterInstance, pipeline: Pipeline, as_of: dt.datetime
         windows = freshness_windows(spec)
         if windows is None:
             continue
-        result = instance.fetch_materializations(
-            AssetRecordsFilter(asset_key=spec.key, before_timestamp=as_of.timestamp()), limit=1
-        )
-        updated = dt.datetime.fromtimestamp(result.records[0].timestamp, dt.UTC) if result.records else None
-        last_updated, age_hours = _age(updated, as_of)
-        rows.append(
-            FreshnessRow(
-                pipeline=pipeline.name,
-                asset=spec.key.to_user_string(),
-                layer=spec.tags.get("layer", ""),
-                warn_hours=windows[0],
-                fail_hours=windows[1],
-                last_updated=last_updated,
-                age_hours=age_hours,
-            )
-        )
+        rows.append(_freshness_row(pipeline, spec, windows, _last_update(instance, spec, as_of), as_of))
     return sorted(rows, key=_layer_order)
+
+
+def _last_update(
+    instance: DagsterInstance, spec: AssetSpec, as_of: dt.datetime, partition: str | None = None
+) -> dt.datetime | None:
+    """When the asset (its ``partition``, if given) was last materialized before ``as_of``."""
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(
+            asset_key=spec.key,
+            asset_partitions=[partition] if partition else None,
+            before_timestamp=as_of.timestamp(),
+        ),
+        limit=1,
+    ).records
+    return dt.datetime.fromtimestamp(records[0].timestamp, dt.UTC) if records else None
+
+
+def _freshness_row(
+    pipeline: Pipeline,
+    spec: AssetSpec,
+    windows: tuple[float, float],
+    updated: dt.datetime | None,
+    as_of: dt.datetime,
+    **keyed: Any,
+) -> FreshnessRow:
+    last_updated, age_hours = _age(updated, as_of)
+    return FreshnessRow(
+        pipeline=pipeline.name,
+        asset=spec.key.to_user_string(),
+        layer=spec.tags.get("layer", ""),
+        warn_hours=windows[0],
+        fail_hours=windows[1],
+        last_updated=last_updated,
+        age_hours=age_hours,
+        **keyed,
+    )
 
 
 def _layer_order(row: FreshnessRow) -> tuple[int, str, str]:
@@ -176,29 +197,8 @@ def key_freshness(
                 newest[key] = (day, partition)
         for key in wanted:
             day, partition = newest.get(key, ("", ""))
-            updated = None
-            if partition:
-                records = instance.fetch_materializations(
-                    AssetRecordsFilter(
-                        asset_key=spec.key, asset_partitions=[partition], before_timestamp=as_of.timestamp()
-                    ),
-                    limit=1,
-                ).records
-                updated = dt.datetime.fromtimestamp(records[0].timestamp, dt.UTC) if records else None
-            last_updated, age_hours = _age(updated, as_of)
-            rows.append(
-                FreshnessRow(
-                    pipeline=pipeline.name,
-                    asset=spec.key.to_user_string(),
-                    layer=spec.tags.get("layer", ""),
-                    warn_hours=windows[0],
-                    fail_hours=windows[1],
-                    last_updated=last_updated,
-                    age_hours=age_hours,
-                    key=key,
-                    newest_date=day or None,
-                )
-            )
+            updated = _last_update(instance, spec, as_of, partition) if partition else None
+            rows.append(_freshness_row(pipeline, spec, windows, updated, as_of, key=key, newest_date=day or None))
     return sorted(rows, key=_layer_order)
 
 
