@@ -58,7 +58,7 @@ from dagster import (
 )
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from mltrain_assets.core.promotion import _REPLAYED, STAGING_ALIAS
+from mltrain_assets.core.promotion import REPLAYED_SUFFIX, STAGING_ALIAS
 from mltrain_assets.settings import DEFAULT_DAGSTER_UI_URL
 from mltrain_assets.workloads.common.tracking import dagster_asset_url, dagster_run_url
 
@@ -344,7 +344,7 @@ def _promotion_alert(record: EventLogRecord, run: DagsterRun, repository: Reposi
         return None
     metadata = {name: getattr(entry, "value", entry) for name, entry in materialization.metadata.items()}
     reason = str(metadata.get("promotion_reason", ""))
-    if metadata.get("promoted_to_staging") is not True or reason.endswith(_REPLAYED):
+    if metadata.get("promoted_to_staging") is not True or reason.endswith(REPLAYED_SUFFIX):
         return None
     previous = metadata.get("previous_staging_version") or "none"
     version = metadata.get("model_version", "?")

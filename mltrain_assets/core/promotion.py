@@ -81,8 +81,8 @@ class _Decision:
     decided_now: bool
 
 
-# What a replayed decision's reason says after the recorded one.
-_REPLAYED = " (decided earlier; unchanged)"
+# What a replayed decision's reason says after the recorded one (alerts send nothing for a replay).
+REPLAYED_SUFFIX = " (decided earlier; unchanged)"
 
 
 def _register(
@@ -121,7 +121,7 @@ def _replayed_decision(recorded: dict[str, str], current: str | None) -> _Decisi
     # Decided when this lineage was first registered: a re-run or backfill replays it, moves nothing.
     return _Decision(
         promoted=recorded.get(PROMOTED_TAG) == "true",
-        reason=recorded.get(REASON_TAG, "") + _REPLAYED,
+        reason=recorded.get(REASON_TAG, "") + REPLAYED_SUFFIX,
         comparison=json.loads(recorded.get(COMPARISON_TAG, "{}")),
         served=recorded[SERVED_TAG],
         current=current,
@@ -270,7 +270,7 @@ def _version_description(registration: _Registration, version: str, tags: dict[s
         if decision.promoted
         else f"not promoted; `{STAGING_ALIAS}` stays v{decision.served}"
     )
-    reason = decision.reason.removesuffix(_REPLAYED)
+    reason = decision.reason.removesuffix(REPLAYED_SUFFIX)
     compared = "; ".join(f"{k} {_number(v)}" for k, v in sorted(decision.comparison.items()))
     lines.append(f"- **Promotion**: {outcome} ({reason})." + (f" Compared: {compared}." if compared else ""))
     return "\n".join(lines)

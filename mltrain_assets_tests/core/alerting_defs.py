@@ -80,7 +80,7 @@ def _registration_metadata(context: AssetExecutionContext, replayed: bool) -> di
     reason = "replaces v2 (2026-11-26)"
     decision = promotion._Decision(
         promoted=True,
-        reason=reason + (promotion._REPLAYED if replayed else ""),
+        reason=reason + (promotion.REPLAYED_SUFFIX if replayed else ""),
         comparison={},
         served="3",
         current="2",
