@@ -125,6 +125,6 @@ USER 10001:10001
 # command under it: Spark's executor (`executor`: the JVM's KubernetesExecutorBackend) or cluster-mode
 # driver (`driver`), or any other command unchanged. The default command is the code location as the
 # chart runs it; workloads pass their own:
-#   docker run IMAGE python -m mltrain_assets.workloads.demand.train --params '{...}'
+#   docker run IMAGE python -m mltrain_assets.pipelines.demand.workloads.train --params '{...}'
 ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/mltrain-entrypoint"]
 CMD ["dagster", "api", "grpc", "--module-name", "mltrain_assets.definitions", "--host", "0.0.0.0", "--port", "3030"]

@@ -14,10 +14,10 @@ import time
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 from mltrain_assets.artifacts import version_uri
+from mltrain_assets.pipelines.demand.contract import FEATURES_WINDOW
+from mltrain_assets.pipelines.demand.workloads.aggregates import build_aggregates
+from mltrain_assets.pipelines.demand.workloads.features import build_features
 from mltrain_assets.simulate import simulate
-from mltrain_assets.workloads.demand.aggregates import build_aggregates
-from mltrain_assets.workloads.demand.contract import FEATURES_WINDOW
-from mltrain_assets.workloads.demand.features import build_features
 from mltrain_assets.workloads.ingest.workload import ingest_day
 
 

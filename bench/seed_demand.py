@@ -47,7 +47,7 @@ from dagster import MultiPartitionKey
 from mltrain_assets.cli import demo
 from mltrain_assets.pipelines.demand.partitions import configured_cities
 from mltrain_assets.workloads.common.dates import shift
-from mltrain_assets.workloads.demand.contract import FEATURES_WINDOW
+from mltrain_assets.pipelines.demand.contract import FEATURES_WINDOW
 
 engine, date = sys.argv[1], sys.argv[2]
 STEP_FIGURES = ("wall_s", "cpu_s", "peak_rss_mb", "rows_in", "rows_out", "reused_committed_version")
@@ -99,8 +99,8 @@ def metered(command: list[str], env: dict[str, str], timeout_s: float = 3600) ->
 
 
 def simulate(landing: str, date: str, rides_per_day: int, history_rides_per_day: int) -> None:
+    from mltrain_assets.pipelines.demand.contract import FEATURES_WINDOW
     from mltrain_assets.workloads.common.dates import shift
-    from mltrain_assets.workloads.demand.contract import FEATURES_WINDOW
 
     mltrain = str(Path(sys.executable).with_name("mltrain"))
     started = time.monotonic()
@@ -110,7 +110,7 @@ def simulate(landing: str, date: str, rides_per_day: int, history_rides_per_day:
         env=ENV, check=True, capture_output=True,
     )  # fmt: skip
     history_s = time.monotonic() - started
-    code = f"from mltrain_assets.simulate.rides import write_rides_day; import json; s = write_rides_day({landing!r}, {date!r}, {rides_per_day}); print(json.dumps(s['rows']))"
+    code = f"from mltrain_assets.pipelines.demand.simulate import write_rides_day; import json; s = write_rides_day({landing!r}, {date!r}, {rides_per_day}); print(json.dumps(s['rows']))"
     seed = metered([sys.executable, "-c", code], ENV)
     print(json.dumps({"bench": "seed_demand_simulate", "history_days": FEATURES_WINDOW.days - 1,
                       "history_rides_per_day": history_rides_per_day, "history_s": round(history_s, 1),
@@ -120,9 +120,9 @@ def simulate(landing: str, date: str, rides_per_day: int, history_rides_per_day:
 def parity_cost(home: Path, date: str, scratch: Path) -> None:
     """The seed day's aggregates and the date's features recomputed with the engine parity check on."""
     from mltrain_assets.artifacts import ArtifactRef, read_manifest
+    from mltrain_assets.pipelines.demand.contract import input_dates
+    from mltrain_assets.pipelines.demand.params import AggregatesParams, FeaturesParams
     from mltrain_assets.workloads.common.spark import SparkSettings
-    from mltrain_assets.workloads.demand.contract import input_dates
-    from mltrain_assets.workloads.demand.params import AggregatesParams, FeaturesParams
 
     refs, root = home / "storage" / "_refs", f"file://{home}/storage"
 

@@ -31,10 +31,10 @@ import time
 from pathlib import Path
 
 from mltrain_assets.artifacts import read_manifest, version_uri
+from mltrain_assets.pipelines.recsys import contract
+from mltrain_assets.pipelines.recsys.params import EmbeddingsParams, RecommendParams, TrainParams
 from mltrain_assets.workloads.common.params import MlflowSettings
 from mltrain_assets.workloads.common.spark import SparkSettings
-from mltrain_assets.workloads.recsys import contract
-from mltrain_assets.workloads.recsys.params import EmbeddingsParams, RecommendParams, TrainParams
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = {"users": 1_000_000, "items": 50_000, "events_per_day": 2_860_000}
@@ -59,9 +59,9 @@ RECALL = """
 import json, sys, time
 import numpy as np
 import torch
-from mltrain_assets.workloads.recsys import contract
-from mltrain_assets.workloads.recsys.model import load_model_dir
-from mltrain_assets.workloads.recsys.recommend import EXHAUSTIVE, TWO_STAGE, recommend
+from mltrain_assets.pipelines.recsys import contract
+from mltrain_assets.pipelines.recsys.workloads.model import load_model_dir
+from mltrain_assets.pipelines.recsys.workloads.recommend import EXHAUSTIVE, TWO_STAGE, recommend
 bundle = load_model_dir(sys.argv[1])
 n_users = int(sys.argv[2])
 timings, tops = {}, {}

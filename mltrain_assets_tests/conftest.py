@@ -34,7 +34,9 @@ def package_of(nodeid: str) -> str:
     """The unit one xdist worker runs whole: a test folder (two levels deep), or a top-level module."""
     path = nodeid.split("::", 1)[0].removeprefix("mltrain_assets_tests/")
     folders = path.split("/")[:-1]
-    return "/".join(folders[:2]) if folders else path
+    # A pipeline's workload tests are a package of their own: the slowest, they balance the two workers.
+    depth = 3 if folders[:1] == ["pipelines"] and folders[2:3] == ["workloads"] else 2
+    return "/".join(folders[:depth]) if folders else path
 
 
 # The packages that keep a worker longest, longest first (BENCHMARKS.md, "Test suite"). The rest
@@ -44,10 +46,10 @@ def package_of(nodeid: str) -> str:
 LONGEST_PACKAGES = (
     "e2e",
     "pipelines/demand",
-    "workloads/recsys",
+    "pipelines/recsys/workloads",
     "services",
     "core",
-    "workloads/demand",
+    "pipelines/demand/workloads",
 )
 
 

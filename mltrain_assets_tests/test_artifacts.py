@@ -223,10 +223,10 @@ def test_a_missing_file_is_named(tmp_path):
 
 
 def test_a_manifest_records_the_workload_that_built_it(tmp_path):
-    with writing_for("mltrain_assets.workloads.demand.features", {"date": "2026-01-01", "out_uri": "x"}):
+    with writing_for("mltrain_assets.pipelines.demand.workloads.features", {"date": "2026-01-01", "out_uri": "x"}):
         uri = _committed(tmp_path)
     assert read_manifest(uri)["workload"] == {
-        "module": "mltrain_assets.workloads.demand.features",
+        "module": "mltrain_assets.pipelines.demand.workloads.features",
         "params": {"date": "2026-01-01", "out_uri": "x"},
     }
 

@@ -102,7 +102,7 @@ def check_choice(value: str, valid: Sequence[str], what: str) -> str:
 
 def configured_cities() -> list[str]:
     """The cities this deployment models (``MLTRAIN_CITIES``), or a ``UsageError`` naming the setting."""
-    from mltrain_assets.workloads.demand.contract import CITIES
+    from mltrain_assets.pipelines.demand.contract import CITIES
 
     raw = os.environ.get("MLTRAIN_CITIES", "")
     cities = [c.strip() for c in (raw or ",".join(CITIES)).split(",") if c.strip()]

@@ -85,7 +85,7 @@ def test_materialize_works_from_the_project_folder_and_the_run_has_the_location_
     assert run.asset_selection == {AssetKey("ride_events")}
     assert DAY in instance.get_materialized_partitions(AssetKey("ride_events"))
     # The catalog's figures on the materialization: rows and columns of the version's main table.
-    from mltrain_assets.workloads.demand.contract import RIDES
+    from mltrain_assets.pipelines.demand.contract import RIDES
 
     event = instance.get_latest_materialization_event(AssetKey("ride_events")).asset_materialization
     assert event.partition == DAY

@@ -19,14 +19,14 @@ REPO = Path(__file__).resolve().parents[2]
 # Asset -> the workload module its launch runs.
 LAUNCHES = {
     "ride_events": "mltrain_assets.workloads.ingest.workload",
-    "city_hour_aggregates": "mltrain_assets.workloads.demand.aggregates",
-    "city_demand_features": "mltrain_assets.workloads.demand.features",
-    "city_demand_model": "mltrain_assets.workloads.demand.train",
-    "demand_forecasts": "mltrain_assets.workloads.demand.forecast",
+    "city_hour_aggregates": "mltrain_assets.pipelines.demand.workloads.aggregates",
+    "city_demand_features": "mltrain_assets.pipelines.demand.workloads.features",
+    "city_demand_model": "mltrain_assets.pipelines.demand.workloads.train",
+    "demand_forecasts": "mltrain_assets.pipelines.demand.workloads.forecast",
     "user_interactions": "mltrain_assets.workloads.ingest.workload",
-    "interaction_embeddings": "mltrain_assets.workloads.recsys.embeddings",
-    "recommender_model": "mltrain_assets.workloads.recsys.train.launcher",
-    "recommendations": "mltrain_assets.workloads.recsys.recommend",
+    "interaction_embeddings": "mltrain_assets.pipelines.recsys.workloads.embeddings",
+    "recommender_model": "mltrain_assets.pipelines.recsys.workloads.train.launcher",
+    "recommendations": "mltrain_assets.pipelines.recsys.workloads.recommend",
 }
 
 

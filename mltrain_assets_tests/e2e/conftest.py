@@ -55,10 +55,10 @@ def e2e_env(tmp_path_factory):
 def history(e2e_env):
     """Land and ingest the days before NEW_DAY that the trailing windows need."""
     from mltrain_assets.cli import demo
+    from mltrain_assets.pipelines.demand.contract import LANDING_WINDOW as RIDES_WINDOW
+    from mltrain_assets.pipelines.recsys.contract import LANDING_WINDOW as INTERACTIONS_WINDOW
     from mltrain_assets.simulate import simulate
     from mltrain_assets.workloads.common.dates import shift
-    from mltrain_assets.workloads.demand.contract import LANDING_WINDOW as RIDES_WINDOW
-    from mltrain_assets.workloads.recsys.contract import LANDING_WINDOW as INTERACTIONS_WINDOW
 
     last = shift(NEW_DAY, -1)
     # Enough rides for NEW_DAY's window and for the backfill of the days before it.

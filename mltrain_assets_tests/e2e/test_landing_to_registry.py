@@ -94,7 +94,7 @@ def test_the_registered_recommender_has_a_lineage_and_rebuilds_bit_for_bit(stack
     assert lineage.returncode == 0, lineage.stderr[-3000:]
     text = lineage.stdout
     assert f"recommender v{version.version}" in text and f"partition {NEW_DAY}" in text
-    assert "workload mltrain_assets.workloads.recsys.train.launcher" in text
+    assert "workload mltrain_assets.pipelines.recsys.workloads.train.launcher" in text
     assert f"interaction_embeddings {NEW_DAY} v=" in text
     # Embeddings from D-14..D-8, training from D-7..D-1, the held-out day: each a landed, ingested day.
     assert text.count(" user_interactions ") >= 15 and text.count(": _SUCCESS sha256 ") == 15

@@ -12,7 +12,7 @@ from mltrain_assets.launch.protocol import PodCannotStart
 from mltrain_assets.resources.k8s import PodTemplate, render_indexed_job
 
 TEMPLATE = PodTemplate(image="registry.example.com/mltrain:1", namespace="ml")
-COMMAND = ["python", "-m", "mltrain_assets.workloads.recsys.train.launcher", "--params", "{}"]
+COMMAND = ["python", "-m", "mltrain_assets.pipelines.recsys.workloads.train.launcher", "--params", "{}"]
 NAME = "mltrain-train-1a2b"
 
 

@@ -29,7 +29,7 @@ from mltrain_assets_tests.resources.sample_workload import SampleParams
 from mltrain_assets_tests.resources.test_compute import _failure_text, _retries, _run
 
 TEMPLATE = PodTemplate(image="registry.example.com/mltrain:1", namespace="ml", limits={"memory": "8Gi"})
-COMMAND = ["python", "-m", "mltrain_assets.workloads.recsys.train.launcher", "--params", "{}"]
+COMMAND = ["python", "-m", "mltrain_assets.pipelines.recsys.workloads.train.launcher", "--params", "{}"]
 JOB = "mltrain-train-1a2b"
 POLL_S = 0.05
 REPO = Path(__file__).resolve().parents[2]

@@ -15,8 +15,8 @@ def service_missing(message: str):
 
 def ingested_window(landing_uri: str, storage_uri: str, date: str, cities=("nyc",), volume=40_000) -> list[str]:
     """Simulate and ingest the ride days one features partition reads; returns their version URIs."""
+    from mltrain_assets.pipelines.demand.contract import input_dates
     from mltrain_assets.simulate import simulate
-    from mltrain_assets.workloads.demand.contract import input_dates
     from mltrain_assets.workloads.ingest.workload import ingest_day
 
     days = input_dates(date)
@@ -31,8 +31,8 @@ def ingested_window(landing_uri: str, storage_uri: str, date: str, cities=("nyc"
 
 def aggregated_window(landing_uri: str, storage_uri: str, date: str, cities=("nyc",), volume=40_000) -> list[str]:
     """The committed ``city_hour_aggregates`` versions one features partition reads (ingested, then aggregated)."""
-    from mltrain_assets.workloads.demand.aggregates import build_aggregates
-    from mltrain_assets.workloads.demand.contract import input_dates
+    from mltrain_assets.pipelines.demand.contract import input_dates
+    from mltrain_assets.pipelines.demand.workloads.aggregates import build_aggregates
 
     days = input_dates(date)
     rides = ingested_window(landing_uri, storage_uri, date, cities, volume)

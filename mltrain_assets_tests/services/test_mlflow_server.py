@@ -19,11 +19,11 @@ import requests
 from mlflow.tracking import MlflowClient
 
 from mltrain_assets.artifacts import version_uri
+from mltrain_assets.pipelines.demand.workloads.features import build_features
+from mltrain_assets.pipelines.demand.workloads.forecast import forecast_city
+from mltrain_assets.pipelines.demand.workloads.train import train_city
 from mltrain_assets.resources.registry_errors import RegistryUnavailable
 from mltrain_assets.resources.tracking import LINEAGE_KEY_TAG, ModelRegistry, lineage_tags
-from mltrain_assets.workloads.demand.features import build_features
-from mltrain_assets.workloads.demand.forecast import forecast_city
-from mltrain_assets.workloads.demand.train import train_city
 from mltrain_assets_tests.conftest import free_port
 from mltrain_assets_tests.services.conftest import aggregated_window
 

@@ -5,8 +5,8 @@ import pytest
 from mltrain_assets.artifacts import filesystem, read_manifest, read_table
 from mltrain_assets.cli import demo
 from mltrain_assets.landing import landed_days
+from mltrain_assets.pipelines.demand.contract import FEATURES_WINDOW
 from mltrain_assets.simulate import simulate
-from mltrain_assets.workloads.demand.contract import FEATURES_WINDOW
 
 pytestmark = pytest.mark.services
 DATE = "2026-05-20"

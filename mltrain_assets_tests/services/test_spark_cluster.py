@@ -7,8 +7,8 @@ import pytest
 
 from mltrain_assets.artifacts import read_manifest, read_table, version_uri
 from mltrain_assets.cli.sparkcluster import LocalSparkCluster
+from mltrain_assets.pipelines.demand.workloads.features import build_features
 from mltrain_assets.workloads.common.spark import SparkSettings
-from mltrain_assets.workloads.demand.features import build_features
 from mltrain_assets_tests.services.conftest import aggregated_window
 
 pytestmark = pytest.mark.services

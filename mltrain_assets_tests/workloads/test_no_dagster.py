@@ -11,15 +11,20 @@ REPO = Path(__file__).resolve().parents[2]
 
 PROBE = """
 import importlib, json, pkgutil, sys, traceback
-import mltrain_assets.workloads as root
 
 failed = {}
 def onerror(name):
     failed[name] = traceback.format_exc(limit=1)
 
-modules = [root.__name__]
-for info in pkgutil.walk_packages(root.__path__, root.__name__ + ".", onerror=onerror):
-    modules.append(info.name)
+# The shared data plane, and each pipeline's data plane: its workloads and the dagster-free modules they read.
+modules = []
+for root_name in ("mltrain_assets.workloads", "mltrain_assets.pipelines.demand.workloads", "mltrain_assets.pipelines.recsys.workloads"):
+    root = importlib.import_module(root_name)
+    modules.append(root_name)
+    for info in pkgutil.walk_packages(root.__path__, root_name + ".", onerror=onerror):
+        modules.append(info.name)
+for pipeline in ("demand", "recsys"):
+    modules += [f"mltrain_assets.pipelines.{pipeline}.{part}" for part in ("contract", "params", "simulate", "spec")]
 for name in modules:
     try:
         importlib.import_module(name)
@@ -34,7 +39,7 @@ def test_no_workload_module_imports_dagster():
     result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr
     probe = json.loads(result.stdout.strip().splitlines()[-1])
-    assert "mltrain_assets.workloads.demand.features" in probe["modules"]
+    assert "mltrain_assets.pipelines.demand.workloads.features" in probe["modules"]
     assert "mltrain_assets.workloads.ingest.workload" in probe["modules"]
     assert probe["failed"] == {}, "\n".join(f"{name}: {error}" for name, error in probe["failed"].items())
     assert probe["dagster"] == [], f"dagster imported by the data plane: {probe['dagster'][:5]}"

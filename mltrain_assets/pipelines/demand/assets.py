@@ -2,8 +2,8 @@
 
 Thin control-plane assets: each builds its workload's typed params from input references and
 hands them to ``run_versioned_step``. Windows, thresholds, names and code versions come from
-the pipeline contract (``workloads/demand/contract.py``); the heavy code is in
-``workloads/demand``.
+the pipeline contract (``pipelines/demand/contract.py``); the heavy code is in
+``workloads/`` beside them.
 """
 
 from dagster import AssetExecutionContext, BackfillPolicy
@@ -16,13 +16,13 @@ from mltrain_assets.core.ingestion import landing_ingestion_asset
 from mltrain_assets.core.partitions import same_days_input, window_input
 from mltrain_assets.core.promotion import register_and_promote, served_model_uri, snapshot_with_upstream
 from mltrain_assets.core.steps import build_dated_versions, check_results, versions_output
+from mltrain_assets.pipelines.demand import contract
+from mltrain_assets.pipelines.demand.params import AggregatesParams, FeaturesParams, ForecastParams, TrainParams
 from mltrain_assets.pipelines.demand.partitions import daily_city_partitions
 from mltrain_assets.pipelines.demand.spec import spec
 from mltrain_assets.resources.compute import ComputeBackend
 from mltrain_assets.resources.storage import ArtifactStorage
 from mltrain_assets.resources.tracking import ModelRegistry
-from mltrain_assets.workloads.demand import contract
-from mltrain_assets.workloads.demand.params import AggregatesParams, FeaturesParams, ForecastParams, TrainParams
 
 AGGREGATES_WINDOW = window_input(contract.FEATURES_WINDOW)  # the days of aggregates features[D] reads
 

@@ -1,7 +1,7 @@
 """The demand-forecasting pipeline's jobs, model quality and derived shape (merged into the code location)."""
 
 from mltrain_assets.core.pipeline import ModelQuality, PipelineJob, define_pipeline
-from mltrain_assets.pipelines.demand import report
+from mltrain_assets.pipelines.demand import contract, report
 from mltrain_assets.pipelines.demand.assets import (
     MAPE_GATE,
     city_demand_features,
@@ -14,7 +14,6 @@ from mltrain_assets.pipelines.demand.assets import (
 )
 from mltrain_assets.pipelines.demand.partitions import configured_cities
 from mltrain_assets.pipelines.demand.spec import spec
-from mltrain_assets.workloads.demand import contract
 
 pipeline = define_pipeline(
     spec,

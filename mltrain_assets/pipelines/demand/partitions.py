@@ -5,7 +5,7 @@ import os
 from dagster import MultiPartitionKey, MultiPartitionsDefinition, StaticPartitionsDefinition
 
 from mltrain_assets.core.partitions import daily_partitions
-from mltrain_assets.workloads.demand.contract import CITIES
+from mltrain_assets.pipelines.demand.contract import CITIES
 
 
 def configured_cities() -> list[str]:

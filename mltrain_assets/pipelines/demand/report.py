@@ -10,8 +10,8 @@ from mltrain_assets.resources.tracking import LINEAGE_TAGS
 def summary(date: str) -> str:
     from mlflow.tracking import MlflowClient
 
+    from mltrain_assets.pipelines.demand.contract import registered_model_name
     from mltrain_assets.pipelines.demand.partitions import configured_cities
-    from mltrain_assets.workloads.demand.contract import registered_model_name
 
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     lines = [

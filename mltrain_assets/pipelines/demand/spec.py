@@ -1,7 +1,7 @@
 """The demand-forecasting pipeline, as the shared code sees it (dagster-free; registered in ``registry``)."""
 
+from mltrain_assets.pipelines.demand import contract
 from mltrain_assets.registry import PipelineSpec, SimulateOption, Simulator
-from mltrain_assets.workloads.demand import contract
 
 
 def _cities(value: str) -> list[str]:
@@ -21,13 +21,13 @@ spec = PipelineSpec(
     landing_dataset=contract.RIDES,
     landing_window=contract.LANDING_WINDOW,
     simulator=Simulator(
-        write_day="mltrain_assets.simulate.rides:write_rides_day",
+        write_day="mltrain_assets.pipelines.demand.simulate:write_rides_day",
         volume_kwarg="rides_per_day",
         volume_flag="--rides-per-day",
         keys_option="cities",
         options=(SimulateOption("--cities", "cities", "comma-separated subset of cities (rides)", _cities),),
     ),
-    params_modules=("mltrain_assets.workloads.demand.params",),
+    params_modules=("mltrain_assets.pipelines.demand.params",),
     definitions="mltrain_assets.pipelines.demand.definitions",
     settings={"MLTRAIN_CITIES": (_known_cities, f"a comma-separated subset of {', '.join(contract.CITIES)}")},
     optional_empty_settings=frozenset({"MLTRAIN_CITIES"}),

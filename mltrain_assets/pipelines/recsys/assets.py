@@ -3,7 +3,7 @@
 Timeline for partition D: embeddings (ALS factors, window counts) learn from D-14..D-8, the model
 from D-7..D-1 over those frozen features, so no row's features carry its own click; day D is
 held out to measure AUC, so nothing learns from the day it is judged on. Windows,
-thresholds, names and code versions come from ``workloads/recsys/contract.py``.
+thresholds, names and code versions come from ``pipelines/recsys/contract.py``.
 """
 
 from dagster import AssetExecutionContext
@@ -14,11 +14,11 @@ from mltrain_assets.core.gates import metric_above
 from mltrain_assets.core.ingestion import landing_ingestion_asset
 from mltrain_assets.core.partitions import window_input
 from mltrain_assets.core.promotion import register_and_promote, served_model_uri, snapshot_with_upstream
+from mltrain_assets.pipelines.recsys import contract
+from mltrain_assets.pipelines.recsys.params import EmbeddingsParams, EvaluateParams, RecommendParams, TrainParams
 from mltrain_assets.pipelines.recsys.spec import spec
 from mltrain_assets.resources.compute import ComputeBackend
 from mltrain_assets.resources.tracking import ModelRegistry
-from mltrain_assets.workloads.recsys import contract
-from mltrain_assets.workloads.recsys.params import EmbeddingsParams, EvaluateParams, RecommendParams, TrainParams
 
 # The days of user_interactions each step reads for partition D.
 EMBEDDINGS_DAYS = window_input(contract.EMBEDDINGS_WINDOW)

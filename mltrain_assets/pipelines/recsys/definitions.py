@@ -1,7 +1,7 @@
 """The recommendations pipeline's jobs, model quality and derived shape (merged into the code location)."""
 
 from mltrain_assets.core.pipeline import ModelQuality, PipelineJob, define_pipeline
-from mltrain_assets.pipelines.recsys import report
+from mltrain_assets.pipelines.recsys import contract, report
 from mltrain_assets.pipelines.recsys.assets import (
     AUC_GATE,
     interaction_embeddings,
@@ -12,7 +12,6 @@ from mltrain_assets.pipelines.recsys.assets import (
     user_interactions,
 )
 from mltrain_assets.pipelines.recsys.spec import spec
-from mltrain_assets.workloads.recsys import contract
 
 pipeline = define_pipeline(
     spec,

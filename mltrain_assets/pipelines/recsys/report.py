@@ -10,7 +10,7 @@ from mltrain_assets.resources.tracking import LINEAGE_TAGS
 def summary(date: str) -> str:
     from mlflow.tracking import MlflowClient
 
-    from mltrain_assets.workloads.recsys.contract import REGISTERED_MODEL_NAME
+    from mltrain_assets.pipelines.recsys.contract import REGISTERED_MODEL_NAME
 
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     try:

@@ -1,7 +1,7 @@
 """The recommendations pipeline, as the shared code sees it (dagster-free; registered in ``registry``)."""
 
+from mltrain_assets.pipelines.recsys import contract
 from mltrain_assets.registry import PipelineSpec, SimulateOption, Simulator
-from mltrain_assets.workloads.recsys import contract
 
 
 def _positive(value: str) -> int:
@@ -19,7 +19,7 @@ spec = PipelineSpec(
     landing_dataset=contract.INTERACTIONS,
     landing_window=contract.LANDING_WINDOW,
     simulator=Simulator(
-        write_day="mltrain_assets.simulate.interactions:write_interactions_day",
+        write_day="mltrain_assets.pipelines.recsys.simulate:write_interactions_day",
         volume_kwarg="events_per_day",
         volume_flag="--events-per-day",
         options=(
@@ -31,6 +31,6 @@ spec = PipelineSpec(
             ),
         ),
     ),
-    params_modules=("mltrain_assets.workloads.recsys.params",),
+    params_modules=("mltrain_assets.pipelines.recsys.params",),
     definitions="mltrain_assets.pipelines.recsys.definitions",
 )

@@ -52,14 +52,20 @@ P = TypeVar("P", bound="WorkloadParams")
 
 
 def workload(
-    module: str, code_version: str = "1", kinds: Iterable[str] = ("python",), profile: str = "default"
+    module: str,
+    code_version: str = "1",
+    kinds: Iterable[str] = ("python",),
+    profile: str = "default",
+    resources: Mapping[str, Any] | None = None,
 ) -> Callable[[type[P]], type[P]]:
     """Declare what a params class runs: its entry module (``.train``: beside the params module), code version,
-    technologies and resource profile."""
+    technologies, resource profile and where it needs more or less than its profile (``resources``: fields of
+    ``WorkloadResources``, e.g. ``{"memory": "16Gi", "timeout_s": 900}``)."""
 
     def declare(cls: type[P]) -> type[P]:
         entry = importlib.util.resolve_name(module, cls.__module__.rpartition(".")[0])
         cls.module, cls.code_version, cls.kinds, cls.profile = entry, code_version, frozenset(kinds), profile
+        cls.resources = dict(resources or {})
         return cls
 
     return declare
@@ -80,6 +86,7 @@ class WorkloadParams:
     code_version: ClassVar[str] = "1"
     kinds: ClassVar[frozenset[str]] = frozenset({"python"})
     profile: ClassVar[str] = "default"
+    resources: ClassVar[Mapping[str, Any]] = {}  # per-workload departures from its profile's resources
     distributed: ClassVar[bool] = False  # see DistributedParams
     commits: ClassVar[bool] = True  # commits one version into out_uri (False: reports only, or several targets)
     out_uri: str = dataclasses.field(default="", metadata={"versioned": False, "role": "output"})

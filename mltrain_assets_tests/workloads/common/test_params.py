@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from mltrain_assets.pipelines.demand.params import AggregatesParams, FeaturesParams, ForecastParams, TrainParams
 from mltrain_assets.workloads.common.params import MlflowSettings, WorkloadParams, input_uri, runtime
 from mltrain_assets.workloads.common.spark import SparkSettings
-from mltrain_assets.workloads.demand.params import AggregatesParams, FeaturesParams, ForecastParams, TrainParams
 from mltrain_assets.workloads.ingest.params import IngestParams
 
 REPO = Path(__file__).resolve().parents[3]
@@ -143,7 +143,7 @@ def test_versioned_fields_leave_out_inputs_runtime_and_output():
 
 def test_the_cli_refuses_unknown_fields_naming_them():
     result = subprocess.run(
-        [sys.executable, "-m", "mltrain_assets.workloads.demand.features", "--params", '{"bogus":1}'],
+        [sys.executable, "-m", "mltrain_assets.pipelines.demand.workloads.features", "--params", '{"bogus":1}'],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -155,7 +155,7 @@ def test_the_cli_refuses_unknown_fields_naming_them():
 
 def test_the_cli_requires_params():
     result = subprocess.run(
-        [sys.executable, "-m", "mltrain_assets.workloads.demand.forecast"],
+        [sys.executable, "-m", "mltrain_assets.pipelines.demand.workloads.forecast"],
         capture_output=True,
         text=True,
         cwd=REPO,

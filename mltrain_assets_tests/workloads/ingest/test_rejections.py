@@ -19,10 +19,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from mltrain_assets.artifacts import MANIFEST_NAME, normalize_uri, read_manifest
+from mltrain_assets.pipelines.demand.simulate import write_rides_day
+from mltrain_assets.pipelines.recsys.simulate import write_interactions_day
 from mltrain_assets.registry import landing_dataset
 from mltrain_assets.schemas import DatasetSpec
-from mltrain_assets.simulate.interactions import write_interactions_day
-from mltrain_assets.simulate.rides import write_rides_day
 from mltrain_assets.workloads.common.runtime import DataRejected
 from mltrain_assets.workloads.ingest.workload import ingest_day
 

@@ -15,9 +15,9 @@ import pytest
 
 from mltrain_assets.artifacts import normalize_uri, read_manifest, read_table
 from mltrain_assets.landing import bytes_to_hash, content_digests, day_status
-from mltrain_assets.simulate.rides import write_rides_day
+from mltrain_assets.pipelines.demand.contract import RIDES_SCHEMA
+from mltrain_assets.pipelines.demand.simulate import write_rides_day
 from mltrain_assets.workloads.common.runtime import EXIT_DATA_REJECTED, DataRejected
-from mltrain_assets.workloads.demand.contract import RIDES_SCHEMA
 from mltrain_assets.workloads.ingest.params import INGEST_CODE_VERSION, IngestParams
 from mltrain_assets.workloads.ingest.workload import ingest_dates, ingest_day
 

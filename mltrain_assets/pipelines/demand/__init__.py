@@ -1,0 +1,1 @@
+"""Demand forecasting: rides -> city-hour aggregates -> features -> LightGBM per city -> forecasts (one folder)."""

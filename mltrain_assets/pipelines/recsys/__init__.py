@@ -1,0 +1,1 @@
+"""Recommendations: interactions -> ALS embeddings -> DDP ranker -> champion/challenger -> top-K (one folder)."""

@@ -1,0 +1,84 @@
+"""Parameters of the recommendations workloads: built by the assets, parsed by the workloads."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from mltrain_assets.pipelines.recsys import contract
+from mltrain_assets.workloads.common.params import (
+    DistributedParams,
+    MlflowSettings,
+    WorkloadParams,
+    input_uri,
+    runtime,
+    service,
+    workload,
+)
+from mltrain_assets.workloads.common.spark import SparkSettings
+
+
+@workload(".workloads.embeddings", contract.EMBEDDINGS_CODE_VERSION, kinds={"spark"}, profile="spark")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EmbeddingsParams(WorkloadParams):
+    """User and item ALS factors (Spark MLlib, implicit feedback) over a window of interaction days."""
+
+    date: str
+    rank: int = contract.ALS_RANK
+    iterations: int = contract.ALS_ITERATIONS
+    reg: float = contract.ALS_REG
+    alpha: float = contract.ALS_ALPHA
+    negative_weight: float = contract.ALS_NEGATIVE_WEIGHT
+    seed: int = 0
+    interactions_uris: tuple[str, ...] = input_uri(default=())
+    spark: SparkSettings = service("spark", default_factory=SparkSettings)
+
+
+@workload(".workloads.train.launcher", contract.TRAIN_CODE_VERSION, kinds={"pytorch", "mlflow"}, profile="training")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainParams(DistributedParams):
+    """The click model trained with DistributedDataParallel under torchrun, checkpointed per epoch."""
+
+    date: str
+    epochs: int = contract.TRAIN_EPOCHS
+    batch_size: int = contract.TRAIN_BATCH_SIZE  # per worker
+    lr: float = contract.TRAIN_LR
+    weight_decay: float = contract.TRAIN_WEIGHT_DECAY
+    seed: int = 0
+    shuffle_labels: bool = False  # train on shuffled labels: the AUC gate must fail
+    interactions_uris: tuple[str, ...] = input_uri(default=())  # D-7 .. D-1
+    eval_uri: str = input_uri(default="")  # day D, held out
+    embeddings_uri: str = input_uri(default="")
+    # Where and how to run (DistributedParams): the same model comes out of 1 node x 2 workers or 2 nodes x 1.
+    nproc_per_node: int = runtime(default=contract.TRAIN_NPROC)
+    backend: str = runtime(default=contract.TRAIN_BACKEND)
+    device: str = runtime(default=contract.TRAIN_DEVICE)
+    checkpoint_uri: str = runtime(default="")  # empty: contract.checkpoint_uri_for(out_uri)
+    keep_checkpoints: bool = runtime(default=False)
+    experiment: str = runtime(default=contract.EXPERIMENT_NAME)
+    mlflow: MlflowSettings = service("mlflow", default_factory=MlflowSettings)
+
+
+@workload(".workloads.evaluate")
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EvaluateParams(WorkloadParams):
+    """AUC of one model on one committed, held-out day (commits nothing; reports ``auc``)."""
+
+    commits = False
+
+    model_uri: str = input_uri(default="")
+    eval_uri: str = input_uri(default="")
+    mlflow: MlflowSettings = service("mlflow", default_factory=MlflowSettings)
+
+
+@workload(".workloads.recommend", contract.RECOMMEND_CODE_VERSION, kinds={"pytorch", "parquet"})
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RecommendParams(WorkloadParams):
+    """Top-K items per user from a registered model version, scored in batches."""
+
+    top_k: int = contract.TOP_K
+    position: int = 0
+    hour: float = 20.0
+    users_limit: int | None = None
+    model_uri: str = input_uri(default="")
+    device: str = "ios"  # the context the items are scored for
+    mlflow: MlflowSettings = service("mlflow", default_factory=MlflowSettings)

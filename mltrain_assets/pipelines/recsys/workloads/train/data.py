@@ -1,0 +1,150 @@
+"""The training window as the worker and the launcher both read it: events, frozen factors, labels, split.
+
+Memory: a window of committed days is read with Arrow one day at a time, each day encoded
+into a preallocated ``EncodedRows`` (int32 user/item rows, int8 device and position,
+float32 hour) and int8 labels: 15 bytes a row, with no pandas frame and no Python string
+per impression. Twenty million rows cost ~300 MB per worker.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from mltrain_assets.artifacts import read_table, require_manifest
+from mltrain_assets.pipelines.recsys import contract
+from mltrain_assets.pipelines.recsys.workloads.features import EncodedRows, FactorTable, encode_rows
+from mltrain_assets.workloads.common.runtime import DataRejected
+from mltrain_assets.workloads.ingest.params import EVENTS_FILE
+
+EVENT_COLUMNS = ["user_id", "item_id", "device", "position", "event_at", "clicked"]
+
+
+def read_events(uri: str, columns: Sequence[str] = EVENT_COLUMNS) -> pa.Table:
+    """One committed ``user_interactions`` version's events as Arrow."""
+    return read_table(uri, EVENTS_FILE, columns)
+
+
+def window_rows(uris: Sequence[str]) -> list[int]:
+    """Rows of each committed day, from its manifest (nothing is read)."""
+    counts = []
+    for uri in uris:
+        entry = require_manifest(uri)["files"].get(EVENTS_FILE)
+        if entry is None or "rows" not in entry:
+            raise FileNotFoundError(f"{EVENTS_FILE} with a row count is not listed in the manifest of {uri}")
+        counts.append(int(entry["rows"]))
+    return counts
+
+
+def load_window(
+    uris: Sequence[str], users: FactorTable, items: FactorTable, max_position: int = contract.MAX_POSITION
+) -> tuple[EncodedRows, torch.Tensor]:
+    """The days at ``uris`` in order as ``(EncodedRows, int8 clicked)``, encoded one day at a time into place."""
+    if not uris:
+        raise DataRejected("train_recommender: no training days given")
+    counts = window_rows(uris)
+    rows = EncodedRows.empty(sum(counts))
+    clicked = torch.empty(sum(counts), dtype=torch.int8)
+    start = 0
+    for uri, expected in zip(uris, counts, strict=True):
+        day = read_events(uri)
+        if day.num_rows != expected:
+            raise DataRejected(f"train_recommender: {uri} holds {day.num_rows} rows, its manifest says {expected}")
+        rows.fill(start, encode_rows(day, users, items, max_position))
+        clicked[start : start + expected] = torch.from_numpy(day.column("clicked").to_numpy().astype(np.int8))
+        start += expected
+    return rows, clicked
+
+
+def window_head(uris: Sequence[str], n: int) -> pd.DataFrame:
+    """The first ``n`` rows of the window (the days in order) as pandas: what MLflow's dataset digest reads."""
+    parts, missing = [], n
+    for uri in uris:
+        if missing <= 0:
+            break
+        part = read_events(uri).slice(0, missing)
+        parts.append(part)
+        missing -= part.num_rows
+    if not parts:
+        raise DataRejected("train_recommender: no days given")
+    return pa.concat_tables(parts).to_pandas()
+
+
+def load_factors(embeddings_uri: str) -> tuple[pa.Table, pa.Table]:
+    """The committed ``interaction_embeddings`` version's ``(user_factors, item_factors)``."""
+    return read_table(embeddings_uri, contract.USER_FACTORS_FILE), read_table(
+        embeddings_uri, contract.ITEM_FACTORS_FILE
+    )
+
+
+def training_labels(clicked: torch.Tensor, shuffle: bool, seed: int) -> torch.Tensor:
+    """The 0/1 labels as int8 (the loss takes them as float per batch); shuffled when asked."""
+    labels = clicked.to(torch.int8)
+    if shuffle:
+        # Breaks the link between features and labels while keeping the click rate: the gate must fail.
+        perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed + 7_919))
+        labels = labels[perm]
+    return labels
+
+
+def validation_split(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed ``VALIDATION_FRACTION`` of the window's rows, held out of training: ``(train, validation)`` int32 indices."""
+    if n >= 2**31:
+        raise ValueError(f"validation_split: {n} rows do not fit int32 row indices")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 104_729))
+    n_val = round(n * contract.VALIDATION_FRACTION)
+    held_out = torch.zeros(n, dtype=torch.bool)
+    held_out[order[:n_val]] = True
+    validation = order[:n_val].sort().values.to(torch.int32)
+    del order
+    # The rows not held out, ascending: sorting the rest of the permutation, without its int64 copies.
+    return torch.arange(n, dtype=torch.int32)[~held_out], validation
+
+
+def epoch_order(n: int, num_replicas: int, rank: int, seed: int, epoch: int) -> torch.Tensor:
+    """This rank's positions in ``range(n)`` for ``epoch``, as one int64 tensor.
+
+    Exactly what ``DistributedSampler(range(n), num_replicas, rank, shuffle=True, seed=seed)``
+    yields after ``set_epoch(epoch)`` (a permutation seeded by ``seed + epoch``, padded to a
+    multiple of the replicas, every ``num_replicas``-th from ``rank``), without its Python
+    list of ``n`` ints per epoch.
+    """
+    indices = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch))
+    total = math.ceil(n / num_replicas) * num_replicas
+    if total > n:
+        indices = torch.cat([indices, indices.repeat(math.ceil((total - n) / n))[: total - n]])
+    return indices[rank:total:num_replicas]
+
+
+def click_labels(events: pa.Table) -> np.ndarray:
+    """The ``clicked`` column as int8 numpy."""
+    return pc.cast(events.column("clicked"), pa.int8()).to_numpy()
+
+
+NODE_CPUS_ENV = "MLTRAIN_NODE_CPUS"  # the training pod's CPU request, whole cores (downward API, resources/k8s.py)
+
+
+def node_cpus() -> int:
+    """The cores this training node may use: its pod's CPU request where one is set, else the cores it may run on.
+
+    ``os.cpu_count()`` counts the host's cores whatever the pod asked for; workers that size their thread
+    pools by it oversubscribe a shared node, and OpenMP's spinning threads then stall each other.
+    """
+    value = os.environ.get(NODE_CPUS_ENV, "")
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"${NODE_CPUS_ENV}={value!r}: expected a whole number of cores >= 1")
+        return int(value)
+    return len(os.sched_getaffinity(0))
+
+
+def threads_per_worker(nproc_per_node: int) -> int:
+    """CPU threads each of a node's workers uses (the launcher sets OpenMP's, the worker torch's)."""
+    return max(1, node_cpus() // max(1, nproc_per_node))

@@ -1,0 +1,1 @@
+"""Tests of the recommendations pipeline, mirroring mltrain_assets/pipelines/recsys."""
