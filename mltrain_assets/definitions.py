@@ -6,12 +6,12 @@ from dagster import Definitions, EnvVar, in_process_executor
 from mltrain_assets.core.alerts import ALERT_SENSORS
 from mltrain_assets.core.automation import automation_sensor
 from mltrain_assets.core.pipeline import all_pipelines
-from mltrain_assets.core.reap import workload_reaper
+from mltrain_assets.instance.reap import workload_reaper
+from mltrain_assets.launch.workload_resources import check_step_names
 from mltrain_assets.pipelines.reporting import definitions as reporting
-from mltrain_assets.resources.compute import ComputeBackend
+from mltrain_assets.resources.compute import Compute
 from mltrain_assets.resources.storage import ArtifactRefIOManagerFactory, ArtifactStorage
 from mltrain_assets.resources.tracking import ModelRegistry
-from mltrain_assets.resources.workload_resources import check_step_names
 from mltrain_assets.settings import apply_defaults, validate_settings
 
 apply_defaults()
@@ -28,7 +28,7 @@ defs = Definitions.merge(
                 base_uri=EnvVar("MLTRAIN_STORAGE_URI"), landing_uri=EnvVar("MLTRAIN_LANDING_URI")
             ),
             "io_manager": ArtifactRefIOManagerFactory(base_uri=EnvVar("MLTRAIN_STORAGE_URI")),
-            "compute": ComputeBackend.from_settings(),
+            "compute": Compute.from_settings(),  # the deployment MLTRAIN_COMPUTE names
             "registry": ModelRegistry(
                 tracking_uri=EnvVar("MLFLOW_TRACKING_URI"),
                 ui_url=EnvVar("MLTRAIN_MLFLOW_UI_URL"),

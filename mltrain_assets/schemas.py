@@ -1,6 +1,6 @@
 """How a landing dataset is described: its schema, key, event time and value rules.
 
-Each pipeline's spec (``registry.PipelineSpec.landing_dataset``) declares the dataset it lands; the simulator
+Each pipeline's spec (``registry.PipelineSpec.landing_datasets``) declares the datasets it lands; the simulator
 writes them, ingestion validates against them, ``mltrain schema`` prints them.
 """
 

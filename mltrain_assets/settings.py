@@ -7,7 +7,7 @@ Why rules over environment strings rather than a pydantic-settings model: the en
 one source every reader shares (Dagster's ``EnvVar`` resolves at launch in the run worker, workload
 processes and pods inherit it, Helm sets it), so the settings stay strings there and each rule
 checks one variable's string, naming it and what it accepts; a typed model would be a second copy
-to keep in step. Typed values are parsed where they are used (``ComputeBackend``, ``pools``, ...).
+to keep in step. Typed values are parsed where they are used (the ``Compute`` resources, ``pools``, ...).
 """
 
 from __future__ import annotations
@@ -66,12 +66,12 @@ def _embedded_defaults() -> dict[str, str]:
         "MLTRAIN_ENGINE_PARITY": "true",
         "MLTRAIN_AUTOMATION_LOOKBACK_DAYS": "3",
         "MLTRAIN_LANDING_SENSOR_INTERVAL_S": str(DEFAULT_LANDING_SENSOR_INTERVAL_S),
-        # Pools with a limit of their own, written into the instance by `mltrain init` (core/pools.py).
+        # Pools with a limit of their own, written into the instance by `mltrain init` (instance/pools.py).
         "MLTRAIN_POOL_LIMITS": '{"registry": 1}',
         # Empty: the run's own image (DAGSTER_CURRENT_IMAGE on the code server, the run's recorded image in its pod).
         "MLTRAIN_K8S_IMAGE": "",
         # CPU, memory, GPUs, scratch, /dev/shm and timeout per profile and step over the embedded table
-        # (resources/workload_resources.py), e.g. {"training": {"memory": "128Gi"}}.
+        # (launch/workload_resources.py), e.g. {"training": {"memory": "128Gi"}}.
         "MLTRAIN_WORKLOAD_RESOURCES": "{}",
         "MLTRAIN_K8S_NAMESPACE": "mltrain",
         "MLTRAIN_K8S_SERVICE_ACCOUNT": "",
@@ -153,44 +153,37 @@ def _is_json(kind: type, item: Callable[[Any], bool] = lambda _: True) -> Callab
     return check
 
 
-def _workload_resources_usable(value: str) -> bool:
-    from mltrain_assets.resources.workload_resources import parse_overrides
-
+def _parses(value: str, parse: Callable[[str], object]) -> bool:
+    """Whether ``parse`` accepts the value (raises no ``ValueError``)."""
     try:
-        parse_overrides(value)
+        parse(value)
     except ValueError:
         return False
     return True
+
+
+def _workload_resources_usable(value: str) -> bool:
+    from mltrain_assets.launch.workload_resources import parse_overrides
+
+    return _parses(value, parse_overrides)
 
 
 def _node_sizes_usable(value: str) -> bool:
     if not value.strip():
         return True
-    from mltrain_assets.resources.node_sizes import parse_node_sizes
+    from mltrain_assets.launch.node_sizes import parse_node_sizes
 
-    try:
-        parse_node_sizes(value)
-    except ValueError:
-        return False
-    return True
+    return _parses(value, parse_node_sizes)
 
 
 def _registered_pipelines(value: str) -> bool:
     from mltrain_assets.registry import specs
 
-    try:
-        specs({"MLTRAIN_PIPELINES": value})
-    except ValueError:
-        return False
-    return True
+    return _parses(value, lambda names: specs({"MLTRAIN_PIPELINES": names}))
 
 
 def _is_date(value: str) -> bool:
-    try:
-        dt.date.fromisoformat(value.strip())
-    except ValueError:
-        return False
-    return True
+    return _parses(value.strip(), dt.date.fromisoformat)
 
 
 # Every setting's rule: (is the value usable?, what it accepts). Checked when the definitions load,

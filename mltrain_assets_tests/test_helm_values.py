@@ -182,8 +182,8 @@ def test_the_deployment_env_passes_the_production_settings_check():
 
 
 def test_workload_resources_and_pool_limits_are_usable():
-    from mltrain_assets.core.pools import configured_pool_limits
-    from mltrain_assets.resources.workload_resources import parse_overrides, resolve
+    from mltrain_assets.instance.pools import configured_pool_limits
+    from mltrain_assets.launch.workload_resources import parse_overrides, resolve
 
     env = deployment_env(values())
     steps = {"city_demand_model", "recommender_model"}

@@ -7,7 +7,7 @@ What Dagster 1.13.27 finds there on its own (read from its source, dagster/_cli 
   ``dg check defs``, ``dg launch`` and ``dg dev`` need no flag. ``dg launch --assets`` executes in its own
   process through ``dagster asset materialize``'s code (``execute_job``), which records a Python origin only;
   the UI's re-execution (``launchPipelineReexecution`` with a parent run id) needs the code location's
-  (``remote_job_origin``): the profile's ``instance_class`` (``core/instance.py``) adds it to such runs.
+  (``remote_job_origin``): the profile's ``instance_class`` (``instance/origin.py``) adds it to such runs.
 - ``dagster dev`` (and every command taking workspace options: ``definitions validate``, ``job launch``...)
   reads ``[tool.dagster]`` in ./pyproject.toml first, then ./workspace.yaml: both name the location
   ``mltrain_assets``, the location ``mltrain materialize`` and ``mltrain dev`` record and load.
@@ -60,8 +60,8 @@ NO_PROJECT_LOOKUP = (
     "Use `mltrain materialize` (origin recorded) or `-m mltrain_assets.definitions`."
 )
 
-# What makes `dg launch` record the code location origin (mltrain_assets/core/instance.py).
-INSTANCE_CLASS = {"module": "mltrain_assets.core.instance", "class": "LocationOriginInstance"}
+# What makes `dg launch` record the code location origin (mltrain_assets/instance/origin.py).
+INSTANCE_CLASS = {"module": "mltrain_assets.instance.origin", "class": "LocationOriginInstance"}
 
 
 @pytest.fixture

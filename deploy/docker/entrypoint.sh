@@ -27,7 +27,7 @@ case "$1" in
       exit 64
     fi
     # The code location (`dagster api grpc` / `dagster code-server start`) writes the pool limits into
-    # the instance first (`mltrain init --pools`, idempotent; core/pools.py) when the deployment names
+    # the instance first (`mltrain init --pools`, idempotent; instance/pools.py) when the deployment names
     # the instance's folder: on Kubernetes, where the chart's instance ConfigMap is mounted (Helm
     # values). Before any run can start, never from a run; a failure stops the code server, loudly.
     if [ -n "$MLTRAIN_INIT_POOLS_DAGSTER_HOME" ] && [ "$1" = dagster ] \

@@ -16,7 +16,7 @@ from importlib.metadata import version
 
 import click
 
-from mltrain_assets.cli import commands
+from mltrain_assets.cli import commands, model_commands
 from mltrain_assets.cli.errors import USAGE_EXIT_CODE, UsageError
 from mltrain_assets.registry import pipeline_names, specs
 from mltrain_assets.simulate import option_name
@@ -74,12 +74,17 @@ def _init() -> click.Command:
 
 def _simulator_options() -> list[click.Option]:
     """Each registered simulator's own options (``--cities``, ``--users``, ...), as its spec declares them."""
-    found = {option.flag: option for spec in specs() for option in spec.simulator.options}
+    found = {
+        option.flag: option
+        for spec in specs()
+        for landing in spec.landing_datasets
+        for option in landing.simulator.options
+    }
     return [_option(flag, option_name(flag), help=option.help) for flag, option in found.items()]
 
 
 def _simulate() -> click.Command:
-    volume_flags = [spec.simulator.volume_flag for spec in specs()]
+    volume_flags = list(dict.fromkeys(x.simulator.volume_flag for spec in specs() for x in spec.landing_datasets))
     return _command(
         "simulate",
         commands._cmd_simulate,
@@ -102,10 +107,9 @@ def _pipeline_option() -> click.Option:
 
 def _demo() -> click.Command:
     volumes = [
-        _option(
-            spec.simulator.volume_flag, f"volume_{spec.name}", type=int, help=f"{spec.landing_dataset.name} per day"
-        )
+        _option(landing.simulator.volume_flag, f"volume_{landing.name}", type=int, help=f"{landing.name} per day")
         for spec in specs()
+        for landing in spec.landing_datasets
     ]
     return _command(
         "demo",
@@ -126,7 +130,7 @@ def _demo() -> click.Command:
 
 
 def _backfill() -> click.Command:
-    key_flags = [spec.key_flag for spec in specs() if spec.key_flag]
+    key_flags = list(dict.fromkeys(spec.keys.flag for spec in specs() if spec.keys))
     return _command(
         "backfill",
         commands._cmd_backfill,
@@ -187,15 +191,17 @@ def _simple_commands() -> list[click.Command]:
                  "mltrain_assets code location like a UI launch (what `dagster asset materialize` does, without -m).",
                  _option("--asset", required=True, help="asset key(s), comma-separated, e.g. ride_events"),
                  _option("--partition", help="partition key: 2026-11-27, or nyc|2026-11-27 for date x city"),
-                 _option("--partition-range", help="START...END, e.g. 2026-11-01...2026-11-07 (single-run assets)")),
-        _model_version("lineage", commands._cmd_lineage,
+                 _option("--partition-range", help="START...END, e.g. 2026-11-01...2026-11-07 (single-run assets)"),
+                 _option("--config", help='run config file (YAML or JSON) with the assets\' hyperparameters, as the '
+                         'UI launchpad shows it: {"ops": {"city_demand_model": {"config": {"learning_rate": 0.1}}}}')),
+        _model_version("lineage", model_commands._cmd_lineage,
                        "Everything a registered model version came from: its runs, code commit, params, and every "
                        "input version down to the landed days (with their fingerprints).", JSON_FLAG),
-        _model_version("reproduce", commands._cmd_reproduce,
+        _model_version("reproduce", model_commands._cmd_reproduce,
                        "Rebuild a registered model version from its lineage in a scratch store and say whether every "
                        "file (the weights too) and the metrics are equal.",
                        _option("--scratch", help="folder to rebuild in (default: $MLTRAIN_HOME/reproductions/MODEL-vN)")),
-        _command("relocate", commands._cmd_relocate,
+        _command("relocate", model_commands._cmd_relocate,
                  "Point MLflow's recorded artifact locations at a new root after moving them (a bucket renamed).",
                  _option("--from", "old", required=True, help="the old root, e.g. s3://old-bucket/mlartifacts"),
                  _option("--to", "new", required=True, help="the new root, e.g. s3://new-bucket/mlartifacts")),

@@ -49,10 +49,10 @@ def partitions_by_assets(pipeline_name: str, start: str, end: str, keys: list[st
     require_partitions_from(
         pipeline.landing_window.first(start), f"a {pipeline_name} backfill from {start} ({pipeline.ingestion_asset})"
     )
-    landed = {"ranges": [{"start": pipeline.landing_window.first(start), "end": end}]}
-    selection = [
-        {"assetKey": {"path": [name]}, "partitions": landed}
-        for name in (pipeline.ingestion_asset, *pipeline.landing_day_assets)
+    selection = [  # each landing dataset's assets reach back as far as its own window
+        {"assetKey": {"path": [name]}, "partitions": {"ranges": [{"start": landing.window.first(start), "end": end}]}}
+        for landing in pipeline.landings
+        for name in (landing.asset, *landing.day_assets)
     ]
     for name in pipeline.daily_assets:
         selection.append({"assetKey": {"path": [name]}, "partitions": {"ranges": [{"start": start, "end": end}]}})

@@ -14,8 +14,8 @@ from typing import Any
 
 from mltrain_assets.cli.errors import (
     UsageError,
-    check_cities,
     check_date_order,
+    check_keys_value,
     check_partition_date,
     check_positive,
     one_of,
@@ -28,7 +28,7 @@ def check_pipeline_date(pipeline_names: Sequence[str], date: str, flag: str = "-
     from mltrain_assets.registry import pipeline_spec
 
     date = parse_date(date, flag)
-    firsts = [pipeline_spec(name).landing_window.first(date) for name in pipeline_names]
+    firsts = [x.window.first(date) for name in pipeline_names for x in pipeline_spec(name).landing_datasets]
     return check_partition_date(date, flag, reads_from=min(firsts, default=date))
 
 
@@ -41,7 +41,7 @@ def check_date_range(start: str, end: str, pipeline_names: Sequence[str]) -> Non
 
 def check_simulate(args: Any) -> dict[str, Any]:
     """``mltrain simulate``: dates in order, a positive volume and the dataset's own options (its keys known)."""
-    from mltrain_assets.registry import simulator
+    from mltrain_assets.registry import landing_pipeline, simulator
     from mltrain_assets.simulate import simulator_kwargs
 
     check_date_order(args.start, args.end or args.start)
@@ -53,9 +53,10 @@ def check_simulate(args: Any) -> dict[str, Any]:
         if name not in {"dataset", "start", "end", "volume", "landing_uri", "skip_landed"}
         and getattr(args, name) is not None
     }
-    if sim.keys_option and given.get(sim.keys_option) is not None:
-        # The one key dimension is the city (the demand pipeline's); the simulator writes the configured ones.
-        check_cities(given[sim.keys_option], f"--{sim.keys_option.replace('_', '-')}")
+    keys = landing_pipeline(args.dataset).keys
+    if sim.keys_option and keys and given.get(sim.keys_option) is not None:
+        # The simulator writes the pipeline's configured keys (its key setting), a subset of them when given.
+        check_keys_value(given[sim.keys_option], keys, f"--{sim.keys_option.replace('_', '-')}")
     try:
         return simulator_kwargs(args.dataset, args.volume, given)
     except ValueError as refused:
@@ -70,16 +71,19 @@ def check_landing_uri(uri: str | None, flag: str = "--landing-uri") -> None:
         raise UsageError(f"{flag} {uri!r}: expected {accepted}")
 
 
-def check_keys(pipeline_names: Sequence[str], keys: str | None, flag: str) -> list[str] | None:
-    """``--cities`` of a backfill: a subset of the keys of the keyed pipelines selected (the configured cities)."""
+def check_keys(pipeline_names: Sequence[str], keys: str | None, flag: str | None = None) -> list[str] | None:
+    """``--keys`` of a backfill: a subset of the configured keys of the keyed pipelines selected."""
     from mltrain_assets.registry import pipeline_spec
 
     if keys is None:
         return None
-    keyed = [name for name in pipeline_names if pipeline_spec(name).key_flag]
-    if not keyed:
-        raise UsageError(f"{flag} {keys!r}: none of the pipelines {one_of(pipeline_names)} has keys")
-    return check_cities(keys, flag)
+    settings = [setting for name in pipeline_names if (setting := pipeline_spec(name).keys)]
+    if not settings:
+        raise UsageError(f"{flag or '--keys'} {keys!r}: none of the pipelines {one_of(pipeline_names)} has keys")
+    chosen = None
+    for setting in settings:  # each keyed pipeline selected must know every key given
+        chosen = check_keys_value(keys, setting, flag or setting.flag)
+    return chosen
 
 
 def model_names() -> list[str]:
@@ -233,8 +237,8 @@ def check_demo(args: Any, pipeline_names: Sequence[str]) -> str:
 
     check_positive(args.parallel, "--parallel")
     for name in pipeline_names:
-        flag = pipeline_spec(name).simulator.volume_flag
-        check_positive(getattr(args, f"volume_{name}", None), flag)
+        for landing in pipeline_spec(name).landing_datasets:
+            check_positive(getattr(args, f"volume_{landing.name}", None), landing.simulator.volume_flag)
     return check_pipeline_date(pipeline_names, args.date or latest_partition(), "--date")
 
 
@@ -243,7 +247,7 @@ def check_backfill(args: Any, pipeline_names: Sequence[str]) -> list[str] | None
     from mltrain_assets.cli.errors import check_reachable
 
     check_date_range(args.start, args.end, pipeline_names)
-    keys = check_keys(pipeline_names, args.keys, "--cities")
+    keys = check_keys(pipeline_names, args.keys)
     check_positive(args.timeout, "--timeout", minimum=0.001)
     check_reachable(args.url, "--url")
     return keys

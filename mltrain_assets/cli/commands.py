@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import os
 import sys
@@ -54,7 +53,7 @@ def _simulator_options(args: argparse.Namespace) -> dict:
     from mltrain_assets.registry import specs
     from mltrain_assets.simulate import option_name
 
-    names = {option_name(option.flag) for spec in specs() for option in spec.simulator.options}
+    names = {option_name(o.flag) for spec in specs() for x in spec.landing_datasets for o in x.simulator.options}
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
@@ -93,13 +92,13 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from mltrain_assets.cli import demo
+    from mltrain_assets.cli import demo, demo_backfill
     from mltrain_assets.cli.checks import check_demo
     from mltrain_assets.core.pipeline import load_pipeline
 
     date = check_demo(args, args.pipeline or _all_pipeline_names())  # before anything is simulated or created
     pipelines = [load_pipeline(name) for name in args.pipeline or _all_pipeline_names()]
-    dates = demo.demo_dates(args.days, date, pipelines)  # --days: before anything is simulated
+    dates = demo_backfill.demo_dates(args.days, date, pipelines)  # --days: before anything is simulated
     env = _effective_env()
     demo.init_pools(demo.ensure_instance())
     demo.ensure_tracking_store()
@@ -108,8 +107,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"mltrain demo for {span}; state in {env['MLTRAIN_HOME']}", flush=True)
     with _cluster_spark_for_k8s_local(env, started):
         if len(dates) > 1:  # as a user would from the UI: asset backfills run by a daemon
-            volumes = {p.name: getattr(args, f"volume_{p.name}", None) for p in pipelines}
-            outcomes = demo.run_backfill_demo(pipelines, dates, volumes=volumes, started=started)
+            volumes = {x.dataset: getattr(args, f"volume_{x.dataset}", None) for p in pipelines for x in p.landings}
+            outcomes = demo_backfill.run_backfill_demo(pipelines, dates, volumes=volumes, started=started)
         else:
             outcomes = _run_demo_pipelines(pipelines, date, env, args, started)
     demo._say(f"model_quality_report for {date}", started)
@@ -133,21 +132,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _run_demo_pipelines(pipelines, date: str, env: dict, args: argparse.Namespace, started: float) -> list:
     from mltrain_assets.cli import demo
-    from mltrain_assets.simulate import simulate
+    from mltrain_assets.simulate import simulate_landings
 
     outcomes = []
     for pipeline in pipelines:
-        dates = pipeline.landing_window.dates(date)
-        demo._say(
-            f"simulating {pipeline.landing_dataset} {dates[0]}..{dates[-1]} into {env['MLTRAIN_LANDING_URI']} "
-            "(days already landed are kept)",
-            started,
+        volumes = {x.dataset: getattr(args, f"volume_{x.dataset}", None) for x in pipeline.landings}
+        simulate_landings(
+            pipeline, date, date, env["MLTRAIN_LANDING_URI"], volumes, lambda say: demo._say(say, started)
         )
-        sim = pipeline.spec.simulator
-        keys = {sim.keys_option: pipeline.keys()} if sim.keys_option and pipeline.keys else {}
-        volume = getattr(args, f"volume_{pipeline.name}", None)
-        simulate(pipeline.landing_dataset, env["MLTRAIN_LANDING_URI"], dates[0], dates[-1], volume=volume,
-                 skip_landed=True, **keys)  # fmt: skip
         outcomes += demo.run_pipeline(pipeline, date, parallel=args.parallel, started=started)
     return outcomes
 
@@ -226,49 +218,6 @@ def _served(pipelines, tracking_uri: str, date: str) -> dict:
     return served
 
 
-def _cmd_lineage(args: argparse.Namespace) -> int:
-    from mltrain_assets.cli.checks import check_model_version
-    from mltrain_assets.cli.lineage import describe, lineage
-
-    env = _effective_env()
-    check_model_version(args.model, args.version)
-    record, root = lineage(args.model, args.version, env["MLTRAIN_STORAGE_URI"])
-    if args.as_json:
-        print(json.dumps({"registered": record, "built_from": dataclasses.asdict(root)}, indent=2, default=str))
-        return 0
-    print(describe(record, root))
-    return 0
-
-
-def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from mltrain_assets.cli.checks import check_model_version
-    from mltrain_assets.cli.reproduce import describe_reproduction, reproduce
-
-    env = _effective_env()
-    check_model_version(args.model, args.version)
-    scratch = Path(args.scratch or Path(env["MLTRAIN_HOME"]) / "reproductions" / f"{args.model}-v{args.version}")
-    report = reproduce(args.model, args.version, env["MLTRAIN_STORAGE_URI"], scratch)
-    print(describe_reproduction(report))
-    return 0 if report["metrics_equal"] else 1
-
-
-def _cmd_relocate(args: argparse.Namespace) -> int:
-    from mltrain_assets.cli.checks import check_relocatable_store, check_store_root
-    from mltrain_assets.relocate import relocate_mlflow
-
-    check_store_root(args.old, "--from")
-    check_store_root(args.new, "--to")
-    if args.old.rstrip("/") == args.new.rstrip("/"):
-        raise UsageError(f"--from and --to are both {args.old}: expected the old root and a different new one")
-    env = _effective_env()
-    check_relocatable_store(env["MLFLOW_TRACKING_URI"])
-    rows = relocate_mlflow(env["MLFLOW_TRACKING_URI"], args.old, args.new)
-    print(f"{rows} MLflow artifact locations moved from {args.old} to {args.new}")
-    return 0
-
-
 def _cmd_schema(args: argparse.Namespace) -> int:
     from mltrain_assets.registry import landing_datasets
 
@@ -336,23 +285,25 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def _cmd_materialize(args: argparse.Namespace) -> int:
-    from mltrain_assets.cli import demo
     from mltrain_assets.cli.checks import check_materialize
+    from mltrain_assets.cli.materialize import materialize, print_outcome
+    from mltrain_assets.cli.run_config import load_run_config
 
     _effective_env()
     assets, span = check_materialize(args)  # before the instance is touched
+    run_config = load_run_config(args.config, assets) if args.config else None
     try:
-        outcome = demo.materialize(assets, partition=args.partition, partition_range=span)
+        outcome = materialize(assets, partition=args.partition, partition_range=span, run_config=run_config)
     except ValueError as refused:  # what only the selection can say (assets that share no partitions definition)
         raise UsageError(str(refused)) from None
-    demo.print_outcome(outcome)
+    print_outcome(outcome)
     return 0 if outcome.success else 1
 
 
 def _cmd_heal(args: argparse.Namespace) -> int:
     from mltrain_assets.cli.demo import ensure_instance
-    from mltrain_assets.core.heal import heal
-    from mltrain_assets.core.reap import backends_from_settings, reap
+    from mltrain_assets.instance.heal import heal
+    from mltrain_assets.instance.reap import backends_from_settings, reap
 
     _effective_env()
     instance = ensure_instance()

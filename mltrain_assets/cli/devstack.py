@@ -5,7 +5,7 @@ with whatever they started (the daemon's code servers and run workers), on exit 
 SIGTERM or SIGHUP: SIGTERM to each session's process group, up to 20 s, then SIGKILL (at once on a
 second signal). Logs go to ``$MLTRAIN_HOME/logs``. Before starting, runs left STARTED by a stack
 that was killed (its code server died with their run workers, so nobody failed them) are failed
-and their pool slots freed (``core.heal``).
+and their pool slots freed (``instance.heal``).
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from pathlib import Path
 
 import requests
 
-from mltrain_assets.cli.demo import REPO_ROOT, WORKSPACE_FILE, ensure_instance, init_pools
+from mltrain_assets.cli.demo import ensure_instance, init_pools
 from mltrain_assets.cli.services import Services
-from mltrain_assets.core.heal import heal
+from mltrain_assets.instance.heal import heal
+from mltrain_assets.instance.origin import REPO_ROOT, WORKSPACE_FILE
 
 BIN = Path(sys.executable).parent
 

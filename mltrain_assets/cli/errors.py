@@ -11,6 +11,10 @@ import os
 import urllib.error
 import urllib.request
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mltrain_assets.registry import KeySetting
 
 USAGE_EXIT_CODE = 2
 
@@ -100,34 +104,29 @@ def check_choice(value: str, valid: Sequence[str], what: str) -> str:
     return value
 
 
-def configured_cities() -> list[str]:
-    """The cities this deployment models (``MLTRAIN_CITIES``), or a ``UsageError`` naming the setting."""
-    from mltrain_assets.pipelines.demand.contract import CITIES
+def configured_keys(keys: KeySetting) -> list[str]:
+    """The keys a deployment configures (e.g. ``MLTRAIN_CITIES``), or a ``UsageError`` naming the setting."""
+    from mltrain_assets.registry import configured_keys as parse
 
-    raw = os.environ.get("MLTRAIN_CITIES", "")
-    cities = [c.strip() for c in (raw or ",".join(CITIES)).split(",") if c.strip()]
-    unknown = [c for c in cities if c not in CITIES]
-    if unknown:
-        raise UsageError(f"MLTRAIN_CITIES={raw!r}: unknown city {unknown[0]!r}: expected a subset of {one_of(CITIES)}")
-    return cities
+    try:
+        return parse(keys)
+    except ValueError as refused:
+        raise UsageError(str(refused)) from None
 
 
-def check_city(city: str, flag: str = "--cities") -> str:
-    return check_choice(city, configured_cities(), f"city ({flag})")
-
-
-def check_cities(value: str | None, flag: str = "--cities") -> list[str] | None:
-    """A comma-separated list of configured cities (``None`` stays ``None``: all of them)."""
+def check_keys_value(value: str | None, keys: KeySetting, flag: str) -> list[str] | None:
+    """A comma-separated subset of the configured keys (``None`` stays ``None``: all of them)."""
     if value is None:
         return None
-    cities = [c.strip() for c in value.split(",") if c.strip()]
-    if not cities:
+    chosen = [key.strip() for key in value.split(",") if key.strip()]
+    configured = configured_keys(keys)
+    if not chosen:
         raise UsageError(
-            f"{flag} {value!r} names no city: expected a comma-separated subset of {one_of(configured_cities())}"
+            f"{flag} {value!r} names no {keys.what}: expected a comma-separated subset of {one_of(configured)}"
         )
-    for city in cities:
-        check_city(city, flag)
-    return cities
+    for key in chosen:
+        check_choice(key, configured, f"{keys.what} ({flag})")
+    return chosen
 
 
 def check_positive(value: float | int | None, flag: str, minimum: float = 1) -> None:

@@ -42,11 +42,13 @@ class Version:
 
 def params_class(module: str) -> type[WorkloadParams]:
     """The params class of a workload module, from the registered pipelines' params modules."""
-    from mltrain_assets.registry import params_modules
+    from mltrain_assets.registry import current_module, params_modules
 
     for name in params_modules():
         for value in vars(importlib.import_module(name)).values():
-            if isinstance(value, type) and issubclass(value, WorkloadParams) and getattr(value, "module", "") == module:
+            if not (isinstance(value, type) and issubclass(value, WorkloadParams)):
+                continue
+            if current_module(module) == getattr(value, "module", ""):
                 return value
     raise ValueError(f"no params class for workload {module}")
 

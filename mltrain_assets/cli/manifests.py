@@ -1,14 +1,17 @@
-"""``mltrain manifests``: the exact Kubernetes objects the k8s backend would submit for one step.
+"""``mltrain manifests``: the exact Kubernetes objects the ``k8s`` deployment would submit for one step.
 
 Like ``helm template``: the asset's body runs for real in this process (its inputs' references
 are read from storage, the version is computed, the params are built and bound to the
-deployment's settings), with a compute backend that renders instead of launching. Every object
+deployment's settings), with ``RenderOnlyCompute``: ``k8s``'s settings and rendering, launched
+through the ``RenderOnly`` launcher, which records the objects; the step stops at its launch, so
+nothing is committed. On an ephemeral instance: no run is recorded either. Every object
 is checked with kubernetes-validate (Kubernetes 1.30, strict) and against Pod Security "restricted"
 (``resources/pod_security.py``) before it is printed, after a header naming the step's resources.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any, cast
 
@@ -17,40 +20,43 @@ from mltrain_assets.cli.errors import UsageError
 K8S_VERSION = "1.30"
 
 
-def render(asset: str, partition: str | None, backend: str = "k8s") -> list[dict[str, Any]]:
+def render(asset: str, partition: str | None) -> list[dict[str, Any]]:
     """The objects for ``asset`` at ``partition``; raises with the step's own error if it cannot get that far."""
+    return rendered_launch(asset, partition)["objects"]
+
+
+def rendered_launch(asset: str, partition: str | None) -> dict[str, Any]:
+    """What the step's launch rendered: ``{"profile", "resources", "objects"}`` (``RenderOnlyCompute``)."""
+    import tempfile
+    from pathlib import Path
+
     from dagster import AssetKey, AssetsDefinition, DagsterInstance, materialize
 
     from mltrain_assets.definitions import defs
-    from mltrain_assets.resources.compute import RENDERED_KEY, ComputeBackend
+    from mltrain_assets.resources.deployments import RenderOnlyCompute
 
     # Declared as any asset-like definition; this code location's are all AssetsDefinitions (@asset, multi_asset).
     assets = cast(list[AssetsDefinition], list(defs.assets or []))
     keys = {k.to_user_string() for a in assets for k in a.keys}
     if asset not in keys:
         raise UsageError(f"unknown asset {asset!r}: expected one of {sorted(keys)}")
-    result = materialize(
-        assets,
-        selection=[AssetKey(asset)],
-        partition_key=_partition_key(defs, asset, partition),
-        resources={**(defs.resources or {}), "compute": ComputeBackend.from_settings(backend=backend, dry_run=True)},
-        instance=DagsterInstance.ephemeral(),
-        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
-        raise_on_error=False,
-    )
+    with tempfile.TemporaryDirectory(prefix="mltrain-manifests-") as scratch:
+        record = Path(scratch) / "rendered.json"
+        result = materialize(
+            assets,
+            selection=[AssetKey(asset)],
+            partition_key=_partition_key(defs, asset, partition),
+            resources={**(defs.resources or {}), "compute": RenderOnlyCompute.from_settings(render_to=str(record))},
+            instance=DagsterInstance.ephemeral(),
+            run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
+            raise_on_error=False,
+        )
+        # The render-only launch records what it would submit, and the step stops there (nothing ran to commit).
+        if record.exists():
+            return json.loads(record.read_text())
     failures = [e.step_failure_data for e in result.all_events if e.is_step_failure]
-    # The render-only launch stops the step where it would launch, with the objects in its failure's metadata.
-    rendered = [
-        obj
-        for failure in failures
-        if failure.user_failure_data is not None and RENDERED_KEY in failure.user_failure_data.metadata
-        # DryRun records them as a JSON metadata value (declared as any metadata value): a list of objects.
-        for obj in cast(list[dict[str, Any]], failure.user_failure_data.metadata[RENDERED_KEY].value)
-    ]
-    if not rendered:
-        errors = [str(failure.error.message if failure.error else "").strip() for failure in failures]
-        raise SystemExit(f"{asset} {partition}: no workload launch to render. " + " ".join(errors)[:3000])
-    return rendered
+    errors = [str(failure.error.message if failure.error else "").strip() for failure in failures]
+    raise SystemExit(f"{asset} {partition}: no workload launch to render. " + " ".join(errors)[:3000])
 
 
 def _partition_key(defs, asset: str, partition: str | None) -> str | None:
@@ -82,16 +88,14 @@ def validate(objects: list[dict[str, Any]]) -> None:
         raise SystemExit("Pod Security 'restricted' refuses:\n  " + "\n  ".join(problems))
 
 
-def header(asset: str, objects: list[dict[str, Any]]) -> str:
-    """What the step gets, from the settings (MLTRAIN_WORKLOAD_RESOURCES over the embedded table)."""
+def header(asset: str, launch: dict[str, Any]) -> str:
+    """What the step gets: the profile and resources its launch resolved (settings over the workload's declaration)."""
     import dataclasses
-    import os
 
-    from mltrain_assets.resources.workload_resources import RESOURCES_ENV, parse_overrides, resolve
+    from mltrain_assets.launch.workload_resources import WorkloadResources
 
-    profiles = [o["metadata"].get("labels", {}).get("mltrain/profile") for o in objects if o["kind"] in ("Pod", "Job")]
-    profile = next((p for p in profiles if p), "default")
-    resources = resolve(profile, asset, parse_overrides(os.environ.get(RESOURCES_ENV, "{}")))
+    objects = launch["objects"]
+    resources = WorkloadResources(**launch["resources"])
     # GPUs of distributed training come from its topology (MLTRAIN_TRAIN_GPUS_PER_NODE): say what the pods request.
     pods = [o["spec"].get("template", {}).get("spec", o["spec"]) for o in objects if o["kind"] in ("Pod", "Job")]
     gpus = max(
@@ -100,17 +104,18 @@ def header(asset: str, objects: list[dict[str, Any]]) -> str:
     resources = dataclasses.replace(resources, gpus=gpus)
     kinds = ", ".join(f"{o['kind']}/{o['metadata'].get('name', '')}" for o in objects)
     return (
-        f"# {asset}: profile {profile}: {resources.describe()}\n"
+        f"# {asset}: profile {launch['profile']}: {resources.describe()}\n"
         f"# objects: {kinds}; valid for Kubernetes {K8S_VERSION}, Pod Security restricted + read-only root\n"
     )
 
 
-def main(asset: str, partition: str | None, backend: str = "k8s") -> int:
+def main(asset: str, partition: str | None) -> int:
     from mltrain_assets.resources.k8s import to_yaml
 
-    objects = render(asset, partition, backend)
+    launch = rendered_launch(asset, partition)
+    objects = launch["objects"]
     validate(objects)
-    print(header(asset, objects) + to_yaml(objects), end="")
+    print(header(asset, launch) + to_yaml(objects), end="")
     for warning in fit_warnings(objects):
         print(warning, file=sys.stderr)
     return 0
@@ -120,7 +125,7 @@ def fit_warnings(objects: list[dict[str, Any]]) -> list[str]:
     """A warning per pod no node of ``MLTRAIN_K8S_NODE_SIZES`` can hold (it would stay Pending)."""
     import os
 
-    from mltrain_assets.resources.node_sizes import NODE_SIZES_ENV, oversized, parse_node_sizes
+    from mltrain_assets.launch.node_sizes import NODE_SIZES_ENV, oversized, parse_node_sizes
 
     try:
         sizes = parse_node_sizes(os.environ.get(NODE_SIZES_ENV, ""))

@@ -36,6 +36,11 @@ from mltrain_assets.cli.errors import UsageError
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # The instance a checkout's commands use when MLTRAIN_HOME and DAGSTER_HOME are unset (settings.py).
 DEFAULT_DAGSTER_HOME = Path(".mltrain") / "dagster"
+# mltrain's own classes a profile may name, at the module they were moved from -> the module they live in now.
+MOVED_MODULES = {
+    "mltrain_assets.core.instance": "mltrain_assets.instance.origin",
+    "mltrain_assets.core.heal": "mltrain_assets.instance.heal",
+}
 # Keys Dagster refuses side by side: a user's key on the left means the template's keys on the right stay out.
 EXCLUSIVE = {
     "run_coordinator": ("run_queue",),
@@ -139,7 +144,7 @@ def _install(template: Path, target: Path, say: Callable[[str], None]) -> list[s
     if not target.exists():
         _write(target, template.read_text())
         return []
-    text = target.read_text()
+    text = _moved_modules_renamed(target, say)
     wanted = _mapping(template.read_text(), template)
     have = _mapping(text, target)
     for need in NEEDED:
@@ -161,6 +166,19 @@ def _install(template: Path, target: Path, say: Callable[[str], None]) -> list[s
     _write(target, new_text)
     say(f"mltrain: {target}: added {', '.join(added)} (from {template.name}; your other settings kept)")
     return added
+
+
+def _moved_modules_renamed(target: Path, say: Callable[[str], None]) -> str:
+    """The profile's text with mltrain's moved modules named where they live now (written back, and said)."""
+    text = target.read_text()
+    renamed = text
+    for old, new in MOVED_MODULES.items():
+        renamed = re.sub(rf"(module:\s*['\"]?){re.escape(old)}(?=['\"]?\s*$)", rf"\g<1>{new}", renamed, flags=re.M)
+    if renamed != text:
+        moved = [old for old in MOVED_MODULES if old in text]
+        _write(target, renamed)
+        say(f"mltrain: {target}: {', '.join(moved)} renamed to where they live now (your other settings kept)")
+    return renamed
 
 
 def point_dagster_cli_here(root: Path = REPO_ROOT) -> None:
@@ -268,7 +286,7 @@ def _validate(text: str, target: Path) -> None:
     """Dagster's own check of an instance profile (schema and the keys it refuses side by side)."""
     from dagster import DagsterInvalidConfigError
 
-    from mltrain_assets.core.dagster_private import dagster_instance_config
+    from mltrain_assets.instance.dagster_private import dagster_instance_config
 
     with tempfile.TemporaryDirectory() as scratch:
         Path(scratch, "dagster.yaml").write_text(text)

@@ -151,9 +151,9 @@ def _same_file(original: str, again: str, name: str, entry: dict[str, Any], agai
 def reproduce(model: str, version: str, storage_root: str, scratch: Path, progress=print) -> dict[str, Any]:
     """Rebuild every version of a registered model's lineage in ``scratch``; what matched and what did not."""
     from mltrain_assets.launch import Launch, LocalProcess
-    from mltrain_assets.resources.compute import ComputeBackend
+    from mltrain_assets.launch.workload_resources import PROFILES, resolve
+    from mltrain_assets.resources.deployments import LocalCompute
     from mltrain_assets.resources.spark import SparkConfig
-    from mltrain_assets.resources.workload_resources import PROFILES, resolve
 
     record, root = lineage(model, version, storage_root)
     asset, recorded = model_version_of(record)
@@ -161,7 +161,7 @@ def reproduce(model: str, version: str, storage_root: str, scratch: Path, progre
     scratch.mkdir(parents=True, exist_ok=True)
     scratch_root = f"file://{scratch.resolve()}/storage"
     # Where and how to run: today's settings; MLflow runs of the rebuild go to a store of its own.
-    backend = ComputeBackend(
+    backend = LocalCompute(
         spark=SparkConfig(
             master=os.environ.get("MLTRAIN_SPARK_MASTER", "local[*]"),
             conf_json=os.environ.get("MLTRAIN_SPARK_CONF", "{}"),

@@ -7,6 +7,7 @@ the upstream is ready, a blocking check per gate, and the layer's freshness poli
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import inspect
@@ -36,10 +37,18 @@ from dagster import (
 
 from mltrain_assets.artifacts import ArtifactRef
 from mltrain_assets.core.automation import when_upstream_ready
+from mltrain_assets.core.gate_results import check_results, gate_specs
 from mltrain_assets.core.gates import Gate
+from mltrain_assets.core.launch_config import code_version_metadata, config_class, tuned
 from mltrain_assets.core.partitions import daily_partitions
 from mltrain_assets.core.report import DEFAULT_GRACE_HOURS
-from mltrain_assets.core.steps import DATA_PLANE_RETRY, WorkloadProfile, gate_specs, run_versioned_step
+from mltrain_assets.core.steps import (
+    DATA_PLANE_RETRY,
+    WorkloadProfile,
+    build_dated_versions,
+    run_versioned_step,
+    versions_output,
+)
 from mltrain_assets.registry import PipelineSpec
 from mltrain_assets.workloads.common.params import WorkloadParams
 
@@ -130,10 +139,15 @@ def catalog_tags(spec: PipelineSpec, layer: str) -> dict[str, str]:
     return {"pipeline": spec.name, "layer": layer}
 
 
+# ``step_asset``'s default automation: run when the upstream is ready (``None``: no automation, e.g. ingestion).
+UPSTREAM_READY: Any = object()
+
+
 def step_asset(
     spec: PipelineSpec,
     *,
     layer: str,
+    name: str | None = None,  # None: the body's name
     kinds: set[str],
     partitions_def: PartitionsDefinition = daily_partitions,
     description: str | None = None,  # None: the body's docstring
@@ -142,16 +156,16 @@ def step_asset(
     pool: str | None = None,
     gates: Sequence[Gate] = (),
     backfill_policy: BackfillPolicy | None = None,
-    automation_condition: AutomationCondition | None = None,
+    automation_condition: AutomationCondition | None = UPSTREAM_READY,
     required_resource_keys: set[str] | None = None,
     metadata: Mapping[str, Any] | None = None,
 ) -> Callable[[Callable[..., Any]], AssetsDefinition]:
     """``@asset`` for one step of ``spec``'s pipeline, named and described by the decorated function."""
 
     def decorate(body: Callable[..., Any]) -> AssetsDefinition:
-        name = body.__name__
+        asset_name = name or body.__name__
         return asset(
-            name=name,
+            name=asset_name,
             partitions_def=partitions_def,
             ins=dict(ins or {}),
             code_version=code_version,
@@ -162,8 +176,10 @@ def step_asset(
             pool=pool,
             retry_policy=DATA_PLANE_RETRY,
             backfill_policy=backfill_policy,
-            automation_condition=automation_condition or when_upstream_ready(),
-            check_specs=gate_specs(name, gates, partitions_def),
+            automation_condition=when_upstream_ready()
+            if automation_condition is UPSTREAM_READY
+            else automation_condition,
+            check_specs=gate_specs(asset_name, gates, partitions_def),
             freshness_policy=FRESHNESS[layer],
             description=description or inspect.getdoc(body),
             required_resource_keys=required_resource_keys,
@@ -171,12 +187,6 @@ def step_asset(
         )(body)
 
     return decorate
-
-
-def registration_asset(spec: PipelineSpec, **asset_args: Any) -> Callable[[Callable[..., Any]], AssetsDefinition]:
-    """A step that registers a model (``core.promotion.register_and_promote``). The ``registry`` pool has one
-    slot (MLTRAIN_POOL_LIMITS), so registrations and promotions never overlap."""
-    return step_asset(spec, layer="registered", kinds={"mlflow"}, pool="registry", **asset_args)
 
 
 @dataclass(frozen=True)
@@ -188,10 +198,53 @@ class Step:
     metadata: Callable[[ArtifactRef], Mapping[str, Any]] | None = None  # extra materialization metadata
 
 
+@dataclass(frozen=True)
+class RangeStep:
+    """What a range step builds: one version per date from that date's own inputs, the missing ones in one launch.
+
+    A range run (a single-run backfill, the demo's landing window) covers many dates; ``versioned`` holds the
+    fields every date's version is planned from, ``params_for({date: version folder})`` the launch's params.
+    """
+
+    inputs_by_date: Mapping[str, Mapping[str, ArtifactRef | str]]
+    versioned: WorkloadParams
+    params_for: Callable[[dict[str, str]], WorkloadParams]
+    built_key: str = "dates_built_now"  # the run's metadata key counting the dates built (not reused)
+    metadata: Callable[[str, ArtifactRef], Mapping[str, Any]] | None = None  # a date's own materialization metadata
+    run_metadata: Callable[[Mapping[str, ArtifactRef]], Mapping[str, Any]] | None = None
+
+
+def _run_range(context: Any, step: RangeStep, profile: WorkloadProfile, gates: Sequence[Gate]) -> Iterator[Any]:
+    refs, outcomes, built = build_dated_versions(
+        context,
+        storage=context.resources.storage,
+        compute=context.resources.compute,
+        inputs_by_date=step.inputs_by_date,
+        versioned=step.versioned,
+        params_for=step.params_for,
+        profile=profile,
+        gates=gates,
+    )
+    for date, ref in refs.items():
+        if step.metadata is not None:
+            context.add_asset_metadata(dict(step.metadata(date, ref)), partition_key=date)
+    extra = step.run_metadata(refs) if step.run_metadata is not None else {}
+    yield versions_output(refs, {"dates_in_run": len(refs), step.built_key: built, **extra})
+    yield from check_results(outcomes)
+
+
 def workload_asset(
-    spec: PipelineSpec, workload: type[WorkloadParams], *, gates: Sequence[Gate] = (), **asset_args: Any
-) -> Callable[[Callable[..., Step]], AssetsDefinition]:
+    spec: PipelineSpec,
+    workload: type[WorkloadParams],
+    *,
+    gates: Sequence[Gate] = (),
+    over_range: bool = False,
+    **asset_args: Any,
+) -> Callable[[Callable[..., Step | RangeStep]], AssetsDefinition]:
     """A step asset whose body only says how to run ``workload`` on its inputs (it returns a ``Step``).
+
+    ``over_range``: one run may cover many dates (a single-run backfill); the body returns a ``RangeStep``
+    and each date gets its own version, metadata and gate results.
 
     The asset's code version, kinds and resource profile are the workload's (``WorkloadParams``); a Spark
     or training workload takes a slot of the pool of the same name (``MLTRAIN_POOL_LIMITS``). Planning the
@@ -201,10 +254,24 @@ def workload_asset(
     profile = cast(WorkloadProfile, workload.profile)
     if profile != "default":
         asset_args.setdefault("pool", profile)
+    if over_range:
+        asset_args.setdefault("backfill_policy", BackfillPolicy.single_run())
+    extra_metadata = dict(asset_args.pop("metadata", None) or {})
 
-    def decorate(body: Callable[..., Step]) -> AssetsDefinition:
+    def decorate(body: Callable[..., Step | RangeStep]) -> AssetsDefinition:
+        # The workload's hyperparameters are the asset's launch config (None: it has none).
+        launch = config_class(body.__name__, workload)
+
         def run(context, **inputs: Any) -> Iterator[Any]:
+            config = inputs.pop("config", None)
             step = body(context, **inputs)
+            if isinstance(step, Step):
+                step = dataclasses.replace(step, params=tuned(body.__name__, step.params, config))
+            if isinstance(step, RangeStep):
+                if not over_range or not isinstance(step.versioned, workload):
+                    raise TypeError(f"{body.__name__}: a RangeStep of {workload.__name__} needs over_range=True")
+                yield from _run_range(context, step, profile, gates)
+                return
             if not isinstance(step.params, workload):
                 raise TypeError(f"{body.__name__} declares {workload.__name__} but built {type(step.params).__name__}")
             yield from run_versioned_step(
@@ -221,14 +288,24 @@ def workload_asset(
         functools.update_wrapper(run, body)
         # Dagster reads the inputs from the body's signature; the output type is the IO manager's reference.
         # inspect reads a function's __signature__; typeshed's function type does not declare it.
-        run.__signature__ = inspect.signature(body).replace(return_annotation=inspect.Signature.empty)  # type: ignore[attr-defined]
+        signature = inspect.signature(body).replace(return_annotation=inspect.Signature.empty)
+        if launch is not None:  # Dagster finds the config by the `config` parameter and its Config annotation
+            context_arg, *body_args = signature.parameters.values()
+            config_arg = inspect.Parameter("config", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=launch)
+            signature = signature.replace(parameters=[context_arg, config_arg, *body_args])
+        run.__signature__ = signature  # type: ignore[attr-defined]
         return step_asset(
             spec,
             code_version=workload.code_version,
             kinds=set(workload.kinds),
             gates=gates,
             required_resource_keys={"storage", "compute"},
-            metadata=code_reference(inspect.getsourcefile(body) or "", inspect.getsourcelines(body)[1]),
+            # Where the step is declared: the body, unless the factory calling this names its caller's line.
+            metadata={
+                **code_reference(inspect.getsourcefile(body) or "", inspect.getsourcelines(body)[1]),
+                **code_version_metadata(workload),
+                **extra_metadata,
+            },
             **asset_args,
         )(run)
 

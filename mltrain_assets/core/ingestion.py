@@ -4,30 +4,14 @@ import hashlib
 import json
 import time
 
-from dagster import (
-    AssetExecutionContext,
-    BackfillPolicy,
-    Failure,
-    MetadataValue,
-    asset,
-)
+from dagster import AssetExecutionContext, AssetsDefinition, Failure, MetadataValue
 
 from mltrain_assets.artifacts import ArtifactRef
-from mltrain_assets.core.assets import FRESHNESS, catalog_tags, column_schema, declared_here
+from mltrain_assets.core.assets import RangeStep, column_schema, declared_here, workload_asset
 from mltrain_assets.core.gates import MATCHES_CONTRACT, landed_complete
-from mltrain_assets.core.partitions import daily_partitions
-from mltrain_assets.core.steps import (
-    DATA_PLANE_RETRY,
-    build_dated_versions,
-    check_results,
-    gate_specs,
-    versions_output,
-)
 from mltrain_assets.landing import bytes_to_hash, content_digests, day_status, success_uri
 from mltrain_assets.registry import PipelineSpec
-from mltrain_assets.resources.compute import ComputeBackend
-from mltrain_assets.resources.storage import ArtifactStorage
-from mltrain_assets.workloads.ingest.params import INGEST_CODE_VERSION, IngestParams
+from mltrain_assets.workloads.ingest.params import IngestParams
 
 # Per-partition materialization metadata: the content fingerprint of the landed day that version holds
 # (the landing sensor compares a re-delivered day's with it).
@@ -63,44 +47,33 @@ def partition_metadata(ref: ArtifactRef) -> dict:
     return metadata
 
 
-def landing_ingestion_asset(*, name: str, spec: PipelineSpec, description: str):
-    """A daily asset that validates, deduplicates and versions the pipeline's landing dataset.
+def landing_ingestion_asset(
+    spec: PipelineSpec, dataset: str | None = None, *, name: str | None = None, description: str
+) -> AssetsDefinition:
+    """A daily asset that validates, deduplicates and versions one of the pipeline's landing datasets.
 
-    A single run may cover a range of dates (single-run backfills): one workload
-    ingests every date whose version is not yet committed, and each date's materialization
-    carries that date's own rows, hours present, duplicates removed and rejects.
+    ``dataset``: which of ``spec.landing_datasets`` (default: its only one); ``name``: the asset's
+    (default ``<dataset>_ingested``). A single run may cover a range of dates (single-run backfills):
+    one workload ingests every date whose version is not yet committed, and each date's
+    materialization carries that date's own rows, hours present, duplicates removed and rejects.
     """
-    landing = spec.landing_dataset
-    dataset = landing.name
-    gates = [landed_complete(landing.min_rows_per_day), MATCHES_CONTRACT]
+    if dataset is None:
+        if len(spec.landing_datasets) != 1:
+            raise ValueError(f"pipeline {spec.name}: name the dataset to ingest, one of {spec.dataset_names()}")
+        dataset = spec.landing_datasets[0].name
+    landing = spec.landing(dataset).dataset
+    asset_name = name or f"{dataset}_ingested"
+    landed = dataset  # bound for the body below (mypy: a str, not Optional)
 
-    @asset(
-        name=name,
-        partitions_def=daily_partitions,
-        backfill_policy=BackfillPolicy.single_run(),
-        code_version=INGEST_CODE_VERSION,
-        group_name=spec.group,
-        owners=list(spec.owners),
-        tags=catalog_tags(spec, "landed"),
-        description=description,
-        kinds={"python", "parquet"},
-        retry_policy=DATA_PLANE_RETRY,
-        check_specs=gate_specs(name, gates, daily_partitions),
-        freshness_policy=FRESHNESS["landed"],
-        metadata={
-            "landing_dataset": dataset,
-            "dagster/column_schema": column_schema(landing.schema),
-            **declared_here(),  # the pipeline's line that declares it, not this factory
-        },
-    )
-    def _ingest(context: AssetExecutionContext, storage: ArtifactStorage, compute: ComputeBackend):
+    def ingest(context: AssetExecutionContext) -> RangeStep:
+        storage = context.resources.storage
         dates = list(context.partition_keys)
-        statuses = {date: day_status(storage.landing_uri, dataset, date) for date in dates}
+        statuses = {date: day_status(storage.landing_uri, landed, date) for date in dates}
         not_landed = [date for date in dates if not statuses[date]["success"]]
         if not_landed:
             details = "; ".join(
-                f"{name} {date}: rule landing_complete: no _SUCCESS marker at "
-                f"{success_uri(storage.landing_uri, dataset, date)} ({len(statuses[date]['hours'])}/24 hourly buckets present)"
+                f"{asset_name} {date}: rule landing_complete: no _SUCCESS marker at "
+                f"{success_uri(storage.landing_uri, landed, date)} ({len(statuses[date]['hours'])}/24 hourly buckets present)"
                 for date in not_landed
             )
             raise Failure(description=details, allow_retries=False)
@@ -115,40 +88,41 @@ def landing_ingestion_asset(*, name: str, spec: PipelineSpec, description: str):
             )
         # The bytes hashed must be those listed: a producer writing meanwhile makes this attempt retry.
         moved = [
-            d for d in dates if day_status(storage.landing_uri, dataset, d)["fingerprint"] != statuses[d]["fingerprint"]
+            d for d in dates if day_status(storage.landing_uri, landed, d)["fingerprint"] != statuses[d]["fingerprint"]
         ]
         if moved:
             raise Failure(
-                description=f"{name} {', '.join(moved)}: the landed files changed while they were fingerprinted "
+                description=f"{asset_name} {', '.join(moved)}: the landed files changed while they were fingerprinted "
                 "(a producer is still writing); the step retries",
                 allow_retries=True,
             )
-
-        refs, outcomes, built = build_dated_versions(
-            context,
-            storage=storage,
-            compute=compute,
+        return RangeStep(
             inputs_by_date={date: {"landing": fingerprints[date]} for date in dates},
-            versioned=IngestParams(dataset=dataset, landing_uri=storage.landing_uri),
+            versioned=IngestParams(dataset=landed, landing_uri=storage.landing_uri),
             params_for=lambda targets: IngestParams(
-                dataset=dataset,
+                dataset=landed,
                 landing_uri=storage.landing_uri,
                 targets=targets,
                 fingerprints={date: fingerprints[date] for date in targets},
                 listings={date: statuses[date]["fingerprint"] for date in targets},
             ),
-            gates=gates,
+            built_key="dates_ingested_now",
+            metadata=lambda date, ref: {**partition_metadata(ref), LANDING_FINGERPRINT: fingerprints[date]},
+            run_metadata=lambda refs: {"rows_in_run": sum(int(r.metadata.get("rows", 0)) for r in refs.values())},
         )
-        for date, ref in refs.items():
-            context.add_asset_metadata(
-                {**partition_metadata(ref), LANDING_FINGERPRINT: fingerprints[date]}, partition_key=date
-            )
-        run_metadata = {
-            "dates_in_run": len(dates),
-            "dates_ingested_now": built,
-            "rows_in_run": sum(int(r.metadata.get("rows", 0)) for r in refs.values()),
-        }
-        yield versions_output(refs, run_metadata)
-        yield from check_results(outcomes)
 
-    return _ingest
+    return workload_asset(
+        spec,
+        IngestParams,
+        layer="landed",
+        name=asset_name,
+        description=description,
+        over_range=True,
+        gates=[landed_complete(landing.min_rows_per_day), MATCHES_CONTRACT],
+        automation_condition=None,  # the landing sensor starts it, when a day lands
+        metadata={
+            "landing_dataset": dataset,
+            "dagster/column_schema": column_schema(landing.schema),
+            **declared_here(),  # the pipeline's line that declares it, not this factory
+        },
+    )(ingest)

@@ -3,8 +3,17 @@
 import datetime as dt
 import os
 
-from dagster import AssetIn, DailyPartitionsDefinition, MultiPartitionKey, TimeWindowPartitionMapping
+from dagster import (
+    AssetIn,
+    DailyPartitionsDefinition,
+    MultiPartitionKey,
+    MultiPartitionsDefinition,
+    StaticPartitionsDefinition,
+    TimeWindowPartitionMapping,
+)
 
+from mltrain_assets.registry import KeySetting, configured_keys
+from mltrain_assets.resources.storage import WINDOW_INPUT
 from mltrain_assets.workloads.common.dates import Window
 
 # The first daily partition of every asset. A fixed date, not "N days ago": the partitions (and
@@ -38,9 +47,6 @@ def require_partitions_from(first_date: str, what: str) -> None:
         )
 
 
-# Input metadata marking a trailing window: the IO manager loads it as {date: ref} and requires all of it.
-WINDOW_INPUT = "mltrain/window"
-
 daily_partitions = DailyPartitionsDefinition(start_date=PARTITIONS_START_DATE, timezone="UTC")
 
 
@@ -58,18 +64,15 @@ def same_days_input() -> AssetIn:
     return window_input(Window(days=1))
 
 
-def partition_path(partition_key: str | MultiPartitionKey) -> str:
-    """The storage path segment for a partition: ``2026-11-27``, or ``nyc/2026-11-27`` for date x city.
-
-    Dimensions are ordered by name, the layout Dagster's ``UPathIOManager`` uses for the refs too.
-    """
-    if isinstance(partition_key, MultiPartitionKey):
-        return "/".join(key for _, key in sorted(partition_key.keys_by_dimension.items()))
-    return str(partition_key)
-
-
 def partition_date(partition_key) -> str:
     """The date of a daily or date x something partition key."""
     if isinstance(partition_key, MultiPartitionKey):
         return partition_key.keys_by_dimension["date"]
     return str(partition_key)
+
+
+def keyed_partitions(keys: KeySetting) -> MultiPartitionsDefinition:
+    """Days x the keys this deployment configures (``keys.env``, read as the code location loads)."""
+    return MultiPartitionsDefinition(
+        {"date": daily_partitions, keys.what: StaticPartitionsDefinition(configured_keys(keys))}
+    )

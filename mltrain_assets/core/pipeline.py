@@ -1,8 +1,8 @@
 """A pipeline's Dagster side, derived from its spec, its asset definitions and its gates.
 
 Each pipeline's ``definitions`` module (named by its ``registry.PipelineSpec``) holds
-``pipeline = define_pipeline(spec, ...)`` given the asset objects, the jobs as lists of assets, and
-the model's gate. Everything the demo, backfill, report and CLI read (asset lists by partitioning,
+``pipeline = define_pipeline(spec, ...)`` given its jobs as lists of assets (the assets are theirs) and
+its model's quality entry (``model_stage``). Everything the demo, backfill, report and CLI read (asset lists by partitioning,
 stage labels, whether a stage runs per key, the quality metric, threshold and direction) is derived
 here from those objects, never written again by hand.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dagster import (
     AssetsDefinition,
@@ -26,8 +26,10 @@ from mltrain_assets.core.assets import with_code_references
 from mltrain_assets.core.gates import Gate
 from mltrain_assets.core.schedules import daily_fallback_schedule
 from mltrain_assets.core.sensors import landing_sensor
-from mltrain_assets.registry import PipelineSpec, pipeline_spec, specs
+from mltrain_assets.registry import PipelineSpec, Simulator, configured_keys, definitions_module, pipeline_spec, specs
 from mltrain_assets.workloads.common.dates import Window
+
+LANDING_METADATA = "landing_dataset"  # an ingestion asset's metadata: the dataset it lands (core/ingestion.py)
 
 
 @dataclass(frozen=True)
@@ -80,17 +82,27 @@ class QualitySpec:
 
 
 @dataclass(frozen=True)
+class Landing:
+    """One landing dataset of a pipeline: its ingestion asset and job, the days a date needs, its simulator."""
+
+    dataset: str
+    asset: str
+    job: str
+    window: Window
+    simulator: Simulator
+    day_assets: tuple[str, ...] = ()  # built from each landed day alone, in the same job
+
+
+@dataclass(frozen=True, kw_only=True)
 class Pipeline:
+    """One registered pipeline as the shared code reads it: its definitions and the shape derived from them."""
+
     name: str
     spec: PipelineSpec
     defs: Definitions
-    landing_dataset: str
-    ingestion_asset: str
-    ingestion_job: str
-    landing_window: Window  # the landed days one date needs, oldest first
+    landings: tuple[Landing, ...]  # one per landing dataset, in the spec's order
     daily_assets: tuple[str, ...]  # downstream assets partitioned by date
-    # Per-day assets built from each landed day alone (in the ingestion job, over the landing window).
-    landing_day_assets: tuple[str, ...] = ()
+    landing_day_assets: tuple[str, ...] = field(default=(), init=False)
     keyed_assets: tuple[str, ...] = ()  # downstream assets partitioned by date x key
     keys: Callable[[], Sequence[str]] | None = None  # the key dimension's values (e.g. configured cities)
     key_dimension: str = ""
@@ -99,9 +111,31 @@ class Pipeline:
     summary: Callable[[str], str] | None = None  # what is registered and served for a date
     quality: QualitySpec | None = None  # what the model quality report shows (None: see reporting.collect)
 
+    def __post_init__(self) -> None:
+        # Per-day assets built from each landed day alone (in an ingestion job, over the landing window).
+        object.__setattr__(self, "landing_day_assets", tuple(a for x in self.landings for a in x.day_assets))
+
+    @property
+    def ingestion_assets(self) -> tuple[str, ...]:
+        return tuple(landing.asset for landing in self.landings)
+
+    @property
+    def ingestion_asset(self) -> str:
+        """The first landing dataset's ingestion asset (the one of a pipeline landing one dataset)."""
+        return self.landings[0].asset
+
+    @property
+    def ingestion_job(self) -> str:
+        return self.landings[0].job
+
+    @property
+    def landing_window(self) -> Window:
+        """The landed days one date needs, oldest first: the widest of its landing datasets' windows."""
+        return max((landing.window for landing in self.landings), key=lambda window: window.days)
+
     def assets(self) -> tuple[str, ...]:
         """Every asset of the pipeline, ingestion first."""
-        return (self.ingestion_asset, *self.landing_day_assets, *self.daily_assets, *self.keyed_assets)
+        return (*self.ingestion_assets, *self.landing_day_assets, *self.daily_assets, *self.keyed_assets)
 
 
 def _name(asset: AssetsDefinition) -> str:
@@ -154,51 +188,69 @@ def _quality(spec: PipelineSpec, quality: ModelQuality | None) -> QualitySpec | 
     )
 
 
+def _landing(spec: PipelineSpec, job: PipelineJob) -> Landing:
+    first = job.assets[0]
+    dataset = first.metadata_by_key[first.key].get(LANDING_METADATA)
+    if dataset is None:
+        raise ValueError(f"job {job.name}: its first asset {_name(first)} is not an ingestion asset")
+    landing = spec.landing(str(dataset))
+    return Landing(
+        landing.name,
+        _name(first),
+        job.name,
+        landing.window,
+        landing.simulator,
+        tuple(_name(a) for a in job.assets[1:]),
+    )
+
+
 def define_pipeline(
     spec: PipelineSpec,
     *,
-    assets: Sequence[AssetsDefinition],
-    ingestion: PipelineJob,
+    ingestion: PipelineJob | Sequence[PipelineJob],
     stages: Sequence[PipelineJob],
     fallback_cron: str,
     quality: ModelQuality | None = None,
     report_metrics: tuple[str, ...] = (),
     summary: Callable[[str], str] | None = None,
-    keys: Callable[[], Sequence[str]] | None = None,
 ) -> Pipeline:
-    """The pipeline's ``Definitions`` (assets, jobs, landing sensor, fallback schedule) and its derived shape.
+    """The pipeline's ``Definitions`` (the jobs' assets, the jobs, a landing sensor and fallback schedule per
+    landing dataset) and its derived shape.
 
-    ``ingestion``'s first asset lands ``spec.landing_dataset``; its other assets are built from each landed
-    day alone. ``stages`` run in order after it for a date (a stage over date x key runs once per key).
-    ``keys``: the key dimension's values as configured now (default: its partitions definition's keys).
+    ``ingestion``: a job per landing dataset of ``spec`` (one, for most pipelines): its first asset lands the
+    dataset (``landing_ingestion_asset``), the others are built from each landed day alone. ``stages`` run in
+    order after them for a date (a stage over date x key runs once per key of ``spec.keys``).
     """
-    ingestion_job = _job(ingestion)
+    ingestion_jobs = [ingestion] if isinstance(ingestion, PipelineJob) else list(ingestion)
+    landings = tuple(_landing(spec, job) for job in ingestion_jobs)
+    missing = sorted(set(spec.dataset_names()) - {landing.dataset for landing in landings})
+    if missing:
+        raise ValueError(f"pipeline {spec.name}: no ingestion job lands {missing}")
+    jobs = [_job(job) for job in ingestion_jobs]
     stage_jobs = [_job(stage) for stage in stages]
-    ingestion_asset = _name(ingestion.assets[0])
-    landed = {_name(asset) for asset in ingestion.assets}
+    landed = {_name(asset) for job in ingestion_jobs for asset in job.assets}
+    assets = list({_name(a): a for job in (*ingestion_jobs, *stages) for a in job.assets}.values())
     downstream = [asset for asset in assets if _name(asset) not in landed]
     keyed = [asset for asset in downstream if isinstance(asset.partitions_def, MultiPartitionsDefinition)]
     keyed_names = {_name(asset) for asset in keyed}
     key_dimension, partition_keys = _key_dimension(keyed)
-    dataset = spec.landing_dataset.name
+    by_name = {job.name: job for job in jobs}
     defs = Definitions(
         assets=with_code_references(assets),
-        jobs=[ingestion_job, *stage_jobs],
-        sensors=[landing_sensor(dataset, ingestion_asset, ingestion_job)],
-        schedules=[daily_fallback_schedule(dataset, ingestion_asset, ingestion_job, fallback_cron)],
+        jobs=[*jobs, *stage_jobs],
+        sensors=[landing_sensor(x.dataset, x.asset, by_name[x.job]) for x in landings],
+        schedules=[daily_fallback_schedule(x.dataset, x.asset, by_name[x.job], fallback_cron) for x in landings],
     )
+    setting = spec.keys
     return Pipeline(
         name=spec.name,
         spec=spec,
         defs=defs,
-        landing_dataset=dataset,
-        ingestion_asset=ingestion_asset,
-        ingestion_job=ingestion_job.name,
-        landing_window=spec.landing_window,
-        landing_day_assets=tuple(_name(asset) for asset in ingestion.assets[1:]),
+        landings=landings,
         daily_assets=tuple(_name(asset) for asset in downstream if _name(asset) not in keyed_names),
         keyed_assets=tuple(_name(asset) for asset in keyed),
-        keys=keys or partition_keys,
+        # The keys as configured now (the partitions definition holds them as the code location loaded).
+        keys=(lambda: configured_keys(setting)) if setting and keyed else partition_keys,
         key_dimension=key_dimension,
         stages=tuple(
             Stage(
@@ -215,8 +267,8 @@ def define_pipeline(
 
 
 def load_pipeline(name: str) -> Pipeline:
-    return importlib.import_module(pipeline_spec(name).definitions).pipeline
+    return importlib.import_module(definitions_module(pipeline_spec(name))).pipeline
 
 
 def all_pipelines() -> list[Pipeline]:
-    return [importlib.import_module(spec.definitions).pipeline for spec in specs()]
+    return [importlib.import_module(definitions_module(spec)).pipeline for spec in specs()]

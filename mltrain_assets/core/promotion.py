@@ -10,9 +10,9 @@ from typing import Any
 from dagster import AssetExecutionContext, DataVersion, Failure, MetadataValue, Output
 
 from mltrain_assets.artifacts import ArtifactRef, read_manifest
-from mltrain_assets.core.exclusive import exclusive_step
 from mltrain_assets.core.gates import Gate
 from mltrain_assets.core.partitions import partition_date
+from mltrain_assets.instance.exclusive import exclusive_step
 from mltrain_assets.resources.tracking import (
     REGISTRY_POOL,
     SNAPSHOT_ID_TAG,
@@ -201,7 +201,7 @@ def _materialization_metadata(
     return metadata
 
 
-@exclusive_step(REGISTRY_POOL)  # one at a time even where the slot claim guard is missing (core/exclusive.py)
+@exclusive_step(REGISTRY_POOL)  # one at a time even where the slot claim guard is missing (instance/exclusive.py)
 def register_and_promote(
     context: AssetExecutionContext,
     *,

@@ -1,14 +1,12 @@
 """The one shape every data-plane step shares: version -> skip if committed -> launch -> gate -> reference.
 
 An asset body builds its workload's typed ``Params`` and calls ``run_versioned_step``. The
-version hashes the asset's code version, its inputs' versions and the params' versioned
-fields, so a retry or a backfill of unchanged work finds the committed version and launches
-nothing. The step's gates are evaluated on what was committed: each is a blocking check
-partitioned like its asset (``gate_specs``), so every partition (a date, a date x city) has its
-own result; its violations travel in the reference (``gate_failures``), which the reference IO
-manager refuses to hand to any downstream asset. A run over one partition reports each gate as
-an ``AssetCheckResult`` (Dagster attaches the run's partition); a run over a range reports one
-``AssetCheckEvaluation`` per partition of the range (``check_results``).
+version (``core.versions``) hashes the asset's code version, its inputs' versions and the params'
+versioned fields, so a retry or a backfill of unchanged work finds the committed version and
+launches nothing. The step's gates are evaluated on what was committed: each is a blocking check
+partitioned like its asset (``core.gate_results``), so every partition (a date, a date x city) has
+its own result; its violations travel in the reference (``gate_failures``), which the reference IO
+manager refuses to hand to any downstream asset.
 
 Every step records what it cost on its materialization: ``wall_s`` (seconds its launch ran; 0
 when the committed version was reused), ``cpu_s`` and ``peak_rss_mb`` of the workload's process
@@ -18,50 +16,39 @@ tree (``None`` on ``k8s``, where the run worker cannot see the pod; ``cost_measu
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from dagster import (
     AssetCheckEvaluation,
-    AssetCheckKey,
     AssetCheckResult,
-    AssetCheckSeverity,
-    AssetCheckSpec,
     AssetExecutionContext,
-    AssetRecordsFilter,
     Backoff,
-    DagsterInvariantViolationError,
     DataVersion,
     Failure,
     Jitter,
     MetadataValue,
     Output,
-    PartitionsDefinition,
-    PreviewWarning,
     RetryPolicy,
     TableColumn,
     TableSchema,
 )
 
-from mltrain_assets.artifacts import ArtifactRef, compute_version
-from mltrain_assets.core.dagster_private import AssetCheckEvaluationTargetMaterializationData
+from mltrain_assets.artifacts import ArtifactRef
+from mltrain_assets.core.gate_results import check_results
+from mltrain_assets.core.gate_results import gate_specs as gate_specs  # where step assets find it
 from mltrain_assets.core.gates import Gate, GateOutcome
-from mltrain_assets.core.partitions import partition_path
-from mltrain_assets.resources.compute import ComputeBackend, WorkloadProfile, WorkloadResult
-from mltrain_assets.resources.storage import BUILT_FROM, GATE_FAILURES, ArtifactStorage
+from mltrain_assets.core.versions import PRIMARY_TABLE, PlannedVersion, plan_version, ref_from_manifest
+from mltrain_assets.core.versions import asset_code_version as asset_code_version  # where step assets find it
+from mltrain_assets.resources.compute import Compute, WorkloadProfile, WorkloadResult
+from mltrain_assets.resources.storage import GATE_FAILURES, ArtifactStorage, partition_path
 from mltrain_assets.workloads.common.params import WorkloadParams
-
-# In a reference's metadata: its version's main table ({name, rows, schema}), for the catalog.
-PRIMARY_TABLE = "primary_table"
 
 # Every data-plane step: 3 retries, 15 s doubling, with jitter so a fleet of retries doesn't stampede.
 DATA_PLANE_RETRY = RetryPolicy(max_retries=3, delay=15, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS)
 
 
-# Small summary values that travel with a reference (the manifest holds everything).
-_REF_METADATA_LIMIT = 2_000
 # Summary keys a workload that reads from outside the store reports its input rows under.
 _ROWS_IN_KEYS = ("rows_in", "rows_landed")
 
@@ -126,63 +113,12 @@ def rows_of(refs: Mapping[str, ArtifactRef | str]) -> int:
     return sum(int(ref.metadata.get("rows", 0) or 0) for ref in refs.values() if isinstance(ref, ArtifactRef))
 
 
-def asset_code_version(context: AssetExecutionContext) -> str:
-    return context.assets_def.code_versions_by_key.get(context.asset_key) or "unversioned"
-
-
-def gate_specs(
-    asset: str, gates: Sequence[Gate], partitions_def: PartitionsDefinition | None = None
-) -> list[AssetCheckSpec]:
-    """The blocking check specs an asset declares for the gates its step evaluates, partitioned like the asset.
-
-    Pass the asset's ``partitions_def``: each partition (a date, a date x city) then has its own
-    result in the UI and the instance, so one city failing its gate every day never hides behind
-    another's pass (``test_catalog`` holds every partitioned asset's checks to it).
-    """
-    with warnings.catch_warnings():
-        # Partitioned checks are a preview in Dagster 1.13: opted into here, once, on purpose.
-        warnings.simplefilter("ignore", PreviewWarning)
-        return [
-            AssetCheckSpec(g.name, asset=asset, blocking=True, description=g.description, partitions_def=partitions_def)
-            for g in gates
-        ]
-
-
-@dataclass(frozen=True)
-class PlannedVersion:
-    """Where one partition's version lives, its manifest if it is already committed, and what it is built from."""
-
-    partition_key: Any
-    version: str
-    uri: str
-    manifest: dict | None
-    built_from: tuple[dict[str, str], ...] = ()  # the input references' asset, partition and version
-
-
-def plan_version(
-    context: AssetExecutionContext,
-    storage: ArtifactStorage,
-    partition_key: Any,
-    inputs: Mapping[str, ArtifactRef | str],
-    params: Mapping[str, Any],
-) -> PlannedVersion:
-    versions = {k: (v.version if isinstance(v, ArtifactRef) else v) for k, v in inputs.items()}
-    version = compute_version(asset_code_version(context), versions, params)
-    uri = storage.version_uri(context.asset_key.to_user_string(), partition_key, version)
-    built_from = tuple(
-        {"asset": ref.asset_key, "partition": ref.partition_key, "version": ref.version}
-        for ref in inputs.values()
-        if isinstance(ref, ArtifactRef)
-    )
-    return PlannedVersion(partition_key, version, uri, storage.committed_manifest(uri), built_from)
-
-
 @dataclass(frozen=True)
 class _Builder:
     """What a step builds with: the store, the compute backend, the launch's timeout and profile, the gates."""
 
     storage: ArtifactStorage
-    compute: ComputeBackend
+    compute: Compute
     timeout_s: float | None  # None: the step's configured timeout (MLTRAIN_WORKLOAD_RESOURCES)
     profile: WorkloadProfile
     gates: Sequence[Gate]
@@ -197,8 +133,8 @@ def _build(
     """``build_versions``, also returning what the launch cost (``StepCost()`` when nothing was launched)."""
     storage, compute = builder.storage, builder.compute
     asset_key = context.asset_key.to_user_string()
-    # A dry run (`mltrain manifests`) renders the launch even for a version already committed.
-    missing = {str(p.partition_key): p.uri for p in planned if p.manifest is None or compute.dry_run}
+    # A render-only launch (`mltrain manifests`) renders even a version already committed.
+    missing = {str(p.partition_key): p.uri for p in planned if p.manifest is None or compute.renders_only}
     manifests = {str(p.partition_key): p.manifest for p in planned if p.manifest is not None}
     cost = StepCost()
     if missing:
@@ -217,7 +153,7 @@ def _build(
                 f"{asset_key} {partition_path(p.partition_key)}: v={p.version} already committed; no data-plane work"
             )
     refs = {
-        str(p.partition_key): _ref_from_manifest(
+        str(p.partition_key): ref_from_manifest(
             asset_key, p.partition_key, p.version, p.uri, manifests[str(p.partition_key)], p.built_from
         )
         for p in planned
@@ -233,7 +169,7 @@ def build_versions(
     context: AssetExecutionContext,
     *,
     storage: ArtifactStorage,
-    compute: ComputeBackend,
+    compute: Compute,
     planned: Sequence[PlannedVersion],
     params_for: Callable[[dict[str, str]], WorkloadParams],
     timeout_s: float | None = None,  # None: the step's configured timeout (MLTRAIN_WORKLOAD_RESOURCES)
@@ -253,7 +189,7 @@ def build_versions(
     partitioned = context.assets_def.partitions_def is not None
     for p in planned:
         ref = refs[str(p.partition_key)]
-        was_built = p.manifest is None or compute.dry_run
+        was_built = p.manifest is None or compute.renders_only
         rows_in = next((ref.metadata[k] for k in _ROWS_IN_KEYS if isinstance(ref.metadata.get(k), int)), None)
         metadata = {
             **step_metadata(ref, reused=not was_built),
@@ -272,7 +208,7 @@ def run_versioned_step(
     context: AssetExecutionContext,
     *,
     storage: ArtifactStorage,
-    compute: ComputeBackend,
+    compute: Compute,
     params: WorkloadParams,
     inputs: Mapping[str, ArtifactRef | str],
     timeout_s: float | None = None,  # None: the step's configured timeout (MLTRAIN_WORKLOAD_RESOURCES)
@@ -301,7 +237,7 @@ def build_dated_versions(
     context: AssetExecutionContext,
     *,
     storage: ArtifactStorage,
-    compute: ComputeBackend,
+    compute: Compute,
     inputs_by_date: Mapping[str, Mapping[str, ArtifactRef | str]],
     versioned: WorkloadParams,
     params_for: Callable[[dict[str, str]], WorkloadParams],
@@ -331,110 +267,6 @@ def versions_output(refs: Mapping[str, ArtifactRef], metadata: Mapping[str, Any]
         ref = next(iter(refs.values()))
         return Output(ref, data_version=DataVersion(ref.version), metadata=dict(metadata))
     return Output(dict(refs), metadata=dict(metadata))
-
-
-def check_results(outcomes: Sequence[GateOutcome]) -> Iterator[AssetCheckResult | AssetCheckEvaluation | Output]:
-    """Each gate's result: one per partition of the run.
-
-    A run over one partition yields an ``AssetCheckResult`` per gate (Dagster records it on the run's
-    partition when the check is partitioned). A run over a range (a single-run backfill, the demo's
-    ingestion window) has no partition of its own, so each partitioned gate yields its check's output
-    once and one ``AssetCheckEvaluation`` per partition, each naming that partition's own values and
-    violations; a failed one still fails the step (Dagster's blocking check handling).
-    """
-    context = _current_context()
-    for outcome in outcomes:
-        spec = _partitioned_spec(context, outcome.name) if context is not None else None
-        if context is None or spec is None or context.has_partition_key:
-            yield AssetCheckResult(check_name=outcome.name, passed=outcome.passed, **_result_fields(outcome))
-            continue
-        if spec.key in context.selected_asset_check_keys:  # the check's own output, as Dagster emits it
-            yield Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(spec.key))
-        for partition in sorted(outcome.observed):
-            own = outcome.for_partition(partition)
-            yield AssetCheckEvaluation(
-                asset_key=spec.asset_key,
-                check_name=outcome.name,
-                passed=own.passed,
-                target_materialization_data=_materialization_of(context, partition),
-                blocking=spec.blocking,
-                partition=partition,
-                **_result_fields(own),
-            )
-
-
-def _current_context() -> AssetExecutionContext | None:
-    """The asset step being executed, if any (``check_results`` is also called outside a run)."""
-    try:
-        return AssetExecutionContext.get()
-    except DagsterInvariantViolationError:
-        return None
-
-
-def _partitioned_spec(context: AssetExecutionContext, check_name: str) -> AssetCheckSpec | None:
-    spec = context.assets_def.get_spec_for_check_key(AssetCheckKey(context.asset_key, check_name))
-    return spec if spec is not None and spec.partitions_def is not None else None
-
-
-def _materialization_of(
-    context: AssetExecutionContext, partition: str
-) -> AssetCheckEvaluationTargetMaterializationData | None:
-    """The partition's materialization this check evaluated (what Dagster attaches to a single-partition result)."""
-    records = context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[partition]), limit=1
-    ).records
-    if not records:
-        return None
-    record = records[0]
-    return AssetCheckEvaluationTargetMaterializationData(
-        run_id=record.run_id, storage_id=record.storage_id, timestamp=record.timestamp
-    )
-
-
-def _result_fields(outcome: GateOutcome) -> dict[str, Any]:
-    """Severity, description and metadata of a gate's result: one partition's values flat, else all of them."""
-    observed = next(iter(outcome.observed.values())) if len(outcome.observed) == 1 else outcome.observed
-    return {
-        "severity": AssetCheckSeverity.ERROR,
-        "description": outcome.describe(),
-        "metadata": {
-            **(
-                {k: v for k, v in observed.items() if isinstance(v, (int, float, str))}
-                if len(outcome.observed) == 1
-                else {}
-            ),
-            "partitions": MetadataValue.json(outcome.observed),
-            "violations": len(outcome.violations),
-        },
-    }
-
-
-def _primary_table(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The version's main table (its largest file with a schema): the catalog's row count and column schema."""
-    tables = [(name, entry) for name, entry in (manifest.get("files") or {}).items() if entry.get("schema")]
-    if not tables:
-        return None
-    name, entry = max(tables, key=lambda item: (item[1].get("rows", 0), item[0]))
-    return {"name": name, "rows": int(entry.get("rows", 0)), "schema": entry["schema"]}
-
-
-def _ref_from_manifest(
-    asset_key: str, partition_key: Any, version: str, uri: str, manifest: dict, built_from: Sequence[dict] = ()
-) -> ArtifactRef:
-    """The reference to a committed version, carrying its small summary values and the inputs it was built from."""
-    summary = {k: v for k, v in (manifest.get("summary") or {}).items() if len(repr(v)) <= _REF_METADATA_LIMIT}
-    return ArtifactRef(
-        asset_key=asset_key,
-        partition_key=str(partition_key),
-        version=version,
-        uri=uri,
-        metadata={
-            **summary,
-            "rows": manifest.get("rows", 0),
-            BUILT_FROM: list(built_from),
-            PRIMARY_TABLE: _primary_table(manifest),
-        },
-    )
 
 
 def step_metadata(

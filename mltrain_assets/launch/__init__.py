@@ -5,9 +5,10 @@
 - ``KubernetesPod`` / ``IndexedJob``: the rendered objects submitted to a cluster (``k8s``);
 - ``RenderOnly``: nothing launched, the objects returned (``mltrain manifests``).
 
-The control plane (``resources/compute.py``) picks one by configuration; ``mltrain reproduce``
-uses the same. Importing this package imports no dagster and nothing heavy (the guard process
-imports it in a bare interpreter).
+Each compute resource of the control plane (``resources/deployments.py``, one per deployment, chosen
+by ``MLTRAIN_COMPUTE``) supplies its launcher; ``mltrain reproduce`` uses ``LocalProcess`` too.
+Importing this package imports no dagster and nothing heavy (the guard process imports it in a
+bare interpreter): the Pipes channel of each deployment is its resource's (``Compute.pipes``).
 """
 
 from mltrain_assets.launch.kubernetes import Cluster, IndexedJob, KubernetesPod, RenderOnly

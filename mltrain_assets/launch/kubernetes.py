@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -89,6 +89,20 @@ def _only(launch: Launch, kind: str) -> dict[str, Any]:
     return obj
 
 
+@contextlib.contextmanager
+def _failing_as_launch(what: str, cleanup: Callable[[], None]) -> Iterator[None]:
+    """Errors of the cluster's API become ``LaunchFailed`` naming ``what``; ``cleanup`` runs whatever happens."""
+    try:
+        yield
+    except (LaunchFailed, LaunchTimeout):
+        raise
+    except Exception as exc:
+        raise LaunchFailed(f"{what} failed: {exc}") from exc
+    finally:
+        with contextlib.suppress(Exception):
+            cleanup()
+
+
 def _disrupted(pod: PodState) -> str:
     return f"pod {pod.namespace}/{pod.name} was disrupted ({pod.disrupted}) after {pod.seconds_run:.0f}s"
 
@@ -106,18 +120,14 @@ class KubernetesPod(_OnCluster):
         namespace, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         deadline = time.monotonic() + launch.timeout_s
         self.client.core_api.create_namespaced_pod(namespace, pod)
-        try:
+        with _failing_as_launch(
+            f"{launch.workload} (Pod {namespace}/{name})",
+            lambda: self.client.core_api.delete_namespaced_pod(name, namespace),
+        ):
             state = self._wait(name, namespace, launch, deadline, lambda s: s.started or s.terminal)
             if self.follow_logs is not None and state.started:
                 self.follow_logs(namespace, name)
             state = self._wait(name, namespace, launch, deadline, lambda s: s.terminal)
-        except (LaunchFailed, LaunchTimeout):
-            raise
-        except Exception as exc:
-            raise LaunchFailed(f"{launch.workload} (Pod {namespace}/{name}) failed: {exc}") from exc
-        finally:
-            with contextlib.suppress(Exception):
-                self.client.core_api.delete_namespaced_pod(name, namespace)
         if state.disrupted:
             raise LaunchFailed(f"{launch.workload}: {_disrupted(state)}; the step's retry resumes it")
         if state.exit_code is None:
@@ -195,7 +205,15 @@ class IndexedJob(_OnCluster):
         attempts: dict[int, dict[str, PodState]] = {}
         current: dict[int, PodState] = {}
         self.client.core_api.create_namespaced_service(namespace, service)
-        try:
+
+        def cleanup() -> None:
+            with contextlib.suppress(Exception):
+                self.client.delete_job(name, namespace)
+            with contextlib.suppress(Exception):
+                self.client.core_api.delete_namespaced_service(name, namespace)
+            follower.join(self.poll_s)  # the log stream ends with its pod
+
+        with _failing_as_launch(f"{launch.workload} on {nodes} nodes (Job {namespace}/{name})", cleanup):
             self.client.batch_api.create_namespaced_job(namespace, job)
             while True:
                 state = self.client.job_state(name, namespace)
@@ -229,16 +247,6 @@ class IndexedJob(_OnCluster):
                     + "".join(f"; {_disrupted(p)}" for p in current.values() if p.disrupted)
                 )
             return result
-        except (LaunchFailed, LaunchTimeout):
-            raise
-        except Exception as exc:
-            raise LaunchFailed(f"{launch.workload} on {nodes} nodes (Job {namespace}/{name}) failed: {exc}") from exc
-        finally:
-            with contextlib.suppress(Exception):
-                self.client.delete_job(name, namespace)
-            with contextlib.suppress(Exception):
-                self.client.core_api.delete_namespaced_service(name, namespace)
-            follower.join(self.poll_s)  # the log stream ends with its pod
 
 
 def _recency(pod: PodState) -> tuple[float, bool]:

@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import math
 import os
-import re
 import sys
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from mltrain_assets.launch.local_objects import recorded
 from mltrain_assets.launch.protocol import Launch, LaunchResult, PodCannotStart, local_python
+from mltrain_assets.launch.scheduling import PodOf, cluster_nodes, pods_of, quantity, schedule
 from mltrain_assets.launch.supervisor import OOM_EXIT, run_processes, supervise
 from mltrain_assets.workloads.common.params import COMPLETION_INDEX_ENV  # what a node reads its rank from
 
-GPU = "nvidia.com/gpu"
 # Loopback for Spark: it otherwise binds the machine's external address.
 LOCAL_ENV = {"SPARK_LOCAL_IP": "127.0.0.1"}
 
@@ -103,20 +100,6 @@ class KubernetesHere:
 
 
 @dataclass(frozen=True)
-class PodOf:
-    """One pod the objects would make: its name, namespace, completion index (Indexed Job) and container."""
-
-    name: str
-    namespace: str
-    index: int | None
-    spec: dict[str, Any]
-
-    @property
-    def container(self) -> dict[str, Any]:
-        return self.spec["containers"][0]
-
-
-@dataclass(frozen=True)
 class LocalPod:
     """A pod resolved for this machine: the process it runs, and what the supervisor enforces on it."""
 
@@ -138,22 +121,7 @@ class LocalPod:
 
     @property
     def memory_limit_kb(self) -> int | None:
-        return int(_quantity(self.memory_limit)) // 1024 if self.memory_limit else None
-
-
-def pods_of(objects: list[dict[str, Any]]) -> list[PodOf]:
-    """The pods the objects would make: a Pod itself, ``completions`` pods per Indexed Job (``{job}-{index}``)."""
-    pods: list[PodOf] = []
-    for obj in objects:
-        namespace = obj["metadata"].get("namespace", "default")
-        if obj["kind"] == "Pod":
-            pods.append(PodOf(obj["metadata"]["name"], namespace, None, obj["spec"]))
-        elif obj["kind"] == "Job":
-            spec, name = obj["spec"]["template"]["spec"], obj["metadata"]["name"]
-            pods += [
-                PodOf(f"{name}-{index}", namespace, index, spec) for index in range(int(obj["spec"]["completions"]))
-            ]
-    return pods
+        return int(quantity(self.memory_limit)) // 1024 if self.memory_limit else None
 
 
 def local_pods(objects: list[dict[str, Any]], *, python: str = "", port: int) -> list[tuple[list[str], dict[str, str]]]:
@@ -270,87 +238,6 @@ def _config_error(pod: PodOf, message: str) -> PodCannotStart:
     return PodCannotStart(pod.name, "CreateContainerConfigError", message, namespace=pod.namespace)
 
 
-# ------------------------------------------------------------------ the scheduler
-
-
-@dataclass(frozen=True)
-class Node:
-    """What one emulated node can give a pod (allocatable): CPU and memory where they are checked, GPUs always."""
-
-    name: str
-    allocatable: dict[str, str]
-
-
-def cluster_nodes() -> list[Node]:
-    """The nodes k8s-local schedules onto.
-
-    ``MLTRAIN_K8S_NODE_SIZES`` set: one node per pool, as the cluster it describes (the sizes ``mltrain
-    manifests`` warns against), each with no more GPUs than this machine has. Unset: this machine, for
-    GPUs only: k8s-local runs the production-sized requests scaled to its share of this machine's cores
-    (``MLTRAIN_NODE_CPUS``), so only what no process here can have is unschedulable. ``MLTRAIN_K8S_NODE_SIZES``
-    naming this machine's size (``host_allocatable``) makes CPU and memory requests count too.
-    """
-    from mltrain_assets.resources.node_sizes import NODE_SIZES_ENV, parse_node_sizes
-
-    raw = os.environ.get(NODE_SIZES_ENV, "")
-    gpus = str(host_gpus())
-    if not raw.strip():
-        return [Node("this-machine", {GPU: gpus})]
-    sizes = parse_node_sizes(raw)
-    return [
-        Node(pool, {**size, GPU: str(min(int(_quantity(size.get(GPU, "0"))), int(gpus)))})
-        for pool, size in sizes.items()
-    ]
-
-
-def host_allocatable() -> dict[str, str]:
-    """This machine as a node: the CPUs this process may use, ``MemTotal``, its NVIDIA GPUs."""
-    return {"cpu": str(len(os.sched_getaffinity(0))), "memory": f"{_mem_total_kb()}Ki", GPU: str(host_gpus())}
-
-
-def host_gpus() -> int:
-    return len([d for d in glob.glob("/dev/nvidia*") if re.fullmatch(r"/dev/nvidia\d+", d)])
-
-
-def _mem_total_kb() -> int:
-    with open("/proc/meminfo") as meminfo:
-        for line in meminfo:
-            if line.startswith("MemTotal:"):
-                return int(line.split()[1])
-    raise OSError("no MemTotal in /proc/meminfo")
-
-
-def schedule(pod: PodOf, nodes: list[Node]) -> Node:
-    """The node the pod fits, or ``PodCannotStart`` (``Unschedulable``) in the scheduler's own words.
-
-    The NodeResourcesFit filter's reason per node and resource (``Insufficient <resource>``),
-    counted over nodes, sorted and joined as ``FitError.Error()`` does, then the DefaultPreemption
-    plugin's message (nothing runs here that a preemption could remove).
-    """
-    from mltrain_assets.resources.node_sizes import pod_requests
-
-    requests = pod_requests(pod.spec)
-    reasons: dict[str, int] = {}
-    for node in nodes:
-        short = [
-            resource
-            for resource, asked in requests.items()
-            if resource in node.allocatable and _quantity(asked) > _quantity(node.allocatable[resource])
-        ]
-        if not short:
-            return node
-        for resource in short:
-            reason = f"Insufficient {resource}"
-            reasons[reason] = reasons.get(reason, 0) + 1
-    histogram = ", ".join(sorted(f"{count} {reason}" for reason, count in reasons.items()))
-    message = (
-        f"0/{len(nodes)} nodes are available: {histogram}. "
-        # DefaultPreemption's reason ends in a period, and its message appends one, hence "pod.." as clusters print it.
-        f"preemption: 0/{len(nodes)} nodes are available: {len(nodes)} No preemption victims found for incoming pod.."
-    )
-    raise PodCannotStart(pod.name, "Unschedulable", message, namespace=pod.namespace)
-
-
 # ------------------------------------------------------------------ eviction
 
 
@@ -406,13 +293,6 @@ class Evictions:
             f"{pod.index} (attempt {self.attempts[slot]})"
         )
         print(f"k8s-local: {self.disruptions[-1]}", file=sys.stderr, flush=True)
-
-
-def _quantity(quantity: str) -> Decimal:
-    # Only objects rendered by a k8s backend carry one, and rendering has imported the client already.
-    from kubernetes.utils.quantity import parse_quantity
-
-    return parse_quantity(str(quantity))
 
 
 def whole_cores(quantity: str) -> int:

@@ -3,7 +3,7 @@
 A cluster keeps every object until someone deletes it; k8s-local keeps a record per launch in
 ``$MLTRAIN_HOME/k8s-local/objects/<name>.json`` (the rendered objects, their run id, and the
 marker its processes carry) from before its processes start until the launch ends. A run worker
-killed with SIGKILL never removes it: ``mltrain heal`` (``core/reap.py``) finds the record of a run
+killed with SIGKILL never removes it: ``mltrain heal`` (``instance/reap.py``) finds the record of a run
 that ended, kills whatever process still carries its marker (by process group) and deletes it.
 
 Processes are found by an environment marker (``MLTRAIN_K8S_LOCAL_OBJECT=<name>/<token>``), read from
@@ -24,8 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mltrain_assets.launch.protocol import RUN_ID_LABEL
+
 MARKER_ENV = "MLTRAIN_K8S_LOCAL_OBJECT"
-RUN_ID_LABEL = "dagster/run-id"  # as rendered (resources/k8s.py); this package imports no Dagster
 
 
 def objects_dir(home: Path | None = None) -> Path:

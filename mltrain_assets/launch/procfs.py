@@ -1,7 +1,7 @@
 """The one reader of Linux ``/proc``: a process's state, parent, session, CPU, memory and start time.
 
 Used by the launch supervisor (metering, the guard that kills orphaned workloads) and by
-``core/heal.py`` (is a run worker still the process it was?). Standard library only: the guard
+``instance/heal.py`` (is a run worker still the process it was?). Standard library only: the guard
 runs it in a bare interpreter. Every function answers ``None`` (or nothing) where ``/proc`` is
 absent (macOS) or the process is gone.
 """

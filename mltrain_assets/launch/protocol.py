@@ -1,7 +1,8 @@
 """One way to launch a workload, whatever runs it: the ``Launcher`` protocol and what it takes and returns.
 
-The control plane (``resources/compute.py``) renders the Kubernetes objects, opens the Pipes
-session and passes its bootstrap environment; a launcher starts the workload (processes here,
+The control plane (``resources/compute.py``: one compute resource per deployment) renders the
+Kubernetes objects, opens the Pipes session the deployment talks through and passes its bootstrap
+environment; a launcher starts the workload (processes here,
 objects on a cluster, or nothing: render-only) and waits. Dagster-free: ``mltrain reproduce`` and
 tests use the launchers without a run.
 """
@@ -13,6 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from mltrain_assets.launch.metering import TreeUsage
+
+PART_OF = {"app.kubernetes.io/part-of": "mltrain"}
+# The label dagster-k8s puts on run pods (K8sRunLauncher) and step pods: our objects carry it too, so the reaper
+# (instance/reap.py) finds the objects of a run that ended.
+RUN_ID_LABEL = "dagster/run-id"
 
 
 @dataclass(frozen=True)

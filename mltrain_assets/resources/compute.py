@@ -1,11 +1,16 @@
-"""Where data-plane workloads run, as configuration: the typed settings and the one launch path.
+"""Where data-plane workloads run, as configuration: one compute resource per deployment, one launch path.
 
-Assets call ``ComputeBackend.run`` with a workload's typed params; which launcher runs it
-(``mltrain_assets/launch``: a subprocess, the rendered pods here, a Pod or an Indexed Job on a
-cluster, or render-only), and with which Spark master, SQL engine and MLflow store, is
-configuration (``MLTRAIN_*``), never asset code. The backend binds those service settings into
-the params' declared ``service`` fields (``bind``), renders the Kubernetes objects, opens the
-Pipes session and hands the launcher both.
+Assets call ``Compute.run`` with a workload's typed params; which deployment runs it is the
+resource's class, chosen once by ``MLTRAIN_COMPUTE`` (``Compute.from_settings``): ``LocalCompute``
+(a subprocess), ``KubernetesHereCompute`` (the rendered pods, here), ``KubernetesCompute`` (a Pod
+or an Indexed Job on a cluster), or ``RenderOnlyCompute`` (``mltrain manifests``), all in
+``resources/deployments.py``. The launch path is the same for each: bind the deployment's service
+settings into the params' declared ``service`` fields (``bind``), plan the launch (the objects to
+submit, the environment), open the Pipes session the deployment talks through, launch with its
+launcher (``mltrain_assets/launch``), report. Each class supplies its Pipes channel (``pipes``), the
+objects it submits or runs (``launch_objects``), the launch's environment (``launch_env``) and its
+launcher; this base holds what every deployment shares. The Pipes parts are the resources', not the
+launchers': ``launch/`` imports no Dagster.
 """
 
 from __future__ import annotations
@@ -13,128 +18,48 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from dagster import (
-    AssetExecutionContext,
-    ConfigurableResource,
-    Failure,
-    MetadataValue,
-    PipesEnvContextInjector,
-    PipesTempFileContextInjector,
-    PipesTempFileMessageReader,
-    open_pipes_session,
-)
+from dagster import AssetExecutionContext, ConfigurableResource, Failure, open_pipes_session
 
-from mltrain_assets.launch import (
-    IndexedJob,
-    KubernetesHere,
-    KubernetesPod,
-    Launch,
-    LaunchFailed,
-    LaunchTimeout,
-    LocalProcess,
-    RenderOnly,
-)
-from mltrain_assets.launch.protocol import PodCannotStart
-from mltrain_assets.loopback import free_port
-from mltrain_assets.resources.k8s import (
-    executor_pod_template,
-)
+from mltrain_assets.launch import Launch, Launcher
+from mltrain_assets.launch.workload_resources import WorkloadProfile, WorkloadResources, parse_overrides, resolve
 from mltrain_assets.resources.spark import SparkConfig
-from mltrain_assets.resources.workload_objects import IMAGE_PLACEHOLDER, WorkloadObjects, step_of
-from mltrain_assets.resources.workload_resources import WorkloadProfile, WorkloadResources, parse_overrides, resolve
-from mltrain_assets.workloads.common.params import (
-    DistributedParams,
-    MlflowSettings,
-    WorkloadParams,
-)
-from mltrain_assets.workloads.common.runtime import EXIT_DATA_REJECTED, EXIT_SERVICE_UNAVAILABLE
+from mltrain_assets.resources.workload_result import WorkloadResult, launched, reported
+from mltrain_assets.workloads.common.params import DistributedParams, MlflowSettings, WorkloadParams
 from mltrain_assets.workloads.common.spark import SparkSettings
 
-# Exit codes after which the workload reported why (the summary says what the user sees).
-REPORTED_EXITS = (EXIT_DATA_REJECTED, EXIT_SERVICE_UNAVAILABLE)
+if TYPE_CHECKING:
+    from dagster import PipesContextInjector, PipesMessageReader
 
-# What a workload reported before a reported exit, as one failure without step retries:
-# (summary key, description, metadata key).
-_NO_RETRY_SUMMARIES = (
-    # Its client retried for a bounded budget already; stacking step retries on it would multiply the wait.
-    ("service_unavailable", "{workload}: {reason}", "service_unavailable"),
-    ("misconfigured", "{workload} is misconfigured: {reason}", "misconfigured"),
-    # A committed input failed verification and was quarantined: rebuilding it, not retrying, helps.
-    ("input_corrupt", "{workload}: an input is corrupt: {reason}", "input_corrupt"),
-    # Bad input does not get better on retry: fail once, with the workload's own words.
-    ("data_rejected", "{workload} rejected its input: {reason}", "rule_violation"),
-)
+__all__ = ["Compute", "LaunchRequest", "WorkloadProfile", "WorkloadResult", "step_of"]
 
-BACKENDS = ("local", "k8s", "k8s-local")
+COMPUTE_ENV = "MLTRAIN_COMPUTE"
 # What a workload's environment needs besides its params: object-store endpoints and region.
 # Credentials come from the pod's Secret (MLTRAIN_K8S_ENV_SECRET) or the machine's own environment.
 # MLTRAIN_PIPELINES: a workload in a pod resolves the landing datasets of the same registered pipelines.
 WORKLOAD_ENV = ("MLTRAIN_PIPELINES", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
-K8S_NOT_MEASURED = (
-    "not measured: the pod runs on a cluster node; its CPU and memory are the cluster's metrics "
-    "(metrics-server / cAdvisor: container_cpu_usage_seconds_total, container_memory_working_set_bytes)"
-)
 
 
-@dataclass
-class WorkloadResult:
-    """What a finished workload reported back through Pipes, and what running it cost.
+def step_of(context: AssetExecutionContext | None) -> str:
+    """The asset a launch is for (``MLTRAIN_WORKLOAD_RESOURCES`` may override a step by asset name)."""
+    try:
+        return context.asset_key.to_user_string() if context is not None else ""
+    except Exception:  # an op outside an asset (tests' direct invocations)
+        return ""
 
-    ``cpu_s`` is user + system CPU seconds of every process the launch started (the workload and
-    everything below it; on k8s-local each pod's tree, summed); ``peak_rss_mb`` the largest resident
-    memory of one launched tree (one pod). Both are ``None`` where the run worker cannot see the
-    processes (``k8s``: see ``measured``).
+
+class Compute(ConfigurableResource):
+    """Launches a workload with its params, waits, and returns its report: the settings every deployment shares.
+
+    Not used itself: ``Compute.from_settings()`` returns the deployment ``MLTRAIN_COMPUTE`` names, and assets
+    annotate ``compute: Compute`` whichever it is.
     """
 
-    summary: dict[str, Any] = field(default_factory=dict)
-    wall_s: float = 0.0
-    cpu_s: float | None = None
-    peak_rss_mb: float | None = None
-    measured: str = ""  # how cpu_s and peak_rss_mb were measured, or why they were not
-    # Node index -> pods it took, where the cluster replaced one (evicted, preempted); the seconds they had run.
-    attempts: dict[int, int] = field(default_factory=dict)
-    seconds_lost: float = 0.0
+    deployment: ClassVar[str] = ""  # the MLTRAIN_COMPUTE value that selects the class
+    # Whether a launch only renders (``mltrain manifests``): a version already committed is rendered again.
+    renders_only: ClassVar[bool] = False
 
-    @property
-    def elapsed_s(self) -> float:
-        return self.wall_s
-
-
-class DryRun(Failure):
-    """Stops the step where it would launch (never retried), carrying what it would submit.
-
-    ``mltrain manifests`` reads the objects from the step's failure metadata (``RENDERED_KEY``).
-    """
-
-    def __init__(self, description: str, objects: list[dict[str, Any]]):
-        super().__init__(
-            description=description,
-            metadata={RENDERED_KEY: MetadataValue.json(objects)},
-            allow_retries=False,
-        )
-        self.objects = objects
-
-    def __reduce__(self):
-        return (type(self), (self.description, self.objects))
-
-
-RENDERED_KEY = "rendered_objects"
-
-
-class ComputeBackend(ConfigurableResource, WorkloadObjects):
-    """Launches a workload with its params, waits (polling), and returns its report.
-
-    ``backend="local"`` runs ``python -m <module> --params JSON`` as a subprocess of the run
-    worker; ``backend="k8s"`` submits the same command as a Pod or, for a distributed workload
-    over several nodes, as an Indexed Job + headless Service;
-    ``backend="k8s-local"`` renders exactly those objects and runs each pod's container on this
-    machine. The backend fills the deployment's runtime settings into the params (``bind``).
-    """
-
-    backend: str = "local"  # "local" | "k8s" | "k8s-local" (a plain str so it can come from EnvVar)
     spark: SparkConfig | None = None  # the one Spark configuration (default: local[*])
     sql_engine: str = "spark"  # "spark" | "duckdb": the engine for SQL feature workloads
     engine_parity: str = "true"  # "true" | "false": SQL workloads recheck their output on the other engine
@@ -146,29 +71,29 @@ class ComputeBackend(ConfigurableResource, WorkloadObjects):
     train_gpus_per_node: str = "0"
     rendezvous_port: int = 29400
     python_executable: str = ""
-    # The workload image; empty: the run's own image (``image``), so the chart's digest is its one place.
-    k8s_image: str = ""
-    k8s_namespace: str = "mltrain"
-    k8s_service_account: str = ""
-    # A Spark driver with a k8s:// master creates its executors: only it gets a token, and this account ("": the above).
-    k8s_spark_service_account: str = ""
-    k8s_image_pull_policy: str = "IfNotPresent"
-    # CPU, memory, GPUs, scratch, /dev/shm and timeout per profile and step (resources/workload_resources.py).
+    # CPU, memory, GPUs, scratch, /dev/shm and timeout per profile and step (launch/workload_resources.py).
     workload_resources: str = "{}"
-    k8s_node_selector: str = "{}"  # JSON object, every workload pod
-    k8s_training_node_selector: str = "{}"  # JSON object, pods that request GPUs (a GPU node pool)
-    k8s_training_tolerations: str = "[]"  # JSON list, pods that request GPUs (e.g. nvidia.com/gpu taints)
-    k8s_env_secret: str = ""  # Secret whose keys become env vars of every workload pod
-    k8s_unschedulable_timeout_s: str = "300"  # a pod unschedulable this long fails its step (FailedScheduling)
-    dry_run: bool = False  # render what would be submitted (the render-only launcher) and launch nothing
+
+    # ------------------------------------------------------------------ configuration
 
     @classmethod
-    def from_settings(cls, **overrides: Any) -> ComputeBackend:
-        """The backend configured from the ``MLTRAIN_*`` settings (as ``EnvVar``s, shown in the UI)."""
+    def from_settings(cls, **overrides: Any) -> Compute:
+        """The deployment configured by the ``MLTRAIN_*`` settings (as ``EnvVar``s, shown in the UI).
+
+        On ``Compute`` itself: the class ``MLTRAIN_COMPUTE`` names (``local``, ``k8s``, ``k8s-local``).
+        """
+        if cls is Compute:
+            from mltrain_assets.resources.deployments import deployment_class
+
+            return deployment_class().from_settings(**overrides)
+        return cls(**{**cls.settings(), **overrides})
+
+    @classmethod
+    def settings(cls) -> dict[str, Any]:
+        """Field -> the ``EnvVar`` it is read from (each deployment adds its own)."""
         from dagster import EnvVar
 
-        settings = {
-            "backend": EnvVar("MLTRAIN_COMPUTE"),
+        return {
             "spark": SparkConfig(
                 master=EnvVar("MLTRAIN_SPARK_MASTER"),
                 conf_json=EnvVar("MLTRAIN_SPARK_CONF"),
@@ -181,82 +106,29 @@ class ComputeBackend(ConfigurableResource, WorkloadObjects):
             "dagster_ui_url": EnvVar("MLTRAIN_DAGSTER_UI_URL"),
             "train_nodes": EnvVar("MLTRAIN_TRAIN_NODES"),
             "train_gpus_per_node": EnvVar("MLTRAIN_TRAIN_GPUS_PER_NODE"),
-            "k8s_image": EnvVar("MLTRAIN_K8S_IMAGE"),
             "workload_resources": EnvVar("MLTRAIN_WORKLOAD_RESOURCES"),
-            "k8s_namespace": EnvVar("MLTRAIN_K8S_NAMESPACE"),
-            "k8s_service_account": EnvVar("MLTRAIN_K8S_SERVICE_ACCOUNT"),
-            "k8s_spark_service_account": EnvVar("MLTRAIN_K8S_SPARK_SERVICE_ACCOUNT"),
-            "k8s_env_secret": EnvVar("MLTRAIN_K8S_ENV_SECRET"),
-            "k8s_unschedulable_timeout_s": EnvVar("MLTRAIN_K8S_UNSCHEDULABLE_TIMEOUT_S"),
-            "k8s_node_selector": EnvVar("MLTRAIN_K8S_NODE_SELECTOR"),
-            "k8s_training_node_selector": EnvVar("MLTRAIN_K8S_TRAINING_NODE_SELECTOR"),
-            "k8s_training_tolerations": EnvVar("MLTRAIN_K8S_TRAINING_TOLERATIONS"),
         }
-        return cls(**{**settings, **overrides})
 
     # ------------------------------------------------------------------ settings
 
-    def image(self, context: AssetExecutionContext | None = None) -> str:
-        """The workload image: ``MLTRAIN_K8S_IMAGE``, else the code location's (``DAGSTER_CURRENT_IMAGE``), else the run's.
-
-        In a run pod the K8sRunLauncher started, the run's origin records the image its code location
-        runs (the chart's one digest). Rendering without any of them shows a placeholder naming the setting.
-        """
-        if self.k8s_image:
-            return self.k8s_image
-        if os.environ.get("DAGSTER_CURRENT_IMAGE"):
-            return os.environ["DAGSTER_CURRENT_IMAGE"]
-        origin = getattr(getattr(context, "dagster_run", None), "job_code_origin", None) if context else None
-        run_image = origin.repository_origin.container_image if origin is not None else None
-        if run_image:
-            return run_image
-        if self.dry_run or self.backend == "k8s-local":  # rendered only, or run here from this checkout
-            return IMAGE_PLACEHOLDER
-        raise Failure(
-            description="no workload image: set MLTRAIN_K8S_IMAGE, or run the code location from its image "
-            "(the Helm chart sets DAGSTER_CURRENT_IMAGE and records it on every run)",
-            allow_retries=False,
-        )
-
-    def resources_for(self, profile: WorkloadProfile, step: str = "") -> WorkloadResources:
-        """CPU, memory, GPUs, scratch, /dev/shm and timeout of ``step`` launched with ``profile``."""
+    def resources_for(
+        self, profile: WorkloadProfile, step: str = "", workload: WorkloadParams | None = None
+    ) -> WorkloadResources:
+        """CPU, memory, GPUs, scratch, /dev/shm and timeout of ``step`` running ``workload`` with ``profile``."""
+        declared = workload.resources if workload is not None else None
         try:
-            return resolve(profile, step, parse_overrides(self.workload_resources))
+            return resolve(
+                profile,
+                step,
+                parse_overrides(self.workload_resources),
+                declared=declared,
+                declared_by=workload.module if workload is not None else "",
+            )
         except ValueError as refused:
             raise Failure(description=str(refused), allow_retries=False) from None
 
     def spark_settings(self, context: AssetExecutionContext | None = None) -> SparkSettings:
-        spark = self.spark or SparkConfig()
-        settings = spark.settings()
-        if settings.master.startswith("k8s://") and self.backend == "k8s":
-            # Executors: the workload image, namespace and service account, and a pod template with the
-            # workload pods' security context, secret references, placement and scratch.
-            account = self.k8s_service_account
-            defaults = {
-                "spark.kubernetes.container.image": self.image(context),
-                "spark.kubernetes.container.image.pullPolicy": self.k8s_image_pull_policy,
-                "spark.kubernetes.namespace": self.k8s_namespace,
-                **(
-                    {
-                        "spark.kubernetes.authenticate.driver.serviceAccountName": self.k8s_spark_service_account
-                        or account,
-                        "spark.kubernetes.authenticate.executor.serviceAccountName": account,
-                    }
-                    if account
-                    else {}
-                ),
-            }
-            template = self.pod_template(
-                "spark",
-                self.resources_for("spark"),
-                image=self.image(context),
-                executor=True,
-                run_id=context.run_id if context is not None else "",
-            )
-            settings = dataclasses.replace(
-                settings, conf={**defaults, **settings.conf}, executor_pod_template=executor_pod_template(template)
-            )
-        return settings
+        return (self.spark or SparkConfig()).settings()
 
     def mlflow_settings(self, context: AssetExecutionContext | None = None) -> MlflowSettings:
         """The tracking store, and (launched from an asset) the Dagster run and partition to link MLflow runs to."""
@@ -272,8 +144,8 @@ class ComputeBackend(ConfigurableResource, WorkloadObjects):
 
     def topology(self) -> tuple[int, int]:
         """``(nodes, gpus_per_node)`` for distributed workloads."""
-        nodes = _positive_int("MLTRAIN_TRAIN_NODES", self.train_nodes, minimum=1)
-        gpus = _positive_int("MLTRAIN_TRAIN_GPUS_PER_NODE", self.train_gpus_per_node, minimum=0)
+        nodes = positive_int("MLTRAIN_TRAIN_NODES", self.train_nodes, minimum=1)
+        gpus = positive_int("MLTRAIN_TRAIN_GPUS_PER_NODE", self.train_gpus_per_node, minimum=0)
         return nodes, gpus
 
     def bind(self, params: WorkloadParams, context: AssetExecutionContext | None = None) -> WorkloadParams:
@@ -304,20 +176,6 @@ class ComputeBackend(ConfigurableResource, WorkloadObjects):
 
     # ------------------------------------------------------------------ launching
 
-    def launcher(self, follow_logs=None, distributed: bool = False):
-        """The launcher this deployment uses (``launch/``): chosen by configuration, never by an asset."""
-        if self.dry_run:
-            return RenderOnly()
-        if self.backend == "local":
-            return LocalProcess(python=self.python_executable, ok_exits=(0, *REPORTED_EXITS))
-        if self.backend == "k8s-local":
-            return KubernetesHere(port=free_port(), python=self.python_executable, ok_exits=(0, *REPORTED_EXITS))
-        from mltrain_assets.resources.k8s_cluster import DagsterCluster
-
-        timeout = _positive_int("MLTRAIN_K8S_UNSCHEDULABLE_TIMEOUT_S", self.k8s_unschedulable_timeout_s, minimum=0)
-        cluster = DagsterCluster(unschedulable_timeout_s=timeout)
-        return (IndexedJob if distributed else KubernetesPod)(client=cluster, follow_logs=follow_logs)
-
     def run(
         self,
         context: AssetExecutionContext,
@@ -326,122 +184,69 @@ class ComputeBackend(ConfigurableResource, WorkloadObjects):
         timeout_s: float | None = None,
         profile: WorkloadProfile = "default",
     ) -> WorkloadResult:
-        """Launch, wait, report; ``timeout_s`` None: the step's configured timeout (``resources_for``)."""
-        if self.backend not in BACKENDS:
-            raise Failure(
-                description=f"MLTRAIN_COMPUTE={self.backend!r} is not a compute backend; use one of {BACKENDS}",
-                allow_retries=False,
-            )
-        if timeout_s is None:
-            timeout_s = self.resources_for(profile, step_of(context)).timeout_s
+        """Bind, plan, launch, wait, report; ``timeout_s`` None: the step's configured timeout (``resources_for``)."""
         params = self.bind(params, context)
-        workload = params.module
-        started = time.monotonic()
-        if self.dry_run:
-            raise DryRun(
-                f"{workload}: rendered, not launched",
-                self.manifests(context, params, timeout_s=timeout_s, profile=profile),
-            )
-        context.log.info(f"launching {workload} on {self.backend} ({profile}), timeout {timeout_s:.0f}s")
-        on_cluster = self.backend == "k8s"
-        reader = _pod_logs_reader() if on_cluster else PipesTempFileMessageReader()
-        injector = PipesEnvContextInjector() if on_cluster else PipesTempFileContextInjector()
-        distributed = isinstance(params, DistributedParams) and params.nnodes > 1
-        with open_pipes_session(context=context, context_injector=injector, message_reader=reader) as session:
-            bootstrap = session.get_bootstrap_env_vars()
-            # A pod gets the Pipes bootstrap rendered into its env; local processes (k8s-local's pod 0) get it here.
-            objects = (
-                ()
-                if self.backend == "local"
-                else tuple(
-                    self.manifests(
-                        context,
-                        params,
-                        timeout_s=timeout_s,
-                        profile=profile,
-                        pipes_env=dict(bootstrap) if on_cluster else {},
-                    )
-                )
-            )
-            if self.backend == "k8s-local":
-                context.log.info(f"k8s-local: pods from {[o['kind'] for o in objects]}")
-            launch = Launch(
-                workload=workload,
-                command=params.command("python"),
-                timeout_s=timeout_s,
-                objects=objects,
-                env={} if on_cluster else {**self.workload_env(), **bootstrap},
-            )
+        if timeout_s is None:
+            timeout_s = self.resources_for(profile, step_of(context), params).timeout_s
+        return self.launch(LaunchRequest(context, params, timeout_s, profile))
 
-            def follow_logs(namespace: str, pod: str) -> None:  # pod logs carry the Pipes messages on a cluster
-                assert not isinstance(reader, PipesTempFileMessageReader)  # only the k8s launchers follow pod logs
-                # Called once the pod started (and again for a pod the Job started in place of an evicted one).
-                core_api = launcher.client.core_api
-                reader.consume_pod_logs(context=context, core_api=core_api, namespace=namespace, pod_name=pod)
-
-            launcher = self.launcher(follow_logs=follow_logs, distributed=distributed)
-            try:
-                result = launcher.launch(launch)
-            except LaunchTimeout as timeout:
-                raise Failure(
-                    description=f"{workload} timed out after {timeout_s:.0f}s and was killed", allow_retries=True
-                ) from timeout
-            except PodCannotStart as refused:  # an unschedulable request or a missing Secret: not fixed by a retry
-                raise Failure(
-                    description=f"{workload}: {refused}",
-                    metadata={"pod_cannot_start": MetadataValue.text(refused.reason), "pod": refused.pod},
-                    allow_retries=refused.retryable,
-                ) from refused
-            except LaunchFailed as failed:
-                raise Failure(description=str(failed), allow_retries=True) from failed
-        messages = _checked(workload, result.returncodes, list(session.get_custom_messages()))
-        summary: dict[str, Any] = {}
-        for message in messages:
-            if isinstance(message, dict):
-                summary.update(message)
-        for key, describe, metadata_key in _NO_RETRY_SUMMARIES:
-            if key in summary:
-                raise Failure(
-                    description=describe.format(workload=workload, reason=summary[key]),
-                    metadata={metadata_key: MetadataValue.text(summary[key])},
-                    allow_retries=False,
-                )
-        usage = result.usage
-        if result.attempts:
-            context.log.warning(
-                f"{workload}: pods replaced by the cluster (attempts per node {result.attempts}, "
-                f"{result.seconds_lost:.0f}s of work redone): {'; '.join(result.disruptions)}"
-            )
-        return WorkloadResult(
-            summary=summary,
-            wall_s=time.monotonic() - started,
-            cpu_s=usage.cpu_s if usage else None,
-            peak_rss_mb=usage.peak_rss_mb if usage else None,
-            measured=usage.measured if usage else K8S_NOT_MEASURED,
-            attempts=dict(result.attempts),
-            seconds_lost=result.seconds_lost,
+    def launch(self, request: LaunchRequest) -> WorkloadResult:
+        """The bound params launched in a Pipes session through this deployment's channel and launcher."""
+        workload, started = request.params.module, time.monotonic()
+        request.context.log.info(
+            f"launching {workload} on {self.deployment} ({request.profile}), timeout {request.timeout_s:.0f}s"
         )
+        injector, reader = self.pipes()
+        with open_pipes_session(context=request.context, context_injector=injector, message_reader=reader) as session:
+            bootstrap = dict(session.get_bootstrap_env_vars())
+            plan = request.plan(self.launch_objects(request, bootstrap), self.launch_env(bootstrap))
+            result = launched(self.launcher(request, reader), plan)
+        return reported(request.context, workload, result, list(session.get_custom_messages()), started)
+
+    # What a deployment supplies. The defaults are a process on this machine's: it shares the run worker's file
+    # system (Pipes through temp files) and gets the Pipes bootstrap in its environment.
+
+    def pipes(self) -> tuple[PipesContextInjector, PipesMessageReader]:
+        """How the workload gets its Pipes context and sends its messages on this deployment."""
+        from dagster import PipesTempFileContextInjector, PipesTempFileMessageReader
+
+        return PipesTempFileContextInjector(), PipesTempFileMessageReader()
+
+    def launch_objects(self, request: LaunchRequest, bootstrap: dict[str, str]) -> list[dict[str, Any]]:
+        """The Kubernetes objects the launcher submits or runs (none: a plain process)."""
+        return []
+
+    def launch_env(self, bootstrap: dict[str, str]) -> dict[str, str]:
+        """The environment the launched processes get besides the objects' own."""
+        return {**self.workload_env(), **bootstrap}
+
+    def launcher(self, request: LaunchRequest, reader: PipesMessageReader) -> Launcher:
+        """The launcher (``launch/``) this deployment uses: chosen by configuration, never by an asset."""
+        raise NotImplementedError(f"{type(self).__name__} is not a deployment: use Compute.from_settings()")
 
 
-def _pod_logs_reader():
-    # dagster_k8s pulls in the Kubernetes client (~0.4 s): only a k8s launch pays for it.
-    from dagster_k8s.pipes import PipesK8sPodLogsMessageReader
+@dataclasses.dataclass(frozen=True)
+class LaunchRequest:
+    """One launch of a step: where from (``context``), the bound params, its timeout and resource profile."""
 
-    return PipesK8sPodLogsMessageReader()
+    context: AssetExecutionContext
+    params: WorkloadParams
+    timeout_s: float
+    profile: WorkloadProfile
+
+    @property
+    def distributed(self) -> bool:
+        """Several nodes: an Indexed Job rather than one Pod."""
+        return isinstance(self.params, DistributedParams) and self.params.nnodes > 1
+
+    def plan(self, objects: list[dict[str, Any]], env: dict[str, str] | None = None) -> Launch:
+        """What the launcher gets: the command, the objects it submits or runs, the extra environment."""
+        command = self.params.command("python")
+        return Launch(self.params.module, command, self.timeout_s, objects=tuple(objects), env=env or {})
 
 
-def _checked(workload: str, returncodes: list[int], messages: list[Any]) -> list[Any]:
-    if returncodes[0] in REPORTED_EXITS:
-        return messages
-    failed = {i: code for i, code in enumerate(returncodes) if code != 0}
-    if failed:
-        where = "" if len(returncodes) == 1 else f" (node exit codes {failed})"
-        code = returncodes[0] if returncodes[0] != 0 else next(iter(failed.values()))
-        raise Failure(description=f"{workload} failed with exit code {code}{where}", allow_retries=True)
-    return messages
-
-
-def _positive_int(name: str, value: str | int, *, minimum: int) -> int:
+def positive_int(name: str, value: str | int, *, minimum: int) -> int:
+    """A whole-number setting, or a step failure naming it and its value."""
     try:
         number = int(value)
     except (TypeError, ValueError):

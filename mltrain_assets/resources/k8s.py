@@ -19,13 +19,11 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from mltrain_assets.launch.protocol import PART_OF
+
 # The container Spark builds each executor on (spark.kubernetes.executor.podTemplateContainerName).
 from mltrain_assets.workloads.common.spark import EXECUTOR_CONTAINER
 
-PART_OF = {"app.kubernetes.io/part-of": "mltrain"}
-# The label dagster-k8s puts on run pods (K8sRunLauncher) and step pods: our objects carry it too, so the reaper
-# (core/reap.py) finds the objects of a run that ended.
-RUN_ID_LABEL = "dagster/run-id"
 CONTAINER = "workload"
 SCRATCH = "/tmp"
 # The name Spark gives its first local-dir volume (LocalDirsFeatureStep); a template volume by it is reused.

@@ -16,6 +16,7 @@ from dagster import (
     ConfigurableResource,
     Failure,
     InputContext,
+    MultiPartitionKey,
     OutputContext,
     UPathIOManager,
 )
@@ -29,11 +30,23 @@ from mltrain_assets.artifacts import (
     storage_options_for,
     version_uri,
 )
-from mltrain_assets.core.partitions import WINDOW_INPUT, partition_path
 
 GATE_FAILURES = "gate_failures"
 # The input references a version was built from (asset, partition, version): checked on every load.
 BUILT_FROM = "built_from"
+
+# Input metadata marking a trailing window: the IO manager loads it as {date: ref} and requires all of it.
+WINDOW_INPUT = "mltrain/window"
+
+
+def partition_path(partition_key: str | MultiPartitionKey) -> str:
+    """The storage path segment for a partition: ``2026-11-27``, or ``nyc/2026-11-27`` for date x city.
+
+    Dimensions are ordered by name, the layout Dagster's ``UPathIOManager`` uses for the refs too.
+    """
+    if isinstance(partition_key, MultiPartitionKey):
+        return "/".join(key for _, key in sorted(partition_key.keys_by_dimension.items()))
+    return str(partition_key)
 
 
 class ArtifactStorage(ConfigurableResource):

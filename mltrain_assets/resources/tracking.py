@@ -47,7 +47,7 @@ SNAPSHOT_URI_TAG = "mltrain.data_snapshot_uri"
 SNAPSHOT_FOLDER = "lineage"
 
 # The op-concurrency pool of the registration steps (``pool=REGISTRY_POOL`` on every registered_*
-# asset): one slot (``core/pools.py`` DEFAULT_POOL_LIMITS, written by ``mltrain init``, never by a run),
+# asset): one slot (``instance/pools.py`` DEFAULT_POOL_LIMITS, written by ``mltrain init``, never by a run),
 # so registrations and promotions never overlap on one instance, whoever launched them.
 REGISTRY_POOL = "registry"
 

@@ -1,6 +1,7 @@
-"""The Kubernetes objects of a workload launch, from the compute resource's settings.
+"""The Kubernetes objects of a workload launch, from a deployment's cluster settings.
 
-A mixin of ``ComputeBackend``: the pod template of a profile (resources, placement, identity,
+``WorkloadObjects`` is a plain object the pod-rendering compute resources build from their settings
+(``resources/deployments.py``): the pod template of a profile (resources, placement, identity,
 secrets, scratch, ``/dev/shm``), the Spark executor template, and the objects one launch submits
 (a Pod, or a headless Service + Indexed Job). ``mltrain manifests`` prints them; the ``k8s``
 launchers submit them; ``k8s-local`` runs them here.
@@ -11,13 +12,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 from dagster import AssetExecutionContext, Failure
 
+from mltrain_assets.launch.protocol import RUN_ID_LABEL
+from mltrain_assets.launch.workload_resources import WorkloadProfile, WorkloadResources
 from mltrain_assets.resources.credentials import CredentialInSpec, credential_findings, pod_safe_tracking_uri
 from mltrain_assets.resources.k8s import (
-    RUN_ID_LABEL,
     PodTemplate,
     object_name,
     render_indexed_job,
@@ -26,7 +29,6 @@ from mltrain_assets.resources.k8s import (
     spark_executor_object,
 )
 from mltrain_assets.resources.spark import SparkConfig
-from mltrain_assets.resources.workload_resources import WorkloadProfile, WorkloadResources
 from mltrain_assets.workloads.common.params import DistributedParams, MlflowSettings, WorkloadParams
 
 IMAGE_PLACEHOLDER = "<the run's image: set MLTRAIN_K8S_IMAGE or DAGSTER_CURRENT_IMAGE>"
@@ -41,33 +43,26 @@ RUN_POD_NAME_ENV = "MLTRAIN_RUN_POD_NAME"
 RUN_POD_UID_ENV = "MLTRAIN_RUN_POD_UID"
 
 
-def step_of(context: AssetExecutionContext | None) -> str:
-    """The asset a launch is for (per-step resources are keyed by asset name)."""
-    try:
-        return context.asset_key.to_user_string() if context is not None else ""
-    except Exception:  # an op outside an asset (tests' direct invocations)
-        return ""
-
-
+@dataclass(frozen=True)
 class WorkloadObjects:
-    """Rendering for ``ComputeBackend`` (which provides the ``k8s_*`` settings, ``spark`` and the helpers used here)."""
+    """Renders a launch's objects from a deployment's cluster settings (held by the pod-rendering compute resources).
 
-    if TYPE_CHECKING:  # what ComputeBackend provides (declared for the type checker only, not as fields)
-        spark: SparkConfig | None
-        rendezvous_port: int
-        k8s_namespace: str
-        k8s_service_account: str
-        k8s_spark_service_account: str
-        k8s_image_pull_policy: str
-        k8s_node_selector: str
-        k8s_training_node_selector: str
-        k8s_training_tolerations: str
-        k8s_env_secret: str
+    ``env`` is what every workload pod gets besides its Secret (``Compute.workload_env``); the JSON
+    settings arrive parsed (``json_setting``), so a bad one is refused where the resource builds this.
+    """
 
-        def image(self, context: AssetExecutionContext | None = None) -> str: ...
-        def resources_for(self, profile: WorkloadProfile, step: str = "") -> WorkloadResources: ...
-        def topology(self) -> tuple[int, int]: ...
-        def workload_env(self) -> dict[str, str]: ...
+    namespace: str = "mltrain"
+    service_account: str = ""
+    # A Spark driver with a k8s:// master creates its executors: only it gets a token, and this account ("": the above).
+    spark_service_account: str = ""
+    image_pull_policy: str = "IfNotPresent"
+    node_selector: dict[str, str] = field(default_factory=dict)  # every workload pod
+    training_node_selector: dict[str, str] = field(default_factory=dict)  # pods that request GPUs (a GPU pool)
+    training_tolerations: list[dict[str, Any]] = field(default_factory=list)  # pods that request GPUs
+    env_secret: str = ""  # a Secret whose keys become env vars of every workload pod
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    rendezvous_port: int = 29400
+    env: dict[str, str] = field(default_factory=dict)
 
     def pod_template(
         self,
@@ -87,16 +82,13 @@ class WorkloadObjects:
         token, and its own account (``MLTRAIN_K8S_SPARK_SERVICE_ACCOUNT``): it creates its executors.
         """
         gpus = resources.gpus if gpus is None else gpus
-        selector = _json_setting("MLTRAIN_K8S_NODE_SELECTOR", self.k8s_node_selector, dict)
+        selector = dict(self.node_selector)
         tolerations: list = []
         if gpus:
             # GPU nodes are tainted and pooled: only pods that request GPUs go there.
-            selector = {
-                **selector,
-                **_json_setting("MLTRAIN_K8S_TRAINING_NODE_SELECTOR", self.k8s_training_node_selector, dict),
-            }
-            tolerations = _json_setting("MLTRAIN_K8S_TRAINING_TOLERATIONS", self.k8s_training_tolerations, list)
-        spark = self.spark or SparkConfig()
+            selector = {**selector, **self.training_node_selector}
+            tolerations = list(self.training_tolerations)
+        spark = self.spark
         field_env: dict[str, str] = {}
         resource_env: dict[str, str] = {}
         driver = profile == "spark" and spark.master.startswith("k8s://") and not executor
@@ -109,8 +101,8 @@ class WorkloadObjects:
             resource_env = {"MLTRAIN_NODE_CPUS": "requests.cpu"}
         return PodTemplate(
             image=image,
-            namespace=self.k8s_namespace,
-            image_pull_policy=self.k8s_image_pull_policy,
+            namespace=self.namespace,
+            image_pull_policy=self.image_pull_policy,
             requests={
                 "cpu": resources.cpu,
                 "memory": resources.memory,
@@ -119,12 +111,10 @@ class WorkloadObjects:
             limits={"memory": resources.memory, **({"nvidia.com/gpu": str(gpus)} if gpus else {})},
             node_selector=selector,
             tolerations=tolerations,
-            service_account=(self.k8s_spark_service_account or self.k8s_service_account)
-            if driver
-            else self.k8s_service_account,
+            service_account=(self.spark_service_account or self.service_account) if driver else self.service_account,
             api_access=driver,
-            env_secret=self.k8s_env_secret,
-            env={} if executor else self.workload_env(),
+            env_secret=self.env_secret,
+            env={} if executor else dict(self.env),
             field_env=field_env,
             resource_env=resource_env,
             scratch_size=resources.scratch,
@@ -143,24 +133,14 @@ class WorkloadObjects:
         self,
         context: AssetExecutionContext,
         params: WorkloadParams,
+        template: PodTemplate,
         *,
-        timeout_s: float,
-        profile: WorkloadProfile,
         pipes_env: dict[str, str] | None = None,
     ) -> list[dict[str, Any]]:
         """The Kubernetes objects this launch submits (Pipes bootstrap values as placeholders unless given)."""
-        # dagster_k8s pulls in the Kubernetes client (~0.4 s): only a k8s backend that renders pays for it.
+        # dagster_k8s pulls in the Kubernetes client (~0.4 s): only a deployment that renders pods pays for it.
         from dagster_k8s.pipes import get_pod_name
 
-        distributed = isinstance(params, DistributedParams)
-        template = self.pod_template(
-            profile,
-            self.resources_for(profile, step_of(context)),
-            image=self.image(context),
-            gpus=self.topology()[1] if distributed else None,
-            timeout_s=timeout_s,
-            run_id=context.run_id,
-        )
         params = self._without_credentials(params, template.env_secret)
         pipes_env = pipes_env if pipes_env is not None else dict(PIPES_PLACEHOLDERS)
         partition = str(context.partition_key) if context.has_partition_key else ""
@@ -226,7 +206,8 @@ def _refuse_credentials(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return objects
 
 
-def _json_setting(name: str, value: str, kind: type) -> Any:
+def json_setting(name: str, value: str, kind: type) -> Any:
+    """A JSON setting (``MLTRAIN_K8S_NODE_SELECTOR``...) parsed, or a step failure naming it and its value."""
     try:
         parsed = json.loads(value or ("{}" if kind is dict else "[]"))
     except json.JSONDecodeError as exc:

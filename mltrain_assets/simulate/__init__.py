@@ -1,13 +1,13 @@
 """Synthetic landing data: deterministic per date, with learnable signal.
 
 Which simulator writes a dataset, and the options it takes, come from the pipelines' specs
-(``registry.PipelineSpec.simulator``); this module only drives them over a date range.
+(``registry.PipelineSpec.landing_datasets``); this module only drives them over a date range.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 
@@ -49,6 +49,21 @@ def simulator_kwargs(dataset: str, volume: int | None, options: dict[str, Any]) 
             raise ValueError(f"{name} {refused}") from None
         kwargs[option.kwarg] = value
     return kwargs
+
+
+def simulate_landings(
+    pipeline: Any, start: str, end: str, landing_uri: str, volumes: Mapping[str, int | None], say: Callable[[str], None]
+) -> None:
+    """Every landing dataset of ``pipeline`` (``core.pipeline.Pipeline``) over the days ``start..end`` need (each
+    dataset's own window), its configured keys only; days already landed are kept. ``volumes``: by dataset."""
+    for landing in pipeline.landings:
+        first = landing.window.first(start)
+        say(f"simulating {landing.dataset} {first}..{end} into {landing_uri} (days already landed are kept)")
+        option = landing.simulator.keys_option
+        keys = {option: pipeline.keys()} if option and pipeline.keys else {}
+        simulate(
+            landing.dataset, landing_uri, first, end, volume=volumes.get(landing.dataset), skip_landed=True, **keys
+        )
 
 
 def simulate(

@@ -1,4 +1,4 @@
-"""`mltrain demo --days N`: which dates it runs, and what it refuses before any work."""
+"""`mltrain demo --days N` (cli/demo_backfill.py): which dates it runs, and what it refuses before any work."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from mltrain_assets.cli.demo import demo_dates
+from mltrain_assets.cli.demo_backfill import demo_dates
 from mltrain_assets.cli.errors import UsageError, latest_partition
 from mltrain_assets.core.pipeline import all_pipelines
 from mltrain_assets.workloads.common.dates import shift
@@ -53,6 +53,7 @@ def test_a_run_read_back_from_the_instance_says_what_executing_it_said(mltrain_h
     from dagster import DagsterInstance
 
     from mltrain_assets.cli import demo
+    from mltrain_assets.cli.demo_backfill import outcome_of_run
     from mltrain_assets.simulate import simulate
 
     first = shift(LAST, -1)
@@ -62,7 +63,7 @@ def test_a_run_read_back_from_the_instance_says_what_executing_it_said(mltrain_h
     assert landed.success and not missing.success and "no _SUCCESS marker" in missing.error
     instance = DagsterInstance.get()
     for executed, partition in ((landed, f"{first}...{LAST}"), (missing, shift(LAST, 1))):
-        read = demo.outcome_of_run(instance, instance.get_run_record_by_id(executed.run_id))
+        read = outcome_of_run(instance, instance.get_run_record_by_id(executed.run_id))
         assert (read.run_id, read.success, read.error) == (executed.run_id, executed.success, executed.error)
         assert read.materializations == executed.materializations and read.checks == executed.checks
         assert read.check_descriptions == executed.check_descriptions

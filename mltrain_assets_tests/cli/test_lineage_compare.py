@@ -100,3 +100,15 @@ def test_a_json_record_equal_but_for_its_run_facts_counts_as_the_same_file(monke
     monkeypatch.setattr(reproduce, "read_json", lambda uri, name: records[uri])
     assert reproduce._same_file("original", "again", "metrics.json", {"sha256": "1"}, {"sha256": "2"})
     assert not reproduce._same_file("original", "other", "metrics.json", {"sha256": "1"}, {"sha256": "3"})
+
+
+def test_a_manifest_recorded_before_the_pipelines_moved_still_finds_its_params_class():
+    from mltrain_assets.cli.lineage import params_class
+    from mltrain_assets.pipelines.demand.params import TrainParams
+    from mltrain_assets.pipelines.recsys.params import TrainParams as RecommenderTrainParams
+
+    assert params_class("mltrain_assets.pipelines.demand.workloads.train") is TrainParams
+    assert params_class("mltrain_assets.workloads.demand.train") is TrainParams
+    assert params_class("mltrain_assets.workloads.recsys.train.launcher") is RecommenderTrainParams
+    with pytest.raises(ValueError, match=r"no params class for workload mltrain_assets\.workloads\.demand\.nothing"):
+        params_class("mltrain_assets.workloads.demand.nothing")

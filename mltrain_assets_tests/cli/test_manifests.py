@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from mltrain_assets.launch.local import command_params
+from mltrain_assets.launch.workload_resources import resolve
 from mltrain_assets.resources.pod_security import violations
-from mltrain_assets.resources.workload_resources import resolve
 from mltrain_assets_tests.cli.conftest import CITY, DATE
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,13 +29,22 @@ LAUNCHES = {
     "recommendations": "mltrain_assets.pipelines.recsys.workloads.recommend",
 }
 
+# What these steps' workloads declare beyond their profile (``@workload(resources=...)``), as figures.
+DECLARED = {
+    "city_demand_model": {"memory": "16Gi", "shm": "", "timeout_s": 1800},  # LightGBM per city, not the GPU trainer
+    "demand_forecasts": {"timeout_s": 900},
+}
+
 
 @pytest.mark.parametrize("asset", sorted(LAUNCHES))
 def test_every_launching_asset_renders_valid_objects_running_its_workload(upstream, asset):
     from mltrain_assets.cli import manifests
 
     partition = f"{CITY}|{DATE}" if asset in ("city_demand_model", "demand_forecasts") else DATE
+    store = Path(upstream.removeprefix("file://"))
+    before = sorted(store.rglob("*"))
     objects = manifests.render(asset, partition)
+    assert sorted(store.rglob("*")) == before, "rendering launches nothing and commits nothing"
     for obj in objects:
         kubernetes_validate.validate(obj, "1.30", strict=True)
         assert violations(obj) == [], "Pod Security restricted + read-only root"
@@ -53,8 +62,8 @@ def test_every_launching_asset_renders_valid_objects_running_its_workload(upstre
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
-    # Resources are the step's settings: the header says them and the pod requests them.
-    resources = resolve(pod["metadata"]["labels"]["mltrain/profile"], asset)
+    # Resources are the profile's, refined by what the workload declares: the header says them, the pod requests them.
+    resources = resolve(pod["metadata"]["labels"]["mltrain/profile"], asset, declared=DECLARED.get(asset))
     assert container["resources"]["requests"] == {
         "cpu": resources.cpu,
         "memory": resources.memory,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import textwrap
 from pathlib import Path
 
@@ -91,7 +92,7 @@ def test_the_postgres_profile_adds_its_storage_to_a_sqlite_home_that_names_none(
 def test_a_subclass_of_the_default_launcher_is_accepted(tmp_path):
     home = tmp_path / "dagster"
     home.mkdir()
-    launcher = "run_launcher:\n  module: mltrain_assets.core.heal\n  class: PidCheckedRunLauncher\n"
+    launcher = "run_launcher:\n  module: mltrain_assets.instance.heal\n  class: PidCheckedRunLauncher\n"
     (home / "dagster.yaml").write_text(TEMPLATE.read_text() + launcher)
     assert install_profile(TEMPLATE, home, project=None) == []
     assert (home / "dagster.yaml").read_text().endswith(launcher)
@@ -215,3 +216,21 @@ def test_a_dotenv_that_names_dagster_home_is_left_alone(tmp_path):
 def test_no_dotenv_outside_a_dg_project(tmp_path):
     point_dagster_cli_here(tmp_path)  # an installed package: no pyproject beside it
     assert not (tmp_path / ".env").exists()
+
+
+def test_a_profile_naming_mltrains_classes_where_they_used_to_live_is_moved_to_where_they_live_now(tmp_path):
+    home = tmp_path / "dagster"
+    home.mkdir()
+    old = TEMPLATE.read_text().replace("mltrain_assets.instance.origin", "mltrain_assets.core.instance")
+    assert "module: mltrain_assets.core.instance" in old
+    (home / "dagster.yaml").write_text("# mine\n" + old)
+    said: list[str] = []
+
+    assert install_profile(TEMPLATE, home, project=None, say=said.append) == []
+
+    text = (home / "dagster.yaml").read_text()
+    assert text == "# mine\n" + TEMPLATE.read_text()
+    assert "mltrain_assets.core" not in text
+    assert said and "mltrain_assets.core.instance renamed to where they live now" in said[0]
+    named = yaml.safe_load(text)["instance_class"]
+    assert getattr(importlib.import_module(named["module"]), named["class"]).__name__ == named["class"]

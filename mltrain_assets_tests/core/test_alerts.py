@@ -1,4 +1,5 @@
-"""Alerts (core/alerts.py): Dagster's sensors over real runs on a temporary instance post to a receiver here.
+"""Alerts (core/alerts.py and its alert_events, alert_delivery): Dagster's sensors over real runs on a temporary
+instance post to a receiver here.
 
 Each test materializes small assets (alerting_defs.py) that fail, fail a gate, promote or go stale, evaluates
 the sensor with Dagster's test helpers, and reads what a local HTTP receiver on 127.0.0.1 was sent.
@@ -29,7 +30,7 @@ from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._daemon.freshness import FreshnessDaemon
 
-from mltrain_assets.core import alerts
+from mltrain_assets.core import alert_delivery, alerts
 from mltrain_assets_tests.core import alerting_defs
 from mltrain_assets_tests.core.alerting_defs import ASSETS, MLFLOW_UI
 
@@ -69,7 +70,7 @@ def receiver(monkeypatch) -> Iterator[Receiver]:
     monkeypatch.setenv("MLTRAIN_ALERT_FORMAT", "slack")
     monkeypatch.setenv("MLTRAIN_ALERT_ATTEMPTS", "3")
     monkeypatch.setenv("MLTRAIN_DAGSTER_UI_URL", DAGSTER_UI)
-    monkeypatch.setattr(alerts, "BACKOFF_S", 0.05)  # the retries' waits, shortened
+    monkeypatch.setattr(alert_delivery, "BACKOFF_S", 0.05)  # the retries' waits, shortened
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     yield receiving
     receiving.server.shutdown()
@@ -305,13 +306,13 @@ def test_a_receiver_that_is_down_is_logged_and_the_tick_succeeds(instance, recei
     assert _failed_run_tick(instance, run) is None  # the sensor tick does not fail
     assert receiver.bodies == []
     # An alert delivered directly, to read the line logged (the sensor logs through Dagster's own logger).
-    with caplog.at_level(logging.ERROR, logger=alerts.__name__):
+    with caplog.at_level(logging.ERROR, logger=alert_delivery.__name__):
         sent = alerts.deliver(
             [alerts.Alert("run_failure", "demand", "city_features", NYC, "RuntimeError: x", "")],
             alerts.AlertSettings.from_env(),
         )
     assert sent == []
-    (line,) = [r.getMessage() for r in caplog.records if r.name == alerts.__name__]
+    (line,) = [r.getMessage() for r in caplog.records if r.name == alert_delivery.__name__]
     assert line.startswith("alert not sent (127.0.0.1:") and "failed after 3 attempt(s): ConnectionRefusedError" in line
     assert "secret-path" not in line  # the webhook URL is a credential: only its host is logged
 

@@ -447,7 +447,7 @@ spans = []
 asset_def = _candidate_asset([], pool=REGISTRY_POOL, spans=spans)
 ready.touch()
 while len(list(both.glob("ready-*"))) < 2:  # both launch at the same moment: without the pool (and the
-    time.sleep(0.05)  # claim guard, core/slot_claims.py) their 2 s bodies would overlap
+    time.sleep(0.05)  # claim guard, instance/slot_claims.py) their 2 s bodies would overlap
 with DagsterInstance.get() as instance:
     result = materialize(
         [asset_def],
@@ -465,8 +465,8 @@ def test_two_materializations_of_one_partition_at_once_register_one_version(trac
     """UI + backfill, or two `mltrain materialize` runs (two processes, one instance): the registration
     steps take the registry pool's one slot (written by `mltrain init`, never by a run), so they run
     one after the other, and the second finds the first's version."""
-    from mltrain_assets.core.pools import apply_pool_limits
-    from mltrain_assets.core.slot_claims import guard_slot_claims
+    from mltrain_assets.instance.pools import apply_pool_limits
+    from mltrain_assets.instance.slot_claims import guard_slot_claims
 
     assert guard_slot_claims(instance).installed
     apply_pool_limits(instance, {REGISTRY_POOL})

@@ -336,7 +336,7 @@ def test_a_city_update_requests_the_date_even_with_other_cities_missing(monkeypa
 
 def test_freshness_rows_follow_each_assets_own_policy_and_never_move_the_version_while_unchanged():
     from mltrain_assets.core.assets import FRESHNESS
-    from mltrain_assets.core.report import FreshnessRow, QualityReport
+    from mltrain_assets.core.report_data import FreshnessRow, QualityReport
 
     landed = FRESHNESS["landed"]
     warn = landed.warn_window.to_timedelta().total_seconds() / 3600

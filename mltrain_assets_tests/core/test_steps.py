@@ -37,7 +37,8 @@ from mltrain_assets.core.steps import (
     run_versioned_step,
     versions_output,
 )
-from mltrain_assets.resources.compute import ComputeBackend, WorkloadResult
+from mltrain_assets.resources.compute import Compute, WorkloadResult
+from mltrain_assets.resources.deployments import LocalCompute
 from mltrain_assets.resources.spark import SparkConfig
 from mltrain_assets.resources.storage import ArtifactRefIOManagerFactory, ArtifactStorage
 from mltrain_assets_tests.resources.sample_workload import SampleParams
@@ -53,7 +54,7 @@ class StepConfig(Config):
 
 
 @asset(partitions_def=daily_partitions, code_version=CODE_VERSION)
-def sample_step(context: AssetExecutionContext, config: StepConfig, storage: ArtifactStorage, compute: ComputeBackend):
+def sample_step(context: AssetExecutionContext, config: StepConfig, storage: ArtifactStorage, compute: Compute):
     yield from run_versioned_step(
         context,
         storage=storage,
@@ -79,7 +80,7 @@ UPSTREAM = {
 
 
 @asset(partitions_def=daily_partitions, code_version=CODE_VERSION)
-def costly_step(context: AssetExecutionContext, config: CostConfig, storage: ArtifactStorage, compute: ComputeBackend):
+def costly_step(context: AssetExecutionContext, config: CostConfig, storage: ArtifactStorage, compute: Compute):
     yield from run_versioned_step(
         context,
         storage=storage,
@@ -106,7 +107,7 @@ class Step:
     def launches(self) -> int:
         return len(self.log.read_text().splitlines()) if self.log.exists() else 0
 
-    def run(self, compute: ComputeBackend | None = None, step=sample_step, **config) -> dict:
+    def run(self, compute: Compute | None = None, step=sample_step, **config) -> dict:
         if step is sample_step:
             config = {"launch_log": str(self.log), **config}
         result = materialize(
@@ -114,7 +115,7 @@ class Step:
             partition_key=DATE,
             resources={
                 "storage": ArtifactStorage(base_uri=self.base, landing_uri=f"{self.base}/landing"),
-                "compute": compute or ComputeBackend(),
+                "compute": compute or LocalCompute(),
                 "io_manager": ArtifactRefIOManagerFactory(base_uri=self.base),
             },
             run_config={"ops": {step.op.name: {"config": config}}},
@@ -142,8 +143,8 @@ def test_committed_version_is_reused_without_a_launch(tmp_path):
 
 def test_runtime_fields_do_not_change_the_version_and_versioned_fields_do(tmp_path):
     step = Step(tmp_path)
-    first = step.run(ComputeBackend(spark=SparkConfig(master="local[2]"), sql_engine="spark"))
-    elsewhere = ComputeBackend(
+    first = step.run(LocalCompute(spark=SparkConfig(master="local[2]"), sql_engine="spark"))
+    elsewhere = LocalCompute(
         spark=SparkConfig(master="spark://spark-master:7077"),
         sql_engine="duckdb",
         mlflow_tracking_uri="http://mlflow:5000",
@@ -162,8 +163,8 @@ def test_runtime_fields_do_not_change_the_version_and_versioned_fields_do(tmp_pa
 def test_versioned_fields_exclude_inputs_outputs_and_runtime():
     params = SampleParams(mode="commit", city="nyc", score=0.1, pid_file="/tmp/x", launch_log="/tmp/y")
     assert params.versioned_fields() == {"mode": "commit", "city": "nyc", "score": 0.1, "rows": 0}
-    local = ComputeBackend(spark=SparkConfig(master="local[2]"), sql_engine="spark").bind(params)
-    cluster = ComputeBackend(
+    local = LocalCompute(spark=SparkConfig(master="local[2]"), sql_engine="spark").bind(params)
+    cluster = LocalCompute(
         spark=SparkConfig(master="spark://m:7077"), sql_engine="duckdb", mlflow_tracking_uri="http://m"
     ).bind(params.with_output("file:///out/v=1"))
     assert cluster.spark.master == "spark://m:7077" and cluster.engine == "duckdb" and local.engine == "spark"
@@ -190,7 +191,7 @@ def test_a_step_records_what_its_workload_cost(tmp_path):
 
 
 @asset(partitions_def=daily_partitions, code_version=CODE_VERSION, backfill_policy=BackfillPolicy.single_run())
-def ranged_step(context: AssetExecutionContext, storage: ArtifactStorage, compute: ComputeBackend):
+def ranged_step(context: AssetExecutionContext, storage: ArtifactStorage, compute: Compute):
     """One launch for the dates of the range that are missing (here: one at a time, the sample commits one)."""
     planned = [plan_version(context, storage, d, {}, {"sample": 1}) for d in context.partition_keys]
     refs, _, _ = build_versions(
@@ -209,7 +210,7 @@ def test_a_range_records_each_dates_own_cost(tmp_path):
     base = f"file://{tmp_path}/storage"
     resources = {
         "storage": ArtifactStorage(base_uri=base, landing_uri=f"{base}/landing"),
-        "compute": ComputeBackend(),
+        "compute": LocalCompute(),
         "io_manager": ArtifactRefIOManagerFactory(base_uri=base),
     }
     materialize([ranged_step], partition_key="2026-01-01", resources=resources)
@@ -256,7 +257,7 @@ class ScoreConfig(Config):
 
 
 @asset(partitions_def=CITY_DAYS, check_specs=gate_specs("city_model", [SCORE_GATE], CITY_DAYS))
-def city_model(context: AssetExecutionContext, config: ScoreConfig, storage: ArtifactStorage, compute: ComputeBackend):
+def city_model(context: AssetExecutionContext, config: ScoreConfig, storage: ArtifactStorage, compute: Compute):
     yield from run_versioned_step(
         context,
         storage=storage,
@@ -279,9 +280,7 @@ def city_forecast(city_model: ArtifactRef) -> None:
     backfill_policy=BackfillPolicy.single_run(),
     check_specs=gate_specs("ranged_gated", [SCORE_GATE], daily_partitions),
 )
-def ranged_gated(
-    context: AssetExecutionContext, config: ScoreConfig, storage: ArtifactStorage, compute: ComputeBackend
-):
+def ranged_gated(context: AssetExecutionContext, config: ScoreConfig, storage: ArtifactStorage, compute: Compute):
     """A range run's dates, gated each on its own score (the sample workload commits one date per launch)."""
     planned = [plan_version(context, storage, d, {}, {"sample": 1}) for d in context.partition_keys]
     refs, outcomes, _ = build_versions(
@@ -301,7 +300,7 @@ def _resources(tmp_path: Path) -> dict:
     base = f"file://{tmp_path}/storage"
     return {
         "storage": ArtifactStorage(base_uri=base, landing_uri=f"{base}/landing"),
-        "compute": ComputeBackend(),
+        "compute": LocalCompute(),
         "io_manager": ArtifactRefIOManagerFactory(base_uri=base),
     }
 

@@ -10,8 +10,9 @@ import time
 import pytest
 
 from mltrain_assets.launch import KubernetesHere, Launch, LaunchTimeout, LocalProcess, procfs
-from mltrain_assets.launch.local import host_allocatable, local_pods
+from mltrain_assets.launch.local import local_pods
 from mltrain_assets.launch.protocol import PodCannotStart
+from mltrain_assets.launch.scheduling import host_allocatable
 from mltrain_assets.resources.k8s import PodTemplate, render_indexed_job
 
 

@@ -1,4 +1,4 @@
-"""The compute backend: Pipes subprocesses (report, rejection, timeout, interrupt) and the k8s pod it submits."""
+"""The compute resources: Pipes subprocesses (report, rejection, timeout, interrupt), the k8s pod, the deployment choice."""
 
 import dataclasses
 import os
@@ -23,12 +23,13 @@ from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR
 
 from mltrain_assets.launch import supervisor
 from mltrain_assets.resources import k8s_cluster
-from mltrain_assets.resources.compute import ComputeBackend
+from mltrain_assets.resources.compute import Compute
+from mltrain_assets.resources.deployments import KubernetesCompute, KubernetesHereCompute, LocalCompute
 from mltrain_assets.resources.spark import SparkConfig
 from mltrain_assets.workloads.common.spark import SparkSettings
 from mltrain_assets_tests.resources.sample_workload import SampleParams
 
-# The same deployment settings for both backends: only where the command runs differs.
+# The same deployment settings for every deployment: only where the command runs differs.
 SETTINGS = {
     "spark": SparkConfig(master="spark://spark-master:7077"),
     "sql_engine": "duckdb",
@@ -40,7 +41,7 @@ SETTINGS = {
 def _run(
     params: SampleParams,
     timeout_s: float = 60,
-    backend: ComputeBackend | None = None,
+    backend: Compute | None = None,
     profile: str = "default",
     retries: int = 1,
 ):
@@ -48,11 +49,11 @@ def _run(
 
     # Retries are allowed by default, so a test can tell a failure that must not be retried from one that may be.
     @asset(retry_policy=RetryPolicy(max_retries=retries) if retries else None)
-    def probe(context: AssetExecutionContext, compute: ComputeBackend) -> MaterializeResult:
+    def probe(context: AssetExecutionContext, compute: Compute) -> MaterializeResult:  # any deployment
         captured["result"] = compute.run(context, params, timeout_s=timeout_s, profile=profile)
         return MaterializeResult(metadata={"elapsed_s": captured["result"].elapsed_s})
 
-    result = materialize([probe], resources={"compute": backend or ComputeBackend()}, raise_on_error=False)
+    result = materialize([probe], resources={"compute": backend or LocalCompute()}, raise_on_error=False)
     return result, captured.get("result")
 
 
@@ -117,9 +118,9 @@ def test_service_settings_reach_only_the_fields_that_declare_them():
         engine: str = "mine too"
         parity: int = 7
 
-    bound = ComputeBackend(**SETTINGS).bind(Named())
+    bound = LocalCompute(**SETTINGS).bind(Named())
     assert (bound.spark, bound.engine, bound.parity) == ("mine", "mine too", 7)
-    declared = ComputeBackend(**SETTINGS).bind(SampleParams(mode="ok"))
+    declared = LocalCompute(**SETTINGS).bind(SampleParams(mode="ok"))
     assert declared.engine == "duckdb" and declared.spark.master == "spark://spark-master:7077"
     assert declared.mlflow.tracking_uri == "http://mlflow:5000"
 
@@ -131,7 +132,7 @@ def test_local_backend_returns_the_workload_report():
 
 
 def test_local_backend_fills_runtime_settings_into_the_params():
-    result, workload = _run(SampleParams(mode="echo", city="sf"), backend=ComputeBackend(**SETTINGS))
+    result, workload = _run(SampleParams(mode="echo", city="sf"), backend=LocalCompute(**SETTINGS))
     assert result.success
     received = SampleParams.from_dict(workload.summary["params"])
     assert received.city == "sf" and received.mode == "echo"
@@ -165,11 +166,37 @@ def test_crash_reports_exit_code_and_may_be_retried():
     assert _retries(result) == 1
 
 
-def test_unknown_backend_fails_naming_the_setting():
-    result, _ = _run(SampleParams(), backend=ComputeBackend(backend="nomad"))
-    assert not result.success
-    assert "MLTRAIN_COMPUTE='nomad' is not a compute backend" in _failure_text(result)
-    assert _retries(result) == 0
+@pytest.mark.parametrize(
+    ("value", "deployment"),
+    [("local", LocalCompute), ("k8s", KubernetesCompute), ("k8s-local", KubernetesHereCompute), ("", LocalCompute)],
+)
+def test_mltrain_compute_picks_the_deployments_resource_with_its_settings_from_the_environment(
+    value, deployment, monkeypatch
+):
+    from mltrain_assets.settings import default_environment
+
+    for name, default in default_environment().items():  # what the code location sets before it loads
+        monkeypatch.setenv(name, os.environ.get(name, default))
+    monkeypatch.setenv("MLTRAIN_COMPUTE", value)
+    monkeypatch.setenv("MLTRAIN_SQL_ENGINE", "duckdb")
+    monkeypatch.setenv("MLTRAIN_K8S_NAMESPACE", "ml-team")
+    compute = Compute.from_settings()
+    assert type(compute) is deployment
+    # Read from the environment when the resource is set up (EnvVar: the UI shows the variable, not a copy).
+    with compute.process_config_and_initialize_cm() as ready:
+        assert ready.sql_engine == "duckdb"
+        if value in ("k8s", "k8s-local"):
+            assert ready.namespace == "ml-team"
+
+
+def test_an_unknown_deployment_is_refused_naming_the_setting_and_the_choices(monkeypatch):
+    from mltrain_assets.settings import SettingsError
+
+    monkeypatch.setenv("MLTRAIN_COMPUTE", "nomad")
+    with pytest.raises(
+        SettingsError, match="MLTRAIN_COMPUTE='nomad' is not a deployment: use one of local, k8s, k8s-local"
+    ):
+        Compute.from_settings()
 
 
 def test_timeout_kills_the_workload_and_its_children(tmp_path, fast_kill, reap_stragglers):
@@ -238,16 +265,15 @@ def test_k8s_backend_submits_a_valid_pod_running_the_same_params(profile, monkey
     monkeypatch.setattr(k8s_cluster, "load_kube_config", lambda: None)
     monkeypatch.setattr(DagsterKubernetesClient, "production_client", classmethod(lambda cls, **kw: FakeClient()))
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://minio.storage:9000")
-    backend = ComputeBackend(
-        backend="k8s",
-        k8s_image="registry.example.com/mltrain:1.2.3",
-        k8s_namespace="ml",
-        k8s_service_account="mltrain-workloads",
+    backend = KubernetesCompute(
+        image="registry.example.com/mltrain:1.2.3",
+        namespace="ml",
+        service_account="mltrain-workloads",
         train_gpus_per_node="2",
-        k8s_node_selector='{"pool": "ml"}',
-        k8s_training_node_selector='{"accelerator": "nvidia-h100"}',
-        k8s_training_tolerations='[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]',
-        k8s_env_secret="mltrain-aws",
+        node_selector='{"pool": "ml"}',
+        training_node_selector='{"accelerator": "nvidia-h100"}',
+        training_tolerations='[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]',
+        env_secret="mltrain-aws",
         # A (non-distributed) training step's GPUs come from the resources setting, like its CPU and memory.
         workload_resources='{"training": {"gpus": 2, "cpu": "6"}, "default": {"memory": "4Gi"}}',
         **SETTINGS,
@@ -319,7 +345,7 @@ def test_k8s_backend_submits_a_valid_pod_running_the_same_params(profile, monkey
 
     # The pod's --params parse back to exactly what the local backend hands its subprocess.
     in_pod = SampleParams.from_json(container["args"][-1])
-    local_result, local = _run(params, backend=ComputeBackend(**SETTINGS))
+    local_result, local = _run(params, backend=LocalCompute(**SETTINGS))
     assert local_result.success
     local_params = SampleParams.from_dict(local.summary["params"])
     assert dataclasses.replace(in_pod, mlflow=local_params.mlflow) == local_params
@@ -330,11 +356,11 @@ def test_k8s_backend_submits_a_valid_pod_running_the_same_params(profile, monkey
     assert in_pod.spark.master == "spark://spark-master:7077" and in_pod.engine == "duckdb"
 
 
-@pytest.mark.parametrize("backend", ["local", "k8s-local"])
-def test_a_launch_reports_the_cpu_and_peak_memory_of_its_whole_process_tree(backend):
+@pytest.mark.parametrize("deployment", [LocalCompute, KubernetesHereCompute])
+def test_a_launch_reports_the_cpu_and_peak_memory_of_its_whole_process_tree(deployment):
     """CPU of the workload and of a child nobody waits for (as a Spark JVM outlives its driver); peak RSS."""
     params = SampleParams(mode="ok", burn_s=1.0, alloc_mb=150, orphan_burn_s=0.8)
-    result, workload = _run(params, backend=ComputeBackend(backend=backend), retries=0)
+    result, workload = _run(params, backend=deployment(), retries=0)
     assert result.success and workload.summary == {"answer": 42, "mode": "ok"}
     assert workload.cpu_s >= 1.0 + 0.8, "the orphan's CPU is counted too"
     assert workload.wall_s >= 1.0 and workload.cpu_s <= workload.wall_s * (os.cpu_count() or 1)
@@ -349,8 +375,8 @@ def test_k8s_pods_are_not_metered_by_the_run_worker_and_it_says_so(monkeypatch):
         def launch(self, launch):
             return LaunchResult(returncodes=[0])
 
-    monkeypatch.setattr(ComputeBackend, "launcher", lambda self, *args, **kwargs: PodRan())
-    backend = ComputeBackend(backend="k8s", k8s_image="registry.example.com/mltrain:1")
+    monkeypatch.setattr(KubernetesCompute, "launcher", lambda self, *args, **kwargs: PodRan())
+    backend = KubernetesCompute(image="registry.example.com/mltrain:1")
     result, workload = _run(SampleParams(mode="ok"), backend=backend, retries=0)
     assert result.success
     assert workload.cpu_s is None and workload.peak_rss_mb is None

@@ -7,25 +7,33 @@ import pytest
 from dagster import AssetExecutionContext, Failure, MaterializeResult, asset, materialize
 
 from mltrain_assets.launch.local import command_params
-from mltrain_assets.resources.compute import ComputeBackend
+from mltrain_assets.resources.compute import Compute
+from mltrain_assets.resources.deployments import KubernetesCompute, KubernetesHereCompute, PodCompute, RenderOnlyCompute
 from mltrain_assets_tests.resources.sample_distributed import SampleDistributedParams
 
 
-def _materialize(params, backend: ComputeBackend, captured: dict):
+def _materialize(params, backend: PodCompute, captured: dict):
     @asset
-    def distributed(context: AssetExecutionContext, compute: ComputeBackend) -> MaterializeResult:
-        captured["objects"] = compute.manifests(context, compute.bind(params), timeout_s=600, profile="training")
+    def distributed(context: AssetExecutionContext, compute: Compute) -> MaterializeResult:
+        assert isinstance(compute, PodCompute)
+        captured["objects"] = compute.render(context, compute.bind(params), timeout_s=600, profile="training")
         captured["result"] = compute.run(context, params, timeout_s=120, profile="training")
         return MaterializeResult()
 
     return materialize([distributed], resources={"compute": backend}, raise_on_error=False)
 
 
+def _rendered(tmp_path, **settings) -> tuple[object, dict]:
+    """A launch through ``RenderOnlyCompute`` (what ``mltrain manifests`` runs): the step's result and the record."""
+    record = tmp_path / "rendered.json"
+    backend = RenderOnlyCompute(render_to=str(record), **settings)
+    result = _materialize(SampleDistributedParams(record_file=str(tmp_path / "r")), backend, {})
+    return result, json.loads(record.read_text())
+
+
 def test_several_nodes_render_a_headless_service_and_an_indexed_job(tmp_path):
-    captured: dict = {}
-    backend = ComputeBackend(backend="k8s", train_nodes="8", train_gpus_per_node="8", dry_run=True)
-    _materialize(SampleDistributedParams(record_file=str(tmp_path / "r")), backend, captured)
-    service, job = captured["objects"]
+    _, rendered = _rendered(tmp_path, train_nodes="8", train_gpus_per_node="8")
+    service, job = rendered["objects"]
     for obj in (service, job):
         kubernetes_validate.validate(obj, "1.30", strict=True)
     name = job["metadata"]["name"]
@@ -47,11 +55,8 @@ def test_several_nodes_render_a_headless_service_and_an_indexed_job(tmp_path):
 
 
 def test_one_node_is_one_pod(tmp_path):
-    captured: dict = {}
-    _materialize(
-        SampleDistributedParams(record_file=str(tmp_path / "r")), ComputeBackend(backend="k8s", dry_run=True), captured
-    )
-    (pod,) = captured["objects"]
+    _, rendered = _rendered(tmp_path)
+    (pod,) = rendered["objects"]
     assert pod["kind"] == "Pod"
     params = command_params(pod["spec"]["containers"][0]["args"])
     assert params["nnodes"] == 1 and params["nproc_per_node"] == 2 and params["device"] == "cpu"
@@ -60,7 +65,7 @@ def test_one_node_is_one_pod(tmp_path):
 def test_k8s_local_runs_each_index_of_the_job_as_a_process(tmp_path):
     captured: dict = {}
     record = tmp_path / "nodes.jsonl"
-    backend = ComputeBackend(backend="k8s-local", train_nodes="2")
+    backend = KubernetesHereCompute(train_nodes="2")
     result = _materialize(SampleDistributedParams(record_file=str(record)), backend, captured)
     assert result.success
     nodes = sorted((json.loads(line) for line in record.read_text().splitlines()), key=lambda n: n["node_rank"])
@@ -80,20 +85,20 @@ def test_a_k8s_launch_without_an_image_fails_naming_the_setting(tmp_path):
     """No silent `mltrain:latest`: the image is MLTRAIN_K8S_IMAGE, the code location's or the run's own."""
 
     @asset
-    def distributed(context: AssetExecutionContext, compute: ComputeBackend) -> MaterializeResult:
+    def distributed(context: AssetExecutionContext, compute: Compute) -> MaterializeResult:
         params = SampleDistributedParams(record_file=str(tmp_path / "r"))
         with pytest.raises(Failure, match=r"no workload image: set MLTRAIN_K8S_IMAGE"):
             compute.run(context, params, timeout_s=60, profile="training")
         return MaterializeResult()
 
-    assert materialize([distributed], resources={"compute": ComputeBackend(backend="k8s", train_nodes="2")}).success
+    assert materialize([distributed], resources={"compute": KubernetesCompute(train_nodes="2")}).success
 
 
 def test_the_image_is_the_code_locations_or_the_runs_own(monkeypatch):
-    backend = ComputeBackend(backend="k8s")
+    backend = KubernetesCompute()
     monkeypatch.setenv("DAGSTER_CURRENT_IMAGE", "registry.example.com/mltrain@sha256:" + "1" * 64)
-    assert backend.image() == "registry.example.com/mltrain@sha256:" + "1" * 64
-    assert ComputeBackend(backend="k8s", k8s_image="explicit:1").image() == "explicit:1"
+    assert backend.workload_image() == "registry.example.com/mltrain@sha256:" + "1" * 64
+    assert KubernetesCompute(image="explicit:1").workload_image() == "explicit:1"
     monkeypatch.delenv("DAGSTER_CURRENT_IMAGE")
 
     class Run:  # what a run pod's context knows: the image its code location recorded on the run
@@ -104,7 +109,26 @@ def test_the_image_is_the_code_locations_or_the_runs_own(monkeypatch):
     class Context:
         dagster_run = Run()
 
-    assert backend.image(Context()) == "registry.example.com/mltrain@sha256:" + "2" * 64
+    assert backend.workload_image(Context()) == "registry.example.com/mltrain@sha256:" + "2" * 64
+    # Rendered only, or run here from a checkout: a placeholder naming the setting rather than a failure.
+    assert "MLTRAIN_K8S_IMAGE" in KubernetesHereCompute().workload_image()
+    assert "MLTRAIN_K8S_IMAGE" in RenderOnlyCompute(render_to="unused").workload_image()
+
+
+def test_render_only_records_the_launch_and_stops_the_step_there(tmp_path):
+    """``mltrain manifests``' launch: the objects, profile and resources recorded; no workload ran, no retry."""
+    result, rendered = _rendered(tmp_path, train_nodes="2")
+    assert not result.success, "nothing ran: the step cannot go on to commit or report"
+    failures = [e.step_failure_data for e in result.all_events if e.is_step_failure]
+    (failure,) = failures
+    assert "rendered, not launched" in failure.error.message
+    assert failure.user_failure_data is not None and failure.user_failure_data.metadata == {}
+    assert not (tmp_path / "r").exists(), "the workload never ran"
+    assert [o["kind"] for o in rendered["objects"]] == ["Service", "Job"]
+    assert rendered["profile"] == "training" and rendered["resources"]["shm"] == "16Gi"
+    # No Pipes session: its bootstrap shows as placeholders.
+    env = rendered["objects"][1]["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "DAGSTER_PIPES_CONTEXT", "value": "<set at launch by the Pipes session>"} in env
 
 
 def test_the_indexed_job_ignores_disruptions_and_fails_at_once_on_a_reported_exit():

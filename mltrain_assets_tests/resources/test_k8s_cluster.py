@@ -458,9 +458,9 @@ def kubelet(server, tmp_path, monkeypatch):
 
 
 def _k8s_backend(**settings: Any):
-    from mltrain_assets.resources.compute import ComputeBackend
+    from mltrain_assets.resources.deployments import KubernetesCompute
 
-    return ComputeBackend(backend="k8s", k8s_image="registry.example.com/mltrain:1", k8s_namespace="ml", **settings)
+    return KubernetesCompute(image="registry.example.com/mltrain:1", namespace="ml", **settings)
 
 
 def test_a_k8s_step_reads_the_workloads_report_from_its_pod_logs(kubelet):
@@ -479,7 +479,7 @@ def test_a_k8s_data_rejection_fails_the_step_once_with_the_workloads_words(kubel
 
 
 def test_a_missing_secret_fails_the_k8s_step_without_retry_naming_the_pod_and_secret(kubelet):
-    result, _ = _run(SampleParams(mode="ok"), backend=_k8s_backend(k8s_env_secret="mltrain-aws"))
+    result, _ = _run(SampleParams(mode="ok"), backend=_k8s_backend(env_secret="mltrain-aws"))
     assert not result.success
     (created,) = kubelet.received("POST", "/api/v1/namespaces/ml/pods")
     pod = created.body["metadata"]["name"]

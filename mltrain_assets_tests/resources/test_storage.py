@@ -12,7 +12,8 @@ from mltrain_assets.artifacts import ArtifactRef, quarantine
 from mltrain_assets.core.gates import metric_below
 from mltrain_assets.core.partitions import daily_partitions, window_input
 from mltrain_assets.core.steps import gate_specs, run_versioned_step
-from mltrain_assets.resources.compute import ComputeBackend
+from mltrain_assets.resources.compute import Compute
+from mltrain_assets.resources.deployments import LocalCompute
 from mltrain_assets.resources.storage import GATE_FAILURES, ArtifactRefIOManagerFactory, ArtifactStorage
 from mltrain_assets.workloads.common.dates import Window
 from mltrain_assets_tests.resources.sample_workload import SampleParams
@@ -26,7 +27,7 @@ class ScoreConfig(Config):
 
 
 @asset(partitions_def=daily_partitions, check_specs=gate_specs("scored", [SCORE_GATE]))
-def scored(context: AssetExecutionContext, config: ScoreConfig, storage: ArtifactStorage, compute: ComputeBackend):
+def scored(context: AssetExecutionContext, config: ScoreConfig, storage: ArtifactStorage, compute: Compute):
     yield from run_versioned_step(
         context,
         storage=storage,
@@ -49,7 +50,7 @@ def window_consumer(context: AssetExecutionContext, scored: dict[str, ArtifactRe
 
 
 @asset(partitions_def=daily_partitions)
-def derived(context: AssetExecutionContext, scored: ArtifactRef, storage: ArtifactStorage, compute: ComputeBackend):
+def derived(context: AssetExecutionContext, scored: ArtifactRef, storage: ArtifactStorage, compute: Compute):
     yield from run_versioned_step(
         context,
         storage=storage,
@@ -76,7 +77,7 @@ def _materialize(tmp_path: Path, selection: str, partition: str, score: float | 
         partition_key=partition,
         resources={
             "storage": ArtifactStorage(base_uri=base, landing_uri=f"{base}/landing"),
-            "compute": ComputeBackend(),
+            "compute": LocalCompute(),
             "io_manager": ArtifactRefIOManagerFactory(base_uri=base),
         },
         run_config={"ops": {"scored": {"config": {"score": score}}}} if score is not None else None,

@@ -5,7 +5,8 @@ import pytest
 from dagster import AssetExecutionContext, Failure, MaterializeResult, asset, materialize
 
 from mltrain_assets.launch.local import command_params
-from mltrain_assets.resources.compute import ComputeBackend
+from mltrain_assets.resources.compute import Compute
+from mltrain_assets.resources.deployments import KubernetesCompute, PodCompute
 from mltrain_assets.resources.spark import SparkConfig
 from mltrain_assets_tests.resources.sample_distributed import SampleDistributedParams
 from mltrain_assets_tests.resources.sample_workload import SampleParams
@@ -24,16 +25,22 @@ OWNER = {
 }
 
 
-def _render(params, backend: ComputeBackend, profile: str = "default") -> tuple[str, list[dict]]:
+IMAGE = "registry.example.com/mltrain@sha256:" + "a" * 64
+
+
+def _k8s(**settings) -> KubernetesCompute:
+    return KubernetesCompute(**{"image": IMAGE, **settings})
+
+
+def _render(params, backend: PodCompute, profile: str = "default") -> tuple[str, list[dict]]:
     captured: dict = {}
 
     @asset
-    def launching(context: AssetExecutionContext, compute: ComputeBackend) -> MaterializeResult:
+    def launching(context: AssetExecutionContext, compute: Compute) -> MaterializeResult:
+        assert isinstance(compute, PodCompute)
         captured["run_id"] = context.run_id
         try:
-            captured["objects"] = compute.manifests(
-                context, compute.bind(params, context), timeout_s=600, profile=profile
-            )
+            captured["objects"] = compute.render(context, compute.bind(params, context), timeout_s=600, profile=profile)
         except Failure as refused:
             captured["refused"] = refused.description
         return MaterializeResult()
@@ -47,7 +54,7 @@ def _render(params, backend: ComputeBackend, profile: str = "default") -> tuple[
 def test_a_pod_names_its_run_and_is_owned_by_the_run_pod(tmp_path, monkeypatch):
     for name, value in RUN_POD.items():
         monkeypatch.setenv(name, value)
-    run_id, (pod,) = _render(SampleParams(), ComputeBackend(backend="k8s", dry_run=True))
+    run_id, (pod,) = _render(SampleParams(), _k8s())
     kubernetes_validate.validate(pod, "1.30", strict=True)
     assert pod["metadata"]["labels"]["dagster/run-id"] == run_id
     assert pod["metadata"]["labels"]["app.kubernetes.io/part-of"] == "mltrain"
@@ -58,14 +65,14 @@ def test_a_pod_names_its_run_and_is_owned_by_the_run_pod(tmp_path, monkeypatch):
 def test_without_the_run_pod_known_there_is_no_owner(tmp_path, monkeypatch):
     monkeypatch.setenv("MLTRAIN_RUN_POD_NAME", RUN_POD["MLTRAIN_RUN_POD_NAME"])  # a name without a uid is no owner
     monkeypatch.delenv("MLTRAIN_RUN_POD_UID", raising=False)
-    _, (pod,) = _render(SampleParams(), ComputeBackend(backend="k8s", dry_run=True))
+    _, (pod,) = _render(SampleParams(), _k8s())
     assert "ownerReferences" not in pod["metadata"]
 
 
 def test_the_job_and_its_service_name_their_run_and_owner_and_so_do_its_pods(tmp_path, monkeypatch):
     for name, value in RUN_POD.items():
         monkeypatch.setenv(name, value)
-    backend = ComputeBackend(backend="k8s", train_nodes="2", dry_run=True)
+    backend = _k8s(train_nodes="2")
     run_id, (service, job) = _render(SampleDistributedParams(record_file=str(tmp_path / "r")), backend, "training")
     for obj in (service, job):
         kubernetes_validate.validate(obj, "1.30", strict=True)
@@ -77,16 +84,13 @@ def test_the_job_and_its_service_name_their_run_and_owner_and_so_do_its_pods(tmp
     assert template["spec"]["automountServiceAccountToken"] is False
 
 
-def _spark_backend(**overrides) -> ComputeBackend:
+def _spark_backend(**overrides) -> KubernetesCompute:
     settings = {
-        "backend": "k8s",
-        "dry_run": True,
-        "k8s_image": "registry.example.com/mltrain@sha256:" + "a" * 64,
-        "k8s_service_account": "mltrain-workloads",
-        "k8s_spark_service_account": "mltrain-spark-driver",
+        "service_account": "mltrain-workloads",
+        "spark_service_account": "mltrain-spark-driver",
         "spark": SparkConfig(master="k8s://https://kubernetes.default.svc:443"),
     }
-    return ComputeBackend(**{**settings, **overrides})
+    return _k8s(**{**settings, **overrides})
 
 
 def test_only_a_spark_driver_on_kubernetes_gets_a_token_and_its_own_account(tmp_path):
@@ -115,7 +119,7 @@ def test_only_a_spark_driver_on_kubernetes_gets_a_token_and_its_own_account(tmp_
     ],
 )
 def test_a_tracking_uri_reaches_the_pod_without_its_password(tmp_path, uri, secret, rendered):
-    backend = ComputeBackend(backend="k8s", dry_run=True, mlflow_tracking_uri=uri, k8s_env_secret=secret)
+    backend = _k8s(mlflow_tracking_uri=uri, env_secret=secret)
     _, (pod,) = _render(SampleParams(), backend)
     assert command_params(pod["spec"]["containers"][0]["args"])["mlflow"]["tracking_uri"] == rendered
     assert "s3cr3t-pw" not in str(pod)
@@ -130,7 +134,7 @@ def test_a_tracking_uri_reaches_the_pod_without_its_password(tmp_path, uri, secr
     ],
 )
 def test_a_tracking_uri_with_a_password_and_nowhere_safe_to_put_it_is_refused(tmp_path, uri, secret, named):
-    backend = ComputeBackend(backend="k8s", dry_run=True, mlflow_tracking_uri=uri, k8s_env_secret=secret)
+    backend = _k8s(mlflow_tracking_uri=uri, env_secret=secret)
     with pytest.raises(Failure, match="MLFLOW_TRACKING_URI carries a password") as refused:
         _render(SampleParams(), backend)
     assert named in str(refused.value) and "s3cr3t-pw" not in str(refused.value)

@@ -82,7 +82,7 @@ def test_six_runs_started_at_once_on_a_brand_new_postgres_instance_all_succeed(t
     """The production profile's pool race: `mltrain init` on an empty database, then six run workers at once."""
     from dagster import DagsterInstance
 
-    from mltrain_assets_tests.core.pooled_runs import most_at_once, run_mltrain_init, start_runs_at_once
+    from mltrain_assets_tests.instance.pooled_runs import most_at_once, run_mltrain_init, start_runs_at_once
 
     env = {**PG, "MLTRAIN_PG_DB": postgres_db, "MLTRAIN_DAGSTER_YAML": "deploy/dagster.postgres.yaml"}
     dagster_home = tmp_path / "dagster_home"
@@ -110,8 +110,8 @@ def test_a_burst_of_claims_on_one_slot_lets_one_step_in_at_a_time(postgres_db):
     simultaneous claimers into a one-slot pool in 19 and 29 rounds of 100 here; the guard none."""
     from dagster_postgres.event_log import PostgresEventLogStorage
 
-    from mltrain_assets.core.slot_claims import GUARD, guard_slot_claims
-    from mltrain_assets_tests.core.pooled_runs import claim_at_once
+    from mltrain_assets.instance.slot_claims import GUARD, guard_slot_claims
+    from mltrain_assets_tests.instance.pooled_runs import claim_at_once
 
     storage = PostgresEventLogStorage(
         f"postgresql+psycopg2://{PG['MLTRAIN_PG_USER']}:{PG['MLTRAIN_PG_PASSWORD']}"
@@ -186,7 +186,7 @@ def _rows_updated(storage, sql: str) -> int:
 
 @pytest.mark.parametrize("guarded", [True, False], ids=["guarded", "unguarded"])
 def test_on_postgres_a_claim_over_a_held_slot_changes_no_row(slots, guarded):
-    from mltrain_assets.core.slot_claims import guard_slot_claims
+    from mltrain_assets.instance.slot_claims import guard_slot_claims
 
     if guarded:
         assert guard_slot_claims(types.SimpleNamespace(event_log_storage=slots)).installed
@@ -206,8 +206,8 @@ def test_on_postgres_claimers_that_read_the_same_free_slot(postgres_db, slots, g
     without the trigger all three are let into the one slot, with it exactly one."""
     from dagster_postgres.event_log import PostgresEventLogStorage
 
-    from mltrain_assets.core.slot_claims import guard_slot_claims
-    from mltrain_assets_tests.core.claim_race import claim_interleaved_in_threads
+    from mltrain_assets.instance.slot_claims import guard_slot_claims
+    from mltrain_assets_tests.instance.claim_race import claim_interleaved_in_threads
 
     if guarded:
         assert guard_slot_claims(types.SimpleNamespace(event_log_storage=slots)).installed
@@ -222,7 +222,7 @@ def test_on_postgres_claimers_that_read_the_same_free_slot(postgres_db, slots, g
 def test_the_install_gives_up_within_its_lock_timeout_and_claims_go_on(postgres_db, slots):
     """A transaction holding a lock on the slots table (as an open UPDATE does): the trigger's table
     lock would queue every claim behind it, so the install waits ``lock_timeout``, then reports."""
-    from mltrain_assets.core.slot_claims import guard_slot_claims
+    from mltrain_assets.instance.slot_claims import guard_slot_claims
 
     instance = types.SimpleNamespace(event_log_storage=slots)
     holder = _connect(postgres_db)
@@ -275,7 +275,7 @@ def runner_db(postgres_db, tmp_path, monkeypatch):
 
 
 def test_a_role_that_does_not_own_dagsters_tables_still_starts_and_names_the_missing_grant(runner_db, tmp_path):
-    from mltrain_assets_tests.core.pooled_runs import run_mltrain_init
+    from mltrain_assets_tests.instance.pooled_runs import run_mltrain_init
 
     _, home, env = runner_db
     printed = run_mltrain_init(home, tmp_path / "mltrain_home", env)
@@ -284,7 +284,7 @@ def test_a_role_that_does_not_own_dagsters_tables_still_starts_and_names_the_mis
         "role mltrain_runner cannot create a trigger on concurrency_slots (needs ownership of the table, owned by "
         "mltrain, or TRIGGER on concurrency_slots, CREATE on schema public: permission denied for schema public): "
         "run `mltrain init --pools` once as mltrain; registrations are kept one at a time by their own lock instead "
-        "(core/exclusive.py)\nDagster schema: revision "
+        "(instance/exclusive.py)\nDagster schema: revision "
     ) in printed
     assert "pool registry: 1 slot(s) from MLTRAIN_POOL_LIMITS (set)" in printed, "the pools are written all the same"
 
@@ -323,7 +323,7 @@ import json, os, sys, time
 from pathlib import Path
 import psycopg2
 from dagster import DagsterInstance, asset, materialize
-from mltrain_assets.core.exclusive import advisory_key, exclusive_step
+from mltrain_assets.instance.exclusive import advisory_key, exclusive_step
 from mltrain_assets.resources.tracking import REGISTRY_POOL
 
 spans, gate = Path(sys.argv[1]), Path(sys.argv[2])

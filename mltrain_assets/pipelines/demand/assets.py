@@ -6,75 +6,65 @@ the pipeline contract (``pipelines/demand/contract.py``); the heavy code is in
 ``workloads/`` beside them.
 """
 
-from dagster import AssetExecutionContext, BackfillPolicy
-
-from mltrain_assets.artifacts import ArtifactRef
-from mltrain_assets.core.assets import Step, registration_asset, step_asset, workload_asset
-from mltrain_assets.core.automation import when_landed_day_ready
-from mltrain_assets.core.gates import ENGINE_PARITY, metric_below
-from mltrain_assets.core.ingestion import landing_ingestion_asset
-from mltrain_assets.core.partitions import same_days_input, window_input
-from mltrain_assets.core.promotion import register_and_promote, served_model_uri, snapshot_with_upstream
-from mltrain_assets.core.steps import build_dated_versions, check_results, versions_output
 from mltrain_assets.pipelines.demand import contract
 from mltrain_assets.pipelines.demand.params import AggregatesParams, FeaturesParams, ForecastParams, TrainParams
 from mltrain_assets.pipelines.demand.partitions import daily_city_partitions
 from mltrain_assets.pipelines.demand.spec import spec
-from mltrain_assets.resources.compute import ComputeBackend
-from mltrain_assets.resources.storage import ArtifactStorage
-from mltrain_assets.resources.tracking import ModelRegistry
+from mltrain_assets.sdk import (
+    ENGINE_PARITY,
+    ArtifactRef,
+    AssetExecutionContext,
+    RangeStep,
+    Registration,
+    Step,
+    landing_ingestion_asset,
+    metric_below,
+    model_stage,
+    same_days_input,
+    served_model_uri,
+    when_landed_day_ready,
+    window_input,
+    workload_asset,
+)
 
 AGGREGATES_WINDOW = window_input(contract.FEATURES_WINDOW)  # the days of aggregates features[D] reads
 
-MAPE_GATE = metric_below(
-    "mape_below_threshold",
-    "mape",
-    contract.MAPE_THRESHOLD,
-    context=("naive_mape",),
+# The per-city model: gated on held-out MAPE (the naive baseline's shown beside it), registered per city.
+forecaster = model_stage(
+    spec,
+    metric_below("mape_below_threshold", "mape", contract.MAPE_THRESHOLD, context=("naive_mape",)),
+    contract.registered_model_name,
 )
 
 ride_events = landing_ingestion_asset(
+    spec,
     name="ride_events",
-    spec=spec,
     description="One UTC day of ride events from the landing zone: validated, deduplicated by ride_id, versioned parquet.",
 )
 
 
-@step_asset(
+@workload_asset(
     spec,
+    AggregatesParams,
     layer="aggregates",
+    over_range=True,
     ins={"ride_events": same_days_input()},
-    backfill_policy=BackfillPolicy.single_run(),
-    code_version=contract.AGGREGATES_CODE_VERSION,
-    kinds={"spark", "sql"},
-    pool="spark",
     automation_condition=when_landed_day_ready(),
     gates=[ENGINE_PARITY],
 )
-def city_hour_aggregates(
-    context: AssetExecutionContext,
-    ride_events: dict[str, ArtifactRef],
-    storage: ArtifactStorage,
-    compute: ComputeBackend,
-):
+def city_hour_aggregates(context: AssetExecutionContext, ride_events: dict[str, ArtifactRef]) -> RangeStep:
     """One day of ride_events reduced to city-hour aggregates (Spark SQL or DuckDB, same SQL), once: every features
     partition whose window holds the day reads these rows, never the raw events.
     """
     # A range run (backfill, demo) aggregates every date in one launch, each raw day once.
-    refs, outcomes, built = build_dated_versions(
-        context,
-        storage=storage,
-        compute=compute,
+    return RangeStep(
         inputs_by_date={date: {"ride_events": ride_events[date]} for date in context.partition_keys},
         versioned=AggregatesParams(),
         params_for=lambda targets: AggregatesParams(
             rides_uris={date: ride_events[date].uri for date in targets}, targets=targets
         ),
-        profile="spark",
-        gates=[ENGINE_PARITY],
+        built_key="dates_aggregated_now",
     )
-    yield versions_output(refs, {"dates_in_run": len(refs), "dates_aggregated_now": built})
-    yield from check_results(outcomes)
 
 
 @workload_asset(
@@ -91,7 +81,7 @@ def city_demand_features(context: AssetExecutionContext, city_hour_aggregates: d
     )
 
 
-@workload_asset(spec, TrainParams, layer="model", partitions_def=daily_city_partitions, gates=[MAPE_GATE])
+@forecaster.model(TrainParams, partitions_def=daily_city_partitions)
 def city_demand_model(context: AssetExecutionContext, city_demand_features: ArtifactRef) -> Step:
     """LightGBM demand model for one city and date, tracked in MLflow; gated on held-out MAPE."""
     keys = context.partition_key.keys_by_dimension
@@ -102,27 +92,14 @@ def city_demand_model(context: AssetExecutionContext, city_demand_features: Arti
     )
 
 
-@registration_asset(spec, partitions_def=daily_city_partitions)
+@forecaster.registration
 def registered_demand_model(
-    context: AssetExecutionContext,
-    city_demand_model: ArtifactRef,
-    city_demand_features: ArtifactRef,
-    registry: ModelRegistry,
-):
+    context: AssetExecutionContext, city_demand_model: ArtifactRef, city_demand_features: ArtifactRef
+) -> Registration:
     """The city model registered as `demand-forecast-{city}` with lineage tags, aliased `staging`."""
-    city = context.partition_key.keys_by_dimension["city"]
-    snapshot = snapshot_with_upstream(
-        {"city_demand_model": city_demand_model, "city_demand_features": city_demand_features}
-    )
-    return register_and_promote(
-        context,
-        registry=registry,
-        model_name=contract.registered_model_name(city),
-        model_ref=city_demand_model,
-        model_uri=city_demand_model.metadata["mlflow_model_uri"],
-        data_snapshot=snapshot,
-        gate=MAPE_GATE,
-        score_metadata={"mape": city_demand_model.metadata.get("mape")},
+    return Registration(
+        city_demand_model.metadata["mlflow_model_uri"],
+        upstream={"city_demand_model": city_demand_model, "city_demand_features": city_demand_features},
     )
 
 
@@ -140,13 +117,3 @@ def demand_forecasts(
         inputs={"model": model_uri, "city_demand_features": city_demand_features},
         metadata=lambda _: {"model_uri": model_uri},
     )
-
-
-demand_assets = [
-    ride_events,
-    city_hour_aggregates,
-    city_demand_features,
-    city_demand_model,
-    registered_demand_model,
-    demand_forecasts,
-]

@@ -1,4 +1,4 @@
-"""The demand-forecasting pipeline's contract: the one place for its windows, thresholds, names and versions.
+"""The demand-forecasting pipeline's contract: the one place for its windows, thresholds and names.
 
 Assets, workloads, the demo, backfill and CLI all derive from this module (dagster-free, cheap to import).
 
@@ -16,8 +16,8 @@ Windows (in days, ``D`` is the features partition):
 Also the public calendar the features use (holidays, the metros' UTC offsets). The simulator
 follows the same calendar, as the real world follows the public one.
 
-Bump a ``*_CODE_VERSION`` whenever the logic it names changes: it is part of every output's
-version hash, so changed logic lands on new paths and old versions stay readable.
+Each workload's code version is derived from its source (``workloads.common.code_version``): it is
+part of every output's version hash, so changed logic lands on new paths and old versions stay readable.
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ import datetime as dt
 
 import pyarrow as pa
 
-from mltrain_assets.schemas import UTC_TS, DatasetSpec
-from mltrain_assets.workloads.common.dates import Window
+from mltrain_assets.sdk import UTC_TS, DatasetSpec, Window
 
 CITIES = ("nyc", "sf", "chicago", "la", "seattle", "austin", "boston", "miami")
 
@@ -40,11 +39,6 @@ INPUT_DAYS = FRAME_DAYS + LAG_DAYS  # city_hour_aggregates partitions one featur
 FEATURES_WINDOW = Window(days=INPUT_DAYS)  # city_hour_aggregates D-34 .. D for city_demand_features[D]
 HOLDOUT_WINDOW = Window(days=HOLDOUT_DAYS)  # the labelled days D-6 .. D city_demand_model[D] is judged on
 MIN_LAG_HOURS = 24  # we forecast all of D+1 at the end of D: no feature may look closer than this
-
-AGGREGATES_CODE_VERSION = "demand-aggregates-1"
-FEATURES_CODE_VERSION = "demand-features-2"  # 2: reads city_hour_aggregates instead of raw ride_events
-TRAIN_CODE_VERSION = "demand-train-1"
-FORECAST_CODE_VERSION = "demand-forecast-1"
 
 MAPE_THRESHOLD = 0.15  # the promotion gate: held-out MAPE must be below it
 EXPERIMENT_NAME = "demand-forecast"

@@ -1,23 +1,20 @@
 """The demand-forecasting pipeline's jobs, model quality and derived shape (merged into the code location)."""
 
-from mltrain_assets.core.pipeline import ModelQuality, PipelineJob, define_pipeline
-from mltrain_assets.pipelines.demand import contract, report
+from mltrain_assets.pipelines.demand import report
 from mltrain_assets.pipelines.demand.assets import (
-    MAPE_GATE,
     city_demand_features,
     city_demand_model,
     city_hour_aggregates,
-    demand_assets,
     demand_forecasts,
+    forecaster,
     registered_demand_model,
     ride_events,
 )
-from mltrain_assets.pipelines.demand.partitions import configured_cities
 from mltrain_assets.pipelines.demand.spec import spec
+from mltrain_assets.sdk import PipelineJob, define_pipeline
 
 pipeline = define_pipeline(
     spec,
-    assets=demand_assets,
     ingestion=PipelineJob(
         "ride_events_job",
         (ride_events, city_hour_aggregates),
@@ -36,14 +33,8 @@ pipeline = define_pipeline(
         ),
     ),
     fallback_cron="30 3 * * *",
-    quality=ModelQuality(
-        model=city_demand_model,
-        registered=registered_demand_model,
-        gate=MAPE_GATE,
-        model_name=contract.registered_model_name,
-    ),
+    quality=forecaster.quality,
     report_metrics=("mape", "naive_mape"),
     summary=report.summary,
-    keys=configured_cities,  # MLTRAIN_CITIES as set now (the partitions definition holds it as loaded)
 )
 defs = pipeline.defs

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import os
 
-from mltrain_assets.resources.tracking import LINEAGE_TAGS
+from mltrain_assets.sdk import LINEAGE_TAGS
 
 
 def summary(date: str) -> str:
     from mlflow.tracking import MlflowClient
 
     from mltrain_assets.pipelines.demand.contract import registered_model_name
-    from mltrain_assets.pipelines.demand.partitions import configured_cities
+    from mltrain_assets.pipelines.demand.spec import CITY_KEYS
+    from mltrain_assets.sdk import configured_keys
 
     client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
     lines = [
         f"demand forecasting, {date}: `staging` per city",
         f"{'model':<26}{'version':>8}{'MAPE':>8}  {'partition':<22}lineage",
     ]
-    for city in configured_cities():
+    for city in configured_keys(CITY_KEYS):
         name = registered_model_name(city)
         try:
             version = client.get_model_version_by_alias(name, "staging")

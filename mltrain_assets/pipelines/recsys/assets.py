@@ -6,33 +6,34 @@ held out to measure AUC, so nothing learns from the day it is judged on. Windows
 thresholds, names and code versions come from ``pipelines/recsys/contract.py``.
 """
 
-from dagster import AssetExecutionContext
-
-from mltrain_assets.artifacts import ArtifactRef
-from mltrain_assets.core.assets import Step, registration_asset, workload_asset
-from mltrain_assets.core.gates import metric_above
-from mltrain_assets.core.ingestion import landing_ingestion_asset
-from mltrain_assets.core.partitions import window_input
-from mltrain_assets.core.promotion import register_and_promote, served_model_uri, snapshot_with_upstream
 from mltrain_assets.pipelines.recsys import contract
 from mltrain_assets.pipelines.recsys.params import EmbeddingsParams, EvaluateParams, RecommendParams, TrainParams
 from mltrain_assets.pipelines.recsys.spec import spec
-from mltrain_assets.resources.compute import ComputeBackend
-from mltrain_assets.resources.tracking import ModelRegistry
+from mltrain_assets.sdk import (
+    ArtifactRef,
+    AssetExecutionContext,
+    Registration,
+    Step,
+    landing_ingestion_asset,
+    metric_above,
+    model_stage,
+    served_model_uri,
+    window_input,
+    workload_asset,
+)
 
 # The days of user_interactions each step reads for partition D.
 EMBEDDINGS_DAYS = window_input(contract.EMBEDDINGS_WINDOW)
 MODEL_DAYS = window_input(contract.MODEL_WINDOW)
 
-AUC_GATE = metric_above(
-    "auc_above_threshold",
-    "auc",
-    contract.AUC_THRESHOLD,
+# The ranker: gated on held-out AUC, registered as one model.
+ranker = model_stage(
+    spec, metric_above("auc_above_threshold", "auc", contract.AUC_THRESHOLD), contract.REGISTERED_MODEL_NAME
 )
 
 user_interactions = landing_ingestion_asset(
+    spec,
     name="user_interactions",
-    spec=spec,
     description=(
         "One UTC day of user-item impressions: validated, deduplicated by event_id, versioned parquet. "
         "Its blocking check `landed_complete` holds the day back until all 24 hourly buckets arrived with "
@@ -55,7 +56,7 @@ def interaction_embeddings(context: AssetExecutionContext, user_interactions: di
     )
 
 
-@workload_asset(spec, TrainParams, layer="model", ins={"user_interactions": MODEL_DAYS}, gates=[AUC_GATE])
+@ranker.model(TrainParams, ins={"user_interactions": MODEL_DAYS})
 def recommender_model(
     context: AssetExecutionContext, interaction_embeddings: ArtifactRef, user_interactions: dict[str, ArtifactRef]
 ) -> Step:
@@ -76,22 +77,22 @@ def recommender_model(
     )
 
 
-@registration_asset(spec)
+@ranker.registration(required_resource_keys=("compute",))
 def registered_recommender(
     context: AssetExecutionContext,
     recommender_model: ArtifactRef,
     interaction_embeddings: ArtifactRef,
     user_interactions: ArtifactRef,
-    compute: ComputeBackend,
-    registry: ModelRegistry,
-):
+) -> Registration:
     """The model registered as `recommender` with lineage tags; `staging` moves to it only if it beats (or ties)
     the current `staging` version on the same held-out day.
     """
     name = contract.REGISTERED_MODEL_NAME
 
     def auc_of(model_uri: str) -> float:
-        result = compute.run(context, EvaluateParams(model_uri=model_uri, eval_uri=user_interactions.uri))
+        result = context.resources.compute.run(
+            context, EvaluateParams(model_uri=model_uri, eval_uri=user_interactions.uri)
+        )
         return float(result.summary["auc"])
 
     def compare_with_champion(champion_version: str):
@@ -104,22 +105,13 @@ def registered_recommender(
             "evaluated_on": user_interactions.partition_key,
         }
 
-    snapshot = snapshot_with_upstream(
-        {
+    return Registration(
+        recommender_model.metadata["model_artifact_uri"],
+        upstream={
             "recommender_model": recommender_model,
             "interaction_embeddings": interaction_embeddings,
             "eval": user_interactions,
-        }
-    )
-    return register_and_promote(
-        context,
-        registry=registry,
-        model_name=name,
-        model_ref=recommender_model,
-        model_uri=recommender_model.metadata["model_artifact_uri"],
-        data_snapshot=snapshot,
-        gate=AUC_GATE,
-        score_metadata={"auc": recommender_model.metadata.get("auc")},
+        },
         compare_with_champion=compare_with_champion,
     )
 
@@ -131,6 +123,3 @@ def recommendations(context: AssetExecutionContext, registered_recommender: Arti
     return Step(
         RecommendParams(model_uri=model_uri), inputs={"model": model_uri}, metadata=lambda _: {"model_uri": model_uri}
     )
-
-
-recsys_assets = [user_interactions, interaction_embeddings, recommender_model, registered_recommender, recommendations]

@@ -1,4 +1,4 @@
-"""The recommendations pipeline's contract: the one place for its windows, thresholds, names and versions.
+"""The recommendations pipeline's contract: the one place for its windows, thresholds and names.
 
 Assets, workloads, the demo, backfill and CLI all derive from this module. Importing it is
 cheap (no torch, no Spark).
@@ -10,8 +10,7 @@ import posixpath
 
 import pyarrow as pa
 
-from mltrain_assets.schemas import UTC_TS, DatasetSpec
-from mltrain_assets.workloads.common.dates import Window
+from mltrain_assets.sdk import UTC_TS, DatasetSpec, Window
 
 # Timeline for partition date D: the embeddings (ALS factors and the window's click and impression
 # counts) learn from D-14..D-8, the model from D-7..D-1 over those frozen features, D is held out.
@@ -67,18 +66,13 @@ TOP_K = 20
 # Top-K inference (recommend.py): a catalogue of at most RECOMMEND_CANDIDATES items is scored
 # whole for every user (today's 1k); a larger one is narrowed per user to that many candidates,
 # RECOMMEND_POPULAR of them the window's most clicked items, the rest by ALS dot product. Both
-# change the output: bump RECOMMEND_CODE_VERSION with them.
+# change the output, and so recommend's derived code version.
 RECOMMEND_CANDIDATES = 1_000
 RECOMMEND_POPULAR = 100
 
 EXPERIMENT_NAME = "recommender"
 REGISTERED_MODEL_NAME = "recommender"
 MODEL_ARTIFACT_PATH = "model"
-
-# Bump when the workload's output for the same inputs would change.
-EMBEDDINGS_CODE_VERSION = "interaction_embeddings/2"  # 2: the ALS plan (blocks, checkpoints) from the input
-TRAIN_CODE_VERSION = "recommender_model/1"
-RECOMMEND_CODE_VERSION = "recommendations/2"  # 2: two-stage top-K above RECOMMEND_CANDIDATES items
 
 CHECKPOINTS_FOLDER = "_checkpoints"
 

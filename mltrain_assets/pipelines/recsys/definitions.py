@@ -1,21 +1,19 @@
 """The recommendations pipeline's jobs, model quality and derived shape (merged into the code location)."""
 
-from mltrain_assets.core.pipeline import ModelQuality, PipelineJob, define_pipeline
-from mltrain_assets.pipelines.recsys import contract, report
+from mltrain_assets.pipelines.recsys import report
 from mltrain_assets.pipelines.recsys.assets import (
-    AUC_GATE,
     interaction_embeddings,
+    ranker,
     recommendations,
     recommender_model,
-    recsys_assets,
     registered_recommender,
     user_interactions,
 )
 from mltrain_assets.pipelines.recsys.spec import spec
+from mltrain_assets.sdk import PipelineJob, define_pipeline
 
 pipeline = define_pipeline(
     spec,
-    assets=recsys_assets,
     ingestion=PipelineJob(
         "user_interactions_job",
         (user_interactions,),
@@ -29,12 +27,7 @@ pipeline = define_pipeline(
         ),
     ),
     fallback_cron="45 3 * * *",
-    quality=ModelQuality(
-        model=recommender_model,
-        registered=registered_recommender,
-        gate=AUC_GATE,
-        model_name=lambda _key: contract.REGISTERED_MODEL_NAME,
-    ),
+    quality=ranker.quality,
     report_metrics=("auc", "users", "items"),
     summary=report.summary,
 )

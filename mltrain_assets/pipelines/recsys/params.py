@@ -5,44 +5,47 @@ from __future__ import annotations
 import dataclasses
 
 from mltrain_assets.pipelines.recsys import contract
-from mltrain_assets.workloads.common.params import (
+from mltrain_assets.sdk import (
     DistributedParams,
     MlflowSettings,
+    SparkSettings,
     WorkloadParams,
+    hyperparameter,
     input_uri,
     runtime,
     service,
     workload,
 )
-from mltrain_assets.workloads.common.spark import SparkSettings
 
 
-@workload(".workloads.embeddings", contract.EMBEDDINGS_CODE_VERSION, kinds={"spark"}, profile="spark")
+@workload(".workloads.embeddings", kinds={"spark"}, profile="spark")
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class EmbeddingsParams(WorkloadParams):
     """User and item ALS factors (Spark MLlib, implicit feedback) over a window of interaction days."""
 
     date: str
-    rank: int = contract.ALS_RANK
-    iterations: int = contract.ALS_ITERATIONS
-    reg: float = contract.ALS_REG
-    alpha: float = contract.ALS_ALPHA
-    negative_weight: float = contract.ALS_NEGATIVE_WEIGHT
+    rank: int = hyperparameter(default=contract.ALS_RANK, help="ALS factors per user and item (embedding size)", ge=1)
+    iterations: int = hyperparameter(default=contract.ALS_ITERATIONS, help="ALS alternating sweeps", ge=1)
+    reg: float = hyperparameter(default=contract.ALS_REG, help="ALS L2 regularisation", ge=0)
+    alpha: float = hyperparameter(default=contract.ALS_ALPHA, help="ALS confidence per unit of rating", ge=0)
+    negative_weight: float = hyperparameter(
+        default=contract.ALS_NEGATIVE_WEIGHT, help="rating subtracted per impression without a click", ge=0
+    )
     seed: int = 0
     interactions_uris: tuple[str, ...] = input_uri(default=())
     spark: SparkSettings = service("spark", default_factory=SparkSettings)
 
 
-@workload(".workloads.train.launcher", contract.TRAIN_CODE_VERSION, kinds={"pytorch", "mlflow"}, profile="training")
+@workload(".workloads.train.launcher", kinds={"pytorch", "mlflow"}, profile="training")
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class TrainParams(DistributedParams):
     """The click model trained with DistributedDataParallel under torchrun, checkpointed per epoch."""
 
     date: str
-    epochs: int = contract.TRAIN_EPOCHS
-    batch_size: int = contract.TRAIN_BATCH_SIZE  # per worker
-    lr: float = contract.TRAIN_LR
-    weight_decay: float = contract.TRAIN_WEIGHT_DECAY
+    epochs: int = hyperparameter(default=contract.TRAIN_EPOCHS, help="passes over the training rows", ge=1)
+    batch_size: int = hyperparameter(default=contract.TRAIN_BATCH_SIZE, help="rows per step, per worker", ge=1)
+    lr: float = hyperparameter(default=contract.TRAIN_LR, help="Adam learning rate", gt=0, le=1)
+    weight_decay: float = hyperparameter(default=contract.TRAIN_WEIGHT_DECAY, help="Adam weight decay", ge=0)
     seed: int = 0
     shuffle_labels: bool = False  # train on shuffled labels: the AUC gate must fail
     interactions_uris: tuple[str, ...] = input_uri(default=())  # D-7 .. D-1
@@ -58,7 +61,7 @@ class TrainParams(DistributedParams):
     mlflow: MlflowSettings = service("mlflow", default_factory=MlflowSettings)
 
 
-@workload(".workloads.evaluate")
+@workload(".workloads.evaluate", resources={"timeout_s": 900})  # champion/challenger evaluation
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class EvaluateParams(WorkloadParams):
     """AUC of one model on one committed, held-out day (commits nothing; reports ``auc``)."""
@@ -70,7 +73,7 @@ class EvaluateParams(WorkloadParams):
     mlflow: MlflowSettings = service("mlflow", default_factory=MlflowSettings)
 
 
-@workload(".workloads.recommend", contract.RECOMMEND_CODE_VERSION, kinds={"pytorch", "parquet"})
+@workload(".workloads.recommend", kinds={"pytorch", "parquet"})
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RecommendParams(WorkloadParams):
     """Top-K items per user from a registered model version, scored in batches."""

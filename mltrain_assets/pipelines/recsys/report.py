@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from mltrain_assets.resources.tracking import LINEAGE_TAGS
+from mltrain_assets.sdk import LINEAGE_TAGS
 
 
 def summary(date: str) -> str:

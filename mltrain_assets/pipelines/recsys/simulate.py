@@ -33,9 +33,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mltrain_assets.artifacts import filesystem
-from mltrain_assets.landing import hour_uri, success_uri
 from mltrain_assets.pipelines.recsys.contract import INTERACTIONS_SCHEMA
+from mltrain_assets.sdk import filesystem, hour_uri, success_uri
 
 DATASET = "interactions"
 GENERATOR = "mltrain.simulate.interactions/1"

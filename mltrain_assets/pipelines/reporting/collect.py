@@ -38,7 +38,7 @@ from dagster import (
 from mltrain_assets.core.assets import LAYERS
 from mltrain_assets.core.pipeline import Pipeline, QualitySpec
 from mltrain_assets.core.promotion import STAGING_ALIAS
-from mltrain_assets.core.report import (
+from mltrain_assets.core.report_data import (
     CostRow,
     FreshnessRow,
     LandingRow,
@@ -79,7 +79,7 @@ def collect_report(
         if spec is not None:
             sections.append(_section(instance, pipeline, spec, date, dates, registry))
     costs = [_cost(instance, pipeline, date) for pipeline in pipelines]
-    datasets = list(dict.fromkeys(pipeline.landing_dataset for pipeline in pipelines))
+    datasets = list(dict.fromkeys(landing.dataset for pipeline in pipelines for landing in pipeline.landings))
     landings: list[LandingRow] = [
         landing_arrival(landing_uri, dataset, day, grace_hours) for dataset in datasets for day in dates
     ]

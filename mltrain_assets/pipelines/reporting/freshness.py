@@ -41,9 +41,9 @@ from dagster import (
     sensor,
 )
 
-from mltrain_assets.core.dagster_private import AssetCheckEvaluationTargetMaterializationData
 from mltrain_assets.core.pipeline import Pipeline
 from mltrain_assets.core.report import FreshnessRow
+from mltrain_assets.instance.dagster_private import AssetCheckEvaluationTargetMaterializationData
 from mltrain_assets.pipelines.reporting.collect import asset_specs, freshness_windows, key_freshness
 
 SENSOR_NAME = "mltrain_key_freshness_sensor"

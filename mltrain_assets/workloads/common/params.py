@@ -48,23 +48,100 @@ def service(binds: str, **kwargs: Any) -> Any:
     return dataclasses.field(metadata={**_RUNTIME, "binds": binds}, **kwargs)
 
 
+# What a hyperparameter may declare about its range (pydantic's names): checked on every construction.
+_BOUNDS: dict[str, Callable[[Any, Any], bool]] = {
+    "ge": lambda value, bound: value >= bound,
+    "gt": lambda value, bound: value > bound,
+    "le": lambda value, bound: value <= bound,
+    "lt": lambda value, bound: value < bound,
+}
+_BOUND_TEXT = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+
+
+def hyperparameter(*, default: Any, help: str, **bounds: float) -> Any:
+    """A tunable, versioned field: launch config of the asset that runs the workload (the Dagster launchpad,
+    ``mltrain materialize --config``), hashed into the output's version, logged to MLflow by training.
+
+    ``bounds``: ``ge``, ``gt``, ``le``, ``lt`` (e.g. ``hyperparameter(default=0.05, help=..., gt=0, le=1)``);
+    a value outside them is refused before anything is launched.
+    """
+    unknown = sorted(set(bounds) - set(_BOUNDS))
+    if unknown:
+        raise TypeError(f"hyperparameter(): unknown bound(s) {unknown}; known: {sorted(_BOUNDS)}")
+    return dataclasses.field(
+        default=default, metadata={"versioned": True, "role": "hyperparameter", "help": help, **bounds}
+    )
+
+
+def hyperparameters(params: WorkloadParams | type[WorkloadParams]) -> list[dataclasses.Field]:
+    """The fields of ``params`` declared with ``hyperparameter()``, in declaration order."""
+    return [f for f in dataclasses.fields(params) if f.metadata.get("role") == "hyperparameter"]
+
+
+def hyperparameter_defaults(params: type[WorkloadParams]) -> dict[str, Any]:
+    """``{name: default}`` of ``params``' hyperparameters: what a launch without config uses."""
+    return {f.name: f.default for f in hyperparameters(params)}
+
+
+def hyperparameter_values(params: WorkloadParams) -> dict[str, Any]:
+    """``{name: value}`` of ``params``' hyperparameters: what a training workload tunes and logs."""
+    return {f.name: getattr(params, f.name) for f in hyperparameters(params)}
+
+
+def bounds_text(field: dataclasses.Field) -> str:
+    """A hyperparameter's declared range, e.g. ``> 0, <= 1`` (empty when it declares none)."""
+    return ", ".join(f"{_BOUND_TEXT[key]} {field.metadata[key]}" for key in _BOUNDS if key in field.metadata)
+
+
+def in_range(field: dataclasses.Field, value: Any) -> bool:
+    """Whether ``value`` is within the range hyperparameter ``field`` declares (always, when it declares none)."""
+    return all(check(value, field.metadata[key]) for key, check in _BOUNDS.items() if key in field.metadata)
+
+
+def check_hyperparameters(params: WorkloadParams) -> None:
+    """Refuse a hyperparameter outside its declared range, naming the class, field and value."""
+    for f in hyperparameters(params):
+        value = getattr(params, f.name)
+        if not in_range(f, value):
+            raise ValueError(f"{type(params).__name__}.{f.name}={value!r} is out of range: must be {bounds_text(f)}")
+
+
+class _DerivedCodeVersion:
+    """``Params.code_version``: an explicit ``@workload(code_version=...)``, else derived from the entry
+    module's source (``code_version.derive``), lazily: importing a params module stays cheap."""
+
+    def __get__(self, instance: object, owner: type[WorkloadParams]) -> str:
+        explicit = owner._explicit_code_version
+        if explicit:
+            return explicit
+        from mltrain_assets.workloads.common.code_version import derived_code_version
+
+        return derived_code_version(owner.module)
+
+
 P = TypeVar("P", bound="WorkloadParams")
 
 
 def workload(
     module: str,
-    code_version: str = "1",
+    code_version: str | None = None,
     kinds: Iterable[str] = ("python",),
     profile: str = "default",
     resources: Mapping[str, Any] | None = None,
 ) -> Callable[[type[P]], type[P]]:
     """Declare what a params class runs: its entry module (``.train``: beside the params module), code version,
     technologies, resource profile and where it needs more or less than its profile (``resources``: fields of
-    ``WorkloadResources``, e.g. ``{"memory": "16Gi", "timeout_s": 900}``)."""
+    ``WorkloadResources``, e.g. ``{"memory": "16Gi", "timeout_s": 900}``).
+
+    ``code_version``: None (the default) derives it from the entry module's source tree and the pins of what
+    it imports (``workloads.common.code_version``); a string overrides that, e.g. to keep reusing committed
+    versions across a change known not to alter the output.
+    """
 
     def declare(cls: type[P]) -> type[P]:
         entry = importlib.util.resolve_name(module, cls.__module__.rpartition(".")[0])
-        cls.module, cls.code_version, cls.kinds, cls.profile = entry, code_version, frozenset(kinds), profile
+        cls.module, cls.kinds, cls.profile = entry, frozenset(kinds), profile
+        cls._explicit_code_version = code_version
         cls.resources = dict(resources or {})
         return cls
 
@@ -83,13 +160,26 @@ class WorkloadParams:
     # Declared with ``@workload``: what the asset that runs it shows and needs: its code version (part of
     # every version hash it commits), the technologies it runs on (the catalog's kinds) and the resources
     # it needs (``default``, ``spark`` or ``training``: MLTRAIN_WORKLOAD_RESOURCES' profiles and its pool).
-    code_version: ClassVar[str] = "1"
+    code_version = _DerivedCodeVersion()  # a str on access: explicit, else derived (once per process)
+    _explicit_code_version: ClassVar[str | None] = None
     kinds: ClassVar[frozenset[str]] = frozenset({"python"})
     profile: ClassVar[str] = "default"
     resources: ClassVar[Mapping[str, Any]] = {}  # per-workload departures from its profile's resources
     distributed: ClassVar[bool] = False  # see DistributedParams
     commits: ClassVar[bool] = True  # commits one version into out_uri (False: reports only, or several targets)
     out_uri: str = dataclasses.field(default="", metadata={"versioned": False, "role": "output"})
+
+    def __post_init__(self) -> None:
+        check_hyperparameters(self)
+
+    @classmethod
+    def code_version_source(cls) -> str:
+        """Where ``code_version`` comes from, as the catalog shows it: ``explicit override`` or ``derived (...)``."""
+        if cls._explicit_code_version:
+            return "explicit override"
+        from mltrain_assets.workloads.common.code_version import derive
+
+        return derive(cls.module).describe()
 
     # ------------------------------------------------------------ serialisation
 

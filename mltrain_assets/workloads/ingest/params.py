@@ -6,12 +6,11 @@ import dataclasses
 
 from mltrain_assets.workloads.common.params import WorkloadParams, input_uri, runtime, workload
 
-INGEST_CODE_VERSION = "ingest-2"  # 2: completeness, duplicates, layout and unreadable files rejected here
 EVENTS_FILE = "events.parquet"  # what every ingested version holds; the readers of both pipelines use it
 REJECTED_FILE = "rejected.parquet"
 
 
-@workload(".workload", INGEST_CODE_VERSION, kinds={"python", "parquet"})
+@workload(".workload", kinds={"python", "parquet"})
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class IngestParams(WorkloadParams):
     """Validate, deduplicate and commit landed days of one dataset, one version per date."""

@@ -28,7 +28,7 @@ a rejected day commits nothing. In order:
    ``landed_complete`` gate shows): ``hourly_buckets_complete``, ``plausible_hourly_counts``,
    ``min_rows_per_day``;
 6. ``events.parquet`` written sorted by (event time, id), one UTC hour after another (row groups of
-   ``EVENTS_ROW_GROUP`` rows, so readers prune by time), and the version committed, unless the
+   ``queries.EVENTS_ROW_GROUP`` rows, so readers prune by time), and the version committed, unless the
    landed files moved meanwhile (``LandingChanged``: not a data error, the step retries).
 
 With several dates, the others are still ingested, then the process exits with the data-rejected
@@ -39,10 +39,8 @@ committed summary is returned): retries are idempotent.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 
 import duckdb
-import pyarrow.compute as pc
 
 from mltrain_assets.artifacts import AlreadyCommitted, ArtifactWriter, join_uri, read_manifest
 from mltrain_assets.landing import day_status, day_uri
@@ -53,162 +51,17 @@ from mltrain_assets.workloads.common.duck import (
     duckdb_connection,
     duckdb_path,
     reads_in_place,
-    sql_list,
 )
 from mltrain_assets.workloads.common.runtime import DataRejected, Reporter, workload_main
 from mltrain_assets.workloads.ingest.checks import (
-    FILE_COLUMN,
-    RULE_COLUMN,
-    _check_duplicates,
     _check_landed_day,
     _check_landing_unchanged,
     _decode_error,
-    _hour_bounds,
-    _quote,
-    _reject,
-    _row_rule_violations,
-    row_rules,
 )
-from mltrain_assets.workloads.ingest.params import EVENTS_FILE, INGEST_CODE_VERSION, REJECTED_FILE, IngestParams
-from mltrain_assets.workloads.ingest.rules import completeness_violations
+from mltrain_assets.workloads.ingest.params import IngestParams
+from mltrain_assets.workloads.ingest.queries import DayPlan, DaySql, Written, plan_day, write_events, write_rejected
 
 PRODUCER = IngestParams.module
-EVENTS_ROW_GROUP = 1 << 20  # rows per row group of events.parquet: readers prune by event time
-
-
-@dataclass(frozen=True)
-class _DaySql:
-    """The SQL fragments one day's queries share: quoted key columns, the column list, the rule labels."""
-
-    rules: dict[str, str]
-    id_col: str
-    time_col: str
-    columns: str
-    first_broken: str
-    tiebreak: str
-
-    @classmethod
-    def of(cls, spec: DatasetSpec, date: str) -> _DaySql:
-        rules = row_rules(spec, date)
-        others = [_quote(f.name) for f in spec.schema if f.name not in (spec.id_column, spec.time_column)]
-        return cls(
-            rules=rules,
-            id_col=_quote(spec.id_column),
-            time_col=_quote(spec.time_column),
-            columns=", ".join(_quote(name) for name in spec.schema.names),
-            first_broken=" ".join(f"WHEN NOT COALESCE(({sql}), FALSE) THEN '{name}'" for name, sql in rules.items()),
-            tiebreak=", ".join(f"{c} ASC NULLS LAST" for c in others),
-        )
-
-
-@dataclass
-class _RuleScan:
-    """One pass over the labelled rows: rows by first broken rule (and file), valid rows by hour."""
-
-    counts: dict[str, int]
-    by_file: dict[str, dict[str, int]]
-    valid_by_hour: dict[int, int]
-    rows_landed: int = 0
-
-    @property
-    def rows_rejected(self) -> int:
-        return sum(self.counts.values())
-
-
-@dataclass
-class _DayPlan:
-    """What the checks found and what the write must produce: the rule scan, duplicates, rows per hour."""
-
-    scan: _RuleScan
-    duplicates: int
-    expected_by_hour: dict[int, int]
-
-
-@dataclass
-class _Written:
-    """What ``events.parquet`` received: rows in all, by hour, and by value of each ``DatasetSpec.count_by`` column."""
-
-    rows: int
-    rows_by_hour: dict[int, int]
-    rows_by_value: dict[str, dict[str, int]]
-
-
-def _label_rows(con: duckdb.DuckDBPyConnection, sql: _DaySql, rel_of: dict[str, str], in_place: bool) -> None:
-    """``labelled``: every landed row with the first rule it breaks and the file it came from.
-
-    A view over local files (read in place by each later query); a table for a remote landing zone, so its
-    files are fetched once, not once per query (the rule scan, the duplicates and 24 hourly writes).
-    """
-    kind = "VIEW" if in_place else "TABLE"
-    con.execute(
-        f"CREATE TEMP {kind} labelled AS SELECT {sql.columns}, CASE {sql.first_broken} END AS {RULE_COLUMN}, "
-        f"{FILE_COLUMN} FROM read_parquet({sql_list(list(rel_of))}, union_by_name = true, "
-        f"filename = '{FILE_COLUMN}')"
-    )
-
-
-def _scan_rules(con: duckdb.DuckDBPyConnection, sql: _DaySql, rel_of: dict[str, str]) -> _RuleScan:
-    # One pass: rows by (first broken rule, file, hour of the valid ones).
-    scanned = con.sql(
-        f"SELECT {RULE_COLUMN}, {FILE_COLUMN}, CASE WHEN {RULE_COLUMN} IS NULL THEN hour({sql.time_col}) END, "
-        f"count(*) FROM labelled GROUP BY ALL"
-    ).fetchall()
-    scan = _RuleScan(
-        counts=dict.fromkeys(sql.rules, 0),
-        by_file={name: {} for name in sql.rules},
-        valid_by_hour=dict.fromkeys(range(24), 0),
-    )
-    for rule, path, hour, n in scanned:
-        scan.rows_landed += n
-        if rule is None:
-            scan.valid_by_hour[int(hour)] += n
-            continue
-        scan.counts[rule] += n
-        rel = rel_of.get(path, path)
-        scan.by_file[rule][rel] = scan.by_file[rule].get(rel, 0) + n
-    return scan
-
-
-def _find_duplicates(con: duckdb.DuckDBPyConnection, sql: _DaySql) -> dict[int, int]:
-    """Rank every copy of a repeated id (tables ``repeated``, ``repeats``); the copies dropped, by hour."""
-    # Duplicate ids, found by an 8-byte hash of the id (cheap to group); a collision only sends a
-    # unique id through the exact per-id pick below, which keeps it.
-    con.execute(
-        f"CREATE TEMP TABLE repeated AS SELECT hash({sql.id_col}) AS id_hash FROM labelled "
-        f"WHERE {RULE_COLUMN} IS NULL GROUP BY 1 HAVING count(*) > 1"
-    )
-    # Every copy of a repeated id, ranked: the kept one is the first by event time, ties broken by every other column.
-    con.execute(
-        f"CREATE TEMP TABLE repeats AS SELECT {sql.columns}, row_number() OVER "
-        f"(PARTITION BY {sql.id_col} ORDER BY {sql.time_col}, {sql.tiebreak}) AS _keep "
-        f"FROM labelled WHERE {RULE_COLUMN} IS NULL AND hash({sql.id_col}) IN (SELECT id_hash FROM repeated)"
-    )
-    return dict(con.sql(f"SELECT hour({sql.time_col}), count(*) FROM repeats WHERE _keep > 1 GROUP BY 1").fetchall())
-
-
-def _plan_day(
-    con: duckdb.DuckDBPyConnection,
-    spec: DatasetSpec,
-    dataset: str,
-    date: str,
-    sql: _DaySql,
-    rel_of: dict[str, str],
-    in_place: bool,
-) -> _DayPlan:
-    """Label, count and deduplicate the landed rows; reject the day on row rules, duplicates or completeness."""
-    _label_rows(con, sql, rel_of, in_place)
-    scan = _scan_rules(con, sql, rel_of)
-    _reject(dataset, date, _row_rule_violations(spec, scan.counts, scan.by_file, scan.rows_landed, con, sql.rules))
-    dropped_by_hour = _find_duplicates(con, sql)
-    duplicates = sum(int(n) for n in dropped_by_hour.values())
-    _check_duplicates(spec, dataset, date, duplicates, scan.rows_landed)
-    expected_by_hour = {h: scan.valid_by_hour[h] - int(dropped_by_hour.get(h, 0)) for h in range(24)}
-    _reject(
-        dataset,
-        date,
-        completeness_violations(expected_by_hour, sum(expected_by_hour.values()), spec.min_rows_per_day),
-    )
-    return _DayPlan(scan, duplicates, expected_by_hour)
 
 
 def _open_writer(out_uri: str, root_uri: str, status: dict) -> ArtifactWriter:
@@ -216,7 +69,7 @@ def _open_writer(out_uri: str, root_uri: str, status: dict) -> ArtifactWriter:
     return ArtifactWriter(
         out_uri,
         producer=PRODUCER,
-        code_version=INGEST_CODE_VERSION,
+        code_version=IngestParams.code_version,
         inputs={
             "landing": root_uri,
             "marker_sha256": status["marker_sha256"],
@@ -226,46 +79,7 @@ def _open_writer(out_uri: str, root_uri: str, status: dict) -> ArtifactWriter:
     )
 
 
-def _write_events(
-    con: duckdb.DuckDBPyConnection,
-    writer: ArtifactWriter,
-    spec: DatasetSpec,
-    dataset: str,
-    date: str,
-    sql: _DaySql,
-    reporter: Reporter | None,
-) -> _Written:
-    """Write ``events.parquet`` one UTC hour after another: the valid rows, one copy of each id, sorted."""
-    rows_by_hour = dict.fromkeys(range(24), 0)
-    rows_by_value: dict[str, dict[str, int]] = {column: {} for column in spec.count_by}
-    with writer.parquet_file(EVENTS_FILE, spec.schema) as events:
-        for hour in range(24):
-            in_hour = _hour_bounds(spec, date, hour)
-            table = con.sql(
-                f"SELECT {sql.columns} FROM labelled WHERE {RULE_COLUMN} IS NULL AND {in_hour} "
-                f"AND hash({sql.id_col}) NOT IN (SELECT id_hash FROM repeated) "
-                f"UNION ALL SELECT {sql.columns} FROM repeats WHERE _keep = 1 AND {in_hour} "
-                f"ORDER BY {sql.time_col}, {sql.id_col}"
-            ).to_arrow_table()
-            events.write(table.cast(spec.schema), row_group_size=EVENTS_ROW_GROUP)
-            rows_by_hour[hour] = table.num_rows
-            for column, counts in rows_by_value.items():
-                for item in pc.value_counts(table.column(column)).to_pylist():
-                    counts[item["values"]] = counts.get(item["values"], 0) + item["counts"]
-            if reporter and hour % 6 == 5:
-                reporter.progress(hour + 1, 24, f"{dataset} {date} hours written")
-    return _Written(events.rows, rows_by_hour, rows_by_value)
-
-
-def _write_rejected(con: duckdb.DuckDBPyConnection, writer: ArtifactWriter, sql: _DaySql) -> None:
-    """Quarantine the rows that break a rule in ``rejected.parquet``, with the rule each breaks first."""
-    rejected = con.sql(
-        f"SELECT {sql.columns}, {RULE_COLUMN} FROM labelled WHERE {RULE_COLUMN} IS NOT NULL ORDER BY ALL NULLS LAST"
-    ).to_arrow_table()
-    writer.write_table(REJECTED_FILE, rejected)
-
-
-def _check_written_as_planned(dataset: str, date: str, written: _Written, plan: _DayPlan) -> None:
+def _check_written_as_planned(dataset: str, date: str, written: Written, plan: DayPlan) -> None:
     if written.rows_by_hour != plan.expected_by_hour:  # the plan and the write disagree: a bug, never commit it
         raise RuntimeError(
             f"{dataset} {date}: wrote {written.rows_by_hour} rows by hour, planned {plan.expected_by_hour}"
@@ -277,8 +91,8 @@ def _day_summary(
     dataset: str,
     date: str,
     status: dict,
-    plan: _DayPlan,
-    written: _Written,
+    plan: DayPlan,
+    written: Written,
     rows_by_folder_hour: dict[int, int],
     landing_fingerprint: str | None,
 ) -> dict:
@@ -339,20 +153,20 @@ def ingest_day(
     root_uri = day_uri(landing_uri, dataset, date)
     rows_by_folder_hour = _check_landed_day(landing_uri, spec, dataset, date, status, root_uri, expected_listing)
     files = status["files"]
-    sql = _DaySql.of(spec, date)
+    sql = DaySql.of(spec, date)
     with duckdb_connection(memory_limit) as con:
         rel_of = {duckdb_path(con, join_uri(root_uri, rel)): rel for rel in files}
         try:
-            plan = _plan_day(con, spec, dataset, date, sql, rel_of, reads_in_place(root_uri))
+            plan = plan_day(con, spec, dataset, date, sql, rel_of, reads_in_place(root_uri))
             if reporter:
                 reporter.info(
                     f"{dataset} {date}: {plan.scan.rows_landed} rows landed in {len(files)} files, "
                     f"{plan.scan.rows_rejected} break rules, {plan.duplicates} duplicates"
                 )
             writer = _open_writer(out_uri, root_uri, status)
-            written = _write_events(con, writer, spec, dataset, date, sql, reporter)
+            written = write_events(con, writer, spec, dataset, date, sql, reporter)
             if plan.scan.rows_rejected:
-                _write_rejected(con, writer, sql)
+                write_rejected(con, writer, sql)
         except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
             rejection = _decode_error(dataset, date, exc, rel_of)
             if rejection is None:

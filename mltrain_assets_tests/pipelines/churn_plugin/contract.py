@@ -2,8 +2,7 @@
 
 import pyarrow as pa
 
-from mltrain_assets.schemas import UTC_TS, DatasetSpec
-from mltrain_assets.workloads.common.dates import Window
+from mltrain_assets.sdk import UTC_TS, DatasetSpec, Window
 
 ACCOUNT_EVENTS = DatasetSpec(
     name="account_events",
@@ -27,4 +26,3 @@ LANDING_WINDOW = Window(days=1)
 AUC_THRESHOLD = 0.7
 MODEL_NAME = "churn-classifier"
 EXPERIMENT_NAME = "churn"
-TRAIN_CODE_VERSION = "1"

@@ -2,11 +2,10 @@
 
 import dataclasses
 
-from mltrain_assets.workloads.common.params import MlflowSettings, WorkloadParams, input_uri, service, workload
-from mltrain_assets_tests.pipelines.churn_plugin.contract import TRAIN_CODE_VERSION
+from mltrain_assets.sdk import MlflowSettings, WorkloadParams, input_uri, service, workload
 
 
-@workload(".train", TRAIN_CODE_VERSION, kinds={"scikit-learn", "mlflow"})
+@workload(".train", kinds={"scikit-learn", "mlflow"})
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ChurnTrainParams(WorkloadParams):
     """A logistic churn model for one date from its ingested account events, tracked in MLflow."""

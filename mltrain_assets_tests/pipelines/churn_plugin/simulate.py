@@ -7,9 +7,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mltrain_assets.artifacts import filesystem
-from mltrain_assets.landing import hour_uri, success_uri
-from mltrain_assets_tests.pipelines.churn_plugin.contract import ACCOUNT_EVENTS
+from mltrain_assets.sdk import filesystem, hour_uri, success_uri
+
+from .contract import ACCOUNT_EVENTS
 
 
 def write_account_events_day(landing_uri: str, date: str, rows_per_day: int = 2_400, signal: float = 1.0) -> dict:

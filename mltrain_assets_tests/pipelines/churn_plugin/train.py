@@ -2,11 +2,19 @@
 
 import numpy as np
 
-from mltrain_assets.artifacts import ArtifactWriter, read_table
-from mltrain_assets.workloads.common.runtime import Reporter, workload_main
-from mltrain_assets.workloads.ingest.params import EVENTS_FILE
-from mltrain_assets_tests.pipelines.churn_plugin.contract import EXPERIMENT_NAME, TRAIN_CODE_VERSION
-from mltrain_assets_tests.pipelines.churn_plugin.params import ChurnTrainParams
+from mltrain_assets.sdk import (
+    EVENTS_FILE,
+    ArtifactWriter,
+    Reporter,
+    ensure_experiment,
+    read_table,
+    run_tags,
+    use_tracking,
+    workload_main,
+)
+
+from .contract import EXPERIMENT_NAME
+from .params import ChurnTrainParams
 
 
 def run(params: ChurnTrainParams, reporter: Reporter) -> dict:
@@ -14,8 +22,6 @@ def run(params: ChurnTrainParams, reporter: Reporter) -> dict:
     import mlflow.sklearn
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
-
-    from mltrain_assets.workloads.common.tracking import ensure_experiment, run_tags, use_tracking
 
     events = read_table(params.events_uri, EVENTS_FILE).to_pandas()
     hours = events["event_at"].dt.hour
@@ -35,7 +41,7 @@ def run(params: ChurnTrainParams, reporter: Reporter) -> dict:
         "mlflow_run_id": run.info.run_id,
         "mlflow_model_uri": info.model_uri,
     }
-    writer = ArtifactWriter(params.out_uri, producer="churn-train", code_version=TRAIN_CODE_VERSION, inputs={})
+    writer = ArtifactWriter(params.out_uri, producer="churn-train", code_version=params.code_version, inputs={})
     writer.write_json("coefficients.json", {"minutes": float(np.ravel(model.coef_)[0])})
     writer.commit(summary)
     return summary

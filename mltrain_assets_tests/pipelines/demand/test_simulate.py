@@ -14,7 +14,8 @@ from mltrain_assets.artifacts import normalize_uri
 from mltrain_assets.landing import day_status
 from mltrain_assets.pipelines.demand import simulate as rides
 from mltrain_assets.pipelines.demand.contract import CITIES, RIDES_SCHEMA
-from mltrain_assets.pipelines.demand.simulate import expected_hourly_demand, simulate_rides_day, write_rides_day
+from mltrain_assets.pipelines.demand.simulate import simulate_rides_day, write_rides_day
+from mltrain_assets.pipelines.demand.simulate_world import expected_hourly_demand
 
 DATES = ["2026-03-09", "2026-03-10", "2026-03-11"]
 VOLUME = 20_000

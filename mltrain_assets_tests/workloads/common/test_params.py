@@ -11,7 +11,13 @@ from pathlib import Path
 import pytest
 
 from mltrain_assets.pipelines.demand.params import AggregatesParams, FeaturesParams, ForecastParams, TrainParams
-from mltrain_assets.workloads.common.params import MlflowSettings, WorkloadParams, input_uri, runtime
+from mltrain_assets.workloads.common.params import (
+    MlflowSettings,
+    WorkloadParams,
+    hyperparameter_defaults,
+    input_uri,
+    runtime,
+)
 from mltrain_assets.workloads.common.spark import SparkSettings
 from mltrain_assets.workloads.ingest.params import IngestParams
 
@@ -131,7 +137,12 @@ def test_params_that_are_not_a_json_object_are_refused():
 def test_versioned_fields_leave_out_inputs_runtime_and_output():
     assert FEATURES.versioned_fields() == {"date": "2026-03-10"}
     assert AGGREGATES.versioned_fields() == {}  # each date's version hashes its ride_events version alone
-    assert TRAIN.versioned_fields() == {"date": "2026-03-10", "city": "nyc", "seed": 7}
+    assert TRAIN.versioned_fields() == {
+        "date": "2026-03-10",
+        "city": "nyc",
+        "seed": 7,
+        **hyperparameter_defaults(TrainParams),  # hyperparameters are versioned: tuned, they make a new version
+    }
     assert FORECAST.versioned_fields() == {"date": "2026-03-10", "city": "nyc"}
     assert INGEST.versioned_fields() == {"dataset": "rides"}
     assert ExampleParams(sizes=(1, 2)).versioned_fields() == {"rate": 1.0, "limit": None, "sizes": [1, 2]}
@@ -178,3 +189,71 @@ def test_a_committing_workload_refuses_to_start_without_its_version_folder():
     IngestParams(
         dataset="rides", landing_uri="file:///landing"
     ).require_output()  # commits one version per target instead
+
+
+# ------------------------------------------------------------ hyperparameters
+
+
+def test_training_hyperparameters_default_to_the_values_training_used_before_they_were_config():
+    from mltrain_assets.pipelines.demand.workloads.train import lgb_params
+    from mltrain_assets.pipelines.recsys import contract as recsys
+    from mltrain_assets.pipelines.recsys.params import EmbeddingsParams
+    from mltrain_assets.pipelines.recsys.params import TrainParams as RecsysTrainParams
+
+    assert hyperparameter_defaults(TrainParams) == {
+        "learning_rate": 0.05,
+        "num_boost_round": 400,
+        "num_leaves": 15,
+        "min_data_in_leaf": 10,
+        "feature_fraction": 0.8,
+        "bagging_fraction": 0.8,
+    }
+    # Without launch config, LightGBM gets exactly what it got when these were constants.
+    assert lgb_params(7) == (
+        {
+            "objective": "poisson",
+            "learning_rate": 0.05,
+            "num_leaves": 15,
+            "min_data_in_leaf": 10,
+            "feature_fraction": 0.8,
+            "bagging_fraction": 0.8,
+            "bagging_freq": 1,
+            "extra_trees": True,
+            "deterministic": True,
+            "force_row_wise": True,
+            "num_threads": 1,
+            "verbose": -1,
+            "seed": 7,
+        },
+        400,
+    )
+    assert hyperparameter_defaults(RecsysTrainParams) == {
+        "epochs": recsys.TRAIN_EPOCHS,
+        "batch_size": recsys.TRAIN_BATCH_SIZE,
+        "lr": recsys.TRAIN_LR,
+        "weight_decay": recsys.TRAIN_WEIGHT_DECAY,
+    }
+    assert set(hyperparameter_defaults(EmbeddingsParams)) == {"rank", "iterations", "reg", "alpha", "negative_weight"}
+
+
+def test_hyperparameters_are_versioned_and_a_tuned_one_changes_the_version_fields():
+    default = TrainParams(date="2026-03-10", city="nyc")
+    tuned = dataclasses.replace(default, learning_rate=0.1)
+    assert default.versioned_fields()["learning_rate"] == 0.05
+    assert tuned.versioned_fields() != default.versioned_fields()
+
+
+def test_a_hyperparameter_out_of_range_is_refused_naming_field_and_value():
+    """Wherever params are built: the control plane's launch config, or a pod parsing --params."""
+    with pytest.raises(ValueError, match=r"^TrainParams\.learning_rate=1\.5 is out of range: must be > 0, <= 1$"):
+        TrainParams(date="2026-03-10", city="nyc", learning_rate=1.5)
+    text = TrainParams(date="2026-03-10", city="nyc").to_json().replace('"num_leaves":15', '"num_leaves":1')
+    with pytest.raises(ValueError, match=r"^TrainParams\.num_leaves=1 is out of range: must be >= 2, <= 4096$"):
+        TrainParams.from_json(text)
+
+
+def test_a_hyperparameter_declares_only_known_bounds():
+    from mltrain_assets.workloads.common.params import hyperparameter
+
+    with pytest.raises(TypeError, match=r"unknown bound\(s\) \['maximum'\]"):
+        hyperparameter(default=1, help="x", maximum=3)

@@ -18,7 +18,7 @@ from mltrain_assets.landing import bytes_to_hash, content_digests, day_status
 from mltrain_assets.pipelines.demand.contract import RIDES_SCHEMA
 from mltrain_assets.pipelines.demand.simulate import write_rides_day
 from mltrain_assets.workloads.common.runtime import EXIT_DATA_REJECTED, DataRejected
-from mltrain_assets.workloads.ingest.params import INGEST_CODE_VERSION, IngestParams
+from mltrain_assets.workloads.ingest.params import IngestParams
 from mltrain_assets.workloads.ingest.workload import ingest_dates, ingest_day
 
 DATE = "2026-03-10"
@@ -73,7 +73,7 @@ def test_a_clean_day_is_deduplicated_sorted_and_committed(landing, tmp_path):
     assert keys == sorted(keys)
 
     manifest = read_manifest(out)
-    assert manifest["code_version"] == INGEST_CODE_VERSION
+    assert manifest["code_version"] == IngestParams.code_version
     assert manifest["producer"] == "mltrain_assets.workloads.ingest.workload"
     assert "rejected.parquet" not in manifest["files"]
 

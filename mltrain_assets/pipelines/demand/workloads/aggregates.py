@@ -40,7 +40,7 @@ from mltrain_assets.artifacts import (
     require_manifest,
     verified_file_uri,
 )
-from mltrain_assets.pipelines.demand.contract import AGGREGATES_CODE_VERSION, CITIES
+from mltrain_assets.pipelines.demand.contract import CITIES
 from mltrain_assets.pipelines.demand.params import AggregatesParams
 from mltrain_assets.pipelines.demand.workloads import parity
 from mltrain_assets.pipelines.demand.workloads.feature_sql import HOURLY_KEY, HOURLY_SQL, HOURLY_VALUES
@@ -180,25 +180,18 @@ def commit_day(day: AggregatedDay, engine: str, engine_parity: dict, out_uri: st
         "rows": table.num_rows,
         "rides": int(pc.sum(table.column("rides")).as_py() or 0),
         "rows_in": int(manifest.get("rows", 0)),
-        "cities": sorted(set(table.column("city").to_pylist())),
-        "engine": engine,
-        "compute_seconds": round(day.seconds, 2),
-        "engine_parity": engine_parity,
     }
     writer = ArtifactWriter(
         out_uri,
         producer=PRODUCER,
-        code_version=AGGREGATES_CODE_VERSION,
+        code_version=AggregatesParams.code_version,
         inputs={day.rides_uri: {"date": day.date, "rows": manifest.get("rows")}},
     )
-    writer.write_table(AGGREGATES_FILE, table)
-    writer.commit(summary)
-    if reporter:
-        reporter.info(
-            f"aggregates {day.date}: {summary['rows_in']:,} rides -> {table.num_rows} city-hours in {day.seconds:.1f}s"
-            f"{parity.in_words(engine_parity)}"
-        )
-    return summary
+    said = f"aggregates {day.date}: {summary['rows_in']:,} rides -> {table.num_rows} city-hours in {day.seconds:.1f}s"
+    return parity.commit_result(
+        writer, AGGREGATES_FILE, table, summary, engine=engine, seconds=day.seconds, engine_parity=engine_parity,
+        reporter=reporter, said=said,
+    )  # fmt: skip
 
 
 def build_aggregates(
@@ -265,10 +258,10 @@ def read_aggregates(uri: str) -> pa.Table:
 
 def run(params: AggregatesParams, reporter: Reporter) -> dict:
     return build_aggregates(
-        params.rides_uris,
-        params.targets,
-        params.engine,
-        params.spark,
+        rides_uris=params.rides_uris,
+        targets=params.targets,
+        engine=params.engine,
+        spark=params.spark,
         check_parity_on_other_engine=params.parity,
         reporter=reporter,
     )

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mltrain_assets.artifacts import ArtifactWriter, read_table, require_manifest, verified_file_uri
-from mltrain_assets.pipelines.demand.contract import FEATURES_CODE_VERSION, FEATURES_WINDOW, FRAME_DAYS, input_dates
+from mltrain_assets.pipelines.demand.contract import FEATURES_WINDOW, FRAME_DAYS, input_dates
 from mltrain_assets.pipelines.demand.params import FeaturesParams
 from mltrain_assets.pipelines.demand.workloads import parity
 from mltrain_assets.pipelines.demand.workloads.aggregates import AGGREGATES_FILE
@@ -148,29 +148,22 @@ def build_features(
         "labelled_rows": labelled,
         "scoring_rows": table.column(LABEL).null_count,
         "n_features": len(FEATURE_NAMES),
-        "cities": sorted(set(table.column("city").to_pylist())),
-        "engine": engine,
         "first_ts": pc.min(ts).as_py().isoformat(),
         "last_ts": pc.max(ts).as_py().isoformat(),
         "n_inputs": len(aggregates_uris),
         "input_dates_missing": missing,
-        "compute_seconds": round(seconds, 2),
-        "engine_parity": engine_parity,
     }
     writer = ArtifactWriter(
         out_uri,
         producer=PRODUCER,
-        code_version=FEATURES_CODE_VERSION,
+        code_version=FeaturesParams.code_version,
         inputs={uri: {"date": m["summary"].get("date"), "rows": m.get("rows")} for uri, m in manifests.items()},
     )
-    writer.write_table(FEATURES_FILE, table)
-    writer.commit(summary)
-    if reporter:
-        reporter.info(
-            f"features {date}: {table.num_rows} rows x {len(FEATURE_NAMES)} features in {seconds:.1f}s"
-            f"{parity.in_words(engine_parity)} -> {out_uri}"
-        )
-    return summary
+    said = f"features {date}: {table.num_rows} rows x {len(FEATURE_NAMES)} features in {seconds:.1f}s -> {out_uri}"
+    return parity.commit_result(
+        writer, FEATURES_FILE, table, summary, engine=engine, seconds=seconds, engine_parity=engine_parity,
+        reporter=reporter, said=said,
+    )  # fmt: skip
 
 
 def read_features(features_uri: str, city: str | None = None) -> pa.Table:

@@ -18,7 +18,6 @@ import pandas as pd
 import pyarrow as pa
 
 from mltrain_assets.artifacts import ArtifactWriter
-from mltrain_assets.pipelines.demand.contract import FORECAST_CODE_VERSION
 from mltrain_assets.pipelines.demand.params import ForecastParams
 from mltrain_assets.pipelines.demand.workloads.feature_sql import LABEL
 from mltrain_assets.pipelines.demand.workloads.features import read_features
@@ -83,7 +82,7 @@ def forecast_city(
     writer = ArtifactWriter(
         out_uri,
         producer=PRODUCER,
-        code_version=FORECAST_CODE_VERSION,
+        code_version=ForecastParams.code_version,
         inputs={"model_uri": model_uri, "features": features_uri, "city": city},
     )
     writer.write_table(FORECASTS_FILE, table)

@@ -20,6 +20,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from mltrain_assets.artifacts import ArtifactWriter
+from mltrain_assets.workloads.common.runtime import Reporter
+
 PARITY_TOLERANCE = 1e-9
 MISMATCHES_SHOWN = 5
 
@@ -95,6 +98,36 @@ def in_words(report: dict[str, Any]) -> str:
         f"; parity vs {report['engines'][1]}: {report['cells_differing']} of {report['cells_compared']} cells "
         f"differ (max relative {report['max_relative_diff']:.1e})"
     )
+
+
+def commit_result(
+    writer: ArtifactWriter,
+    file: str,
+    table: pa.Table,
+    summary: dict[str, Any],
+    *,
+    engine: str,
+    seconds: float,
+    engine_parity: dict[str, Any],
+    reporter: Reporter | None,
+    said: str,
+) -> dict[str, Any]:
+    """Commit one engine's SQL result as ``file``; its summary adds the cities, the engine, its time and the parity.
+
+    ``said``: the workload's log line for it, to which the parity report is added in words.
+    """
+    summary = {
+        **summary,
+        "cities": sorted(set(table.column("city").to_pylist())),
+        "engine": engine,
+        "compute_seconds": round(seconds, 2),
+        "engine_parity": engine_parity,
+    }
+    writer.write_table(file, table)
+    writer.commit(summary)
+    if reporter:
+        reporter.info(said + in_words(engine_parity))
+    return summary
 
 
 def not_checked(reason: str) -> dict[str, Any]:

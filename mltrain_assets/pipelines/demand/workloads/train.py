@@ -46,12 +46,12 @@ from mltrain_assets.pipelines.demand.contract import (
     HOLDOUT_DAYS,
     HOLDOUT_WINDOW,
     MAPE_THRESHOLD,
-    TRAIN_CODE_VERSION,
 )
 from mltrain_assets.pipelines.demand.params import TrainParams
 from mltrain_assets.pipelines.demand.workloads.feature_sql import FEATURE_NAMES, LABEL, NAIVE_FEATURE
 from mltrain_assets.pipelines.demand.workloads.features import read_features
 from mltrain_assets.schemas import UTC_TS
+from mltrain_assets.workloads.common.params import hyperparameter_defaults, hyperparameter_values
 from mltrain_assets.workloads.common.runtime import DataRejected, Reporter, workload_main
 
 PRODUCER = TrainParams.module
@@ -63,14 +63,10 @@ MLFLOW_MODEL_NAME = "model"
 # The run's artifact a reviewer opens first: forecast vs actual over the holdout week.
 FORECAST_FIGURE = "figures/holdout_forecast.png"
 MIN_TRAIN_DAYS = 7
-NUM_BOOST_ROUND = 400
+# LightGBM's fixed parameters: the objective and what keeps training deterministic. The tunable ones
+# (learning rate, rounds, leaves, ...) are TrainParams' hyperparameters: launch config of the asset.
 LGB_PARAMS = {
     "objective": "poisson",
-    "learning_rate": 0.05,
-    "num_leaves": 15,
-    "min_data_in_leaf": 10,
-    "feature_fraction": 0.8,
-    "bagging_fraction": 0.8,
     "bagging_freq": 1,
     "extra_trees": True,
     "deterministic": True,
@@ -80,8 +76,12 @@ LGB_PARAMS = {
 }
 
 
-def lgb_params(seed: int) -> dict:
-    return {**LGB_PARAMS, "seed": seed}
+def lgb_params(seed: int, tuned: Mapping[str, Any] | None = None) -> tuple[dict, int]:
+    """LightGBM's parameters and its boosting rounds: the fixed ones, the hyperparameters (``tuned``, else
+    ``TrainParams``' defaults) and the seed."""
+    settings = {**hyperparameter_defaults(TrainParams), **(tuned or {})}
+    rounds = int(settings.pop("num_boost_round"))
+    return {**LGB_PARAMS, **settings, "seed": seed}, rounds
 
 
 def _mape(actual: np.ndarray, forecast: np.ndarray) -> float:
@@ -112,6 +112,18 @@ class _Holdout:
 
 
 @dataclass(frozen=True)
+class _Fit:
+    """One city's fitted model: its LightGBM params and rounds, the booster, its rows and how it did on the holdout."""
+
+    params: dict
+    rounds: int
+    booster: lgb.Booster
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    evaluated: _Holdout
+
+
+@dataclass(frozen=True)
 class _Logged:
     """Where MLflow keeps the run and its logged model."""
 
@@ -136,9 +148,9 @@ def _training_rows(features_uri: str, city: str, date: str) -> tuple[pd.DataFram
     return train, holdout
 
 
-def _fit_booster(params: dict, train: pd.DataFrame) -> lgb.Booster:
+def _fit_booster(params: dict, rounds: int, train: pd.DataFrame) -> lgb.Booster:
     dataset = lgb.Dataset(train[FEATURE_NAMES], label=train[LABEL], feature_name=FEATURE_NAMES, free_raw_data=False)
-    return lgb.train(params, dataset, num_boost_round=NUM_BOOST_ROUND)
+    return lgb.train(params, dataset, num_boost_round=rounds)
 
 
 def _evaluate(booster: lgb.Booster, train: pd.DataFrame, holdout: pd.DataFrame) -> _Holdout:
@@ -229,6 +241,7 @@ def _log_model(booster: lgb.Booster, train: pd.DataFrame):
 
 
 def _log_run(
+    fit: _Fit,
     *,
     experiment: str,
     city: str,
@@ -236,12 +249,6 @@ def _log_run(
     features_uri: str,
     out_uri: str,
     run_tags: Mapping[str, str] | None,
-    params: dict,
-    booster: lgb.Booster,
-    metrics: dict,
-    train: pd.DataFrame,
-    holdout: pd.DataFrame,
-    evaluated: _Holdout,
 ) -> _Logged:
     """One MLflow run in ``experiment``: tags, params, metrics, the datasets, the model and its holdout figure."""
     import mlflow
@@ -256,23 +263,23 @@ def _log_run(
                 "mltrain.date": date,
                 "mltrain.features_uri": features_uri,
                 "mltrain.out_uri": out_uri,
-                "mltrain.code_version": TRAIN_CODE_VERSION,
+                "mltrain.code_version": TrainParams.code_version,
                 **(run_tags or {}),
             }
         )
         mlflow.log_params(
             {
-                **{k: v for k, v in params.items() if k != "verbose"},
-                "num_boost_round": NUM_BOOST_ROUND,
+                **{k: v for k, v in fit.params.items() if k != "verbose"},
+                "num_boost_round": fit.rounds,
                 "n_features": len(FEATURE_NAMES),
                 "holdout_days": HOLDOUT_DAYS,
                 "city": city,
             }
         )
-        mlflow.log_metrics(metrics)
-        _log_datasets(train, holdout, features_uri, city, date)
-        info = _log_model(booster, train)
-        mlflow.log_figure(holdout_figure(city, date, holdout.ts, evaluated), FORECAST_FIGURE)
+        mlflow.log_metrics(fit.evaluated.metrics)
+        _log_datasets(fit.train, fit.holdout, features_uri, city, date)
+        info = _log_model(fit.booster, fit.train)
+        mlflow.log_figure(holdout_figure(city, date, fit.holdout.ts, fit.evaluated), FORECAST_FIGURE)
         return _Logged(run.info.run_id, run.info.experiment_id, info)
 
 
@@ -317,10 +324,12 @@ def train_city(
     seed: int = 0,
     reporter: Reporter | None = None,
     run_tags: Mapping[str, str] | None = None,
+    hyperparameters: Mapping[str, Any] | None = None,
 ) -> dict:
     """Train, evaluate, log to MLflow and commit one city's model; returns the summary.
 
-    ``run_tags``: extra MLflow run tags (the Dagster launch's id, partition and links).
+    ``run_tags``: extra MLflow run tags (the Dagster launch's id, partition and links);
+    ``hyperparameters``: ``TrainParams``' hyperparameter fields (their defaults when not given).
     """
     train, holdout = _training_rows(features_uri, city, date)
     if reporter:
@@ -328,33 +337,23 @@ def train_city(
             f"{city} {date}: {len(train)} training rows, {len(holdout)} holdout rows, {len(FEATURE_NAMES)} features"
         )
 
-    params = lgb_params(seed)
-    booster = _fit_booster(params, train)
+    params, rounds = lgb_params(seed, hyperparameters)
+    booster = _fit_booster(params, rounds, train)
     evaluated = _evaluate(booster, train, holdout)
     metrics = evaluated.metrics
     importance = _feature_importance(booster)
     if reporter:
         reporter.info(f"{city} {date}: holdout MAPE {metrics['mape']:.3f} (naive {metrics['naive_mape']:.3f})")
 
+    fit = _Fit(params, rounds, booster, train, holdout, evaluated)
     logged = _log_run(
-        experiment=experiment,
-        city=city,
-        date=date,
-        features_uri=features_uri,
-        out_uri=out_uri,
-        run_tags=run_tags,
-        params=params,
-        booster=booster,
-        metrics=metrics,
-        train=train,
-        holdout=holdout,
-        evaluated=evaluated,
+        fit, experiment=experiment, city=city, date=date, features_uri=features_uri, out_uri=out_uri, run_tags=run_tags
     )
     summary = _summary(city, date, seed, metrics, importance, logged)
     writer = ArtifactWriter(
         out_uri,
         producer=PRODUCER,
-        code_version=TRAIN_CODE_VERSION,
+        code_version=TrainParams.code_version,
         inputs={"features": features_uri, "city": city, "seed": seed},
     )
     writer.write_bytes(MODEL_FILE, booster.model_to_string().encode())
@@ -380,6 +379,7 @@ def run(params: TrainParams, reporter: Reporter) -> dict:
         params.seed,
         reporter,
         run_tags=run_tags(params.mlflow),
+        hyperparameters=hyperparameter_values(params),
     )
 
 

@@ -341,7 +341,7 @@ def recommend_to(params: RecommendParams, reporter: Reporter | None = None) -> d
     writer = ArtifactWriter(
         params.out_uri,
         producer=PRODUCER,
-        code_version=contract.RECOMMEND_CODE_VERSION,
+        code_version=RecommendParams.code_version,
         inputs={"model_uri": params.model_uri},
     )
     writer.write_table(RECOMMENDATIONS_FILE, table)

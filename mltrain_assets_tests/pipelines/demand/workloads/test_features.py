@@ -200,7 +200,7 @@ def test_build_features_commits_a_sorted_table_and_a_summary(aggregates, tmp_pat
     summary = build_features(versions, DATE, out, engine="duckdb", check_parity_on_other_engine=False)
     table = read_features(out)
     manifest = read_manifest(out)
-    assert manifest["summary"] == summary and manifest["code_version"].startswith("demand-features")
+    assert manifest["summary"] == summary and manifest["code_version"] == FeaturesParams.code_version
     assert summary["rows"] == table.num_rows == len(CITIES) * (FRAME_DAYS + 1) * 24
     assert summary["n_features"] == len(FEATURE_NAMES)
     assert summary["cities"] == sorted(CITIES) and summary["engine"] == "duckdb"

@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mltrain_assets.artifacts import read_manifest, read_table
-from mltrain_assets.pipelines.demand.contract import FORECAST_CODE_VERSION, registered_model_name
+from mltrain_assets.pipelines.demand.contract import registered_model_name
 from mltrain_assets.pipelines.demand.params import ForecastParams
 from mltrain_assets.pipelines.demand.workloads.forecast import forecast_city
 from mltrain_assets.workloads.common.params import MlflowSettings
@@ -56,7 +56,7 @@ def test_forecasts_cover_the_next_day_and_track_what_happened(demand_world, regi
         assert summary["total_forecast"] == pytest.approx(forecasts.forecast_rides.sum())
         assert summary["model_uri"] == model_uri
         manifest = read_manifest(out)
-        assert manifest["code_version"] == FORECAST_CODE_VERSION and manifest["summary"] == summary
+        assert manifest["code_version"] == ForecastParams.code_version and manifest["summary"] == summary
 
         actual = _actual_next_day(demand_world, city).reindex(forecasts.ts).to_numpy()
         mape = float(np.mean(np.abs(actual - forecasts.forecast_rides.to_numpy()) / actual))

@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mltrain_assets.artifacts import read_bytes, read_json, read_manifest, read_table
-from mltrain_assets.pipelines.demand.contract import HOLDOUT_DAYS, MAPE_THRESHOLD, TRAIN_CODE_VERSION
+from mltrain_assets.pipelines.demand.contract import HOLDOUT_DAYS, MAPE_THRESHOLD
 from mltrain_assets.pipelines.demand.params import TrainParams
 from mltrain_assets.pipelines.demand.workloads.feature_sql import FEATURE_NAMES
 from mltrain_assets.pipelines.demand.workloads.features import read_features
@@ -103,7 +103,7 @@ def test_the_run_carries_the_holdout_forecast_figure_as_a_png(demand_world, trai
 def test_the_output_version_holds_model_metrics_and_importances(demand_world, trained_models):
     out = demand_world.uri("city_demand_model", "austin", "v=1")
     manifest = read_manifest(out)
-    assert manifest["code_version"] == TRAIN_CODE_VERSION
+    assert manifest["code_version"] == TrainParams.code_version
     assert set(manifest["files"]) == {"model.txt", "metrics.json", "feature_importance.json", "holdout.parquet"}
     assert manifest["summary"] == trained_models["austin"]
     metrics = read_json(out, "metrics.json")
@@ -160,3 +160,28 @@ def test_the_entry_point_tracks_where_its_params_say_not_where_the_environment_d
     assert tags["mltrain.dagster_asset_url"] == (
         f"http://dagster.example:3000/assets/city_demand_model?view=partitions&partition=austin%7C{demand_world.date}"
     )
+
+
+def test_tuned_hyperparameters_train_the_model_and_reach_mlflow_params(demand_world, trained_models):
+    """A learning rate set as launch config arrives in ``TrainParams``: the booster uses it, MLflow records it."""
+    from mltrain_assets.pipelines.demand.workloads.train import run
+    from mltrain_assets.workloads.common.runtime import Reporter
+
+    out = demand_world.uri("city_demand_model", "austin", "v=tuned")
+    params = TrainParams(
+        date=demand_world.date,
+        city="austin",
+        features_uri=demand_world.features_uri,
+        mlflow=MlflowSettings(tracking_uri=demand_world.tracking_uri, artifacts_uri=demand_world.uri("mlartifacts")),
+        learning_rate=0.2,
+        num_boost_round=60,
+    ).with_output(out)
+    summary = run(params, Reporter("test", None))
+    logged = MlflowClient(demand_world.tracking_uri).get_run(summary["mlflow_run_id"]).data.params
+    assert logged["learning_rate"] == "0.2" and logged["num_boost_round"] == "60"
+    assert logged["num_leaves"] == "15", "untuned hyperparameters keep their defaults"
+    first = read_manifest(demand_world.uri("city_demand_model", "austin", "v=1"))
+    assert read_manifest(out)["files"]["model.txt"]["sha256"] != first["files"]["model.txt"]["sha256"]
+    assert read_manifest(out)["code_version"] == TrainParams.code_version
+    text = read_bytes(out, "model.txt").decode()
+    assert "[learning_rate: 0.2]" in text and "[num_iterations: 60]" in text

@@ -12,14 +12,8 @@ from sklearn.metrics import roc_auc_score
 from mltrain_assets.artifacts import ArtifactNotCommitted, normalize_uri, read_manifest, read_table
 from mltrain_assets.pipelines.recsys import contract
 from mltrain_assets.pipelines.recsys.contract import INTERACTIONS_SCHEMA, ITEM_FACTORS_FILE, USER_FACTORS_FILE
-from mltrain_assets.pipelines.recsys.workloads.embeddings import (
-    AlsPlan,
-    _factors_table,
-    als_plan,
-    checkpoint_dir_for,
-    fit_embeddings,
-    spark_events_path,
-)
+from mltrain_assets.pipelines.recsys.workloads.als import AlsPlan, als_plan, factors_table
+from mltrain_assets.pipelines.recsys.workloads.embeddings import checkpoint_dir_for, fit_embeddings, spark_events_path
 from mltrain_assets.workloads.common.spark import SparkSettings, spark_session
 from mltrain_assets.workloads.ingest.params import EVENTS_FILE
 from mltrain_assets_tests.pipelines.recsys.workloads._world import DATE
@@ -165,14 +159,14 @@ def test_factors_join_the_window_ids_by_vector_not_by_python_dict():
         {"id": pa.array([7, 3], pa.int32()), "features": pa.array([[1.0, 2.0], [3.0, 4.0]], pa.list_(pa.float32()))}
     )
     counts = pa.table({"item_id": [9, 7, 3], "impressions": [5, 6, 7], "clicks": [0, 1, 2]})
-    table = _factors_table(factors, counts, "item_id", rank=2)
+    table = factors_table(factors, counts, "item_id", rank=2)
     assert table.column("item_id").to_pylist() == [3, 7, 9]  # every id of the window, sorted
     assert table.column("factors").to_pylist() == [[3.0, 4.0], [1.0, 2.0], [0.0, 0.0]]  # 9: no ALS vector
     assert table.column("impressions").to_pylist() == [7, 6, 5] and table.column("clicks").to_pylist() == [2, 1, 0]
     assert table.schema.field("factors").type == pa.list_(pa.float32())
     stray = pa.table({"id": pa.array([4], pa.int32()), "features": pa.array([[1.0, 2.0]], pa.list_(pa.float32()))})
     with pytest.raises(RuntimeError, match="ALS returned item_ids that are not in the window"):
-        _factors_table(stray, counts, "item_id", rank=2)
+        factors_table(stray, counts, "item_id", rank=2)
 
 
 @pytest.mark.slow

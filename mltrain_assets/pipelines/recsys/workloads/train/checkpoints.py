@@ -45,7 +45,7 @@ def training_fingerprint(params: TrainParams) -> str:
     setup = {name: value for name, value in params.versioned_fields().items() if name != "epochs"}
     inputs = {f.name: getattr(params, f.name) for f in dataclasses.fields(params) if f.metadata.get("role") == "input"}
     payload = {
-        "code": contract.TRAIN_CODE_VERSION,
+        "code": TrainParams.code_version,
         "setup": setup,
         "inputs": inputs,
         "hidden": list(contract.HIDDEN_SIZES),

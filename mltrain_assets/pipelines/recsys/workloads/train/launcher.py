@@ -224,7 +224,7 @@ def evaluate_and_commit(
         writer = ArtifactWriter(
             params.out_uri,
             producer=PRODUCER,
-            code_version=contract.TRAIN_CODE_VERSION,
+            code_version=TrainParams.code_version,
             inputs={
                 "user_interactions": list(params.interactions_uris),
                 "eval": params.eval_uri,

@@ -11,14 +11,13 @@ from mlflow.tracking import MlflowClient
 from mltrain_assets.artifacts import filesystem, read_manifest
 from mltrain_assets.launch.local import command_params, evict_dir
 from mltrain_assets.pipelines.recsys import contract
-from mltrain_assets.resources.compute import ComputeBackend
+from mltrain_assets.resources.deployments import KubernetesHereCompute
 
 pytestmark = pytest.mark.slow
 
 
-def _backend(recsys_world) -> ComputeBackend:
-    return ComputeBackend(
-        backend="k8s-local",
+def _backend(recsys_world) -> KubernetesHereCompute:
+    return KubernetesHereCompute(
         train_nodes="2",
         mlflow_tracking_uri=recsys_world.mlflow.tracking_uri,
         mlflow_artifacts_uri=recsys_world.mlflow.artifacts_uri,
@@ -33,8 +32,8 @@ def test_two_nodes_train_the_same_model_as_one_and_record_world_size_two(recsys_
     captured = {}
 
     @asset
-    def recommender(context: AssetExecutionContext, compute: ComputeBackend) -> MaterializeResult:
-        captured["objects"] = compute.manifests(context, compute.bind(params), timeout_s=600, profile="training")
+    def recommender(context: AssetExecutionContext, compute: KubernetesHereCompute) -> MaterializeResult:
+        captured["objects"] = compute.render(context, compute.bind(params), timeout_s=600, profile="training")
         captured["summary"] = compute.run(context, params, timeout_s=600, profile="training").summary
         return MaterializeResult()
 
@@ -74,8 +73,8 @@ def test_an_evicted_node_is_replaced_and_training_resumes_to_the_same_weights(
         evicted_at.append(sorted(int(p.name[6:9]) for p in checkpoints.glob("epoch=*.pt")))
 
     @asset
-    def recommender(context: AssetExecutionContext, compute: ComputeBackend) -> MaterializeResult:
-        _, job = compute.manifests(context, compute.bind(params), timeout_s=600, profile="training")
+    def recommender(context: AssetExecutionContext, compute: KubernetesHereCompute) -> MaterializeResult:
+        _, job = compute.render(context, compute.bind(params), timeout_s=600, profile="training")
         trigger = threading.Thread(target=evict_node_1_during_epoch_3, args=(f"{job['metadata']['name']}-1",))
         trigger.start()
         results.append(compute.run(context, params, timeout_s=600, profile="training"))

@@ -27,14 +27,16 @@ from dagster import (
     in_process_executor,
 )
 
-from mltrain_assets.core.reap import ClusterObjects, LocalObjects, reap
+from mltrain_assets.instance.reap import ClusterObjects, LocalObjects, reap
 from mltrain_assets.launch import local_objects
-from mltrain_assets.resources.compute import ComputeBackend
-from mltrain_assets.resources.k8s import RUN_ID_LABEL, PodTemplate, render_indexed_job, render_pod
+from mltrain_assets.launch.protocol import RUN_ID_LABEL
+from mltrain_assets.resources.compute import Compute
+from mltrain_assets.resources.deployments import KubernetesHereCompute
+from mltrain_assets.resources.k8s import PodTemplate, render_indexed_job, render_pod
 from mltrain_assets_tests.resources.fake_apiserver import FakeApiServer
 from mltrain_assets_tests.resources.sample_workload import SampleParams
 
-MODULE = "mltrain_assets_tests.core.test_reap"
+MODULE = "mltrain_assets_tests.instance.test_reap"
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PID_ENV = "MLTRAIN_REAP_TEST_PID_FILE"
@@ -42,15 +44,13 @@ WAIT_S = 120  # bound on every wait (a failure, never a timing assertion)
 
 
 @asset
-def hanging(context: AssetExecutionContext, compute: ComputeBackend) -> MaterializeResult:
+def hanging(context: AssetExecutionContext, compute: Compute) -> MaterializeResult:
     """A pod whose workload starts a child that ignores SIGTERM (as a busy Spark JVM may) and hangs."""
     compute.run(context, SampleParams(mode="hang", pid_file=os.environ[PID_ENV]), timeout_s=300)
     return MaterializeResult()
 
 
-defs = Definitions(
-    assets=[hanging], resources={"compute": ComputeBackend(backend="k8s-local")}, executor=in_process_executor
-)
+defs = Definitions(assets=[hanging], resources={"compute": KubernetesHereCompute()}, executor=in_process_executor)
 
 
 def _alive(pid: int) -> bool:
@@ -154,7 +154,7 @@ def test_a_launch_that_ends_leaves_no_record(mltrain_home, tmp_path):
     pid_file = tmp_path / "unused.pid"
 
     @asset
-    def quick(context: AssetExecutionContext, compute: ComputeBackend) -> MaterializeResult:
+    def quick(context: AssetExecutionContext, compute: Compute) -> MaterializeResult:
         seen = []
         original = local_objects.recorded
 
@@ -175,7 +175,7 @@ def test_a_launch_that_ends_leaves_no_record(mltrain_home, tmp_path):
         assert len(seen) == 1 and len(seen[0]) == 1
         return MaterializeResult()
 
-    assert materialize([quick], resources={"compute": ComputeBackend(backend="k8s-local")}).success
+    assert materialize([quick], resources={"compute": KubernetesHereCompute()}).success
     assert local_objects.records() == []
 
 
@@ -234,7 +234,7 @@ def test_the_reaper_sensor_reaps_what_a_vanished_run_left(mltrain_home):
     """The code location's periodic check: a k8s-local record of a run the instance does not know is removed."""
     from dagster import build_sensor_context
 
-    from mltrain_assets.core.reap import workload_reaper
+    from mltrain_assets.instance.reap import workload_reaper
 
     pod = render_pod(_template("dddddddd-0000-4000-8000-000000000004"), name="pod-gone", command=["x"], env={})
     with local_objects.recorded([pod], []):

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, asset, materialize
 
-from mltrain_assets.core.pools import (
+from mltrain_assets.instance.pools import (
     DEFAULT_POOL_LIMITS,
     apply_pool_limits,
     configured_pool_limits,
     declared_pools,
 )
 from mltrain_assets.resources.tracking import REGISTRY_POOL, ModelRegistry
-from mltrain_assets_tests.core.pooled_runs import most_at_once, run_mltrain_init, start_runs_at_once
+from mltrain_assets_tests.instance.pooled_runs import most_at_once, run_mltrain_init, start_runs_at_once
 
 REPO = Path(__file__).resolve().parents[2]
 

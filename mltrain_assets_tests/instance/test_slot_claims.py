@@ -1,4 +1,4 @@
-"""The pool slot claim guard (``core/slot_claims.py``) on the local profile's SQLite storage.
+"""The pool slot claim guard (``instance/slot_claims.py``) on the local profile's SQLite storage.
 
 The PostgreSQL variant (and a role that may not install it) is in ``services/test_postgres_profile.py``.
 """
@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from mltrain_assets.core.slot_claims import GUARD, guard_slot_claims, trigger_missing
-from mltrain_assets_tests.core.claim_race import claim_interleaved_in_processes
-from mltrain_assets_tests.core.test_pools import _fresh_instance
+from mltrain_assets.instance.slot_claims import GUARD, guard_slot_claims, trigger_missing
+from mltrain_assets_tests.instance.claim_race import claim_interleaved_in_processes
+from mltrain_assets_tests.instance.test_pools import _fresh_instance
 
 
 def _slot(storage, pool: str) -> tuple:

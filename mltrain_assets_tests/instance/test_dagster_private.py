@@ -1,4 +1,4 @@
-"""Private Dagster APIs stay in ``core/dagster_private.py``, each name documented; the rest is public."""
+"""Private Dagster APIs stay in ``instance/dagster_private.py``, each name documented; the rest is public."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import yaml
 from dagster import DagsterInstance, instance_for_test
 
 import mltrain_assets
-from mltrain_assets.core import dagster_private
-from mltrain_assets.core.heal import is_local_storage
+from mltrain_assets.instance import dagster_private
+from mltrain_assets.instance.heal import is_local_storage
 
 PACKAGE = Path(mltrain_assets.__file__).resolve().parent
-PRIVATE_MODULE = PACKAGE / "core" / "dagster_private.py"
+PRIVATE_MODULE = PACKAGE / "instance" / "dagster_private.py"
 # ``dagster._core...``, ``from dagster._utils import``, ``"dagster._..."`` in a string: never ``dagster.__version__``.
 PRIVATE = re.compile(r"\bdagster\._(?!_)")
 
@@ -28,7 +28,7 @@ def test_no_module_but_dagster_private_uses_a_private_dagster_api():
         for number, line in enumerate(path.read_text().splitlines(), 1)
         if PRIVATE.search(line) or "._storage" in line
     ]
-    assert not offenders, "private Dagster APIs outside core/dagster_private.py:\n" + "\n".join(offenders)
+    assert not offenders, "private Dagster APIs outside instance/dagster_private.py:\n" + "\n".join(offenders)
 
 
 def _private_imports() -> dict[str, str]:
@@ -58,7 +58,7 @@ def test_the_names_mltrain_imports_from_dagster_private_are_the_ones_it_provides
     used = set()
     for path in sorted(PACKAGE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module == "mltrain_assets.core.dagster_private":
+            if isinstance(node, ast.ImportFrom) and node.module == "mltrain_assets.instance.dagster_private":
                 used.update(alias.name for alias in node.names)
     assert used == set(dagster_private.__all__), "drop what nothing uses from dagster_private (or use it)"
 

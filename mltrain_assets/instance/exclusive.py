@@ -1,7 +1,7 @@
 """One holder at a time across processes and hosts, with no DDL: the registration step's own lock.
 
 The ``registry`` pool (one slot) keeps registrations and promotions one at a time, and the slot claim
-guard (``core/slot_claims.py``) keeps that pool's slot exclusive. The guard is a trigger, which only
+guard (``instance/slot_claims.py``) keeps that pool's slot exclusive. The guard is a trigger, which only
 a role allowed to create triggers on Dagster's table can install; without it Dagster's two-statement
 claim can let two steps into the one slot. So the registration step also holds a lock of its own for
 its whole body, which needs no rights beyond a connection:

@@ -89,7 +89,7 @@ CLAIMER = r"""
 import json, sys, time
 from pathlib import Path
 from dagster import DagsterInstance
-from mltrain_assets_tests.core.claim_race import claim_paused
+from mltrain_assets_tests.instance.claim_race import claim_paused
 
 pool, me, gate, claimers = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import yaml
 from dagster import DagsterInstance, execute_job, job, op, reconstructable
 
-from mltrain_assets.core.instance import LocationOriginInstance
+from mltrain_assets.instance.origin import LocationOriginInstance
 
-INSTANCE_CLASS = {"module": "mltrain_assets.core.instance", "class": "LocationOriginInstance"}
+INSTANCE_CLASS = {"module": "mltrain_assets.instance.origin", "class": "LocationOriginInstance"}
 
 
 @op

@@ -1,4 +1,4 @@
-"""The registration step's own lock (``core/exclusive.py``) on SQLite and in-memory instances.
+"""The registration step's own lock (``instance/exclusive.py``) on SQLite and in-memory instances.
 
 On PostgreSQL (an advisory lock, taken by a role that may not install the slot claim guard) it is in
 ``services/test_postgres_profile.py``.
@@ -13,8 +13,8 @@ import types
 import pytest
 from dagster import DagsterInstance
 
-from mltrain_assets.core.exclusive import exclusive_step, one_at_a_time
-from mltrain_assets_tests.core.test_pools import _fresh_instance
+from mltrain_assets.instance.exclusive import exclusive_step, one_at_a_time
+from mltrain_assets_tests.instance.test_pools import _fresh_instance
 
 
 def _attempt(instance, name: str, wait_seconds: float) -> str:

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from dagster import DagsterInstance, DefaultSensorStatus, SensorEvaluationContext, SkipReason, sensor
 
 from mltrain_assets.launch import local_objects
-from mltrain_assets.resources.k8s import PART_OF, RUN_ID_LABEL
+from mltrain_assets.launch.protocol import PART_OF, RUN_ID_LABEL
 
 SELECTOR = ",".join(f"{k}={v}" for k, v in PART_OF.items())
 REAP_INTERVAL_S = 300

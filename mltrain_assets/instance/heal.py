@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import yaml
 from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, DefaultRunLauncher, RunsFilter
 
-from mltrain_assets.core.dagster_private import CheckRunHealthResult, JobFailureData, RunFailureReason, WorkerStatus
+from mltrain_assets.instance.dagster_private import CheckRunHealthResult, JobFailureData, RunFailureReason, WorkerStatus
 from mltrain_assets.launch import procfs
 
 RUN_WORKER_TAG = "mltrain/run_worker"
@@ -325,7 +325,7 @@ class PidCheckedRunLauncher(DefaultRunLauncher):
     ``DefaultRunLauncher`` has none in 1.13, so the daemon's run monitoring never fails a STARTED
     run whose worker died unless the code server that started it noticed: not a run of
     ``dagster asset materialize`` / ``mltrain materialize`` killed while a daemon runs, nor a daemon
-    run whose code server died too. With ``run_launcher: {module: mltrain_assets.core.heal, class:
+    run whose code server died too. With ``run_launcher: {module: mltrain_assets.instance.heal, class:
     PidCheckedRunLauncher}`` in ``dagster.yaml`` the monitoring daemon checks each STARTED run's worker
     as :func:`heal` does, every ``run_monitoring.poll_interval_seconds``: a worker that is gone
     fails the run (then its slots are freed and run retries apply); one that is alive, elsewhere or

@@ -14,7 +14,7 @@ run worker: killing it is the first test's case.
 
 The pool ``crash_test`` has limit 1, so a slot leaked by a dead run would block the next run
 forever ("Step blocked by limit for pool crash_test"). This module is also the test code
-location (``defs``) and the test workload (``python -m mltrain_assets_tests.core.test_crash_recovery``).
+location (``defs``) and the test workload (``python -m mltrain_assets_tests.instance.test_crash_recovery``).
 """
 
 import dataclasses
@@ -45,11 +45,12 @@ from dagster import (
 )
 
 from mltrain_assets.artifacts import CLAIM_NAME, MANIFEST_NAME, ArtifactWriter, read_manifest
-from mltrain_assets.resources.compute import ComputeBackend
+from mltrain_assets.resources.compute import Compute
+from mltrain_assets.resources.deployments import LocalCompute
 from mltrain_assets.workloads.common.params import WorkloadParams, runtime
 from mltrain_assets.workloads.common.runtime import Reporter, workload_main
 
-MODULE = "mltrain_assets_tests.core.test_crash_recovery"
+MODULE = "mltrain_assets_tests.instance.test_crash_recovery"
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 POOL = "crash_test"
@@ -105,7 +106,7 @@ def version_uri(control: Path, partition: str) -> str:
 
 
 @asset(partitions_def=PARTITIONS, pool=POOL, retry_policy=RetryPolicy(max_retries=1))
-def slow_commit(context: AssetExecutionContext, compute: ComputeBackend) -> MaterializeResult:
+def slow_commit(context: AssetExecutionContext, compute: Compute) -> MaterializeResult:
     control = Path(os.environ[CONTROL_ENV])
     main_thread = threading.current_thread() is threading.main_thread()
     _write_atomically(
@@ -123,7 +124,7 @@ slow_commit_mp_job = define_asset_job("slow_commit_mp_job", [slow_commit], execu
 defs = Definitions(
     assets=[slow_commit],
     jobs=[slow_commit_job, slow_commit_mp_job],
-    resources={"compute": ComputeBackend()},
+    resources={"compute": LocalCompute()},
     executor=in_process_executor,  # as the project's definitions: `dagster asset materialize` runs steps in process
 )
 
@@ -266,7 +267,7 @@ def _next_run_completes(control: Path, partition: str):
 
 
 def test_a_run_worker_is_told_apart_from_a_dead_or_reused_pid_and_from_another_host():
-    from mltrain_assets.core import heal
+    from mltrain_assets.instance import heal
 
     here = json.loads(heal.worker_tag("run-1")[heal.RUN_WORKER_TAG])
     me = heal.Worker(pid=here["pid"], host=here["host"], boot_id=here["boot_id"], start_ticks=here["start_ticks"])
@@ -289,7 +290,7 @@ def test_a_worker_tag_copied_into_a_retry_names_no_worker_of_the_retry(crash_env
     from dagster._core.test_utils import create_run_for_test
     from dagster._core.utils import make_new_run_id
 
-    from mltrain_assets.core import heal
+    from mltrain_assets.instance import heal
 
     instance, _, _ = crash_env
     parent = create_run_for_test(instance, job_name="slow_commit_job", run_id=make_new_run_id())
@@ -310,9 +311,9 @@ def test_the_pid_checked_launcher_lets_run_monitoring_fail_a_run_whose_worker_is
     from dagster._core.utils import make_new_run_id
     from dagster._daemon.monitoring.run_monitoring import monitor_started_run
 
-    from mltrain_assets.core import heal
+    from mltrain_assets.instance import heal
 
-    launcher = {"module": "mltrain_assets.core.heal", "class": "PidCheckedRunLauncher"}
+    launcher = {"module": "mltrain_assets.instance.heal", "class": "PidCheckedRunLauncher"}
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     with instance_for_test(overrides={"run_launcher": launcher}) as instance:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mltrain_assets.resources.node_sizes import oversized, parse_node_sizes, pod_requests
+from mltrain_assets.launch.node_sizes import oversized, parse_node_sizes, pod_requests
 
 SIZES = {
     "cpu": {"cpu": "16", "memory": "64Gi", "ephemeral-storage": "80Gi"},

@@ -2,7 +2,7 @@
 
 Checked against Dagster 1.13.27: each name below has no public equivalent in ``dagster``
 (``dagster/__init__.py``, the public API). No other module of ``mltrain_assets`` imports from
-``dagster._`` (``mltrain_assets_tests/core/test_dagster_private.py`` fails if one does, or if a name
+``dagster._`` (``mltrain_assets_tests/instance/test_dagster_private.py`` fails if one does, or if a name
 imported here is not listed below). After a Dagster upgrade, check this file: a name that moved
 breaks the import here, and a name that became public can be imported from ``dagster`` instead.
 
@@ -37,7 +37,7 @@ the UI), and take no origin to record; so the run is created with
   only reads these tags back (``partition_key_range``). Only ``MAX_RUNTIME_SECONDS_TAG`` of the
   system tags is public.
 
-Failing a run whose worker died, and checking workers for run monitoring (``core/heal.py``):
+Failing a run whose worker died, and checking workers for run monitoring (``instance/heal.py``):
 
 - ``JobFailureData``, ``RunFailureReason`` (``dagster._core.events``): public
   ``DagsterInstance.report_run_failed(run, message, job_failure_data)`` takes the failure data as
@@ -57,7 +57,7 @@ Gates of a run over a range of partitions (``core/steps.py``):
   none); without this the instance counts each partition's result as not evaluated for its latest
   materialization and the UI shows no result there.
 
-The instance profile and the instance class (``cli/profile.py``, ``core/instance.py``):
+The instance profile and the instance class (``cli/profile.py``, ``instance/origin.py``):
 
 - ``dagster_instance_config`` (``dagster._core.instance.config``): Dagster's own check of a
   ``dagster.yaml`` (schema, and the keys it refuses side by side), run on a merged profile before
@@ -83,7 +83,7 @@ Imported from ``dagster`` instead (public there, though once imported here from 
 ``DagsterUnknownPartitionError``, ``partition_loading_context`` (all ``from dagster import ...``);
 ``BackfillPolicyType.SINGLE_RUN`` is ``BackfillPolicy.single_run()``; ``SINGLETON_REPOSITORY_NAME``
 is the loaded ``RepositoryDefinition.name``; ``make_new_run_id`` is ``str(uuid.uuid4())``; whether
-the run storage is SQLite is read from the public ``instance.run_storage`` (``core/heal.py``).
+the run storage is SQLite is read from the public ``instance.run_storage`` (``instance/heal.py``).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ that claims are never held up behind it.
 
 Installing it must never take the deployment down: a role that may not create the trigger, a lock not
 obtained in time, or a read-only database leaves it as it was, and ``init`` names what is missing and
-still succeeds. The registration step holds a lock of its own (``core/exclusive.py``, a PostgreSQL
+still succeeds. The registration step holds a lock of its own (``instance/exclusive.py``, a PostgreSQL
 advisory lock, no DDL), so registrations stay one at a time without the trigger. Each start also checks
 that the trigger is present and enabled, and that the instance's schema is the one this Dagster expects.
 """
@@ -37,14 +37,14 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from mltrain_assets.core.exclusive import advisory_key
+from mltrain_assets.instance.exclusive import advisory_key
 
 GUARD = "mltrain_keep_slot_claim"
 SLOTS_TABLE = "concurrency_slots"  # Dagster's table of pool slots (one row per slot)
 # How long the install waits for its lock on the table; every claim waits behind a queued table lock.
 LOCK_TIMEOUT_SECONDS = 5.0
 INSUFFICIENT_PRIVILEGE, LOCK_NOT_AVAILABLE = "42501", "55P03"  # PostgreSQL SQLSTATEs
-FALLBACK = "registrations are kept one at a time by their own lock instead (core/exclusive.py)"
+FALLBACK = "registrations are kept one at a time by their own lock instead (instance/exclusive.py)"
 
 # Under READ COMMITTED the second of two racing UPDATEs waits for the first's row lock and then sees
 # the committed claim as OLD: the trigger compares against the winner's row, not a stale snapshot.

@@ -1,13 +1,14 @@
 """What a workload gets: CPU, memory, GPUs, scratch, ``/dev/shm`` and its timeout, as settings.
 
-Three profiles (``default``, ``spark``, ``training``) with embedded defaults, then per-step entries
-(by asset name) where a step needs more or less than its profile; ``MLTRAIN_WORKLOAD_RESOURCES``
-(a JSON object with the same keys) overrides any field of any of them:
+Three profiles (``default``, ``spark``, ``training``) with embedded defaults; a workload that needs more
+or less than its profile says so where it is declared (``@workload(..., resources={...})``);
+``MLTRAIN_WORKLOAD_RESOURCES`` (a JSON object of profile or step (asset name) -> fields) overrides any field:
 
     MLTRAIN_WORKLOAD_RESOURCES='{"training": {"memory": "64Gi"}, "recommender_model": {"shm": "32Gi"}}'
 
-Resolution for a launch: the profile's defaults, the profile's overrides, the step's defaults, the
-step's overrides. Timeouts apply to every backend (a local subprocess too); the rest only to pods.
+Resolution for a launch: the profile's defaults, the profile's overrides, the workload's declared
+resources, the step's overrides. Timeouts apply to every deployment (a local subprocess too); the rest
+only to pods.
 Dagster-free: ``mltrain manifests``, the settings check and the compute resource read it alike.
 """
 
@@ -64,10 +65,6 @@ EMBEDDED: dict[str, dict[str, Any]] = {
         "timeout_s": 3600,
         "shm": "16Gi",
     },
-    # Steps whose needs differ from their profile's.
-    "city_demand_model": {"memory": "16Gi", "shm": "", "timeout_s": 1800},  # LightGBM, one city, CPU
-    "demand_forecasts": {"timeout_s": 900},
-    "registered_recommender": {"timeout_s": 900},  # champion/challenger evaluation
 }
 
 
@@ -111,14 +108,22 @@ def _field_problem(name: str, value: Any) -> str:
 
 
 def resolve(
-    profile: str, step: str = "", overrides: Mapping[str, Mapping[str, Any]] | None = None
+    profile: str,
+    step: str = "",
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    declared: Mapping[str, Any] | None = None,
+    declared_by: str = "the workload",
 ) -> WorkloadResources:
-    """The resources of ``step`` (an asset name) launched with ``profile``."""
+    """The resources of ``step`` (an asset name) launched with ``profile``, for a workload that declares ``declared``."""
     if profile not in PROFILES:
         raise ValueError(f"unknown workload profile {profile!r} (profiles: {', '.join(PROFILES)})")
+    declared = declared or {}
+    problems = [f"{name}: {problem}" for name, value in declared.items() if (problem := _field_problem(name, value))]
+    if problems:
+        raise ValueError(f"resources declared by {declared_by}: " + "; ".join(problems))
     overrides = overrides or {}
     fields: dict[str, Any] = {}
-    for layer in (EMBEDDED[profile], overrides.get(profile, {}), EMBEDDED.get(step, {}), overrides.get(step, {})):
+    for layer in (EMBEDDED[profile], overrides.get(profile, {}), declared, overrides.get(step, {})):
         fields.update(layer)
     fields = {k: (str(v) if k not in ("timeout_s", "gpus") else int(v)) for k, v in fields.items()}
     return WorkloadResources(**fields)
