@@ -1,7 +1,7 @@
 """The recommendations pipeline at seed scale: 1M users x 50k items x ~2.86M impressions/day.
 
     .venv/bin/python bench/seed_recsys.py [--quick] [--users N --items M --events-per-day K]
-        [--scratch DIR] [--steps als,train,topk,recall] [--recall-users 2000] [--driver-memory 4g]
+        [--scratch DIR] [--steps als,train,oracle,topk,recall] [--recall-users 2000] [--driver-memory 4g]
 
 Simulates the 15 landing days of one partition (D-14..D-8 for ALS, D-7..D-1 for training, the
 held-out day D),
@@ -9,8 +9,12 @@ ingests them with ``ingest_day``, then runs each step the way the compute backen
 (``python -m <workload module> --params JSON``, one process each): ALS embeddings (Spark
 ``local[2]``), 2-worker DDP training (MLflow on a sqlite store in the scratch folder), top-K for
 every user; last, recall@K of the two-stage top-K against exhaustive scoring on a sample of
-users. ``--quick``: 100k users x 5k items x 300k impressions/day, a few minutes. ``--steps``
-runs only those steps; the others' latest outputs in ``--scratch`` are used.
+users. ``oracle`` (after training): the model's AUC on day D next to the simulator's oracle AUC
+on the same rows (the clicks scored by the probabilities they were drawn from,
+``simulate.click_probabilities``) and the gate ``contract.AUC_THRESHOLD``, then both per bucket of
+the users' history in the embeddings window. ``--quick``: 100k users x 5k items x 300k
+impressions/day, a few minutes. ``--steps`` runs only those steps; the others' latest outputs in
+``--scratch`` are used.
 
 Each step's wall time and peak RSS, summed over the step's whole process tree (the Spark JVM,
 torchrun and its workers included), sampled every ``SAMPLE_S``. Prints one JSON line per figure
@@ -30,18 +34,22 @@ import threading
 import time
 from pathlib import Path
 
-from mltrain_assets.artifacts import read_manifest, version_uri
+from mltrain_assets.artifacts import read_manifest, read_table, version_uri
 from mltrain_assets.pipelines.recsys import contract
+from mltrain_assets.pipelines.recsys import simulate as simulator
 from mltrain_assets.pipelines.recsys.params import EmbeddingsParams, RecommendParams, TrainParams
+from mltrain_assets.pipelines.recsys.workloads.evaluate import oracle_auc
 from mltrain_assets.workloads.common.params import MlflowSettings
 from mltrain_assets.workloads.common.spark import SparkSettings
+from mltrain_assets.workloads.ingest.params import EVENTS_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = {"users": 1_000_000, "items": 50_000, "events_per_day": 2_860_000}
 QUICK = {"users": 100_000, "items": 5_000, "events_per_day": 300_000}
 DATE = "2026-03-08"
+SIMULATOR_SEED = 0  # the world `mltrain simulate` lands (its default seed)
 SAMPLE_S = 0.25
-STEPS = ("simulate", "ingest", "als", "train", "topk", "recall")
+STEPS = ("simulate", "ingest", "als", "train", "oracle", "topk", "recall")
 EPOCH_SECONDS = re.compile(r"epochs \(loss [\d.]+, validation [\d.]+, ([\d.]+)s\)")
 PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
 
@@ -160,6 +168,37 @@ def main() -> None:
             run(Path(tmp), sizes, args)
 
 
+HISTORY_BUCKETS = ((0, 0), (1, 10), (11, 30), (31, None))  # the user's impressions in the embeddings window
+
+
+def by_user_history(model_uri: str, eval_uri: str, oracle) -> dict:
+    """Model and oracle AUC on day D per bucket of the user's history in the embeddings window: where the gap is."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from mltrain_assets.pipelines.recsys.workloads.model import load_model_dir, score
+
+    bundle = load_model_dir(model_uri)
+    day = read_table(eval_uri, EVENTS_FILE).join(oracle, "event_id")
+    clicked, p_click = day.column("clicked").to_numpy(), day.column("p_click").to_numpy()
+    model = score(bundle, day)
+    rows = bundle.users.rows(day.column("user_id").to_numpy())
+    history = np.where(rows > 0, np.concatenate([[0], bundle.users.impressions])[rows], 0)
+    buckets = {}
+    for low, high in HISTORY_BUCKETS:
+        mask = (history >= low) & (history <= (high if high is not None else history.max()))
+        name = f"{low}" if low == high else f"{low}-{high}" if high else f">{low - 1}"
+        if len(np.unique(clicked[mask])) < 2:  # an empty bucket, or one class only: no AUC
+            buckets[name] = {"share": round(float(mask.mean()), 3), "model_auc": None, "oracle_auc": None}
+            continue
+        buckets[name] = {
+            "share": round(float(mask.mean()), 3),
+            "model_auc": round(roc_auc_score(clicked[mask], model[mask]), 4),
+            "oracle_auc": round(roc_auc_score(clicked[mask], p_click[mask]), 4),
+        }
+    return {"impressions_in_embeddings_window": buckets}
+
+
 def latest(storage: str, asset: str, date: str) -> str:
     """The newest committed ``v=bench-*`` version of ``asset`` for ``date`` (a step skipped with ``--steps``)."""
     folder = Path(storage.removeprefix("file://")) / asset / date
@@ -231,7 +270,20 @@ def run(scratch: Path, sizes: dict, args: argparse.Namespace) -> None:
     else:
         model_uri = latest(storage, "recommender_model", args.date)
 
-    # 5. Top-K for every user the model knows.
+    # 5. The model's AUC on day D next to the simulator's oracle AUC on the same deduplicated rows.
+    if "oracle" in steps:
+        oracle = simulator.click_probabilities(
+            args.date, sizes["events_per_day"], sizes["users"], sizes["items"], SIMULATOR_SEED
+        )
+        figures = oracle_auc(read_table(eval_uri, EVENTS_FILE, ["event_id", "clicked"]), oracle)
+        model_auc = read_manifest(model_uri)["summary"]["auc"]
+        emit("oracle", model_auc=round(model_auc, 4), oracle_auc=round(figures["oracle_auc"], 4),
+             oracle_auc_noise_free=round(figures["oracle_auc_noise_free"], 4), threshold=contract.AUC_THRESHOLD,
+             gap=round(figures["oracle_auc"] - model_auc, 4), model_passes=model_auc > contract.AUC_THRESHOLD,
+             oracle_passes=figures["oracle_auc"] > contract.AUC_THRESHOLD, rows=figures["n"])  # fmt: skip
+        emit("oracle_by_history", **by_user_history(model_uri, eval_uri, oracle))
+
+    # 6. Top-K for every user the model knows.
     if "topk" in steps:
         recs_uri = version_uri(storage, "recommendations", args.date, run_id)
         recommend = RecommendParams(model_uri=model_uri, out_uri=recs_uri, mlflow=mlflow)
@@ -241,7 +293,7 @@ def run(scratch: Path, sizes: dict, args: argparse.Namespace) -> None:
              candidates=summary["candidate_budget"], popular=summary["popular_candidates"], rows=summary["rows"],
              ms_per_user=round(1000 * figures["seconds"] / summary["users"], 3))  # fmt: skip
 
-    # 6. Recall@K of two-stage against exhaustive scoring, on the first --recall-users users.
+    # 7. Recall@K of two-stage against exhaustive scoring, on the first --recall-users users.
     if "recall" in steps:
         figures = measured([python, "-c", RECALL, model_uri, str(args.recall_users)], env, logs / "recall.log")
         recall = json.loads((logs / "recall.log").read_text().strip().splitlines()[-1])

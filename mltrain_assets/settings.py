@@ -60,6 +60,9 @@ def _embedded_defaults() -> dict[str, str]:
         "MLTRAIN_SPARK_MASTER": "local[*]",
         "MLTRAIN_SPARK_S3A": "false",
         "MLTRAIN_SPARK_CONF": "{}",
+        # local: `mltrain demo`/`mltrain dev` start a Spark Connect server on 127.0.0.1 (its master: MLTRAIN_SPARK_MASTER)
+        # and point the workloads at it (sc://127.0.0.1:PORT); off: each Spark workload starts its own session.
+        "MLTRAIN_SPARK_CONNECT": "off",
         "MLTRAIN_TRAIN_NODES": "1",
         "MLTRAIN_TRAIN_GPUS_PER_NODE": "0",
         "MLTRAIN_SQL_ENGINE": "spark",
@@ -206,6 +209,7 @@ SETTING_RULES: dict[str, tuple[Callable[[str], bool], str]] = {
         "local, local[N], local[*], spark://host:port, k8s://https://api:port, yarn or sc://host:port",
     ),
     "MLTRAIN_SPARK_S3A": (lambda v: v in ("true", "false"), "true or false"),
+    "MLTRAIN_SPARK_CONNECT": (lambda v: v in ("off", "local"), "off or local"),
     "MLTRAIN_SPARK_CONF": (
         _is_json(dict, lambda kv: kv[0].startswith("spark.") and isinstance(kv[1], (str, int, float, bool))),
         'a JSON object of spark.* settings, e.g. {"spark.executor.memory": "4g"}',
@@ -327,6 +331,12 @@ def combination_problems(env: Mapping[str, str] | None = None) -> list[str]:
     defaults = default_environment()
     value = lambda name: env.get(name) or defaults.get(name, "")  # noqa: E731
     problems = []
+    if value("MLTRAIN_SPARK_CONNECT") == "local" and not value("MLTRAIN_SPARK_MASTER").startswith("local"):
+        problems.append(
+            f"MLTRAIN_SPARK_CONNECT=local starts a Spark Connect server whose master is MLTRAIN_SPARK_MASTER: expected "
+            f"local or local[N], not {value('MLTRAIN_SPARK_MASTER')!r} (to use a running server, set "
+            "MLTRAIN_SPARK_MASTER=sc://host:port and MLTRAIN_SPARK_CONNECT=off)"
+        )
     spark_reads_s3 = value("MLTRAIN_SPARK_S3A") == "true"
     if value("MLTRAIN_STORAGE_URI").startswith("s3://") and not spark_reads_s3:
         if value("MLTRAIN_SQL_ENGINE") == "spark":

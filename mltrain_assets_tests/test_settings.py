@@ -15,6 +15,7 @@ from mltrain_assets.settings import (
 )
 
 BAD_VALUES = {
+    "MLTRAIN_SPARK_CONNECT": "remote",
     "MLTRAIN_ALERT_WEBHOOK_URL": "hooks.example.com/services/x",
     "MLTRAIN_ALERT_FORMAT": "teams",
     "MLTRAIN_ALERT_ATTEMPTS": "0",

@@ -146,17 +146,26 @@ def _run_demo_pipelines(pipelines, date: str, env: dict, args: argparse.Namespac
 
 @contextlib.contextmanager
 def _cluster_spark_for_k8s_local(env: dict, started: float):
-    """In k8s-local mode Spark runs on a standalone master + worker on 127.0.0.1, as on a cluster."""
+    """Spark for the demo: a standalone master + worker on 127.0.0.1 in k8s-local mode (as on a cluster), and a
+    Spark Connect server in front of it (or of local[N]) with MLTRAIN_SPARK_CONNECT=local; the workloads are
+    pointed at what started (MLTRAIN_SPARK_MASTER) until the demo ends, then everything stops."""
     from mltrain_assets.cli import demo
 
-    if os.environ.get("MLTRAIN_COMPUTE") != "k8s-local" or not env["MLTRAIN_SPARK_MASTER"].startswith("local"):
-        yield
-        return
-    from mltrain_assets.cli.sparkcluster import LocalSparkCluster
+    logs = Path(env["MLTRAIN_HOME"]) / "logs" / "spark"
+    master = env["MLTRAIN_SPARK_MASTER"]
+    with contextlib.ExitStack() as stack:
+        if os.environ.get("MLTRAIN_COMPUTE") == "k8s-local" and master.startswith("local"):
+            from mltrain_assets.cli.sparkcluster import LocalSparkCluster
 
-    with LocalSparkCluster(Path(env["MLTRAIN_HOME"]) / "logs" / "spark") as url:
-        demo._say(f"k8s-local: Spark on a standalone master + worker at {url}", started)
-        os.environ["MLTRAIN_SPARK_MASTER"] = url
+            master = stack.enter_context(LocalSparkCluster(logs))
+            demo._say(f"k8s-local: Spark on a standalone master + worker at {master}", started)
+        if os.environ.get("MLTRAIN_SPARK_CONNECT") == "local":
+            from mltrain_assets.cli.sparkconnect import LocalSparkConnectServer
+
+            server = LocalSparkConnectServer(logs, master=master)
+            master = stack.enter_context(server)
+            demo._say(f"Spark Connect server at {master} (its log: {server.log_path})", started)
+        os.environ["MLTRAIN_SPARK_MASTER"] = master
         try:
             yield
         finally:
@@ -248,6 +257,8 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     stack = DevStack(dagster_port=args.port, mlflow_port=args.mlflow_port).start()
     print(f"Dagster UI  {stack.dagster_url}   (webserver + daemon: sensors, schedules, automation, backfills)")
     print(f"MLflow UI   {stack.mlflow_url}   (store {env['MLFLOW_TRACKING_URI']})")
+    if stack.spark_url:
+        print(f"Spark       {stack.spark_url}   (Spark Connect server; every Spark step is its client)")
     print(f"state in {env['MLTRAIN_HOME']}; logs in {env['MLTRAIN_HOME']}/logs; Ctrl-C stops everything", flush=True)
     try:
         while all(s.started.poll() is None for s in stack.services):

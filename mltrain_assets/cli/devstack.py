@@ -5,7 +5,8 @@ with whatever they started (the daemon's code servers and run workers), on exit 
 SIGTERM or SIGHUP: SIGTERM to each session's process group, up to 20 s, then SIGKILL (at once on a
 second signal). Logs go to ``$MLTRAIN_HOME/logs``. Before starting, runs left STARTED by a stack
 that was killed (its code server died with their run workers, so nobody failed them) are failed
-and their pool slots freed (``instance.heal``).
+and their pool slots freed (``instance.heal``). With ``MLTRAIN_SPARK_CONNECT=local`` a Spark Connect server
+(``cli/sparkconnect.py``) starts first and the stack's runs reach it (``MLTRAIN_SPARK_MASTER=sc://...``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import requests
 
@@ -23,6 +25,9 @@ from mltrain_assets.cli.demo import ensure_instance, init_pools
 from mltrain_assets.cli.services import Services
 from mltrain_assets.instance.heal import heal
 from mltrain_assets.instance.origin import REPO_ROOT, WORKSPACE_FILE
+
+if TYPE_CHECKING:
+    from mltrain_assets.cli.sparkconnect import LocalSparkConnectServer
 
 BIN = Path(sys.executable).parent
 
@@ -53,6 +58,9 @@ class DevStack:
     workspace: Path = WORKSPACE_FILE  # the code locations the webserver and the daemon load
     services: list[Service] = field(default_factory=list)
     running: Services | None = field(default=None, repr=False)  # the sessions started, and the signal handlers
+    # MLTRAIN_SPARK_CONNECT=local: a Spark Connect server the stack's runs reach (MLTRAIN_SPARK_MASTER=sc://...).
+    spark_connect: LocalSparkConnectServer | None = field(default=None, repr=False)
+    spark_url: str = ""
 
     @property
     def dagster_url(self) -> str:
@@ -121,6 +129,12 @@ class DevStack:
                 "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
                 "PYTHONUNBUFFERED": "1",
             }
+            if os.environ.get("MLTRAIN_SPARK_CONNECT") == "local":
+                from mltrain_assets.cli.sparkconnect import LocalSparkConnectServer  # imports pyspark: only here
+
+                master = os.environ.get("MLTRAIN_SPARK_MASTER", "local[*]")
+                self.spark_connect = LocalSparkConnectServer(logs / "spark", master=master)
+                self.spark_url = env["MLTRAIN_SPARK_MASTER"] = self.spark_connect.__enter__()
             self.services = self.plan()
             for service in self.services:
                 service.log_path = logs / f"{service.name}.log"
@@ -154,6 +168,8 @@ class DevStack:
         """Every service and what it started: SIGTERM, up to ``grace_s``, then SIGKILL (at once on a stop signal)."""
         if self.running is not None:
             self.running.stop(grace_s)
+        if self.spark_connect is not None:
+            self.spark_connect.__exit__()
 
     def __enter__(self) -> DevStack:
         return self.start()

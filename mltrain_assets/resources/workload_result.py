@@ -32,6 +32,8 @@ _NO_RETRY_SUMMARIES = (
     # Bad input does not get better on retry: fail once, with the workload's own words.
     ("data_rejected", "{workload} rejected its input: {reason}", "rule_violation"),
 )
+# A long-lived server (Spark Connect) was unreachable or restarted mid-query: the step's retry policy runs it again.
+_RETRY_SUMMARY = ("service_interrupted", "{workload}: {reason}", "service_interrupted")
 K8S_NOT_MEASURED = (
     "not measured: the pod runs on a cluster node; its CPU and memory are the cluster's metrics "
     "(metrics-server / cAdvisor: container_cpu_usage_seconds_total, container_memory_working_set_bytes)"
@@ -89,12 +91,12 @@ def reported(
     for message in _checked(workload, result.returncodes, messages):
         if isinstance(message, dict):
             summary.update(message)
-    for key, describe, metadata_key in _NO_RETRY_SUMMARIES:
+    for key, describe, metadata_key in (*_NO_RETRY_SUMMARIES, _RETRY_SUMMARY):
         if key in summary:
             raise Failure(
                 description=describe.format(workload=workload, reason=summary[key]),
                 metadata={metadata_key: MetadataValue.text(summary[key])},
-                allow_retries=False,
+                allow_retries=key == _RETRY_SUMMARY[0],
             )
     usage = result.usage
     if result.attempts:

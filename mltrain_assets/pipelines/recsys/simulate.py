@@ -181,6 +181,24 @@ def simulate_day(
     seed: int = 0,
 ) -> tuple[pa.Table, dict]:
     """One day of impressions as an ``INTERACTIONS_SCHEMA`` table sorted by time, duplicates included."""
+    table, stats, _ = _simulate(date, events_per_day, n_users, n_items, seed)
+    return table, stats
+
+
+def click_probabilities(date: str, events_per_day: int, n_users: int, n_items: int, seed: int = 0) -> pa.Table:
+    """``(event_id, p_click, true_logit)`` of every unique impression of the day, recomputed from the seed.
+
+    The sizes are required: they are part of the draws, and only the ones the day landed with give its probabilities.
+
+    ``p_click`` is the probability the day's click was drawn from (noise included); ``true_logit``
+    the noise-free logit, the best ranking any model of the impression's attributes can reach.
+    Never written to the landing zone: it is what an evaluation compares a model with (``evaluate.oracle_auc``).
+    """
+    return _simulate(date, events_per_day, n_users, n_items, seed)[2]
+
+
+def _simulate(date: str, events_per_day: int, n_users: int, n_items: int, seed: int) -> tuple[pa.Table, dict, pa.Table]:
+    """The day's table, its stats and its oracle (``click_probabilities``): one set of draws for all three."""
     day = dt.date.fromisoformat(date)
     w = world(n_users, n_items, seed)
     rng = np.random.default_rng([seed, _DAY_STREAM, (day - _EPOCH).days + 100_000])
@@ -203,8 +221,9 @@ def simulate_day(
     item = rng.choice(n_items, size=events_per_day, p=w.item_exposure)
 
     taste_affinity = affinity(w.tastes(date), w.item_vec, user, item)
-    logit = _logit(w, taste_affinity, user, item, device, position, hour) + rng.normal(0.0, NOISE_STD, events_per_day)
-    clicked = rng.random(events_per_day) < 1.0 / (1.0 + np.exp(-logit))
+    base_logit = _logit(w, taste_affinity, user, item, device, position, hour)
+    p_click = 1.0 / (1.0 + np.exp(-(base_logit + rng.normal(0.0, NOISE_STD, events_per_day))))
+    clicked = rng.random(events_per_day) < p_click
     dwell = np.exp(rng.normal(2.8 + 0.8 * taste_affinity, 0.6))
     dwell = np.where(clicked, np.round(dwell, 1), 0.0)
 
@@ -213,15 +232,17 @@ def simulate_day(
     order = np.lexsort((position, user, event_at))
     user, item, device, position, hour = user[order], item[order], device[order], position[order], hour[order]
     clicked, dwell, event_at = clicked[order], dwell[order], event_at[order]
+    p_click, base_logit = p_click[order], base_logit[order]
 
     # ~0.1% of events are redelivered: exact copies, landing in the same hour next to the original.
     n_dup = round(DUPLICATE_RATE * events_per_day)
     dup = np.sort(rng.choice(events_per_day, size=n_dup, replace=False))
     rows = np.sort(np.concatenate([np.arange(events_per_day), dup]), kind="stable")
 
+    prefix = f"ix-{day:%Y%m%d}-s{seed}-"
     table = pa.Table.from_arrays(
         [
-            _event_ids(f"ix-{day:%Y%m%d}-s{seed}-", rows),
+            _event_ids(prefix, rows),
             pa.array(user[rows].astype(np.int64)),
             pa.array(item[rows].astype(np.int64)),
             pa.array(event_at[rows], pa.int64())
@@ -243,7 +264,14 @@ def simulate_day(
         "users": len(np.unique(user)),
         "items": len(np.unique(item)),
     }
-    return table, stats
+    oracle = pa.table(
+        {
+            "event_id": _event_ids(prefix, np.arange(events_per_day)),
+            "p_click": pa.array(p_click),
+            "true_logit": pa.array(base_logit),
+        }
+    )
+    return table, stats, oracle
 
 
 def _event_ids(prefix: str, numbers: np.ndarray) -> pa.Array:

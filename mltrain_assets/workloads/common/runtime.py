@@ -20,11 +20,13 @@ from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, PipesContext, open_dags
 from mltrain_assets.artifacts import AlreadyCommitted, ArtifactCorrupt, StorageUnavailable, writing_for
 from mltrain_assets.workloads.common.params import WorkloadParams
 from mltrain_assets.workloads.common.spark import SparkCannotReach, SparkMasterUnreachable
+from mltrain_assets.workloads.common.spark_connect import SparkConnectUnreachable, connect_failure
 from mltrain_assets.workloads.common.tracking import TrackingServerUnavailable
 
 # Exit code meaning "the input data broke a rule": retrying cannot help.
 EXIT_DATA_REJECTED = 3
-# Exit code meaning "a service (object store, MLflow, Spark master) stayed down through its client's retries".
+# Exit code meaning "a service (object store, MLflow, Spark master) stayed down through its client's retries";
+# the reported summary key says whether a step retry may help (service_interrupted: yes).
 EXIT_SERVICE_UNAVAILABLE = 4
 SERVICE_ERRORS = (StorageUnavailable, TrackingServerUnavailable, SparkMasterUnreachable)
 
@@ -40,6 +42,8 @@ _FAILURE_KINDS = (
     ((DataRejected,), "data_rejected", "DATA REJECTED", EXIT_DATA_REJECTED),
     # The service's client already retried for its whole bounded budget: a step retry would only repeat it.
     (SERVICE_ERRORS, "service_unavailable", "SERVICE UNAVAILABLE", EXIT_SERVICE_UNAVAILABLE),
+    # A long-lived server (Spark Connect) unreachable or restarted mid-query: a fresh session on a retry may pass.
+    ((SparkConnectUnreachable,), "service_interrupted", "SERVICE INTERRUPTED", EXIT_SERVICE_UNAVAILABLE),
     # A setting, not a fault: the same run would fail the same way on every retry.
     ((SparkCannotReach,), "misconfigured", "MISCONFIGURED", EXIT_DATA_REJECTED),
     # An input's files differ from their manifest: it is quarantined; retrying cannot help.
@@ -90,7 +94,7 @@ def run_workload(
     name = params_type.module.removeprefix("mltrain_assets.workloads.")
     with workload_session(name) as reporter, writing_for(params_type.module, params.recorded_fields()):
         try:
-            summary = body(params, reporter)
+            summary = _named(body, params, reporter)
         except REPORTED_FAILURES as exc:
             key, label, code = next((k, lb, c) for types, k, lb, c in _FAILURE_KINDS if isinstance(exc, types))
             reporter.report({key: str(exc)})
@@ -102,6 +106,17 @@ def run_workload(
             summary = exc.manifest.get("summary", {})
         reporter.report(summary or {})
     return 0
+
+
+def _named(body: Callable[[P, Reporter], dict[str, Any] | None], params: P, reporter: Reporter) -> Any:
+    """``body(params, reporter)``; a Spark Connect client's error for a server that went away, named (its URL)."""
+    try:
+        return body(params, reporter)
+    except Exception as exc:
+        lost = connect_failure(exc)
+        if lost is None:
+            raise
+        raise lost from exc
 
 
 def workload_main(

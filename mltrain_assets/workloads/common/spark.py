@@ -134,6 +134,16 @@ def check_master(
     addresses = master_addresses(master)
     if not addresses:
         return
+    unreachable = reach_any(addresses, attempts, timeout_s, delay_s)
+    if unreachable:
+        reason, elapsed_s = unreachable
+        raise SparkMasterUnreachable(master, attempts, elapsed_s, reason)
+
+
+def reach_any(
+    addresses: list[tuple[str, int]], attempts: int, timeout_s: float, delay_s: float
+) -> tuple[str, float] | None:
+    """None once any address accepts a connection (``attempts`` tries, ``delay_s`` apart); else (why, seconds spent)."""
     start = time.monotonic()
     try:
         for attempt in Retrying(
@@ -142,8 +152,8 @@ def check_master(
             with attempt:
                 _connect_any(addresses, timeout_s)
     except RetryError as exhausted:
-        reason = str(exhausted.last_attempt.exception())
-        raise SparkMasterUnreachable(master, attempts, time.monotonic() - start, reason) from None
+        return str(exhausted.last_attempt.exception()), time.monotonic() - start
+    return None
 
 
 def _connect_any(addresses: list[tuple[str, int]], timeout_s: float) -> None:
@@ -245,9 +255,15 @@ def spark_session(settings: SparkSettings, app_name: str, shuffle_partitions: in
     stays on this machine; the pod IP in a cluster), turns the UI off, uses UTC, and logs
     ERROR to the console and INFO to a file under the log dir (``driver_logging``). A
     standalone master is reached first (``check_master``): unreachable, it fails in seconds
-    with ``SparkMasterUnreachable`` naming its URL, before a JVM starts.
+    with ``SparkMasterUnreachable`` naming its URL, before a JVM starts. A ``sc://`` master makes it a
+    Spark Connect client (``spark_connect.connect_session``): no JVM here, no driver logging.
     """
     from pyspark.sql import SparkSession
+
+    from mltrain_assets.workloads.common.spark_connect import connect_session, is_connect_master
+
+    if is_connect_master(settings.master):
+        return connect_session(settings, shuffle_partitions)
 
     active = SparkSession.getActiveSession()
     if active is not None:

@@ -19,11 +19,13 @@ from mltrain_assets.pipelines.recsys.contract import INTERACTIONS_SCHEMA
 from mltrain_assets.pipelines.recsys.simulate import (
     DEVICES,
     LIST_LENGTH,
+    click_probabilities,
     simulate_day,
     true_logit,
     world,
     write_interactions_day,
 )
+from mltrain_assets.pipelines.recsys.workloads.evaluate import oracle_auc
 
 SMALL = {"events_per_day": 20_000, "n_users": 2_000, "n_items": 200}
 
@@ -112,6 +114,29 @@ def test_clicks_carry_signal_an_oracle_ranks_well_and_shuffled_labels_do_not():
     # Position bias: the top slot is clicked more than the last one.
     by_position = df.groupby("position")["clicked"].mean()
     assert by_position[0] > by_position[LIST_LENGTH - 1] + 0.05
+
+
+def test_the_oracle_recomputes_the_drawn_click_probabilities_of_every_unique_event_and_scores_the_day():
+    table, stats = simulate_day("2026-03-08", **SMALL)
+    oracle = click_probabilities("2026-03-08", **SMALL)
+
+    assert oracle.column_names == ["event_id", "p_click", "true_logit"]
+    assert oracle.num_rows == stats["unique_events"] == len(pc.unique(table.column("event_id")))
+    assert oracle.equals(click_probabilities("2026-03-08", **SMALL)), "same seed, same probabilities"
+    assert not oracle.equals(click_probabilities("2026-03-09", **SMALL))
+    p = oracle.column("p_click").to_numpy()
+    assert ((p > 0) & (p < 1)).all()
+    # The clicks were drawn from p_click: its mean is the click rate, up to sampling noise.
+    assert abs(p.mean() - stats["click_rate"]) < 0.01
+    # The landing table keeps its schema: nothing of the oracle travels with the data the pipeline reads.
+    assert table.schema.names == INTERACTIONS_SCHEMA.names
+
+    deduplicated = table.group_by("event_id").aggregate([("clicked", "max")]).rename_columns(["event_id", "clicked"])
+    figures = oracle_auc(deduplicated, oracle)
+    assert figures["n"] == stats["unique_events"]
+    assert figures["oracle_auc"] > 0.88 and figures["oracle_auc_noise_free"] > 0.88
+    with pytest.raises(ValueError, match="2 of 20000 events unknown to the oracle"):
+        oracle_auc(deduplicated, oracle.slice(2))
 
 
 @pytest.mark.services

@@ -44,7 +44,7 @@ from mltrain_assets.pipelines.demand.contract import CITIES
 from mltrain_assets.pipelines.demand.params import AggregatesParams
 from mltrain_assets.pipelines.demand.workloads import parity
 from mltrain_assets.pipelines.demand.workloads.feature_sql import HOURLY_KEY, HOURLY_SQL, HOURLY_VALUES
-from mltrain_assets.pipelines.demand.workloads.sql_engines import SqlSession, other_engine, sql_session
+from mltrain_assets.pipelines.demand.workloads.sql_engines import SqlSession, other_engine, spark_used, sql_session
 from mltrain_assets.schemas import UTC_TS
 from mltrain_assets.workloads.common.runtime import DataRejected, Reporter, workload_main
 from mltrain_assets.workloads.ingest.params import EVENTS_FILE
@@ -172,14 +172,17 @@ def aggregate_day(session: SqlSession, rides_uri: str, manifest: dict, date: str
     return AggregatedDay(date, rides_uri, events_uri, manifest, table, seconds)
 
 
-def commit_day(day: AggregatedDay, engine: str, engine_parity: dict, out_uri: str, reporter: Reporter | None) -> dict:
-    """Commit one aggregated day with its parity report; returns its summary."""
+def commit_day(
+    day: AggregatedDay, engine: str, engine_parity: dict, out_uri: str, reporter: Reporter | None, spark: dict
+) -> dict:
+    """Commit one aggregated day with its parity report and the Spark that ran (``spark_used``); returns its summary."""
     table, manifest = day.table, day.manifest
     summary = {
         "date": day.date,
         "rows": table.num_rows,
         "rides": int(pc.sum(table.column("rides")).as_py() or 0),
         "rows_in": int(manifest.get("rows", 0)),
+        **spark,
     }
     writer = ArtifactWriter(
         out_uri,
@@ -223,6 +226,7 @@ def build_aggregates(
                 reporter.info(f"aggregates {date}: already committed at {targets[date]}; skipping")
     # Inputs are checked before any engine starts: a refusal costs no Spark session.
     manifests = {date: input_manifest(rides_uris[date], date) for date in pending}
+    used = spark_used(spark, engine, check_parity_on_other_engine)
     if pending:
         with contextlib.ExitStack() as stack:
             session = stack.enter_context(sql_session(engine, spark))
@@ -245,7 +249,7 @@ def build_aggregates(
                 )
                 for date, day in days.items():
                     try:
-                        summaries[date] = commit_day(day, session.engine, reports[date], targets[date], reporter)
+                        summaries[date] = commit_day(day, session.engine, reports[date], targets[date], reporter, used)
                     except AlreadyCommitted as adopted:  # a concurrent run committed this date first
                         summaries[date] = adopted.manifest["summary"]
     return {"dates": summaries}

@@ -40,7 +40,7 @@ from mltrain_assets.pipelines.demand.workloads.feature_sql import (
     LABEL,
     feature_sql,
 )
-from mltrain_assets.pipelines.demand.workloads.sql_engines import SqlSession, other_engine, sql_session
+from mltrain_assets.pipelines.demand.workloads.sql_engines import SqlSession, other_engine, spark_used, sql_session
 from mltrain_assets.schemas import UTC_TS
 from mltrain_assets.workloads.common.runtime import Reporter, workload_main
 from mltrain_assets.workloads.common.spark import SparkSettings
@@ -152,6 +152,7 @@ def build_features(
         "last_ts": pc.max(ts).as_py().isoformat(),
         "n_inputs": len(aggregates_uris),
         "input_dates_missing": missing,
+        **spark_used(spark, engine, check_parity_on_other_engine),
     }
     writer = ArtifactWriter(
         out_uri,

@@ -7,6 +7,8 @@ grid is generated. ``sql_session(engine)`` opens one and closes it.
 - ``spark``: a session from ``common.spark.spark_session`` configured by ``SparkSettings`` (it
   reuses the active session if the process has one, e.g. tests). Spark reads ``file://`` here;
   ``s3://`` is refused with a message recommending the duckdb engine unless ``SparkSettings.s3a``.
+  A ``sc://`` master makes it a Spark Connect client of a long-lived server (``common.spark_connect``):
+  the same SQL text, views and results; no JVM in the workload.
 - ``duckdb``: in-process, bounded memory with spill (``common.duck``), reads ``file://`` and
   ``s3://`` through fsspec.
 """
@@ -24,6 +26,7 @@ from mltrain_assets.pipelines.demand.contract import CITIES
 from mltrain_assets.pipelines.demand.params import SQL_ENGINES
 from mltrain_assets.workloads.common.duck import duckdb_connection, duckdb_path, sql_list
 from mltrain_assets.workloads.common.spark import SparkSettings, spark_path, spark_session
+from mltrain_assets.workloads.common.spark_connect import is_connect_master, server_url
 
 SPARK_APP_NAME = "mltrain-demand-sql"
 RIDE_COLUMNS = "status, fare_usd, distance_km, temperature_c, precipitation_mm"
@@ -152,10 +155,11 @@ class _SparkSession:
     def close(self) -> None:
         if self._spark is None:
             return
+        if self._owned:  # its views go with it (a call per view would wait on a Connect server that went away)
+            self._spark.stop()
+            return
         for view in self.views:
             self._spark.catalog.dropTempView(view)
-        if self._owned:
-            self._spark.stop()
 
 
 @contextmanager
@@ -172,6 +176,15 @@ def sql_session(engine: str, spark: SparkSettings | None = None) -> Iterator[Sql
         yield adapter
     finally:
         adapter.close()
+
+
+def spark_used(spark: SparkSettings | None, engine: str, parity: bool) -> dict[str, object]:
+    """What a summary records of the Spark that ran (primary or parity engine): its master, and if it was Connect."""
+    if engine != "spark" and not parity:
+        return {}
+    master = (spark or SparkSettings()).master
+    connect = is_connect_master(master)
+    return {"spark_master": server_url(master) if connect else master, "spark_connect": connect}
 
 
 def other_engine(engine: str) -> str:

@@ -15,7 +15,8 @@ The ALS steps themselves are ``als.py``; this module runs them and commits the f
 
 Scale: checkpoints go to a scratch folder of this workload (a temp folder on a local master,
 ``spark.checkpoint.dir`` from the Spark conf on a cluster, whose executors need shared
-storage), never into the version folder. The factors come back to the driver as Arrow
+storage), never into the version folder; on Spark Connect (``sc://``, ALS runs through ``pyspark.ml``'s
+Connect client) the server's own ``spark.checkpoint.dir``, if it has one. The factors come back to the driver as Arrow
 (``DataFrame.toArrow``) and are aligned with the window's ids by a vectorized join.
 """
 
@@ -43,6 +44,7 @@ from mltrain_assets.pipelines.recsys.workloads.als import (
 )
 from mltrain_assets.workloads.common.runtime import DataRejected, Reporter, workload_main
 from mltrain_assets.workloads.common.spark import SparkSettings, spark_path, spark_session
+from mltrain_assets.workloads.common.spark_connect import is_connect_session
 from mltrain_assets.workloads.ingest.params import EVENTS_FILE
 
 WORKLOAD = "interaction_embeddings"
@@ -108,8 +110,10 @@ def fit_embeddings(
     if plan is None:
         plan = als_plan(window.n_pairs, window.user_counts.num_rows, window.item_counts.num_rows, rank)
     ratings = window.rated.repartition(plan.blocks, "user").sortWithinPartitions("user", "item").cache()
+    if is_connect_session(spark):  # a Connect client cannot set one: the server's own spark.checkpoint.dir, if any
+        checkpoint_dir = spark.conf.get("spark.checkpoint.dir", None) or None
     checkpointing = plan.checkpoint_interval > 0 and checkpoint_dir is not None
-    if checkpointing:
+    if checkpointing and not is_connect_session(spark):
         spark.sparkContext.setCheckpointDir(checkpoint_dir)
     model = fit_als(ratings, plan, checkpointing, iterations=iterations, reg=reg, alpha=alpha, seed=seed)
     watch.lap("als_s")

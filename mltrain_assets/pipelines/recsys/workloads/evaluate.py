@@ -68,6 +68,24 @@ def evaluate_model_dir(model_dir: str, impressions: pd.DataFrame | pa.Table) -> 
     return auc_of(*labels_and_scores(model_dir, impressions))
 
 
+def oracle_auc(events: pa.Table, oracle: pa.Table) -> dict[str, float | int]:
+    """ROC AUC of ``events``' clicks (``event_id``, ``clicked``) scored by the simulator's own probabilities.
+
+    ``oracle``: ``simulate.click_probabilities`` of the same day (``event_id``, ``p_click``, ``true_logit``).
+    """
+    joined = events.select(["event_id", "clicked"]).join(oracle, "event_id", join_type="inner")
+    if joined.num_rows != events.num_rows:
+        raise ValueError(
+            f"oracle_auc: {events.num_rows - joined.num_rows} of {events.num_rows} events unknown to the oracle"
+        )
+    clicked = joined.column("clicked").to_numpy()
+    return {
+        "oracle_auc": float(roc_auc_score(clicked, joined.column("p_click").to_numpy())),
+        "oracle_auc_noise_free": float(roc_auc_score(clicked, joined.column("true_logit").to_numpy())),
+        "n": joined.num_rows,
+    }
+
+
 # The figures a reviewer opens first on a recommender's MLflow run, by artifact path.
 ROC_FIGURE = "figures/roc_curve.png"
 CALIBRATION_FIGURE = "figures/calibration.png"
