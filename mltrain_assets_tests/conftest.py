@@ -46,7 +46,9 @@ def package_of(nodeid: str) -> str:
 LONGEST_PACKAGES = (
     "e2e",
     "pipelines/demand",
+    "cli",
     "pipelines/recsys/workloads",
+    "workloads/common",
     "services",
     "core",
     "pipelines/demand/workloads",
