@@ -19,7 +19,7 @@ from typing import Any
 import pydantic
 from dagster import Config, Failure
 
-from mltrain_assets.workloads.common.params import WorkloadParams, bounds_text, hyperparameters, in_range
+from mltrain_assets.workloads.common.params import WorkloadParams, bounds_text, hyperparameters, range_problem
 
 CODE_VERSION_SOURCE = "code_version_source"  # the asset's metadata: `explicit override` or `derived (...)`
 # Asset name -> the workload its launch config tunes: what `mltrain materialize --config` checks against.
@@ -79,9 +79,8 @@ def check_config(asset_name: str, workload: type[WorkloadParams], values: Mappin
         field = ".".join(str(part) for part in problem["loc"])
         raise ValueError(f"{asset_name}: config {field}={problem.get('input')!r} refused: {problem['msg']}") from None
     for name, value in checked.items():
-        if not in_range(fields[name], value):
-            bounds = bounds_text(fields[name])
-            raise ValueError(f"{asset_name}: config {name}={value!r} is out of range: must be {bounds}")
+        if problem := range_problem(fields[name], value):
+            raise ValueError(f"{asset_name}: config {name}={value!r} {problem}")
 
 
 def code_version_metadata(workload: type[WorkloadParams]) -> dict[str, str]:

@@ -93,17 +93,19 @@ def bounds_text(field: dataclasses.Field) -> str:
     return ", ".join(f"{_BOUND_TEXT[key]} {field.metadata[key]}" for key in _BOUNDS if key in field.metadata)
 
 
-def in_range(field: dataclasses.Field, value: Any) -> bool:
-    """Whether ``value`` is within the range hyperparameter ``field`` declares (always, when it declares none)."""
-    return all(check(value, field.metadata[key]) for key, check in _BOUNDS.items() if key in field.metadata)
+def range_problem(field: dataclasses.Field, value: Any) -> str:
+    """Why ``value`` is outside the range hyperparameter ``field`` declares (``is out of range: must be ...``); "" if within."""
+    if all(check(value, field.metadata[key]) for key, check in _BOUNDS.items() if key in field.metadata):
+        return ""
+    return f"is out of range: must be {bounds_text(field)}"
 
 
 def check_hyperparameters(params: WorkloadParams) -> None:
     """Refuse a hyperparameter outside its declared range, naming the class, field and value."""
     for f in hyperparameters(params):
         value = getattr(params, f.name)
-        if not in_range(f, value):
-            raise ValueError(f"{type(params).__name__}.{f.name}={value!r} is out of range: must be {bounds_text(f)}")
+        if problem := range_problem(f, value):
+            raise ValueError(f"{type(params).__name__}.{f.name}={value!r} {problem}")
 
 
 class _DerivedCodeVersion:
