@@ -75,9 +75,9 @@ def check_config(asset_name: str, workload: type[WorkloadParams], values: Mappin
     try:
         checked = model(**values).model_dump() if model is not None else {}
     except pydantic.ValidationError as exc:
-        problem = exc.errors()[0]
-        field = ".".join(str(part) for part in problem["loc"])
-        raise ValueError(f"{asset_name}: config {field}={problem.get('input')!r} refused: {problem['msg']}") from None
+        error = exc.errors()[0]
+        field = ".".join(str(part) for part in error["loc"])
+        raise ValueError(f"{asset_name}: config {field}={error.get('input')!r} refused: {error['msg']}") from None
     for name, value in checked.items():
         if problem := range_problem(fields[name], value):
             raise ValueError(f"{asset_name}: config {name}={value!r} {problem}")
