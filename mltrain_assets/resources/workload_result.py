@@ -21,19 +21,19 @@ from mltrain_assets.workloads.common.runtime import EXIT_DATA_REJECTED, EXIT_SER
 REPORTED_EXITS = (EXIT_DATA_REJECTED, EXIT_SERVICE_UNAVAILABLE)
 OK_EXITS = (0, *REPORTED_EXITS)
 
-# What a workload reported before a reported exit, as one failure without step retries:
-# (summary key, description, metadata key).
-_NO_RETRY_SUMMARIES = (
+# What a workload reported before a reported exit, as one step failure:
+# (summary key, description, metadata key, whether the step's retry policy may run it again).
+_REPORTED_SUMMARIES = (
     # Its client retried for a bounded budget already; stacking step retries on it would multiply the wait.
-    ("service_unavailable", "{workload}: {reason}", "service_unavailable"),
-    ("misconfigured", "{workload} is misconfigured: {reason}", "misconfigured"),
+    ("service_unavailable", "{workload}: {reason}", "service_unavailable", False),
+    # A long-lived server (Spark Connect) was unreachable or restarted mid-query: a fresh session on a retry may pass.
+    ("service_interrupted", "{workload}: {reason}", "service_interrupted", True),
+    ("misconfigured", "{workload} is misconfigured: {reason}", "misconfigured", False),
     # A committed input failed verification and was quarantined: rebuilding it, not retrying, helps.
-    ("input_corrupt", "{workload}: an input is corrupt: {reason}", "input_corrupt"),
+    ("input_corrupt", "{workload}: an input is corrupt: {reason}", "input_corrupt", False),
     # Bad input does not get better on retry: fail once, with the workload's own words.
-    ("data_rejected", "{workload} rejected its input: {reason}", "rule_violation"),
+    ("data_rejected", "{workload} rejected its input: {reason}", "rule_violation", False),
 )
-# A long-lived server (Spark Connect) was unreachable or restarted mid-query: the step's retry policy runs it again.
-_RETRY_SUMMARY = ("service_interrupted", "{workload}: {reason}", "service_interrupted")
 K8S_NOT_MEASURED = (
     "not measured: the pod runs on a cluster node; its CPU and memory are the cluster's metrics "
     "(metrics-server / cAdvisor: container_cpu_usage_seconds_total, container_memory_working_set_bytes)"
@@ -91,12 +91,12 @@ def reported(
     for message in _checked(workload, result.returncodes, messages):
         if isinstance(message, dict):
             summary.update(message)
-    for key, describe, metadata_key in (*_NO_RETRY_SUMMARIES, _RETRY_SUMMARY):
+    for key, describe, metadata_key, retry in _REPORTED_SUMMARIES:
         if key in summary:
             raise Failure(
                 description=describe.format(workload=workload, reason=summary[key]),
                 metadata={metadata_key: MetadataValue.text(summary[key])},
-                allow_retries=key == _RETRY_SUMMARY[0],
+                allow_retries=retry,
             )
     usage = result.usage
     if result.attempts:
