@@ -114,7 +114,7 @@ def _named(body: Callable[[P, Reporter], dict[str, Any] | None], params: P, repo
         return body(params, reporter)
     except Exception as exc:
         lost = connect_failure(exc)
-        if lost is None:
+        if lost is None or lost is exc:
             raise
         raise lost from exc
 

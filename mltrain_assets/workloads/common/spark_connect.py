@@ -118,7 +118,7 @@ def connect_session(settings: SparkSettings, shuffle_partitions: int) -> tuple[A
         session.conf.set("mltrain.spark.server_conf", ",".join(sorted(left_to_server)))
     except Exception as exc:
         lost = connect_failure(exc)
-        if lost is None:
+        if lost is None or lost is exc:
             raise
         raise lost from exc
     return session, not reused
@@ -137,6 +137,8 @@ def connect_failure(exc: BaseException) -> SparkConnectUnreachable | None:
     error: BaseException | None = exc
     while error is not None and id(error) not in seen:
         seen.add(id(error))
+        if isinstance(error, SparkConnectUnreachable):  # already named (e.g. a later session's reachability check)
+            return error
         reason = _lost_reason(error)
         if reason:
             return SparkConnectUnreachable(_opened[-1], f"went away mid-query ({reason})")
@@ -145,8 +147,6 @@ def connect_failure(exc: BaseException) -> SparkConnectUnreachable | None:
 
 
 def _lost_reason(error: BaseException) -> str:
-    if isinstance(error, SparkConnectUnreachable):
-        return error.reason
     code = getattr(error, "getGrpcStatusCode", None) or getattr(error, "code", None)
     status = getattr(code() if callable(code) else None, "name", "")
     condition = getattr(error, "getCondition", lambda: None)() or ""

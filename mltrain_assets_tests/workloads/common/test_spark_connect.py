@@ -171,3 +171,18 @@ def test_connect_urls_are_named_without_their_parameters():
     assert server_url("sc://spark-connect/;token=abc") == "sc://spark-connect:15002"
     error = SparkConnectUnreachable("sc://h:1", "is not reachable (connection refused) after 4 attempts over 3 s")
     assert str(error) == "Spark Connect server sc://h:1 is not reachable (connection refused) after 4 attempts over 3 s"
+
+
+def test_an_already_named_unreachable_server_is_not_relabelled_as_lost_mid_query(monkeypatch):
+    from mltrain_assets.workloads.common import spark_connect
+
+    # This process had a session on another server already: a later reachability failure keeps its own words.
+    monkeypatch.setattr(spark_connect, "_opened", ["sc://127.0.0.1:15002"])
+    refused = SparkConnectUnreachable("sc://127.0.0.1:15003", "is not reachable (connection refused) after 4 attempts")
+    assert spark_connect.connect_failure(refused) is refused
+    wrapped = RuntimeError("query failed")
+    wrapped.__cause__ = refused
+    assert spark_connect.connect_failure(wrapped) is refused
+    assert str(refused) == (
+        "Spark Connect server sc://127.0.0.1:15003 is not reachable (connection refused) after 4 attempts"
+    )
