@@ -3,13 +3,15 @@
 Busy means either of:
 
 - the load is above the core count: the 1-minute load average, or a short sample of our own (the mean
-  number of runnable tasks over ``SAMPLE_S`` seconds, read from ``/proc/loadavg``, ourselves excluded),
-  which sees a job that started seconds ago before the 1-minute average does;
+  number of runnable threads over ``SAMPLE_S`` seconds, read from ``/proc``, our own process tree
+  excluded), which sees a job that started seconds ago before the 1-minute average does;
 - another bench holds the lock (``LOCK_PATH``, one per machine: load is the machine's): an ``flock`` on
   an open file, so it dies with its process, no stale lock to clean up. The file names the holder's pid.
 
 ``hold()`` takes the lock and checks the load; busy, it raises ``Busy`` with a one-line reason, unless
 forced, when it returns a ``Reading`` marked ``forced`` and every figure is marked "under load".
+While the bench runs, a figure is marked "under load" only for other processes' run queue: the bench's
+own Spark or torch threads raise the machine's load, and are what it measures.
 A bench script started by a runner that holds the lock (its parent) runs under the parent's lock.
 """
 
@@ -46,7 +48,13 @@ class Reading:
 
     @property
     def busy(self) -> bool:
+        """Before a bench starts: the minute's average or the others' run queue above the cores."""
         return max(self.load_1m, self.sampled) > self.cores
+
+    @property
+    def others_busy(self) -> bool:
+        """While a bench runs: only the others' run queue counts (the 1-minute average holds our own work)."""
+        return self.sampled > self.cores
 
     def words(self) -> str:
         return (
@@ -58,13 +66,44 @@ def load_1m() -> float:
     return os.getloadavg()[0]
 
 
-def runnable_tasks() -> float:
-    """Tasks running or runnable now, this reader excluded (``/proc/loadavg``'s 4th field is ``R/total``)."""
+def _stat_fields(path: Path) -> list[str]:
+    """A ``stat`` file's fields after the command name (which may hold spaces): state first, then ppid."""
+    return path.read_text().rsplit(")", 1)[1].split()
+
+
+def runnable_tasks(proc: Path = Path("/proc"), root_pid: int | None = None) -> float:
+    """Threads running or runnable now in processes other than ours: ``root_pid`` and its descendants excluded.
+
+    The bench's own work (Spark's JVM, torchrun's workers) is what it measures, not load on the machine; the
+    1-minute average cannot tell the two apart, this count can. Without procfs (macOS) the 1-minute average.
+    """
+    root_pid = os.getpid() if root_pid is None else root_pid
+    parents: dict[int, int] = {}
     try:
-        running = Path("/proc/loadavg").read_text().split()[3].split("/")[0]
-    except (OSError, IndexError):
-        return load_1m()  # no procfs (macOS): the 1-minute average stands in
-    return max(int(running) - 1, 0)
+        entries = [entry for entry in os.listdir(proc) if entry.isdigit()]
+    except OSError:
+        return load_1m()
+    for entry in entries:
+        try:
+            parents[int(entry)] = int(_stat_fields(proc / entry / "stat")[1])
+        except (OSError, IndexError, ValueError):
+            continue  # ended while listed
+    ours, changed = {root_pid}, True
+    while changed:
+        grown = ours | {pid for pid, parent in parents.items() if parent in ours}
+        changed, ours = grown != ours, grown
+    running = 0
+    for pid in parents.keys() - ours:
+        try:
+            tasks = os.listdir(proc / str(pid) / "task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                running += _stat_fields(proc / str(pid) / "task" / task / "stat")[0] == "R"
+            except (OSError, IndexError):
+                continue
+    return float(running)
 
 
 def sample(
@@ -148,22 +187,22 @@ def hold(force: bool = False, path: Path = LOCK_PATH, measure: Callable[[], Read
     return Hold(handle, now, bool(other) or now.busy, under_runner=False)
 
 
-def under_load_note(before: Reading, after: Reading) -> str:
-    """What every figure recorded under load says: the higher of the two readings."""
-    worst = max(before.load_1m, before.sampled, after.load_1m, after.sampled)
+def under_load_note(before: Reading, after: Reading, started_busy: bool = False) -> str:
+    """What every figure recorded under load says: the others' load (and the minute's, forced onto a busy machine)."""
+    worst = max(before.sampled, after.sampled, *((before.load_1m, after.load_1m) if started_busy else ()))
     return f"under load (load {worst:.2f} on {before.cores} cores)"
 
 
 def annotate(figure: dict, before: Reading, after: Reading, started_busy: bool = False) -> dict:
     """The figure with the load it ran at; marked "under load" if the run was forced onto a busy machine or
-    the load rose above the cores around this figure."""
+    other processes' load rose above the cores around this figure (the bench's own work does not count)."""
     load = {
         "before": dataclasses.asdict(before),
         "after": dataclasses.asdict(after),
         "cores": before.cores,
     }
-    if started_busy or before.busy or after.busy:
-        load["under_load"] = under_load_note(before, after)
+    if started_busy or before.others_busy or after.others_busy:
+        load["under_load"] = under_load_note(before, after, started_busy)
     return {**figure, "load": load}
 
 

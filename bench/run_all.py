@@ -82,7 +82,11 @@ def main(
     out_path = args.out or default_out(args.seed)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     start = held.reading
-    marked = f"; forced: every figure marked {guard.under_load_note(start, start)}" if held.under_load else ""
+    marked = (
+        f"; forced: every figure marked {guard.under_load_note(start, start, started_busy=True)}"
+        if held.under_load
+        else ""
+    )
     print(f"bench: {start.words()}{marked}; figures -> {out_path}", flush=True)
     status = 0
     try:

@@ -154,6 +154,7 @@ def main() -> None:
     parser.add_argument("--scratch", help="working folder (default: a new temp folder, removed at the end)")
     parser.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}")
     parser.add_argument("--epochs", type=int, default=contract.TRAIN_EPOCHS)
+    parser.add_argument("--hidden-width", type=int, default=contract.HIDDEN_SIZES[0], help="the MLP's first layer")
     parser.add_argument("--recall-users", type=int, default=2_000)
     parser.add_argument("--driver-memory", help="spark.driver.memory of the ALS step (default: the session's, 2g)")
     args = parser.parse_args()
@@ -171,8 +172,11 @@ def main() -> None:
 HISTORY_BUCKETS = ((0, 0), (1, 10), (11, 30), (31, None))  # the user's impressions in the embeddings window
 
 
-def by_user_history(model_uri: str, eval_uri: str, oracle) -> dict:
-    """Model and oracle AUC on day D per bucket of the user's history in the embeddings window: where the gap is."""
+def by_user_history(model_uri: str, eval_uri: str, embeddings_uri: str, oracle) -> dict:
+    """Model and oracle AUC on day D per bucket of the user's history in the embeddings window: where the gap is.
+
+    The history is the ALS window's (D-14..D-8; the model's own user table counts every day through D-1).
+    """
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
@@ -182,8 +186,12 @@ def by_user_history(model_uri: str, eval_uri: str, oracle) -> dict:
     day = read_table(eval_uri, EVENTS_FILE).join(oracle, "event_id")
     clicked, p_click = day.column("clicked").to_numpy(), day.column("p_click").to_numpy()
     model = score(bundle, day)
-    rows = bundle.users.rows(day.column("user_id").to_numpy())
-    history = np.where(rows > 0, np.concatenate([[0], bundle.users.impressions])[rows], 0)
+    als_users = read_table(embeddings_uri, contract.USER_FACTORS_FILE).sort_by("user_id")
+    als_ids = als_users.column("user_id").to_numpy()
+    ids = day.column("user_id").to_numpy()
+    position = np.clip(np.searchsorted(als_ids, ids), 0, max(len(als_ids) - 1, 0))
+    known = als_ids[position] == ids if len(als_ids) else np.zeros(len(ids), bool)
+    history = np.where(known, als_users.column("impressions").to_numpy()[position], 0)
     buckets = {}
     for low, high in HISTORY_BUCKETS:
         mask = (history >= low) & (history <= (high if high is not None else history.max()))
@@ -260,12 +268,13 @@ def run(scratch: Path, sizes: dict, args: argparse.Namespace) -> None:
     # 4. DDP training, 2 workers on this node, AUC on day D (launcher), MLflow on sqlite.
     if "train" in steps:
         model_uri = version_uri(storage, "recommender_model", args.date, run_id)
-        train = TrainParams(date=args.date, epochs=args.epochs, interactions_uris=train_uris, eval_uri=eval_uri,
-                            embeddings_uri=embeddings_uri, mlflow=mlflow, out_uri=model_uri)  # fmt: skip
+        train = TrainParams(date=args.date, epochs=args.epochs, hidden_width=args.hidden_width,
+                            interactions_uris=train_uris, eval_uri=eval_uri, embeddings_uri=embeddings_uri,
+                            mlflow=mlflow, out_uri=model_uri)  # fmt: skip
         figures = measured(train.command(python), env, logs / "train.log")
         summary = read_manifest(model_uri)["summary"]
         emit("train", **figures, rows=summary["n_train"], eval_rows=summary["n_eval"], epochs=summary["epochs"],
-             world_size=summary["world_size"], auc=round(summary["auc"], 4),
+             hidden_width=args.hidden_width, world_size=summary["world_size"], auc=round(summary["auc"], 4),
              epoch_s=[float(s) for s in EPOCH_SECONDS.findall((logs / "train.log").read_text())])  # fmt: skip
     else:
         model_uri = latest(storage, "recommender_model", args.date)
@@ -281,7 +290,7 @@ def run(scratch: Path, sizes: dict, args: argparse.Namespace) -> None:
              oracle_auc_noise_free=round(figures["oracle_auc_noise_free"], 4), threshold=contract.AUC_THRESHOLD,
              gap=round(figures["oracle_auc"] - model_auc, 4), model_passes=model_auc > contract.AUC_THRESHOLD,
              oracle_passes=figures["oracle_auc"] > contract.AUC_THRESHOLD, rows=figures["n"])  # fmt: skip
-        emit("oracle_by_history", **by_user_history(model_uri, eval_uri, oracle))
+        emit("oracle_by_history", **by_user_history(model_uri, eval_uri, embeddings_uri, oracle))
 
     # 6. Top-K for every user the model knows.
     if "topk" in steps:

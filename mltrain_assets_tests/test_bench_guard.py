@@ -68,7 +68,45 @@ def test_a_short_burst_counts_even_when_the_minute_average_is_low():
     assert reading.busy
     assert not guard.reading(cores=2, read_load=lambda: 1.9, read_sample=lambda: 1.2).busy
     assert guard.sample(0.3, 0.05, read=iter([1.0, 3.0] * 20).__next__) == pytest.approx(2.0, abs=0.5)
-    assert guard.runnable_tasks() >= 0  # the real reader: /proc/loadavg's run queue, this process excluded
+    assert guard.runnable_tasks() >= 0  # the real reader: /proc, this process tree excluded
+
+
+def fake_proc(root: Path, processes: dict[int, tuple[int, list[str]]]) -> Path:
+    """A /proc with ``pid -> (ppid, thread states)``: each process's stat and one task stat per thread."""
+    for pid, (ppid, states) in processes.items():
+        (root / str(pid)).mkdir(parents=True)
+        (root / str(pid) / "stat").write_text(f"{pid} (name with ) paren) S {ppid} 1 1\n")
+        for tid, state in enumerate(states):
+            (root / str(pid) / "task" / str(pid * 100 + tid)).mkdir(parents=True)
+            (root / str(pid) / "task" / str(pid * 100 + tid) / "stat").write_text(f"{pid} (java) {state} {ppid} 1\n")
+    return root
+
+
+def test_the_benchs_own_threads_are_not_load_but_everyone_elses_are(tmp_path):
+    proc = fake_proc(
+        tmp_path / "proc",
+        {
+            10: (1, ["R"]),  # the bench
+            11: (10, ["R", "R", "S"]),  # its Spark JVM
+            12: (11, ["R", "R"]),  # a Python worker the JVM started
+            20: (1, ["R", "R", "R", "S"]),  # another session's test run
+            21: (20, ["D", "R"]),
+            30: (1, ["S"]),
+        },
+    )
+    assert guard.runnable_tasks(proc, root_pid=10) == 4.0
+    assert guard.runnable_tasks(proc, root_pid=20) == 5.0
+
+
+def test_a_figure_is_marked_for_other_processes_load_not_for_the_benchs_own():
+    own_work = guard.Reading(load_1m=3.9, sampled=0.3, cores=2)  # the minute's average holds our Spark run
+    others = guard.Reading(load_1m=3.9, sampled=2.6, cores=2)
+    assert "under_load" not in guard.annotate({"bench": "x"}, QUIET, own_work)["load"]
+    marked = guard.annotate({"bench": "x"}, QUIET, others)["load"]
+    assert marked["under_load"] == "under load (load 2.60 on 2 cores)"
+    assert guard.annotate({"bench": "x"}, QUIET, own_work, started_busy=True)["load"]["under_load"] == (
+        "under load (load 3.90 on 2 cores)"
+    )
 
 
 def test_a_quiet_machine_records_the_load_of_every_figure_next_to_its_goal(tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from dagster import AssetKey, validate_run_config
@@ -12,6 +13,7 @@ from mltrain_assets.cli import materialize as materialize_module
 from mltrain_assets.cli.demo import RunOutcome
 
 DAY = "2026-02-10"
+REPO = Path(__file__).resolve().parents[2]
 MODEL = ["materialize", "--asset", "city_demand_model", "--partition", f"nyc|{DAY}"]
 
 
@@ -92,3 +94,14 @@ def test_a_bad_config_file_is_refused_naming_the_problem_and_nothing_is_launched
     assert refused.startswith(f"mltrain materialize: --config {config}: ") and refused.count("\n") == 1, refused
     assert says in refused
     assert launches == []
+
+
+def test_the_shipped_seed_scale_config_is_accepted_for_the_recommender(mltrain_home, launches, capsys):
+    from mltrain_assets.cli.run_config import load_run_config
+
+    shipped = str(REPO / "deploy" / "config" / "recommender-seed-scale.yaml")
+    config = load_run_config(shipped, ["recommender_model"])
+    assert config == {"ops": {"recommender_model": {"config": {"epochs": 12, "hidden_width": 128}}}}
+    args = ["materialize", "--asset", "recommender_model", "--partition", DAY, "--config", shipped]
+    assert main(args) == 0, capsys.readouterr().err
+    assert launches[0]["run_config"] == config

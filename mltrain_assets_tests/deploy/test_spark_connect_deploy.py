@@ -47,3 +47,24 @@ def test_the_service_serves_the_url_the_helm_values_name_and_the_server_binds_th
     assert "org.apache.spark.sql.connect.service.SparkConnectServer" in container["args"]
     assert container["startupProbe"]["tcpSocket"]["port"] == "grpc" == container["ports"][0]["name"]
     assert URL in (REPO / "helm-values" / "dagster.yaml").read_text()
+
+
+def test_the_executor_template_is_the_one_the_workload_pods_spark_is_given():
+    """The server's executors run exactly as a Spark workload's executors do: the same pod template code renders both."""
+    from mltrain_assets.resources.k8s import PodTemplate, executor_pod_template
+
+    shipped = _executor_pod()
+    container = shipped["spec"]["containers"][0]
+    rendered = executor_pod_template(
+        PodTemplate(
+            image=container["image"],
+            namespace="mltrain",
+            node_selector=shipped["spec"].get("nodeSelector", {}),
+            scratch_size=shipped["spec"]["volumes"][0]["emptyDir"]["sizeLimit"],
+        )
+    )
+    ours = rendered["spec"]["containers"][0]
+    for field in ("securityContext", "volumeMounts", "workingDir", "image", "name"):
+        assert container[field] == ours[field], field
+    for field in ("securityContext", "volumes", "automountServiceAccountToken", "restartPolicy", "nodeSelector"):
+        assert shipped["spec"][field] == rendered["spec"][field], field

@@ -47,6 +47,7 @@ ALS_CHECKPOINT_INTERVAL = 5  # ... every this many iterations (cuts lineage, fre
 TRAIN_EPOCHS = 4
 TRAIN_BATCH_SIZE = 4096  # per worker
 TRAIN_LR = 3e-3
+TRAIN_LR_DECAY = 0.8  # learning rate multiplied by this per epoch (train/worker.epoch_learning_rate)
 TRAIN_WEIGHT_DECAY = 1e-5
 TRAIN_NPROC = 2
 TRAIN_BACKEND = "gloo"  # "nccl" with --device cuda on GPU nodes

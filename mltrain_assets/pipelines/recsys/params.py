@@ -46,6 +46,9 @@ class TrainParams(DistributedParams):
     batch_size: int = hyperparameter(default=contract.TRAIN_BATCH_SIZE, help="rows per step, per worker", ge=1)
     lr: float = hyperparameter(default=contract.TRAIN_LR, help="Adam learning rate", gt=0, le=1)
     weight_decay: float = hyperparameter(default=contract.TRAIN_WEIGHT_DECAY, help="Adam weight decay", ge=0)
+    hidden_width: int = hyperparameter(
+        default=contract.HIDDEN_SIZES[0], help="units in the MLP's first hidden layer (the second has half)", ge=2
+    )
     seed: int = 0
     shuffle_labels: bool = False  # train on shuffled labels: the AUC gate must fail
     interactions_uris: tuple[str, ...] = input_uri(default=())  # D-7 .. D-1

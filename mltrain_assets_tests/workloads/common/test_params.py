@@ -232,6 +232,7 @@ def test_training_hyperparameters_default_to_the_values_training_used_before_the
         "batch_size": recsys.TRAIN_BATCH_SIZE,
         "lr": recsys.TRAIN_LR,
         "weight_decay": recsys.TRAIN_WEIGHT_DECAY,
+        "hidden_width": recsys.HIDDEN_SIZES[0],
     }
     assert set(hyperparameter_defaults(EmbeddingsParams)) == {"rank", "iterations", "reg", "alpha", "negative_weight"}
 

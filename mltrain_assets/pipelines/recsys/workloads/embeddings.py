@@ -191,6 +191,13 @@ def run(params: EmbeddingsParams, reporter: Reporter) -> dict[str, Any]:
     writer.write_table(ITEM_FACTORS_FILE, result["item_factors"])
     summary = {
         **result["stats"],
+        # What training's fresh user vectors are solved with (fold_in.AlsSettings): the same ratings and settings.
+        "als_settings": {
+            "reg": params.reg,
+            "alpha": params.alpha,
+            "negative_weight": params.negative_weight,
+            "dwell_log_scale": contract.ALS_DWELL_LOG_SCALE,
+        },
         "date": params.date,
         "days": len(uris),
         "elapsed_s": round(time.monotonic() - started, 2),

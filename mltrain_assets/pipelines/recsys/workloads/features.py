@@ -1,4 +1,8 @@
-"""The click model's input: one impression encoded as features over frozen ALS user/item vectors.
+"""The click model's input: one impression encoded as features over frozen user/item vectors.
+
+Item vectors are ALS's; user vectors are ALS's user step solved again over every day before the day
+scored (``fold_in.py``), so a training row of day t sees its user as of t-1 and the model scores day D
+with its users as of D-1.
 
 Features of one impression (``encode``): the element-wise product of the user and item
 vectors and their dot product (the two-tower interaction), both vectors, window activity

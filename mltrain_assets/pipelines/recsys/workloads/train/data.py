@@ -16,11 +16,18 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import torch
 
 from mltrain_assets.artifacts import read_table, require_manifest
 from mltrain_assets.pipelines.recsys import contract
-from mltrain_assets.pipelines.recsys.workloads.features import EncodedRows, FactorTable, encode_rows
+from mltrain_assets.pipelines.recsys.workloads.features import (
+    EncodedRows,
+    FactorTable,
+    encode_rows,
+    global_click_rate,
+)
+from mltrain_assets.pipelines.recsys.workloads.fold_in import FOLD_IN_COLUMNS, AlsSettings, FoldIn
 from mltrain_assets.workloads.common.runtime import DataRejected
 from mltrain_assets.workloads.ingest.params import EVENTS_FILE
 
@@ -44,20 +51,32 @@ def window_rows(uris: Sequence[str]) -> list[int]:
 
 
 def load_window(
-    uris: Sequence[str], users: FactorTable, items: FactorTable, max_position: int = contract.MAX_POSITION
+    uris: Sequence[str],
+    users: FactorTable,
+    items: FactorTable,
+    max_position: int = contract.MAX_POSITION,
+    users_by_day: Sequence[tuple[FactorTable, int]] = (),
 ) -> tuple[EncodedRows, torch.Tensor]:
-    """The days at ``uris`` in order as ``(EncodedRows, int8 clicked)``, encoded one day at a time into place."""
+    """The days at ``uris`` in order as ``(EncodedRows, int8 clicked)``, encoded one day at a time into place.
+
+    ``users_by_day``: per day, the table its users are looked up in and that table's offset in ``users``
+    (``fold_in.stack_tables``): each day's rows see their users' vectors as of that day.
+    """
     if not uris:
         raise DataRejected("train_recommender: no training days given")
     counts = window_rows(uris)
     rows = EncodedRows.empty(sum(counts))
     clicked = torch.empty(sum(counts), dtype=torch.int8)
     start = 0
-    for uri, expected in zip(uris, counts, strict=True):
+    for index, (uri, expected) in enumerate(zip(uris, counts, strict=True)):
         day = read_events(uri)
         if day.num_rows != expected:
             raise DataRejected(f"train_recommender: {uri} holds {day.num_rows} rows, its manifest says {expected}")
-        rows.fill(start, encode_rows(day, users, items, max_position))
+        day_users, offset = users_by_day[index] if users_by_day else (users, 0)
+        part = encode_rows(day, day_users, items, max_position)
+        if offset:
+            part.user_row = torch.where(part.user_row > 0, part.user_row + offset, part.user_row)
+        rows.fill(start, part)
         clicked[start : start + expected] = torch.from_numpy(day.column("clicked").to_numpy().astype(np.int8))
         start += expected
     return rows, clicked
@@ -75,6 +94,54 @@ def window_head(uris: Sequence[str], n: int) -> pd.DataFrame:
     if not parts:
         raise DataRejected("train_recommender: no days given")
     return pa.concat_tables(parts).to_pandas()
+
+
+def load_fold_in(embeddings_uri: str, interactions_uris: Sequence[str], items: FactorTable) -> tuple[FoldIn, int]:
+    """Fresh user vectors' inputs: the embeddings version's own days, then ``interactions_uris``; and how many were its.
+
+    The embeddings version's manifest names the days ALS saw and its summary the settings it used, so the
+    users are solved on exactly the ratings and settings the item vectors were fitted with.
+    """
+    manifest = require_manifest(embeddings_uri)
+    embedding_days = list(manifest.get("inputs", {}).get("user_interactions", []))
+    settings = AlsSettings.from_summary(manifest.get("summary", {}))
+    days = [read_events(uri, FOLD_IN_COLUMNS) for uri in [*embedding_days, *interactions_uris]]
+    return FoldIn(days, items, settings), len(embedding_days)
+
+
+FRESH_USERS_ENV = "MLTRAIN_FRESH_USERS_DIR"  # where the launcher left each training day's user tables
+
+
+def fresh_users(
+    embeddings_uri: str, interactions_uris: Sequence[str], items: FactorTable, global_ctr: float
+) -> list[FactorTable]:
+    """Per training day, its users' vectors from the days before it: what that day's rows are encoded with.
+
+    Read from ``$MLTRAIN_FRESH_USERS_DIR`` where the launcher solved them once for the node
+    (``prepare_fresh_users``), else solved here.
+    """
+    folder = os.environ.get(FRESH_USERS_ENV, "")
+    if folder:
+        tables = [pq.read_table(os.path.join(folder, f"day-{k}.parquet")) for k in range(len(interactions_uris))]
+    else:
+        fold, first = load_fold_in(embeddings_uri, interactions_uris, items)
+        tables = [fold.users_before(first + k, only_users_of_day=True) for k in range(len(interactions_uris))]
+    return [FactorTable.from_arrow(table, "user_id", global_ctr) for table in tables]
+
+
+def prepare_fresh_users(embeddings_uri: str, interactions_uris: Sequence[str], folder: str | None) -> pa.Table:
+    """Solve the users once: each training day's tables into ``folder`` (for the workers), and the model's.
+
+    Returns the model's user table: every user's vector through the last training day (it scores day D).
+    """
+    _, item_factors = load_factors(embeddings_uri)
+    items = FactorTable.from_arrow(item_factors, "item_id", global_click_rate(item_factors))
+    fold, first = load_fold_in(embeddings_uri, interactions_uris, items)
+    if folder:
+        for k in range(len(interactions_uris)):
+            day = fold.users_before(first + k, only_users_of_day=True)
+            pq.write_table(day, os.path.join(folder, f"day-{k}.parquet"))
+    return fold.users_before(first + len(interactions_uris))
 
 
 def load_factors(embeddings_uri: str) -> tuple[pa.Table, pa.Table]:
@@ -121,6 +188,15 @@ def epoch_order(n: int, num_replicas: int, rank: int, seed: int, epoch: int) -> 
     if total > n:
         indices = torch.cat([indices, indices.repeat(math.ceil((total - n) / n))[: total - n]])
     return indices[rank:total:num_replicas]
+
+
+def epoch_learning_rate(lr: float, epoch: int) -> float:
+    """``lr`` decayed by ``contract.TRAIN_LR_DECAY`` per (1-based) epoch.
+
+    A function of the epoch alone, not of the run's length: a resumed run takes the same steps, and a longer
+    run resumes a shorter one's checkpoints (their fingerprint leaves ``epochs`` out).
+    """
+    return lr * contract.TRAIN_LR_DECAY ** (epoch - 1)
 
 
 def click_labels(events: pa.Table) -> np.ndarray:

@@ -32,6 +32,8 @@ import tempfile
 import time
 from typing import Any
 
+import pyarrow as pa
+
 from mltrain_assets.artifacts import ArtifactWriter, read_manifest, require_manifest
 from mltrain_assets.pipelines.recsys import contract
 from mltrain_assets.pipelines.recsys.params import TrainParams
@@ -39,8 +41,10 @@ from mltrain_assets.pipelines.recsys.workloads.evaluate import auc_of, labels_an
 from mltrain_assets.pipelines.recsys.workloads.model import MODEL_FILES, RecsysNet, make_bundle, save_model_dir, score
 from mltrain_assets.pipelines.recsys.workloads.train import agent, checkpoints, worker
 from mltrain_assets.pipelines.recsys.workloads.train.data import (
+    FRESH_USERS_ENV,
     click_labels,
     load_factors,
+    prepare_fresh_users,
     read_events,
     threads_per_worker,
 )
@@ -165,7 +169,13 @@ def run_torchrun(command: list[str], env: dict[str, str], reporter: Reporter) ->
 
 
 def evaluate_and_commit(
-    params: TrainParams, checkpoint_uri: str, fingerprint: str, resumed_from: int, reporter: Reporter, started: float
+    params: TrainParams,
+    checkpoint_uri: str,
+    fingerprint: str,
+    resumed_from: int,
+    reporter: Reporter,
+    started: float,
+    user_factors: pa.Table,
 ) -> dict[str, Any]:
     """Node 0, after training: AUC of the final checkpoint on the held-out day, the MLflow run, the commit."""
     final_epoch, final = checkpoints.latest_checkpoint(checkpoint_uri, fingerprint, params.epochs)
@@ -178,7 +188,7 @@ def evaluate_and_commit(
     val_history = [float(x) for x in final["val_loss_history"]]
     skill = float(final["base_val_loss"]) - val_history[-1]
     no_skill = skill < contract.MIN_SKILL_NATS
-    user_factors, item_factors = load_factors(params.embeddings_uri)
+    _, item_factors = load_factors(params.embeddings_uri)
     held_out = read_events(params.eval_uri)  # Arrow: the day is scored without a pandas copy
     network_auc = None
     if no_skill:
@@ -281,13 +291,20 @@ def run(params: TrainParams, reporter: Reporter) -> dict[str, Any]:
     fingerprint = checkpoints.training_fingerprint(params)
     resumed_from, _ = checkpoints.latest_checkpoint(checkpoint_uri, fingerprint, params.epochs)
     reporter.info(f"checkpoints at {checkpoint_uri}; resuming from epoch {resumed_from} of {params.epochs}")
-    if resumed_from < params.epochs:
-        run_torchrun(torchrun_command(params), worker_environment(params), reporter)
     node_rank = params.resolved_node_rank()
+    with tempfile.TemporaryDirectory(prefix="fresh-users-") as fresh:
+        # The users' vectors solved once per node (fold_in.py), not once per worker.
+        solving = time.monotonic()
+        user_factors = prepare_fresh_users(
+            params.embeddings_uri, params.interactions_uris, fresh if resumed_from < params.epochs else None
+        )
+        reporter.info(f"fresh user vectors: {user_factors.num_rows} users in {time.monotonic() - solving:.1f}s")
+        if resumed_from < params.epochs:
+            run_torchrun(torchrun_command(params), {**worker_environment(params), FRESH_USERS_ENV: fresh}, reporter)
     if node_rank != 0:
         reporter.info(f"node {node_rank} of {params.nnodes}: trained; node 0 evaluates and commits")
         return {"node_rank": node_rank, "trained": True}
-    summary = evaluate_and_commit(params, checkpoint_uri, fingerprint, resumed_from, reporter, started)
+    summary = evaluate_and_commit(params, checkpoint_uri, fingerprint, resumed_from, reporter, started, user_factors)
     if not params.keep_checkpoints:
         checkpoints.remove_checkpoints(checkpoint_uri)
     reporter.info(f"committed {params.out_uri}: {summary}")

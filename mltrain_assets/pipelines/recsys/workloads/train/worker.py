@@ -120,23 +120,34 @@ def _start_worker(params: TrainParams) -> _Worker:
 
 def _load_training_data(params: TrainParams) -> _TrainingData:
     """The factor tables, the model config they imply, and the window's rows and labels split for validation."""
-    from mltrain_assets.pipelines.recsys.workloads.features import global_click_rate
-    from mltrain_assets.pipelines.recsys.workloads.model import RecsysNet, default_config, make_bundle
+    from mltrain_assets.pipelines.recsys.workloads.features import FactorTable, global_click_rate
+    from mltrain_assets.pipelines.recsys.workloads.fold_in import stack_tables
+    from mltrain_assets.pipelines.recsys.workloads.model import default_config
     from mltrain_assets.pipelines.recsys.workloads.train.data import (
+        fresh_users,
         load_factors,
         load_window,
         training_labels,
         validation_split,
     )
 
-    user_factors, item_factors = load_factors(params.embeddings_uri)
-    rank_dim = len(user_factors.column("factors")[0])
-    config = default_config(rank_dim, global_ctr=global_click_rate(item_factors))
-    bundle = make_bundle(RecsysNet.from_config(config), config, user_factors, item_factors)
-    users, items = bundle.users, bundle.items
+    _, item_factors = load_factors(params.embeddings_uri)
+    rank_dim = len(item_factors.column("factors")[0])
+    config = default_config(
+        rank_dim,
+        global_ctr=global_click_rate(item_factors),
+        hidden_sizes=[params.hidden_width, params.hidden_width // 2],
+    )
+    items = FactorTable.from_arrow(item_factors, "item_id", config["global_ctr"])
+    # Each day's users as of that day (fold_in.py): a row never sees its own day's clicks.
+    per_day = fresh_users(params.embeddings_uri, params.interactions_uris, items, config["global_ctr"])
+    users, offsets = stack_tables(per_day)
     max_position = config["max_position"]
     # Compact rows and int8 labels, read a day at a time (train/data.py); features are built per batch.
-    rows, clicked = load_window(params.interactions_uris, users, items, max_position)
+    rows, clicked = load_window(
+        params.interactions_uris, users, items, max_position, list(zip(per_day, offsets, strict=True))
+    )
+    del per_day
     labels = training_labels(clicked, params.shuffle_labels, params.seed)
     del clicked
     train_index, val_index = validation_split(len(rows), params.seed)
@@ -240,12 +251,14 @@ def _train_epoch(run: _Run, ddp: DistributedDataParallel, params: TrainParams, e
     import torch.distributed as dist
 
     from mltrain_assets.pipelines.recsys.workloads.features import encode
-    from mltrain_assets.pipelines.recsys.workloads.train.data import epoch_order
+    from mltrain_assets.pipelines.recsys.workloads.train.data import epoch_learning_rate, epoch_order
 
     data, worker = run.data, run.worker
     # Data order depends on (seed, epoch) only: DistributedSampler's, as one tensor.
     positions = epoch_order(len(data.train_index), worker.world_size, worker.rank, params.seed, epoch)
     order = data.train_index[positions.to(worker.device)]
+    for group in run.optimizer.param_groups:
+        group["lr"] = epoch_learning_rate(params.lr, epoch)
     ddp.train()
     totals = torch.zeros(2, dtype=torch.float64, device=worker.device)
     for begin in range(0, len(order), params.batch_size):

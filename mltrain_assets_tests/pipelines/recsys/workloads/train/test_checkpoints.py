@@ -76,6 +76,7 @@ def test_what_does_not_change_the_weights_keeps_the_fingerprint(change):
         {"batch_size": 512},
         {"lr": 1e-3},
         {"weight_decay": 0.0},
+        {"hidden_width": 128},
         {"seed": 1},
         {"shuffle_labels": True},
         {"date": "2026-03-09"},

@@ -14,12 +14,14 @@ from mltrain_assets.artifacts import ArtifactWriter, normalize_uri
 from mltrain_assets.pipelines.recsys import contract
 from mltrain_assets.pipelines.recsys.simulate import simulate_day
 from mltrain_assets.pipelines.recsys.workloads.features import FactorTable, encode, encode_rows
+from mltrain_assets.pipelines.recsys.workloads.fold_in import stack_tables
 from mltrain_assets.pipelines.recsys.workloads.train.data import (
     EVENT_COLUMNS,
     NODE_CPUS_ENV,
     epoch_order,
     load_window,
     node_cpus,
+    read_events,
     threads_per_worker,
     training_labels,
     validation_split,
@@ -74,6 +76,24 @@ def test_the_window_loads_a_day_at_a_time_into_the_rows_a_whole_frame_gives(tmp_
     assert head.equals(whole.select(EVENT_COLUMNS).slice(0, 3_000).to_pandas())
     with pytest.raises(DataRejected, match="no training days given"):
         load_window([], users, items)
+
+
+def test_each_day_finds_its_users_in_its_own_block_of_the_stacked_table(tmp_path):
+    uris = commit_days(tmp_path)
+    items = factors(20, "item_id")
+    per_day = [factors(75 - 10 * k, "user_id") for k in range(len(uris))]  # a different table per day
+    users, offsets = stack_tables(per_day)
+    rows, _ = load_window(uris, users, items, users_by_day=list(zip(per_day, offsets, strict=True)))
+    start = 0
+    for uri, day_users, offset in zip(uris, per_day, offsets, strict=True):
+        day = read_events(uri)
+        alone = encode_rows(day, day_users, items)
+        got = rows.slice(start, start + day.num_rows)
+        # The day's own features, read through the stack: unknown users stay on row 0.
+        assert torch.equal(encode(got, users, items), encode(alone, day_users, items))
+        assert torch.equal(got.user_row == 0, alone.user_row == 0)
+        assert (got.user_row[alone.user_row > 0] > offset).all()
+        start += day.num_rows
 
 
 def test_labels_split_and_epoch_order_are_compact_and_what_they_were():

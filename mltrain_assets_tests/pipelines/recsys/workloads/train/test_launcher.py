@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import itertools
 import os
 import signal
 import socket
@@ -35,7 +36,7 @@ from mltrain_assets.pipelines.recsys.params import TrainParams
 from mltrain_assets.pipelines.recsys.workloads.model import MODEL_FILES, load_model_dir, score
 from mltrain_assets.pipelines.recsys.workloads.train import agent, worker
 from mltrain_assets.pipelines.recsys.workloads.train.checkpoints import list_checkpoints, training_fingerprint
-from mltrain_assets.pipelines.recsys.workloads.train.data import read_events
+from mltrain_assets.pipelines.recsys.workloads.train.data import epoch_learning_rate, read_events
 from mltrain_assets.pipelines.recsys.workloads.train.launcher import (
     MAX_RESTARTS,
     torchrun_command,
@@ -322,3 +323,10 @@ def test_a_killed_training_resumes_from_its_checkpoint_to_bit_identical_weights(
         assert torch.equal(expected[name], actual[name]), name
     assert resumed["weights_sha256"] == reference["summary"]["weights_sha256"]
     assert resumed["auc"] == reference["summary"]["auc"]
+
+
+def test_the_learning_rate_decays_by_epoch_alone_so_resumed_and_longer_runs_take_the_same_steps():
+    rates = [epoch_learning_rate(0.01, epoch) for epoch in range(1, 5)]
+    assert rates[0] == 0.01 and rates[2] == pytest.approx(0.01 * contract.TRAIN_LR_DECAY**2)
+    assert all(a > b > 0 for a, b in itertools.pairwise(rates))
+    assert epoch_learning_rate(0.01, 3) == rates[2]  # no state, no run length: epoch 3 is epoch 3
