@@ -2,6 +2,10 @@
 
     .venv/bin/python bench/seed_recsys.py [--quick] [--users N --items M --events-per-day K]
         [--scratch DIR] [--steps als,train,oracle,topk,recall] [--recall-users 2000] [--driver-memory 4g]
+        [--config FILE|none] [--epochs N] [--hidden-width W]
+
+Training takes ``recommender_model``'s launch config: at seed scale by default the shipped
+``deploy/config/recommender-seed-scale.yaml``, at other sizes the defaults.
 
 Simulates the 15 landing days of one partition (D-14..D-8 for ALS, D-7..D-1 for training, the
 held-out day D),
@@ -49,6 +53,7 @@ QUICK = {"users": 100_000, "items": 5_000, "events_per_day": 300_000}
 DATE = "2026-03-08"
 SIMULATOR_SEED = 0  # the world `mltrain simulate` lands (its default seed)
 SAMPLE_S = 0.25
+SEED_CONFIG = REPO / "deploy" / "config" / "recommender-seed-scale.yaml"  # the launch config for seed volume
 STEPS = ("simulate", "ingest", "als", "train", "oracle", "topk", "recall")
 EPOCH_SECONDS = re.compile(r"epochs \(loss [\d.]+, validation [\d.]+, ([\d.]+)s\)")
 PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -144,6 +149,15 @@ def emit(bench: str, **figures) -> None:
     print(json.dumps({"bench": f"seed_recsys_{bench}", **figures}), flush=True)
 
 
+def launch_config(path: str) -> dict:
+    """``recommender_model``'s hyperparameters from a launch config file (``{}`` for ``none``)."""
+    if path == "none":
+        return {}
+    import yaml
+
+    return dict(yaml.safe_load(Path(path).read_text())["ops"]["recommender_model"]["config"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help=f"{QUICK} instead of the seed scale {SEED}")
@@ -153,12 +167,20 @@ def main() -> None:
     parser.add_argument("--date", default=DATE, help="the partition D (held out); D-7..D-1 are learned from")
     parser.add_argument("--scratch", help="working folder (default: a new temp folder, removed at the end)")
     parser.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}")
-    parser.add_argument("--epochs", type=int, default=contract.TRAIN_EPOCHS)
-    parser.add_argument("--hidden-width", type=int, default=contract.HIDDEN_SIZES[0], help="the MLP's first layer")
+    parser.add_argument(
+        "--config",
+        help=f"recommender_model's launch config (as `mltrain materialize --config`; 'none': the defaults); "
+        f"default: {SEED_CONFIG.relative_to(REPO)} at seed scale, the defaults at other sizes",
+    )
+    parser.add_argument("--epochs", type=int, help="overrides the launch config's")
+    parser.add_argument("--hidden-width", type=int, help="the MLP's first layer; overrides the launch config's")
     parser.add_argument("--recall-users", type=int, default=2_000)
     parser.add_argument("--driver-memory", help="spark.driver.memory of the ALS step (default: the session's, 2g)")
     args = parser.parse_args()
     sizes = dict(QUICK if args.quick else SEED)
+    at_seed_scale = not (args.quick or args.users or args.items or args.events_per_day)
+    args.hyperparameters = launch_config(args.config or (str(SEED_CONFIG) if at_seed_scale else "none"))
+    args.hyperparameters.update({k: v for k, v in (("epochs", args.epochs), ("hidden_width", args.hidden_width)) if v})
     sizes.update({k: v for k, v in (("users", args.users), ("items", args.items),
                                     ("events_per_day", args.events_per_day)) if v})  # fmt: skip
     if args.scratch:
@@ -268,13 +290,12 @@ def run(scratch: Path, sizes: dict, args: argparse.Namespace) -> None:
     # 4. DDP training, 2 workers on this node, AUC on day D (launcher), MLflow on sqlite.
     if "train" in steps:
         model_uri = version_uri(storage, "recommender_model", args.date, run_id)
-        train = TrainParams(date=args.date, epochs=args.epochs, hidden_width=args.hidden_width,
-                            interactions_uris=train_uris, eval_uri=eval_uri, embeddings_uri=embeddings_uri,
+        train = TrainParams(date=args.date, **args.hyperparameters, interactions_uris=train_uris, eval_uri=eval_uri, embeddings_uri=embeddings_uri,
                             mlflow=mlflow, out_uri=model_uri)  # fmt: skip
         figures = measured(train.command(python), env, logs / "train.log")
         summary = read_manifest(model_uri)["summary"]
         emit("train", **figures, rows=summary["n_train"], eval_rows=summary["n_eval"], epochs=summary["epochs"],
-             hidden_width=args.hidden_width, world_size=summary["world_size"], auc=round(summary["auc"], 4),
+             hidden_width=train.hidden_width, world_size=summary["world_size"], auc=round(summary["auc"], 4),
              epoch_s=[float(s) for s in EPOCH_SECONDS.findall((logs / "train.log").read_text())])  # fmt: skip
     else:
         model_uri = latest(storage, "recommender_model", args.date)
