@@ -27,6 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from mltrain_assets.launch import procfs
+
 LOCK_PATH = Path(tempfile.gettempdir()) / "mltrain-bench.lock"
 SAMPLE_S = 3.0
 SAMPLE_EVERY_S = 0.1
@@ -66,44 +68,22 @@ def load_1m() -> float:
     return os.getloadavg()[0]
 
 
-def _stat_fields(path: Path) -> list[str]:
-    """A ``stat`` file's fields after the command name (which may hold spaces): state first, then ppid."""
-    return path.read_text().rsplit(")", 1)[1].split()
-
-
-def runnable_tasks(proc: Path = Path("/proc"), root_pid: int | None = None) -> float:
+def runnable_tasks(root_pid: int | None = None) -> float:
     """Threads running or runnable now in processes other than ours: ``root_pid`` and its descendants excluded.
 
     The bench's own work (Spark's JVM, torchrun's workers) is what it measures, not load on the machine; the
     1-minute average cannot tell the two apart, this count can. Without procfs (macOS) the 1-minute average.
     """
     root_pid = os.getpid() if root_pid is None else root_pid
-    parents: dict[int, int] = {}
-    try:
-        entries = [entry for entry in os.listdir(proc) if entry.isdigit()]
-    except OSError:
+    listed = procfs.pids()
+    if listed is None:
         return load_1m()
-    for entry in entries:
-        try:
-            parents[int(entry)] = int(_stat_fields(proc / entry / "stat")[1])
-        except (OSError, IndexError, ValueError):
-            continue  # ended while listed
+    parents = {found.pid: found.ppid for found in map(procfs.stat, listed) if found is not None}
     ours, changed = {root_pid}, True
     while changed:
         grown = ours | {pid for pid, parent in parents.items() if parent in ours}
         changed, ours = grown != ours, grown
-    running = 0
-    for pid in parents.keys() - ours:
-        try:
-            tasks = os.listdir(proc / str(pid) / "task")
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                running += _stat_fields(proc / str(pid) / "task" / task / "stat")[0] == "R"
-            except (OSError, IndexError):
-                continue
-    return float(running)
+    return float(sum(state == "R" for pid in parents.keys() - ours for state in procfs.thread_states(pid)))
 
 
 def sample(

@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 from mltrain_assets.artifacts import read_manifest, read_table, version_uri
+from mltrain_assets.launch import procfs
 from mltrain_assets.pipelines.recsys import contract
 from mltrain_assets.pipelines.recsys import simulate as simulator
 from mltrain_assets.pipelines.recsys.params import EmbeddingsParams, RecommendParams, TrainParams
@@ -56,7 +57,6 @@ SAMPLE_S = 0.25
 SEED_CONFIG = REPO / "deploy" / "config" / "recommender-seed-scale.yaml"  # the launch config for seed volume
 STEPS = ("simulate", "ingest", "als", "train", "oracle", "topk", "recall")
 EPOCH_SECONDS = re.compile(r"epochs \(loss [\d.]+, validation [\d.]+, ([\d.]+)s\)")
-PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
 
 INGEST = """
 import json, sys, time
@@ -93,33 +93,18 @@ print(json.dumps({"users": len(hits), "cold_users": int(cold.sum()), "recall_at_
 """
 
 
-def _process_table() -> dict[int, tuple[int, int]]:
-    """``pid -> (parent pid, RSS pages)`` of every process now."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # ended while listed
-        table[int(entry)] = (int(fields[1]), int(fields[21]))  # ppid, rss (fields 4 and 24 of stat)
-    return table
-
-
 def tree_rss_mb(root: int) -> float:
     """RSS of ``root`` and all its descendants, in MB."""
-    table = _process_table()
+    table = {found.pid: found for found in map(procfs.stat, procfs.pids() or []) if found is not None}
     children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    total, stack = 0, [root]
+    for found in table.values():
+        children.setdefault(found.ppid, []).append(found.pid)
+    total_kb, stack = 0, [root]
     while stack:
         pid = stack.pop()
-        total += table.get(pid, (0, 0))[1]
+        total_kb += table[pid].rss_kb if pid in table else 0
         stack.extend(children.get(pid, []))
-    return total * PAGE_MB
+    return total_kb / 1024
 
 
 def measured(command: list[str], env: dict[str, str], log: Path) -> dict:

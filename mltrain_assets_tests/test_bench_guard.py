@@ -73,16 +73,21 @@ def test_a_short_burst_counts_even_when_the_minute_average_is_low():
 
 def fake_proc(root: Path, processes: dict[int, tuple[int, list[str]]]) -> Path:
     """A /proc with ``pid -> (ppid, thread states)``: each process's stat and one task stat per thread."""
+    rest = " ".join(["0"] * 40)  # pgrp, session, ..., rss: the fields procfs reads after state and ppid
     for pid, (ppid, states) in processes.items():
         (root / str(pid)).mkdir(parents=True)
-        (root / str(pid) / "stat").write_text(f"{pid} (name with ) paren) S {ppid} 1 1\n")
+        (root / str(pid) / "stat").write_text(f"{pid} (name with ) paren) S {ppid} {rest}\n")
         for tid, state in enumerate(states):
             (root / str(pid) / "task" / str(pid * 100 + tid)).mkdir(parents=True)
-            (root / str(pid) / "task" / str(pid * 100 + tid) / "stat").write_text(f"{pid} (java) {state} {ppid} 1\n")
+            (root / str(pid) / "task" / str(pid * 100 + tid) / "stat").write_text(
+                f"{pid} (java) {state} {ppid} {rest}\n"
+            )
     return root
 
 
-def test_the_benchs_own_threads_are_not_load_but_everyone_elses_are(tmp_path):
+def test_the_benchs_own_threads_are_not_load_but_everyone_elses_are(tmp_path, monkeypatch):
+    from mltrain_assets.launch import procfs
+
     proc = fake_proc(
         tmp_path / "proc",
         {
@@ -94,8 +99,9 @@ def test_the_benchs_own_threads_are_not_load_but_everyone_elses_are(tmp_path):
             30: (1, ["S"]),
         },
     )
-    assert guard.runnable_tasks(proc, root_pid=10) == 4.0
-    assert guard.runnable_tasks(proc, root_pid=20) == 5.0
+    monkeypatch.setattr(procfs, "PROC", str(proc))
+    assert guard.runnable_tasks(root_pid=10) == 4.0
+    assert guard.runnable_tasks(root_pid=20) == 5.0
 
 
 def test_a_figure_is_marked_for_other_processes_load_not_for_the_benchs_own():

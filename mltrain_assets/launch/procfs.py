@@ -1,7 +1,8 @@
 """The one reader of Linux ``/proc``: a process's state, parent, session, CPU, memory and start time.
 
 Used by the launch supervisor (metering, the guard that kills orphaned workloads) and by
-``instance/heal.py`` (is a run worker still the process it was?). Standard library only: the guard
+``instance/heal.py`` (is a run worker still the process it was?), and by ``bench/guard.py`` (the others'
+runnable threads). Standard library only: the guard
 runs it in a bare interpreter. Every function answers ``None`` (or nothing) where ``/proc`` is
 absent (macOS) or the process is gone.
 """
@@ -34,14 +35,18 @@ class ProcStat:
         return self.state not in ("Z", "X")
 
 
+def _fields(path: str) -> list[bytes]:
+    """A ``stat`` file's fields after "(comm)", which may hold spaces: state ppid pgrp session ... utime(14) stime
+    cutime cstime ... starttime(22) vsize rss(24); here 0-based from state."""
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    return raw[raw.rindex(b")") + 2 :].split()
+
+
 def stat(pid: int) -> ProcStat | None:
     """``/proc/<pid>/stat`` parsed; ``None`` if the process (or ``/proc``) is not there."""
     try:
-        with open(f"{PROC}/{pid}/stat", "rb") as handle:
-            raw = handle.read()
-        # After "(comm)", which may hold spaces: state ppid pgrp session ... utime(14) stime cutime cstime ...
-        # starttime(22) vsize rss(24); here 0-based from state.
-        fields = raw[raw.rindex(b")") + 2 :].split()
+        fields = _fields(f"{PROC}/{pid}/stat")
         return ProcStat(
             pid=pid,
             state=fields[0].decode(),
@@ -54,6 +59,21 @@ def stat(pid: int) -> ProcStat | None:
         )
     except (OSError, ValueError, IndexError):
         return None
+
+
+def thread_states(pid: int) -> list[str]:
+    """The state (R, S, D, ...) of each of the process's threads; none if it is gone."""
+    try:
+        tasks = os.listdir(f"{PROC}/{pid}/task")
+    except OSError:
+        return []
+    states = []
+    for task in tasks:
+        try:
+            states.append(_fields(f"{PROC}/{pid}/task/{task}/stat")[0].decode())
+        except (OSError, ValueError, IndexError):
+            continue  # ended while listed
+    return states
 
 
 def peak_rss_kb(pid: int) -> int:

@@ -63,6 +63,11 @@ class TrainParams(DistributedParams):
     experiment: str = runtime(default=contract.EXPERIMENT_NAME)
     mlflow: MlflowSettings = service("mlflow", default_factory=MlflowSettings)
 
+    @property
+    def hidden_sizes(self) -> tuple[int, int]:
+        """The MLP's two hidden layers: ``hidden_width`` units, then half as many."""
+        return (self.hidden_width, self.hidden_width // 2)
+
 
 @workload(".workloads.evaluate", resources={"timeout_s": 900})  # champion/challenger evaluation
 @dataclasses.dataclass(frozen=True, kw_only=True)

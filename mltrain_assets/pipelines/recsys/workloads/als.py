@@ -86,7 +86,7 @@ def factors_table(factors: pa.Table, counts: pa.Table, id_column: str, rank: int
 
 
 _MAX_ID = 2**31 - 1  # ALS ids are Java ints
-_MICRO = 1_000_000
+MICRO_UNITS = 1_000_000  # ratings summed in integer micro-units: exact, whatever the order (fold_in.py sums the same)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +142,7 @@ def aggregate_window(events, negative_weight: float, dwell_log_scale: float) -> 
     click_weight = F.lit(1.0) + F.log1p(F.greatest(F.col("dwell_seconds"), F.lit(0.0))) / F.lit(dwell_log_scale)
     weight = F.when(F.col("clicked") == 1, click_weight).otherwise(F.lit(-negative_weight))
     pairs = (
-        events.withColumn("w", F.round(weight * F.lit(_MICRO)).cast("long"))
+        events.withColumn("w", F.round(weight * F.lit(MICRO_UNITS)).cast("long"))
         .groupBy("user_id", "item_id")
         .agg(F.sum("w").alias("w"), F.count("*").alias("impressions"), F.sum("clicked").cast("long").alias("clicks"))
         .select(
@@ -164,7 +164,7 @@ def aggregate_window(events, negative_weight: float, dwell_log_scale: float) -> 
     rated = (
         nonzero.join(positive.select("user").distinct(), "user", "left_semi")
         .join(positive.select("item").distinct(), "item", "left_semi")
-        .select("user", "item", (F.col("w") / F.lit(float(_MICRO))).cast("float").alias("rating"))
+        .select("user", "item", (F.col("w") / F.lit(float(MICRO_UNITS))).cast("float").alias("rating"))
     )
     user_counts = _window_counts(pairs, "user", "user_id")
     item_counts = _window_counts(pairs, "item", "item_id")

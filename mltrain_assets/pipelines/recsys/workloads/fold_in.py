@@ -22,12 +22,13 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import scipy.sparse
+import torch
 
 from mltrain_assets.pipelines.recsys import contract
+from mltrain_assets.pipelines.recsys.workloads.als import MICRO_UNITS
 from mltrain_assets.pipelines.recsys.workloads.features import FactorTable
 
 FOLD_IN_COLUMNS = ["user_id", "item_id", "clicked", "dwell_seconds"]
-_MICRO = 1_000_000  # ratings summed in integer micro-units, as ``als.aggregate_window`` sums them
 
 
 @dataclass(frozen=True)
@@ -50,14 +51,14 @@ def micro_ratings(clicked: np.ndarray, dwell_seconds: np.ndarray, settings: AlsS
     """Each impression's rating in micro-units: a click ``1 + log1p(dwell) / scale``, else ``-negative_weight``."""
     click_weight = 1.0 + np.log1p(np.maximum(np.nan_to_num(dwell_seconds, nan=0.0), 0.0)) / settings.dwell_log_scale
     weight = np.where(clicked == 1, click_weight, -settings.negative_weight)
-    return np.round(weight * _MICRO).astype(np.int64)
+    return np.round(weight * MICRO_UNITS).astype(np.int64)
 
 
 class FoldIn:
     """Days of impressions in order, ready to solve every user's vector as of the start of any of those days."""
 
     def __init__(self, days: Sequence[pa.Table], items: FactorTable, settings: AlsSettings):
-        self.items, self.settings = items, settings
+        self.settings = settings
         self.day_ends = np.cumsum([day.num_rows for day in days])
         user_id = np.concatenate([day.column("user_id").to_numpy().astype(np.int64) for day in days])
         item_row = np.concatenate([items.rows(day.column("item_id").to_numpy()) for day in days])
@@ -101,10 +102,9 @@ class FoldIn:
         impressions = np.bincount(self.user_index[:end], minlength=n_users)
         clicks = np.bincount(self.user_index[:end], weights=self.clicked[:end], minlength=n_users).astype(np.int64)
         wanted = impressions > 0
-        if only_users_of_day:
-            start = int(self.day_ends[day - 1]) if day > 0 else 0
+        if only_users_of_day:  # day ``day``'s rows start where the days before it end
             of_day = np.zeros(n_users, bool)
-            of_day[self.user_index[start : int(self.day_ends[day])]] = True
+            of_day[self.user_index[end : int(self.day_ends[day])]] = True
             wanted &= of_day
         vectors = self._solve(end, wanted)
         users = np.flatnonzero(wanted)
@@ -122,7 +122,7 @@ class FoldIn:
         n_pairs, rank = len(self.pair_user), self.rank
         micro = np.bincount(self.pair_of_row[:end], weights=self.rating[:end], minlength=n_pairs)
         keep = (micro != 0) & (self.pair_item > 0) & wanted[self.pair_user]
-        rating, pair_item = micro[keep] / _MICRO, self.pair_item[keep]
+        rating, pair_item = micro[keep] / MICRO_UNITS, self.pair_item[keep]
         users = np.flatnonzero(wanted)
         slot = np.full(len(wanted), -1, np.int64)
         slot[users] = np.arange(len(users))
@@ -164,8 +164,6 @@ def stack_tables(tables: Sequence[FactorTable]) -> tuple[FactorTable, list[int]]
         impressions.append(table.impressions)
         clicks.append(table.clicks)
         total += len(table.ids)
-    import torch
-
     return (
         FactorTable(
             np.concatenate(ids),

@@ -6,12 +6,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from mltrain_assets.artifacts import read_manifest, read_table
+from mltrain_assets.artifacts import ArtifactWriter, normalize_uri, read_manifest, read_table
 from mltrain_assets.pipelines.recsys import contract
 from mltrain_assets.pipelines.recsys.contract import ITEM_FACTORS_FILE, USER_FACTORS_FILE
 from mltrain_assets.pipelines.recsys.workloads.features import FactorTable, global_click_rate
 from mltrain_assets.pipelines.recsys.workloads.fold_in import AlsSettings, FoldIn, micro_ratings, stack_tables
 from mltrain_assets.pipelines.recsys.workloads.train.data import load_fold_in
+from mltrain_assets.workloads.common.runtime import DataRejected
 
 RANK = 4
 
@@ -109,6 +110,15 @@ def test_stacked_tables_keep_each_blocks_rows_after_its_offset():
     row = blocks[1].rows(np.array([2]))[0]
     assert np.array_equal(stacked.vectors[offsets[1] + row], blocks[1].vectors[row])
     assert not stacked.vectors[0].any()  # row 0: the unknown user
+
+
+def test_an_embeddings_version_that_names_no_days_is_refused_naming_it(tmp_path):
+    uri = normalize_uri(str(tmp_path / "interaction_embeddings" / "v=old"))
+    writer = ArtifactWriter(uri, producer="tests", code_version="test")  # no inputs recorded
+    writer.write_json("note.json", {})
+    writer.commit()
+    with pytest.raises(DataRejected, match=r"manifest of .*v=old names no inputs.user_interactions"):
+        load_fold_in(uri, [], _items())
 
 
 @pytest.mark.slow

@@ -103,7 +103,12 @@ def load_fold_in(embeddings_uri: str, interactions_uris: Sequence[str], items: F
     users are solved on exactly the ratings and settings the item vectors were fitted with.
     """
     manifest = require_manifest(embeddings_uri)
-    embedding_days = list(manifest.get("inputs", {}).get("user_interactions", []))
+    embedding_days = list(manifest.get("inputs", {}).get("user_interactions") or [])
+    if not embedding_days:
+        raise DataRejected(
+            f"train_recommender: the manifest of {embeddings_uri} names no inputs.user_interactions: the users' "
+            "vectors cannot be solved on the days its item vectors were fitted on"
+        )
     settings = AlsSettings.from_summary(manifest.get("summary", {}))
     days = [read_events(uri, FOLD_IN_COLUMNS) for uri in [*embedding_days, *interactions_uris]]
     return FoldIn(days, items, settings), len(embedding_days)
@@ -112,43 +117,46 @@ def load_fold_in(embeddings_uri: str, interactions_uris: Sequence[str], items: F
 FRESH_USERS_ENV = "MLTRAIN_FRESH_USERS_DIR"  # where the launcher left each training day's user tables
 
 
-def fresh_users(
-    embeddings_uri: str, interactions_uris: Sequence[str], items: FactorTable, global_ctr: float
-) -> list[FactorTable]:
+def fresh_users(days: int, global_ctr: float) -> list[FactorTable]:
     """Per training day, its users' vectors from the days before it: what that day's rows are encoded with.
 
-    Read from ``$MLTRAIN_FRESH_USERS_DIR`` where the launcher solved them once for the node
-    (``prepare_fresh_users``), else solved here.
+    The launcher solved them once for the node (``prepare_fresh_users``) into ``$MLTRAIN_FRESH_USERS_DIR``.
     """
     folder = os.environ.get(FRESH_USERS_ENV, "")
-    if folder:
-        tables = [pq.read_table(os.path.join(folder, f"day-{k}.parquet")) for k in range(len(interactions_uris))]
-    else:
-        fold, first = load_fold_in(embeddings_uri, interactions_uris, items)
-        tables = [fold.users_before(first + k, only_users_of_day=True) for k in range(len(interactions_uris))]
-    return [FactorTable.from_arrow(table, "user_id", global_ctr) for table in tables]
+    if not folder:
+        raise RuntimeError(
+            f"${FRESH_USERS_ENV} is not set: a training worker reads its users' vectors from the folder the launcher "
+            "(train/launcher.py) solves them into; start training through the launcher"
+        )
+    return [
+        FactorTable.from_arrow(pq.read_table(os.path.join(folder, f"day-{k}.parquet")), "user_id", global_ctr)
+        for k in range(days)
+    ]
 
 
-def prepare_fresh_users(embeddings_uri: str, interactions_uris: Sequence[str], folder: str | None) -> pa.Table:
-    """Solve the users once: each training day's tables into ``folder`` (for the workers), and the model's.
+def prepare_fresh_users(
+    embeddings_uri: str, interactions_uris: Sequence[str], folder: str | None, model_users: bool
+) -> tuple[pa.Table | None, pa.Table]:
+    """Solve the users once per node; returns ``(the model's user table or None, the item factors)``.
 
-    Returns the model's user table: every user's vector through the last training day (it scores day D).
+    ``folder``: each training day's tables are written there, for the workers. ``model_users``: every user's
+    vector through the last training day, which the model ships (it scores day D), is solved too.
     """
-    _, item_factors = load_factors(embeddings_uri)
+    item_factors = load_item_factors(embeddings_uri)
+    if not folder and not model_users:
+        return None, item_factors
     items = FactorTable.from_arrow(item_factors, "item_id", global_click_rate(item_factors))
     fold, first = load_fold_in(embeddings_uri, interactions_uris, items)
     if folder:
         for k in range(len(interactions_uris)):
             day = fold.users_before(first + k, only_users_of_day=True)
             pq.write_table(day, os.path.join(folder, f"day-{k}.parquet"))
-    return fold.users_before(first + len(interactions_uris))
+    return (fold.users_before(first + len(interactions_uris)) if model_users else None), item_factors
 
 
-def load_factors(embeddings_uri: str) -> tuple[pa.Table, pa.Table]:
-    """The committed ``interaction_embeddings`` version's ``(user_factors, item_factors)``."""
-    return read_table(embeddings_uri, contract.USER_FACTORS_FILE), read_table(
-        embeddings_uri, contract.ITEM_FACTORS_FILE
-    )
+def load_item_factors(embeddings_uri: str) -> pa.Table:
+    """The committed ``interaction_embeddings`` version's item factors (its user factors are re-solved: fold_in.py)."""
+    return read_table(embeddings_uri, contract.ITEM_FACTORS_FILE)
 
 
 def training_labels(clicked: torch.Tensor, shuffle: bool, seed: int) -> torch.Tensor:

@@ -43,7 +43,6 @@ from mltrain_assets.pipelines.recsys.workloads.train import agent, checkpoints, 
 from mltrain_assets.pipelines.recsys.workloads.train.data import (
     FRESH_USERS_ENV,
     click_labels,
-    load_factors,
     prepare_fresh_users,
     read_events,
     threads_per_worker,
@@ -176,6 +175,7 @@ def evaluate_and_commit(
     reporter: Reporter,
     started: float,
     user_factors: pa.Table,
+    item_factors: pa.Table,
 ) -> dict[str, Any]:
     """Node 0, after training: AUC of the final checkpoint on the held-out day, the MLflow run, the commit."""
     final_epoch, final = checkpoints.latest_checkpoint(checkpoint_uri, fingerprint, params.epochs)
@@ -188,7 +188,6 @@ def evaluate_and_commit(
     val_history = [float(x) for x in final["val_loss_history"]]
     skill = float(final["base_val_loss"]) - val_history[-1]
     no_skill = skill < contract.MIN_SKILL_NATS
-    _, item_factors = load_factors(params.embeddings_uri)
     held_out = read_events(params.eval_uri)  # Arrow: the day is scored without a pandas copy
     network_auc = None
     if no_skill:
@@ -292,19 +291,22 @@ def run(params: TrainParams, reporter: Reporter) -> dict[str, Any]:
     resumed_from, _ = checkpoints.latest_checkpoint(checkpoint_uri, fingerprint, params.epochs)
     reporter.info(f"checkpoints at {checkpoint_uri}; resuming from epoch {resumed_from} of {params.epochs}")
     node_rank = params.resolved_node_rank()
+    training = resumed_from < params.epochs
     with tempfile.TemporaryDirectory(prefix="fresh-users-") as fresh:
-        # The users' vectors solved once per node (fold_in.py), not once per worker.
+        # The users' vectors solved once per node (fold_in.py), not once per worker; the model's on node 0 only.
         solving = time.monotonic()
-        user_factors = prepare_fresh_users(
-            params.embeddings_uri, params.interactions_uris, fresh if resumed_from < params.epochs else None
+        user_factors, item_factors = prepare_fresh_users(
+            params.embeddings_uri, params.interactions_uris, fresh if training else None, model_users=node_rank == 0
         )
-        reporter.info(f"fresh user vectors: {user_factors.num_rows} users in {time.monotonic() - solving:.1f}s")
-        if resumed_from < params.epochs:
+        reporter.info(f"fresh user vectors solved in {time.monotonic() - solving:.1f}s")
+        if training:
             run_torchrun(torchrun_command(params), {**worker_environment(params), FRESH_USERS_ENV: fresh}, reporter)
-    if node_rank != 0:
+    if user_factors is None:  # solved on node 0 only: the other nodes train, node 0 also evaluates and commits
         reporter.info(f"node {node_rank} of {params.nnodes}: trained; node 0 evaluates and commits")
         return {"node_rank": node_rank, "trained": True}
-    summary = evaluate_and_commit(params, checkpoint_uri, fingerprint, resumed_from, reporter, started, user_factors)
+    summary = evaluate_and_commit(
+        params, checkpoint_uri, fingerprint, resumed_from, reporter, started, user_factors, item_factors
+    )
     if not params.keep_checkpoints:
         checkpoints.remove_checkpoints(checkpoint_uri)
     reporter.info(f"committed {params.out_uri}: {summary}")

@@ -144,7 +144,7 @@ def log_training_run(
             "weight_decay": params.weight_decay, "seed": params.seed, "nproc": params.nproc_per_node,
             "nnodes": params.nnodes, "world_size": params.world_size, "backend": params.backend,
             "device": params.device, "shuffle_labels": bool(params.shuffle_labels),
-            "hidden_sizes": [params.hidden_width, params.hidden_width // 2], "validation_fraction": contract.VALIDATION_FRACTION,
+            "hidden_sizes": list(params.hidden_sizes), "validation_fraction": contract.VALIDATION_FRACTION,
             "embeddings_uri": params.embeddings_uri, "eval_uri": params.eval_uri, "interactions_uris": json.dumps(uris),
             "resumed_from_epoch": metrics["resumed_from_epoch"],
         })  # fmt: skip

@@ -125,22 +125,20 @@ def _load_training_data(params: TrainParams) -> _TrainingData:
     from mltrain_assets.pipelines.recsys.workloads.model import default_config
     from mltrain_assets.pipelines.recsys.workloads.train.data import (
         fresh_users,
-        load_factors,
+        load_item_factors,
         load_window,
         training_labels,
         validation_split,
     )
 
-    _, item_factors = load_factors(params.embeddings_uri)
+    item_factors = load_item_factors(params.embeddings_uri)
     rank_dim = len(item_factors.column("factors")[0])
     config = default_config(
-        rank_dim,
-        global_ctr=global_click_rate(item_factors),
-        hidden_sizes=[params.hidden_width, params.hidden_width // 2],
+        rank_dim, global_ctr=global_click_rate(item_factors), hidden_sizes=list(params.hidden_sizes)
     )
     items = FactorTable.from_arrow(item_factors, "item_id", config["global_ctr"])
     # Each day's users as of that day (fold_in.py): a row never sees its own day's clicks.
-    per_day = fresh_users(params.embeddings_uri, params.interactions_uris, items, config["global_ctr"])
+    per_day = fresh_users(len(params.interactions_uris), config["global_ctr"])
     users, offsets = stack_tables(per_day)
     max_position = config["max_position"]
     # Compact rows and int8 labels, read a day at a time (train/data.py); features are built per batch.
